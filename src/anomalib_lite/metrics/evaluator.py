@@ -1,0 +1,89 @@
+"""The shared evaluator: runs a model over a test loader and computes every metric."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from anomalib_lite.metrics.aupro import pixel_metrics
+from anomalib_lite.metrics.auroc import auroc, f1_max
+
+
+@dataclass
+class Predictions:
+    """Everything the metrics need, gathered on one device.
+
+    Attributes:
+        scores: ``N`` image scores. labels: ``N`` image labels.
+        maps: ``N×H×W`` anomaly maps. masks: ``N×H×W`` bool ground truth.
+        mask_valid: ``N`` bool, False for anomalous images that have no mask file.
+        paths: ``N`` image paths.
+    """
+
+    scores: torch.Tensor
+    labels: torch.Tensor
+    maps: torch.Tensor
+    masks: torch.Tensor
+    mask_valid: torch.Tensor
+    paths: list[str] = field(default_factory=list)
+
+
+def compute_metrics(pred: Predictions, fpr_limit: float = 0.3) -> dict[str, float | int | None]:
+    """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO.
+
+    Pixel metrics cover the images whose masks are known; metrics that are
+    undefined on this test set (one class only) are ``None``.
+    """
+    f1 = f1_max(pred.scores, pred.labels)
+    valid = pred.mask_valid
+    pixel = pixel_metrics(pred.maps[valid], pred.masks[valid], fpr_limit)
+    return {
+        "image_auroc": auroc(pred.scores, pred.labels),
+        "image_f1_max": None if f1 is None else f1[0],
+        "image_threshold": None if f1 is None else f1[1],
+        "pixel_auroc": pixel.pixel_auroc,
+        "aupro": pixel.aupro,
+        "n_images": int(pred.labels.numel()),
+        "n_anomalous": int(pred.labels.sum()),
+        "n_pixel_images": int(valid.sum()),
+    }
+
+
+def collect_predictions(
+    model: torch.nn.Module,
+    loader: Iterable[dict],
+    device: torch.device,
+    map_size: int | None = None,
+    progress: bool = True,
+) -> Predictions:
+    """Run ``model.predict`` over a loader; keep scores, maps and masks on ``device``.
+
+    Args:
+        model: an :class:`~anomalib_lite.models.base.AnomalyModel`.
+        loader: batches following the data contract (``image``, ``label``, ``mask``,
+            ``mask_valid``, ``path``).
+        device: where the model runs and the results are gathered.
+        map_size: resize maps and masks to this side (maps bilinear, masks nearest)
+            before the metrics; ``None`` keeps the input resolution.
+    """
+    model.eval()
+    parts: dict[str, list] = {k: [] for k in ("scores", "labels", "maps", "masks", "mask_valid", "paths")}
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        out = model.predict(batch["image"].to(device))
+        maps = out.anomaly_map.float()
+        masks = batch["mask"].to(device)[:, 0]
+        if map_size is not None and maps.shape[-1] != map_size:
+            maps = F.interpolate(maps[:, None], size=(map_size, map_size), mode="bilinear", align_corners=False)[:, 0]
+            masks = F.interpolate(masks[:, None], size=(map_size, map_size), mode="nearest")[:, 0]
+        parts["scores"].append(out.score.float())
+        parts["labels"].append(batch["label"].to(device))
+        parts["maps"].append(maps)
+        parts["masks"].append(masks > 0.5)
+        parts["mask_valid"].append(batch["mask_valid"].to(device))
+        parts["paths"].extend(batch["path"])
+    paths = parts.pop("paths")
+    return Predictions(**{k: torch.cat(v) for k, v in parts.items()}, paths=paths)
