@@ -1,0 +1,3 @@
+"""anomalib_lite: unsupervised image anomaly detection and localisation, simply and exactly."""
+
+__version__ = "0.1.0"

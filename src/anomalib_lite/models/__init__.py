@@ -1,0 +1,7 @@
+"""Model families behind a small registry; importing this package registers them all."""
+
+from anomalib_lite.models import hfr  # noqa: F401  (registers the family)
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.registry import BackboneConfig, build_model, model_names
+
+__all__ = ["AnomalyModel", "AnomalyOutput", "BackboneConfig", "Stage", "build_model", "model_names"]

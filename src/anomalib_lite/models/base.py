@@ -1,0 +1,69 @@
+"""The contract every model family follows: training stages and a ``predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
+
+
+@dataclass
+class AnomalyOutput:
+    """What ``predict`` returns.
+
+    Attributes:
+        anomaly_map: ``B×H×W`` float, at the input resolution; higher = more anomalous.
+        score: ``B`` float image scores; higher = more anomalous.
+    """
+
+    anomaly_map: torch.Tensor
+    score: torch.Tensor
+
+
+@dataclass
+class Stage:
+    """One phase of a model's training recipe, run by the engine.
+
+    Attributes:
+        name: shown in progress bars, logs and error messages.
+        epochs: passes over the training loader.
+        parameters: what the optimiser trains.
+        optimizer: builds the optimiser from ``parameters``.
+        step: ``batch -> {"loss": Tensor, <other terms>: Tensor}``; ``"loss"`` is
+            optimised, every term is logged and checked for NaN/inf.
+        scheduler: optional, built from the optimiser and the stage's total steps;
+            stepped after every optimiser step.
+        on_stage_start: optional hook given the datamodule before the first epoch
+            (also when a run resumes inside this stage).
+        on_epoch_end: optional hook given the number of finished epochs.
+    """
+
+    name: str
+    epochs: int
+    parameters: list[nn.Parameter]
+    optimizer: OptimizerFactory
+    step: Callable[[dict], dict[str, torch.Tensor]]
+    scheduler: SchedulerFactory | None = None
+    on_stage_start: Callable[[object], None] | None = None
+    on_epoch_end: Callable[[int], None] | None = None
+
+
+class AnomalyModel(nn.Module):
+    """Base class of the model families.
+
+    Subclasses implement :meth:`stages` and :meth:`predict`; a model never opens
+    files, picks devices or logs: the engine does.
+    """
+
+    def stages(self) -> list[Stage]:
+        """The training recipe, in order."""
+        raise NotImplementedError
+
+    def predict(self, image: torch.Tensor) -> AnomalyOutput:
+        """Anomaly maps and scores for ``B×3×H×W`` normalised images (call in eval mode)."""
+        raise NotImplementedError

@@ -1,0 +1,127 @@
+"""HFR: a decoder reconstructs a frozen encoder's features level by level, deepest first.
+
+Encoder features ``E1, E2, E3`` (strides 4, 8, 16). Level 3 decodes ``E3``; level
+k = 2, 1 decodes the reconstruction ``D_{k+1}`` nearest-upsampled ×2. The residual
+``M_k = ||E_k/||E_k|| − D_k/||D_k|| ||`` per position is both the loss (its mean)
+and, summed over levels at the input size and Gaussian-filtered, the anomaly map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomalib_lite.models.backbones import Backbone
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.layers import gaussian_blur, normalized_distance, upsample_sum
+from anomalib_lite.models.registry import BackboneConfig, register_model
+
+
+@dataclass
+class HFRConfig:
+    """HFR hyper-parameters (paper defaults; see METHODS.md).
+
+    Attributes:
+        epochs: training epochs. lr, momentum, weight_decay: SGD.
+        conv_blocks: conv → BN → LeakyReLU blocks per decoder level.
+        kernel_size: their kernel size (the paper does not print it; 3 is our choice).
+        leaky_slope: LeakyReLU slope.
+        sigma: Gaussian filter of the anomaly map, in pixels.
+    """
+
+    name: str = "hfr"
+    epochs: int = 200
+    lr: float = 0.4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    conv_blocks: int = 3
+    kernel_size: int = 3
+    leaky_slope: float = 0.1
+    sigma: float = 4.0
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "conv_blocks", "kernel_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size={self.kernel_size} must be odd")
+        if self.lr <= 0:
+            raise ValueError(f"model.lr={self.lr} must be > 0")
+
+
+def decoder_level(in_channels: int, channels: int, cfg: HFRConfig) -> nn.Sequential:
+    """``conv_blocks`` × (conv k×k → BN → LeakyReLU) then a 1×1 conv: ``B×in×h×w → B×channels×h×w``."""
+    layers: list[nn.Module] = []
+    for i in range(cfg.conv_blocks):
+        conv_in = in_channels if i == 0 else channels
+        layers += [
+            nn.Conv2d(conv_in, channels, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(cfg.leaky_slope),
+        ]
+    layers.append(nn.Conv2d(channels, channels, 1))
+    return nn.Sequential(*layers)
+
+
+@register_model("hfr", HFRConfig)
+class HFR(AnomalyModel):
+    """Hierarchical feature reconstruction.
+
+    Args:
+        cfg: :class:`HFRConfig`. backbone_cfg: the frozen encoder (any number of levels ≥ 1).
+    """
+
+    def __init__(self, cfg: HFRConfig, backbone_cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Backbone(backbone_cfg.name, backbone_cfg.layers, backbone_cfg.weights)
+        widths = self.encoder.channels
+        # decoders[0] reconstructs the deepest level from its own features; each next one
+        # reconstructs the next-shallower level from the previous reconstruction.
+        self.decoders = nn.ModuleList(
+            decoder_level(widths[-1] if k == len(widths) - 1 else widths[k + 1], widths[k], cfg)
+            for k in reversed(range(len(widths)))
+        )
+
+    def residuals(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Residual maps ``M_k`` (``B×h_k×w_k``), shallowest level first."""
+        with torch.no_grad():
+            encoded = self.encoder(image)
+        recon = None
+        residuals = []
+        for decoder, target in zip(self.decoders, reversed(encoded)):
+            source = target if recon is None else F.interpolate(recon, size=target.shape[-2:], mode="nearest")
+            recon = decoder(source)
+            residuals.append(normalized_distance(target.float(), recon.float()))
+        return residuals[::-1]
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Loss = mean over levels of the mean residual; also logs each level's term."""
+        level_losses = [m.mean() for m in self.residuals(batch["image"])]
+        terms = {f"loss_level{k + 1}": loss for k, loss in enumerate(level_losses)}
+        return {"loss": torch.stack(level_losses).mean(), **terms}
+
+    def stages(self) -> list[Stage]:
+        """One stage: the decoder, SGD as in the paper."""
+        cfg = self.cfg
+        return [
+            Stage(
+                name="reconstruction",
+                epochs=cfg.epochs,
+                parameters=list(self.decoders.parameters()),
+                optimizer=lambda params: torch.optim.SGD(
+                    params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+                ),
+                step=self.training_step,
+            )
+        ]
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> AnomalyOutput:
+        """Map = Gaussian(σ) of the summed, upsampled residuals; score = max of the map."""
+        maps = upsample_sum(self.residuals(image), image.shape[-2:])
+        maps = gaussian_blur(maps.float(), self.cfg.sigma)
+        return AnomalyOutput(anomaly_map=maps, score=maps.flatten(1).amax(1))

@@ -1,0 +1,45 @@
+"""Small tensor operations several model families share."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian filter of ``B×H×W`` maps, like ``scipy.ndimage.gaussian_filter`` (truncate 4, reflect).
+
+    Args:
+        maps: ``B×H×W`` float.
+        sigma: standard deviation in pixels; ``0`` returns the maps unchanged.
+    Returns:
+        ``B×H×W``, same dtype and device.
+    """
+    if sigma <= 0:
+        return maps
+    radius = int(4 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(maps.dtype)
+    out = maps[:, None]
+    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):
+        pad = [radius, radius, 0, 0] if shape[-1] == -1 else [0, 0, radius, radius]
+        mode = "reflect" if min(out.shape[-2:]) > radius else "replicate"
+        out = F.conv2d(F.pad(out, pad, mode=mode), kernel.view(shape))
+    return out[:, 0]
+
+
+def normalized_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-position L2 distance of channel-wise L2-normalised features.
+
+    Args:
+        a, b: ``B×C×H×W``.
+    Returns:
+        ``B×H×W``, in [0, 2].
+    """
+    return torch.linalg.vector_norm(F.normalize(a, dim=1, eps=eps) - F.normalize(b, dim=1, eps=eps), dim=1)
+
+
+def upsample_sum(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize ``B×h_i×w_i`` maps to ``size`` and sum them: ``B×H×W``."""
+    return sum(F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] for m in maps)

@@ -1,0 +1,60 @@
+"""Model families by name: each registers its class and its config dataclass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models.base import AnomalyModel
+
+
+@dataclass
+class BackboneConfig:
+    """Which frozen ImageNet network a model uses.
+
+    Attributes:
+        name: a key of :data:`anomalib_lite.models.backbones.BACKBONES`.
+        layers: stage names to tap; ``None`` = the backbone's defaults (stride 4, 8, 16).
+        weights: ``imagenet`` or ``none`` (random, for tests).
+    """
+
+    name: str = "tf_efficientnet_lite0"
+    layers: list[str] | None = None
+    weights: str = "imagenet"
+
+
+_MODELS: dict[str, tuple[type[AnomalyModel], type]] = {}
+
+
+def register_model(name: str, config_cls: type) -> Callable[[type[AnomalyModel]], type[AnomalyModel]]:
+    """Class decorator: make a model family buildable as ``model=<name>`` with ``config_cls``."""
+
+    def add(cls: type[AnomalyModel]) -> type[AnomalyModel]:
+        _MODELS[name] = (cls, config_cls)
+        return cls
+
+    return add
+
+
+def model_names() -> list[str]:
+    """Names of the registered model families."""
+    return sorted(_MODELS)
+
+
+def model_config_class(name: str) -> type:
+    """The config dataclass of a registered model family."""
+    if name not in _MODELS:
+        raise ConfigError(f"model.name={name!r} is unknown; choices: {', '.join(model_names())}")
+    return _MODELS[name][1]
+
+
+def build_model(model_cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any]) -> AnomalyModel:
+    """Instantiate a model from its config mapping (``cfg.model``) and ``cfg.backbone``."""
+    config_cls = model_config_class(model_cfg["name"])
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_cls), model_cfg))
+    backbone = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), backbone_cfg))
+    return _MODELS[model_cfg["name"]][0](config, backbone)
