@@ -18,7 +18,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return maps
     radius = int(4 * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float32)
+    x = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).to(maps.dtype)
     out = maps[:, None]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.base import AnomalyModel
@@ -52,9 +50,7 @@ def model_config_class(name: str) -> type:
     return _MODELS[name][1]
 
 
-def build_model(model_cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any]) -> AnomalyModel:
-    """Instantiate a model from its config mapping (``cfg.model``) and ``cfg.backbone``."""
-    config_cls = model_config_class(model_cfg["name"])
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_cls), model_cfg))
-    backbone = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), backbone_cfg))
-    return _MODELS[model_cfg["name"]][0](config, backbone)
+def build_model(model_cfg: Any, backbone_cfg: BackboneConfig) -> AnomalyModel:
+    """Instantiate a model from its validated config dataclass (``cfg.model``) and backbone."""
+    model_config_class(model_cfg.name)
+    return _MODELS[model_cfg.name][0](model_cfg, backbone_cfg)

@@ -1,0 +1,120 @@
+"""What the entry points share: run-folder safety, evaluation with its outputs, tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from anomalib_lite.config import EvalConfig
+from anomalib_lite.data import DataModule
+from anomalib_lite.errors import AnomalibLiteError
+from anomalib_lite.metrics import collect_predictions, compute_metrics
+from anomalib_lite.models import AnomalyModel
+from anomalib_lite.visualize import save_overlays
+
+log = logging.getLogger("anomalib_lite")
+METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+
+
+def run_folder() -> Path:
+    """The folder Hydra made for this run (or this multirun job)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def discard_if_fresh(folder: Path) -> None:
+    """Remove a run folder that holds nothing but Hydra's own files (the run failed before any work)."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log", "eval.log"}:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_errors(job: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wrap a Hydra task: a user error is printed as one message (no traceback).
+
+    A run that failed before any work leaves no folder behind. In a single run the
+    process exits with status 1; in a multirun the error is raised so Hydra goes on
+    with the other jobs and reports the failure at the end.
+    """
+
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return job(cfg)
+        except AnomalibLiteError as exc:
+            log.error("%s", exc)
+            discard_if_fresh(run_folder())
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            sys.exit(1)
+
+    return wrapped
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without Hydra's own node: plain data, safe to store in checkpoints."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    return values
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically (never a half-written file)."""
+    partial = path.with_suffix(f".partial-{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)
+
+
+def evaluate_category(
+    model: AnomalyModel,
+    datamodule: DataModule,
+    device: torch.device,
+    cfg: EvalConfig,
+    maps_dir: Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of one category's test split, and overlays for a sample of its images in ``maps_dir``."""
+    pred = collect_predictions(model, datamodule.test_loader(), device, cfg.map_size, progress)
+    metrics = compute_metrics(pred, cfg.fpr_limit)
+    if not datamodule.has_masks:
+        metrics["note"] = "no ground-truth masks: pixel metrics undefined"
+    elif metrics["n_pixel_images"] < metrics["n_images"]:
+        metrics["note"] = (
+            f"pixel metrics over the {metrics['n_pixel_images']} of {metrics['n_images']} images whose masks are known"
+        )
+    test = datamodule.test_set
+    save_overlays(test.images, pred.maps, test.masks, pred.labels, pred.paths, maps_dir, cfg.n_maps)
+    return metrics
+
+
+def mean_metrics(per_category: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Mean of each metric over the categories where it is defined."""
+    means: dict[str, float | None] = {}
+    for column in METRIC_COLUMNS:
+        values = [m[column] for m in per_category.values() if m.get(column) is not None]
+        means[column] = sum(values) / len(values) if values else None
+    return means
+
+
+def format_table(per_category: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: one row per category and a mean row; undefined metrics shown as ``-``."""
+
+    def cell(value: Any) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+    header = "| category | " + " | ".join(METRIC_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 1)]
+    rows = {**per_category, "mean": mean_metrics(per_category)} if len(per_category) > 1 else per_category
+    for name, metrics in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in METRIC_COLUMNS) + " |")
+    notes = [f"- {name}: {m['note']}" for name, m in per_category.items() if m.get("note")]
+    return "\n".join(lines + notes)

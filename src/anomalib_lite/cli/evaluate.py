@@ -1,0 +1,54 @@
+"""``python eval.py ckpt_path=…``: re-evaluate a checkpoint with the config stored inside it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from anomalib_lite.cli.common import evaluate_category, format_table, report_errors, run_folder, write_json
+from anomalib_lite.config import validate
+from anomalib_lite.data import build_datamodule, categories
+from anomalib_lite.engine.trainer import load_checkpoint, resolve_device
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models import build_model
+
+
+@report_errors
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Load ``cfg.ckpt_path``, rebuild its model and data, and compute every metric.
+
+    The backbone is built without downloading weights: the checkpoint holds them.
+    Writes ``metrics.json`` and ``maps/`` into this run's folder.
+
+    Returns:
+        The content of ``metrics.json``.
+    """
+    path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file")
+    state = load_checkpoint(path)
+    stored = OmegaConf.create(state["config"])
+    overrides = {"data": cfg.data} if cfg.data else {}
+    if cfg.eval is not None:
+        overrides["eval"] = cfg.eval
+    run = validate(OmegaConf.merge(stored, overrides))
+    (category,) = categories(run.data)
+    model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
+    model.load_state_dict(state["model"])
+    device = resolve_device(cfg.device)
+    model.to(device)
+    datamodule = build_datamodule(run.data, category)
+    folder = run_folder()
+    metrics = evaluate_category(model, datamodule, device, run.eval, folder / "maps" / category, cfg.progress)
+    results = {
+        "checkpoint": str(path),
+        "model": run.model.name,
+        "data": run.data.name,
+        "categories": {category: metrics},
+    }
+    write_json(results, folder / "metrics.json")
+    print(f"\n{run.model.name} on {run.data.name} — {path}\n{format_table({category: metrics})}")
+    return results

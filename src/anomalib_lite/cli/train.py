@@ -1,0 +1,94 @@
+"""``python train.py``: train and evaluate one model on each requested category."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
+
+from anomalib_lite.cli.common import (
+    evaluate_category,
+    format_table,
+    log,
+    mean_metrics,
+    plain_config,
+    report_errors,
+    run_folder,
+    write_json,
+)
+from anomalib_lite.config import RunConfig, validate
+from anomalib_lite.data import build_datamodule, categories
+from anomalib_lite.engine.trainer import Engine
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models import build_model
+
+
+def check_run_folder(folder: Path, resume: bool) -> None:
+    """Refuse to write over another run; with ``resume``, require something to resume.
+
+    Raises:
+        ConfigError: the folder already holds a run (and ``resume`` is off), or holds
+            no checkpoint to resume (``resume`` on).
+    """
+    has_run = (folder / "metrics.json").exists() or (folder / "checkpoints").exists()
+    if has_run and not resume:
+        raise ConfigError(
+            f"Run folder {folder} already holds a run; nothing was overwritten. "
+            "Pass trainer.resume=true to continue it, or choose another hydra.run.dir."
+        )
+    if resume and not (folder / "checkpoints").exists():
+        raise ConfigError(
+            f"trainer.resume=true but {folder} holds no checkpoints. Point hydra.run.dir at the "
+            "interrupted run's folder, e.g. hydra.run.dir=outputs/<task>/<date>_<time>."
+        )
+
+
+def train_category(run: RunConfig, category: str, config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Train, checkpoint and evaluate one category; return its metrics."""
+    config = {**config, "category": category, "data": {**config["data"], "category": category}}
+    checkpoint = folder / "checkpoints" / category / "last.pt"
+    trainer_cfg = dataclasses.replace(run.trainer, resume=run.trainer.resume and checkpoint.is_file())
+    datamodule = build_datamodule(run.data, category)
+    model = build_model(run.model, run.backbone)
+    with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
+        engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
+        log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
+        engine.fit(model, datamodule)
+        metrics = evaluate_category(
+            model, datamodule, engine.device, run.eval, folder / "maps" / category, run.trainer.progress
+        )
+        for name, value in metrics.items():
+            if isinstance(value, float):
+                writer.add_scalar(f"metrics/{name}", value)
+    return metrics
+
+
+@report_errors
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate the config, then train and evaluate every requested category.
+
+    Writes ``metrics.json`` (updated after each category), ``checkpoints/<category>/last.pt``,
+    ``tensorboard/<category>/`` and ``maps/<category>/`` into the run folder.
+
+    Returns:
+        The content of ``metrics.json``.
+    """
+    folder = run_folder()
+    run = validate(cfg)
+    wanted = categories(run.data)
+    check_run_folder(folder, run.trainer.resume)
+    config = plain_config(cfg)
+    metrics_path = folder / "metrics.json"
+    done = json.loads(metrics_path.read_text())["categories"] if metrics_path.exists() else {}
+    results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}
+    for category in wanted:
+        if category not in done:
+            done[category] = train_category(run, category, config, folder)
+        results.update(categories=done, mean=mean_metrics(done))
+        write_json(results, metrics_path)
+    print(f"\n{run.model.name} on {run.data.name} — {folder}\n{format_table(done)}")
+    return results

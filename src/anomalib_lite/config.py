@@ -1,0 +1,105 @@
+"""Validation of a composed config against the dataclasses of each part, before any work.
+
+Each part is checked against its own dataclass (the model's from the model registry,
+the dataset's from :data:`anomalib_lite.data.DATA_CONFIGS`): unknown keys are named
+with the valid ones, wrong types and out-of-range values with the option's full name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from anomalib_lite.data import DATA_CONFIGS, DataConfig
+from anomalib_lite.engine.trainer import TrainerConfig
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models import BackboneConfig
+from anomalib_lite.models.registry import model_config_class, model_names
+
+
+@dataclass
+class EvalConfig:
+    """Evaluator options (``eval.*``).
+
+    Attributes:
+        map_size: side at which pixel metrics are computed (``None``: the input size).
+        fpr_limit: upper FPR bound of AUPRO.
+        n_maps: how many test images get a PNG overlay in ``maps/``.
+    """
+
+    map_size: int | None = None
+    fpr_limit: float = 0.3
+    n_maps: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fpr_limit <= 1:
+            raise ValueError(f"eval.fpr_limit={self.fpr_limit} must be in (0, 1]")
+        if self.map_size is not None and self.map_size < 1:
+            raise ValueError(f"eval.map_size={self.map_size} must be ≥ 1 (or null)")
+        if self.n_maps < 0:
+            raise ValueError(f"eval.n_maps={self.n_maps} must be ≥ 0")
+
+
+@dataclass
+class RunConfig:
+    """A validated training run: every part as its typed dataclass."""
+
+    task_name: str
+    seed: int
+    category: Any
+    model: Any = None
+    data: DataConfig | None = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_keys(values: dict, cls: type, prefix: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"Unknown option {prefix}{key}; valid options of {prefix or 'the config'}: "
+                              f"{', '.join(fields)}")  # fmt: skip
+        nested = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        if isinstance(value, dict) and dataclasses.is_dataclass(nested):
+            _check_keys(value, nested, f"{prefix}{key}.")
+
+
+def _typed(values: dict, cls: type, prefix: str) -> Any:
+    """Check ``values`` against dataclass ``cls`` and return an instance (``__post_init__`` runs)."""
+    _check_keys(values, cls, prefix)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"Bad value for {prefix}{key}: {str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Resolve every interpolation and check every part of a training config.
+
+    Raises:
+        ConfigError: naming the bad option and the valid choices.
+    """
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot resolve the config: {exc}") from exc
+    values.pop("hydra", None)
+    model_name = values.get("model", {}).get("name")
+    if model_name not in model_names():
+        raise ConfigError(f"model={model_name!r} is unknown; choices: {', '.join(model_names())}")
+    data_name = values.get("data", {}).get("name")
+    if data_name not in DATA_CONFIGS:
+        raise ConfigError(f"data={data_name!r} is unknown; choices: {', '.join(DATA_CONFIGS)}")
+    model = _typed(values.pop("model"), model_config_class(model_name), "model.")
+    data = _typed(values.pop("data"), DATA_CONFIGS[data_name], "data.")
+    run = _typed(values, RunConfig, "")
+    run.model, run.data = model, data
+    return run

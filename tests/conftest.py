@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny datasets made on the fly, and a runner for the entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# A run small enough for a test: 64 px images, few of them, one epoch.
+TINY = [
+    "data.image_size=64", "data.batch_size=4", "data.n_train=8", "data.n_test_good=4",
+    "data.n_per_defect=2", "data.source_size=64", "trainer.max_epochs=1", "trainer.progress=false",
+    "eval.n_maps=2",
+]  # fmt: skip
+
+
+def run_entry(script: str, *overrides: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python <script> <overrides>`` from the repository; capture its output."""
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_mvtec_category(root: Path, category: str, rng: np.random.Generator, mask_for_all: bool = True) -> None:
+    """A tiny MVTec-layout category: flat grey textures; defects are bright squares with masks.
+
+    The last defect image gets no mask file unless ``mask_for_all``.
+    """
+
+    def normal() -> np.ndarray:
+        return (120 + rng.normal(0, 10, (48, 48, 3))).clip(0, 255).astype(np.uint8)
+
+    for i in range(6):
+        Image.fromarray(normal()).save(root / category / "train" / "good" / f"{i:03d}.png")
+    for i in range(3):
+        Image.fromarray(normal()).save(root / category / "test" / "good" / f"{i:03d}.png")
+    for i in range(3):
+        image, mask = normal(), np.zeros((48, 48), np.uint8)
+        y, x = rng.integers(4, 30, 2)
+        image[y : y + 12, x : x + 12] = 250
+        mask[y : y + 12, x : x + 12] = 255
+        Image.fromarray(image).save(root / category / "test" / "spot" / f"{i:03d}.png")
+        if mask_for_all or i < 2:
+            Image.fromarray(mask).save(root / category / "ground_truth" / "spot" / f"{i:03d}_mask.png")
+
+
+@pytest.fixture
+def mvtec_root(tmp_path: Path) -> Path:
+    """An MVTec-layout dataset with one category, ``widget``, whose last defect has no mask."""
+    root = tmp_path / "mvtec"
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (root / "widget" / sub).mkdir(parents=True)
+    write_mvtec_category(root, "widget", np.random.default_rng(0), mask_for_all=False)
+    return root

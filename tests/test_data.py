@@ -1,0 +1,100 @@
+"""The data layer: odd images, broken files, layouts, the synthetic generator, the batch contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anomalib_lite.data import DataModule, ImageRecord, categories
+from anomalib_lite.data.images import read_image, read_mask
+from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, mvtec_records
+from anomalib_lite.data.sources import DataConfig, SyntheticConfig, build_datamodule
+from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.errors import ConfigError, DataError
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((20, 30), 200, np.uint8),  # grey
+        np.dstack([np.full((20, 30, 3), 200, np.uint8), np.zeros((20, 30), np.uint8)]),  # RGBA
+        np.full((20, 30), 200 * 257, np.uint16),  # 16-bit grey
+    ],
+)
+def test_grey_rgba_and_16bit_images_become_rgb(tmp_path, array):
+    path = tmp_path / "x.png"
+    Image.fromarray(array).save(path)
+    image = read_image(path, 16)
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    assert abs(int(image.mean()) - 200) <= 1  # 16-bit scaled by its depth, alpha dropped, grey repeated
+
+
+def test_truncated_image_is_reported_by_path(tmp_path):
+    good = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    path = tmp_path / "broken.png"
+    Image.fromarray(good).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="broken.png"):
+        read_image(path, 32)
+    records = [ImageRecord(path, 0)]
+    with pytest.raises(DataError, match=r"broken\.png[\s\S]*skip_unreadable"):
+        DataModule(records, records, 32, 2, name="t")
+
+
+def test_mask_of_another_size_is_resized_and_binarised(tmp_path):
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:5] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = read_mask(tmp_path / "m.png", 20)
+    assert out.shape == (20, 20) and out.dtype == bool
+    assert out[:10].all() and not out[10:].any()
+
+
+def test_mvtec_layout_records_and_missing_masks(mvtec_root):
+    train, test = mvtec_records(mvtec_root, "widget")
+    assert len(train) == 6 and all(r.label == 0 for r in train)
+    assert sorted(r.label for r in test) == [0, 0, 0, 1, 1, 1]
+    assert [r.mask_path is not None for r in test if r.label == 1] == [True, True, False]
+    dm = DataModule(train, test, 32, 4, name="widget")
+    batch = next(iter(dm.test_loader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["mask"].shape == (4, 1, 32, 32)
+    assert batch["label"].dtype == torch.long and len(batch["path"]) == 4
+    assert dm.test_set.mask_valid.tolist() == [True, True, True, True, True, False]
+    assert dm.has_masks
+
+
+def test_wrong_category_names_the_choices(mvtec_root):
+    with pytest.raises(ConfigError, match="choices: widget"):
+        categories(DataConfig(root=str(mvtec_root), category="nope"))
+
+
+def test_absent_dataset_lists_mvtec_categories_or_says_how_to_get_it(tmp_path):
+    with pytest.raises(ConfigError, match=", ".join(MVTEC_CATEGORIES)):
+        categories(DataConfig(root=str(tmp_path / "absent"), category="nope"))
+    with pytest.raises(DataError, match=r"looked for .*screw[\s\S]*layout[\s\S]*download"):
+        categories(DataConfig(root=str(tmp_path / "absent"), category="screw"))
+
+
+def test_synthetic_is_deterministic_with_masks_where_pixels_changed(tmp_path):
+    args = dict(seed=3, n_train=2, n_test_good=1, n_per_defect=2, size=64)
+    ensure_synthetic(tmp_path / "a", **args)
+    ensure_synthetic(tmp_path / "b", **args)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == len(SYNTHETIC_CATEGORIES) * (2 + 1 + 4 * 2 * 2)
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    for mask_path in (tmp_path / "a").rglob("*_mask.png"):
+        mask = np.asarray(Image.open(mask_path)) > 127
+        assert 0 < mask.mean() < 0.5, mask_path  # a defect of some size, never the whole image
+
+
+def test_synthetic_datamodule_and_unknown_category(tmp_path):
+    cfg = SyntheticConfig(root=str(tmp_path), category="all", n_train=2, n_test_good=1, n_per_defect=1,
+                          source_size=64, image_size=32)  # fmt: skip
+    assert categories(cfg) == SYNTHETIC_CATEGORIES
+    dm = build_datamodule(cfg, "brick")
+    assert len(dm.train_set) == 2 and len(dm.test_set) == 5
+    with pytest.raises(ConfigError, match="choices: brick, grass"):
+        categories(SyntheticConfig(root=str(tmp_path), category="nope"))

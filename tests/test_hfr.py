@@ -1,0 +1,74 @@
+"""HFR against the paper's formulas, and the shared layers against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from anomalib_lite.models import BackboneConfig, build_model
+from anomalib_lite.models.hfr import HFRConfig
+from anomalib_lite.models.layers import gaussian_blur, normalized_distance
+
+
+@pytest.mark.parametrize("sigma", [1.0, 4.0])
+def test_gaussian_blur_matches_scipy(sigma):
+    maps = torch.rand(2, 40, 48, dtype=torch.float64)
+    expected = np.stack([ndimage.gaussian_filter(m, sigma, mode="reflect") for m in maps.numpy()])
+    # scipy's "reflect" repeats the edge pixel; torch's "reflect" does not: compare away from the border.
+    r = int(4 * sigma + 0.5)
+    got = gaussian_blur(maps, sigma).numpy()
+    np.testing.assert_allclose(got[:, r:-r, r:-r], expected[:, r:-r, r:-r], atol=1e-10)
+
+
+def test_normalized_distance_formula():
+    a, b = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
+    naive = torch.zeros(2, 3, 4)
+    for n in range(2):
+        for y in range(3):
+            for x in range(4):
+                u, v = a[n, :, y, x], b[n, :, y, x]
+                naive[n, y, x] = torch.linalg.norm(u / torch.linalg.norm(u) - v / torch.linalg.norm(v))
+    torch.testing.assert_close(normalized_distance(a, b), naive)
+
+
+@pytest.fixture(scope="module")
+def hfr():
+    return build_model(HFRConfig(), BackboneConfig("resnet18", weights="none"))
+
+
+def test_decoder_reconstructs_each_level_from_the_one_below(hfr):
+    encoder_widths = hfr.encoder.channels  # 64, 128, 256
+    first_convs = [d[0] for d in hfr.decoders]
+    assert [c.in_channels for c in first_convs] == [256, 256, 128]  # E3, then D3, then D2
+    assert [d[-1].out_channels for d in hfr.decoders] == encoder_widths[::-1]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in hfr.decoders[0]) == 3
+
+
+def test_loss_and_map_follow_the_paper(hfr):
+    hfr.eval()
+    image = torch.randn(2, 3, 64, 64)
+    residuals = hfr.residuals(image)
+    assert [tuple(m.shape) for m in residuals] == [(2, 16, 16), (2, 8, 8), (2, 4, 4)]
+    loss = hfr.training_step({"image": image})["loss"]
+    torch.testing.assert_close(loss, torch.stack([m.mean() for m in residuals]).mean())
+    out = hfr.predict(image)
+    summed = sum(F.interpolate(m[:, None], size=(64, 64), mode="bilinear")[:, 0] for m in residuals)
+    torch.testing.assert_close(out.anomaly_map, gaussian_blur(summed, 4.0))
+    torch.testing.assert_close(out.score, out.anomaly_map.flatten(1).amax(1))
+
+
+def test_only_the_decoder_trains(hfr):
+    (stage,) = hfr.stages()
+    trained = {id(p) for p in stage.parameters}
+    assert trained == {id(p) for p in hfr.decoders.parameters()}
+    assert not trained & {id(p) for p in hfr.encoder.parameters()}
+    optimizer = stage.optimizer(stage.parameters)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.4
+
+
+def test_bad_hyper_parameter_is_named():
+    with pytest.raises(ValueError, match="model.kernel_size"):
+        HFRConfig(kernel_size=2)
