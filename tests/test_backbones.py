@@ -60,10 +60,10 @@ def test_torchvision_weights_download_from_a_local_file(tmp_path, monkeypatch):
     reference = torchvision.models.resnet18()
     torch.save(reference.state_dict(), source)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(backbones, "torchvision_weights_path",
-                        lambda name: (source.as_uri(), tmp_path / "torch_home" / "hub" / "checkpoints" / source.name))  # fmt: skip
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / source.name
+    monkeypatch.setattr(backbones, "torchvision_weights_path", lambda name: (source.as_uri(), cached))
     backbone = Backbone("resnet18")
-    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / source.name).is_file()
+    assert cached.is_file()
     assert torch.equal(backbone.steps[1][0].conv1.weight, reference.layer1[0].conv1.weight)
 
 

@@ -22,7 +22,7 @@ from anomalib_lite.cli.common import (
 )
 from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
-from anomalib_lite.engine.trainer import Engine
+from anomalib_lite.engine.trainer import Engine, seed_everything
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import build_model
 
@@ -53,6 +53,7 @@ def train_category(run: RunConfig, category: str, config: dict[str, Any], folder
     checkpoint = folder / "checkpoints" / category / "last.pt"
     trainer_cfg = dataclasses.replace(run.trainer, resume=run.trainer.resume and checkpoint.is_file())
     datamodule = build_datamodule(run.data, category)
+    seed_everything(run.seed)
     model = build_model(run.model, run.backbone)
     with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
         engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
