@@ -25,7 +25,9 @@ def assert_same_metrics(a: dict, b: dict) -> None:
 
 def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_entry("train.py", *TINY, "category=brick", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+    result = run_entry(
+        "train.py", *TINY, "category=brick", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}"
+    )
     assert result.returncode == 0, result.stderr
     assert "| brick |" in result.stdout
     results = metrics_of(run_dir)
@@ -40,9 +42,11 @@ def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     assert state["finished"] and state["config"]["category"] == "brick"
 
     eval_dir = tmp_path / "eval"
-    result = run_entry("eval.py", f"ckpt_path={checkpoint}", "progress=false", f"hydra.run.dir={eval_dir}")
+    result = run_entry("eval.py", f"ckpt_path={checkpoint}", "progress=false", f"data.root={tmp_path / 'data'}",
+                       "eval.n_maps=1", f"hydra.run.dir={eval_dir}")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert_same_metrics(metrics_of(eval_dir)["categories"]["brick"], brick)
+    assert len(list((eval_dir / "maps" / "brick").glob("*.png"))) == 1
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):

@@ -9,6 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from anomalib_lite.config import validate
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.hfr import HFRConfig
+
 from conftest import REPO, run_entry
 
 

@@ -31,9 +31,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path={path}: no such file")
     state = load_checkpoint(path)
     stored = OmegaConf.create(state["config"])
-    overrides = {"data": cfg.data} if cfg.data else {}
-    if cfg.eval is not None:
-        overrides["eval"] = cfg.eval
+    overrides = {
+        part: {key: value for key, value in cfg[part].items() if value is not None} for part in ("data", "eval")
+    }
     run = validate(OmegaConf.merge(stored, overrides))
     (category,) = categories(run.data)
     model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
