@@ -55,7 +55,7 @@ def save_overlays(
     out_dir: Path,
     count: int,
 ) -> list[Path]:
-    """Write overlays for up to ``count`` test images, anomalous and normal ones alternating.
+    """Write overlays for up to ``count`` test images, half of them anomalous where possible.
 
     Args:
         images: ``N×H×W×3`` uint8. maps: ``N×h×w``. masks: ``N×H×W`` bool. labels: ``N``.
@@ -64,13 +64,16 @@ def save_overlays(
         The written files.
     """
     labels = labels.cpu()
-    anomalous = torch.nonzero(labels == 1).flatten().tolist()
-    normal = torch.nonzero(labels == 0).flatten().tolist()
-    chosen: list[int] = []
-    while len(chosen) < count and (anomalous or normal):
-        for pool in (anomalous, normal):
-            if pool and len(chosen) < count:
-                chosen.append(pool.pop(0))
+    anomalous = torch.nonzero(labels == 1).flatten()
+    normal = torch.nonzero(labels == 0).flatten()
+    n_anomalous = min(len(anomalous), max(count - len(normal), (count + 1) // 2))
+    n_normal = min(len(normal), count - n_anomalous)
+    # Evenly spaced picks, so that every defect folder is represented.
+    chosen = [
+        int(pool[i])
+        for pool, k in ((anomalous, n_anomalous), (normal, n_normal))
+        for i in torch.linspace(0, len(pool) - 1, k).round().long()
+    ]
     if not chosen:
         return []
     maps = maps.float().cpu()
