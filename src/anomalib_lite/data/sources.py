@@ -1,0 +1,157 @@
+"""The datasets a run can use (``data=<name>``): their configs, categories and records."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anomalib_lite.data.datamodule import DataModule, ImageRecord
+from anomalib_lite.data.images import list_images
+from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in, check_category, find_mask, mvtec_records
+from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.errors import ConfigError, DataError
+
+
+@dataclass
+class DataConfig:
+    """Options every dataset has.
+
+    Attributes:
+        name: the dataset (``data=<name>``). root: where it lives.
+        category: one name, a list of names, or ``all`` (set from the top-level ``category``).
+        image_size: side of the square inputs (and of the masks).
+        batch_size: training batch size. num_workers: loader worker processes.
+        skip_unreadable: leave unreadable images out with a warning instead of failing.
+    """
+
+    name: str = "mvtec"
+    root: str = "data/mvtec"
+    category: Any = "all"
+    image_size: int = 256
+    batch_size: int = 16
+    num_workers: int = 0
+    skip_unreadable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32:
+            raise ValueError(f"data.image_size={self.image_size} must be ≥ 32")
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size={self.batch_size} must be ≥ 1")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers={self.num_workers} must be ≥ 0")
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    """The embedded dataset, generated under ``root`` on first use (see :mod:`.synthetic`)."""
+
+    name: str = "synthetic"
+    root: str = "data/synthetic"
+    seed: int = 0
+    n_train: int = 60
+    n_test_good: int = 16
+    n_per_defect: int = 6
+    source_size: int = 256
+
+
+@dataclass
+class FolderConfig(DataConfig):
+    """A user's own images.
+
+    Attributes:
+        normal_dir: normal images (training; also testing when ``test_normal_dir`` is unset).
+        abnormal_dir: anomalous test images.
+        test_normal_dir: normal test images; unset = hold out ``test_split`` of ``normal_dir``.
+        mask_dir: optional masks, matched to abnormal images by name (``<name>`` or ``<name>_mask``).
+        test_split: share of ``normal_dir`` held out for testing when ``test_normal_dir`` is unset.
+    Relative folders are taken under ``root``.
+    """
+
+    name: str = "folder"
+    root: str = "."
+    category: Any = "folder"
+    normal_dir: str = "normal"
+    abnormal_dir: str = "abnormal"
+    test_normal_dir: str | None = None
+    mask_dir: str | None = None
+    test_split: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.test_split < 1:
+            raise ValueError(f"data.test_split={self.test_split} must be in (0, 1)")
+
+
+DATA_CONFIGS: dict[str, type[DataConfig]] = {"synthetic": SyntheticConfig, "mvtec": DataConfig, "folder": FolderConfig}
+
+
+def _requested(cfg: DataConfig, choices: list[str]) -> list[str]:
+    if cfg.category == "all":
+        return list(choices)
+    return [cfg.category] if isinstance(cfg.category, str) else list(cfg.category)
+
+
+def categories(cfg: DataConfig) -> list[str]:
+    """The categories a run covers, checked before any work.
+
+    Raises:
+        ConfigError: an unknown category (the message lists the choices).
+        DataError: the dataset is missing (where it looked, the layout, how to get it).
+    """
+    root = Path(cfg.root)
+    if cfg.name == "folder":
+        return [str(cfg.category)]
+    if cfg.name == "synthetic":
+        wanted = _requested(cfg, SYNTHETIC_CATEGORIES)
+        bad = [c for c in wanted if c not in SYNTHETIC_CATEGORIES]
+        if bad:
+            raise ConfigError(f"category={bad[0]!r} is not a synthetic category; choices: {', '.join(SYNTHETIC_CATEGORIES)}")
+        return wanted
+    wanted = _requested(cfg, categories_in(root) or MVTEC_CATEGORIES)
+    for category in wanted:
+        check_category(root, category, MVTEC_CATEGORIES)
+    return wanted
+
+
+def _folder_records(cfg: FolderConfig) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    root = Path(cfg.root)
+    folders = {"normal_dir": cfg.normal_dir, "abnormal_dir": cfg.abnormal_dir, "test_normal_dir": cfg.test_normal_dir}
+    paths = {key: root / value for key, value in folders.items() if value is not None}
+    for key, path in paths.items():
+        if not path.is_dir():
+            raise DataError(
+                f"data.{key}: folder {path} does not exist.\nThe folder dataset expects normal images in "
+                "data.normal_dir, anomalous ones in data.abnormal_dir, and optionally data.test_normal_dir "
+                "and data.mask_dir (masks named like their image, or <name>_mask), all under data.root."
+            )
+    normal = list_images(paths["normal_dir"])
+    if "test_normal_dir" in paths:
+        train, test_normal = normal, list_images(paths["test_normal_dir"])
+    else:
+        shuffled = random.Random(0).sample(normal, len(normal))
+        n_test = max(1, round(len(normal) * cfg.test_split))
+        train, test_normal = sorted(shuffled[n_test:]), sorted(shuffled[:n_test])
+    mask_dir = root / cfg.mask_dir if cfg.mask_dir else None
+    test = [ImageRecord(p, 0) for p in test_normal] + [
+        ImageRecord(p, 1, find_mask(mask_dir.parent, mask_dir.name, p) if mask_dir else None, "abnormal")
+        for p in list_images(paths["abnormal_dir"])
+    ]
+    if not train:
+        raise DataError(f"data.normal_dir: no training images in {paths['normal_dir']}")
+    return [ImageRecord(p, 0) for p in train], test
+
+
+def build_datamodule(cfg: DataConfig, category: str) -> DataModule:
+    """Prepare (synthetic: generate) and load one category: a :class:`DataModule`."""
+    root = Path(cfg.root)
+    if isinstance(cfg, SyntheticConfig):
+        ensure_synthetic(root, cfg.seed, cfg.n_train, cfg.n_test_good, cfg.n_per_defect, cfg.source_size)
+    if isinstance(cfg, FolderConfig):
+        train, test = _folder_records(cfg)
+    else:
+        train, test = mvtec_records(root, category)
+    return DataModule(
+        train, test, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.skip_unreadable, f"{cfg.name}/{category}"
+    )

@@ -1,0 +1,164 @@
+"""The embedded dataset: generated offline, deterministically, in the MVTec AD layout.
+
+Normal images are random crops (with flips and a slight brightness change) of
+photographs that ship inside scikit-image. Anomalous test images carry one
+procedural defect, of one of four kinds and of random size, with its pixel mask:
+
+- ``scratch``: a thin curved stroke, much darker or brighter than the surface;
+- ``hole``: a dark, noisy ellipse;
+- ``patch``: a rectangle cut from another category's photograph and pasted in;
+- ``stain``: an irregular blob tinted with a saturated colour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from skimage import data as skdata
+from tqdm import tqdm
+
+GENERATOR_VERSION = 3
+SOURCES: dict[str, Callable[[], np.ndarray]] = {
+    "brick": skdata.brick,
+    "grass": skdata.grass,
+    "gravel": skdata.gravel,
+    "tissue": skdata.immunohistochemistry,
+}
+SYNTHETIC_CATEGORIES = list(SOURCES)
+# Patches are cut from a photograph that looks plainly different from the category's own.
+DONORS = {"brick": "gravel", "grass": "tissue", "gravel": "brick", "tissue": "grass"}
+DEFECTS = ("scratch", "hole", "patch", "stain")
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]
+
+
+def _crop(source: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size×size`` crop, randomly flipped, with a ±5 % brightness change: float ``H×W×3``."""
+    y = rng.integers(0, source.shape[0] - size + 1)
+    x = rng.integers(0, source.shape[1] - size + 1)
+    crop = source[y : y + size, x : x + size].astype(np.float32)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[::-1]
+    return np.clip(crop * rng.uniform(0.95, 1.05), 0, 255)
+
+
+def _blob_mask(size: int, rng: np.random.Generator, radius: float, parts: int) -> np.ndarray:
+    """An irregular region: the union of ``parts`` ellipses around a random centre, bool ``H×W``."""
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    cy, cx = rng.uniform(radius + size / 64, size - radius - size / 64, 2)
+    for _ in range(parts):
+        oy, ox = rng.normal(0, radius / 3, 2)
+        ry, rx = rng.uniform(0.4, 1.0, 2) * radius
+        draw.ellipse([cx + ox - rx, cy + oy - ry, cx + ox + rx, cy + oy + ry], fill=255)
+    return np.asarray(canvas) > 127
+
+
+def _scratch(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    length = rng.uniform(0.15, 0.5) * size
+    start = rng.uniform(0.2, 0.8, 2) * size
+    angle = rng.uniform(0, 2 * np.pi)
+    end = start + length * np.array([np.cos(angle), np.sin(angle)])
+    bend = (start + end) / 2 + rng.normal(0, length / 4, 2)
+    t = np.linspace(0, 1, 64)[:, None]
+    points = (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t**2 * end
+    canvas = Image.new("L", (size, size), 0)
+    width = max(1, round(rng.integers(4, 9) * size / 256))
+    ImageDraw.Draw(canvas).line([tuple(p) for p in points], fill=255, width=width)
+    mask = np.asarray(canvas) > 127
+    value = 15.0 if image[mask].mean() > 110 else 240.0
+    out = image.copy()
+    out[mask] = value + rng.normal(0, 8, (int(mask.sum()), 3))
+    return out, mask
+
+
+def _hole(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mask = _blob_mask(image.shape[0], rng, rng.uniform(8, 30) * image.shape[0] / 256, parts=1)
+    out = image.copy()
+    out[mask] = image[mask] * 0.15 + rng.normal(10, 6, (int(mask.sum()), 3))
+    return out, mask
+
+
+def _patch(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    h, w = (rng.integers(24, 60, 2) * size / 256).round().astype(int).clip(2)
+    margin = size // 32
+    y, x = rng.integers(margin, size - h - margin), rng.integers(margin, size - w - margin)
+    sy, sx = rng.integers(0, donor.shape[0] - h), rng.integers(0, donor.shape[1] - w)
+    out = image.copy()
+    out[y : y + h, x : x + w] = donor[sy : sy + h, sx : sx + w]
+    mask = np.zeros((size, size), dtype=bool)
+    mask[y : y + h, x : x + w] = True
+    return out, mask
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mask = _blob_mask(image.shape[0], rng, rng.uniform(10, 36) * image.shape[0] / 256, parts=4)
+    colour = np.array([(220, 30, 30), (30, 60, 220), (40, 200, 40), (230, 200, 20)][rng.integers(0, 4)])
+    alpha = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1.5)))
+    alpha = alpha[..., None].astype(np.float32) / 255 * 0.7
+    out = image * (1 - alpha) + colour * alpha
+    return out, alpha[..., 0] > 0.35
+
+
+MAKE_DEFECT = {"scratch": _scratch, "hole": _hole, "patch": _patch, "stain": _stain}
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(array, 0, 255).round().astype(np.uint8)).save(path)
+
+
+def generate_category(
+    folder: Path, category: str, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int
+) -> None:
+    """Write one category in the MVTec AD layout under ``folder`` (which must be empty or absent)."""
+    index = SYNTHETIC_CATEGORIES.index(category)
+    rng = np.random.default_rng([seed, index])
+    source = _rgb(SOURCES[category]())
+    donor = _rgb(SOURCES[DONORS[category]]()).astype(np.float32)
+    for i in range(n_train):
+        _save(_crop(source, size, rng), folder / "train" / "good" / f"{i:03d}.png")
+    for i in range(n_test_good):
+        _save(_crop(source, size, rng), folder / "test" / "good" / f"{i:03d}.png")
+    for defect in DEFECTS:
+        for i in range(n_per_defect):
+            image, mask = MAKE_DEFECT[defect](_crop(source, size, rng), rng, donor)
+            _save(image, folder / "test" / defect / f"{i:03d}.png")
+            _save(mask.astype(np.float32) * 255, folder / "ground_truth" / defect / f"{i:03d}_mask.png")
+
+
+def ensure_synthetic(root: Path, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int) -> None:
+    """Generate every synthetic category under ``root`` unless the same generation is already there.
+
+    Each category is written to a temporary folder and renamed when complete, so an
+    interrupted generation is never mistaken for a finished one.
+    """
+    params = {
+        "version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
+        "n_test_good": n_test_good, "n_per_defect": n_per_defect, "size": size,
+    }  # fmt: skip
+    todo = []
+    for category in SYNTHETIC_CATEGORIES:
+        stamp = root / category / "generation.json"
+        if not (stamp.is_file() and json.loads(stamp.read_text()) == params):
+            todo.append(category)
+    for category in tqdm(todo, desc=f"generate synthetic data in {root}", leave=False):
+        final = root / category
+        partial = root / f".{category}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size)
+        (partial / "generation.json").write_text(json.dumps(params))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
