@@ -10,7 +10,7 @@ from PIL import Image
 from anomalib_lite.data import DataModule, ImageRecord, categories
 from anomalib_lite.data.images import read_image, read_mask
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, mvtec_records
-from anomalib_lite.data.sources import DataConfig, SyntheticConfig, build_datamodule
+from anomalib_lite.data.sources import DataConfig, FolderConfig, SyntheticConfig, build_datamodule
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
 
@@ -98,3 +98,23 @@ def test_synthetic_datamodule_and_unknown_category(tmp_path):
     assert len(dm.train_set) == 2 and len(dm.test_set) == 5
     with pytest.raises(ConfigError, match="choices: brick, grass"):
         categories(SyntheticConfig(root=str(tmp_path), category="nope"))
+
+
+def test_folder_dataset_holds_out_normals_and_matches_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    for sub in ("ok", "ng", "masks"):
+        (tmp_path / sub).mkdir()
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "ok" / f"{i}.png")
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "ng" / f"d{i}.png")
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / "masks" / "d0_mask.png")
+    cfg = FolderConfig(root=str(tmp_path), normal_dir="ok", abnormal_dir="ng", mask_dir="masks", image_size=32)
+    dm = build_datamodule(cfg, "folder")
+    train = {r.path.name for r in dm.train_set.records}
+    test_normal = {r.path.name for r in dm.test_set.records if r.label == 0}
+    assert len(train) == 8 and len(test_normal) == 2 and not train & test_normal
+    assert [r.mask_path is not None for r in dm.test_set.records if r.label == 1] == [True, False]
+    assert dm.test_set.masks[-2].all() and dm.has_masks
+    with pytest.raises(DataError, match="data.abnormal_dir: folder .*missing does not exist"):
+        build_datamodule(FolderConfig(root=str(tmp_path), normal_dir="ok", abnormal_dir="missing"), "folder")

@@ -107,7 +107,8 @@ def categories(cfg: DataConfig) -> list[str]:
         wanted = _requested(cfg, SYNTHETIC_CATEGORIES)
         bad = [c for c in wanted if c not in SYNTHETIC_CATEGORIES]
         if bad:
-            raise ConfigError(f"category={bad[0]!r} is not a synthetic category; choices: {', '.join(SYNTHETIC_CATEGORIES)}")
+            choices = ", ".join(SYNTHETIC_CATEGORIES)
+            raise ConfigError(f"category={bad[0]!r} is not a synthetic category; choices: {choices}")
         return wanted
     wanted = _requested(cfg, categories_in(root) or MVTEC_CATEGORIES)
     for category in wanted:
