@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -37,6 +38,8 @@ def discard_if_fresh(folder: Path) -> None:
     """Remove a run folder that holds nothing but Hydra's own files (the run failed before any work)."""
     if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log", "eval.log"}:
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the task folder, if this run was its only one
+            folder.parent.rmdir()
 
 
 def report_errors(job: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
