@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 from skimage import data as skdata
 
-from anomalib_lite.data.images import to_model_input
+from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models import backbones
 from anomalib_lite.models.backbones import Backbone
@@ -21,8 +21,8 @@ def classify(name: str, photo) -> int:
     backbones.load_pip_efficientnet(net, backbones.pip_weights_path(spec.pip_package))
     x = to_model_input(torch.from_numpy(photo))[None]
     x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
-    scale = torch.tensor(backbones.IMAGENET_STD).view(1, 3, 1, 1) / 0.5
-    shift = (torch.tensor(backbones.IMAGENET_MEAN).view(1, 3, 1, 1) - 0.5) / 0.5
+    scale = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) / 0.5
+    shift = (torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) - 0.5) / 0.5
     with torch.no_grad():
         return int(net(x * scale + shift).argmax())
 

@@ -11,8 +11,10 @@ from PIL import Image, UnidentifiedImageError
 from anomalib_lite.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -78,9 +80,4 @@ def read_mask(path: Path, size: int) -> np.ndarray:
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """``B×H×W×3`` (or ``H×W×3``) uint8 → ImageNet-normalised float ``B×3×H×W`` (or ``3×H×W``)."""
     x = images.movedim(-1, -3).float() / 255.0
-    return (x - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def to_display(images: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`to_model_input`: normalised ``B×3×H×W`` → float ``B×3×H×W`` in [0, 1]."""
-    return (images.cpu() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
+    return (x - _MEAN) / _STD

@@ -23,10 +23,8 @@ import torch
 import torchvision
 from torch import nn
 
+from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.errors import ConfigError, WeightsError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Steps = list[tuple[str, nn.Module]]
 
