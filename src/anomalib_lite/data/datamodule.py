@@ -126,12 +126,12 @@ class DataModule:
         labels = torch.tensor([r.label for r in self.test_set.records])
         return bool((self.test_set.mask_valid & (labels == 1)).any())
 
-    def train_loader(self, generator: torch.Generator | None = None, shuffle: bool = True) -> DataLoader:
+    def train_loader(self, generator: torch.Generator | None = None) -> DataLoader:
         """Shuffled training batches; ``generator`` fixes the order (the engine seeds it per epoch)."""
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=True,
             generator=generator,
             num_workers=self.num_workers,
             drop_last=len(self.train_set) > self.batch_size,

@@ -150,8 +150,7 @@ class Engine:
             if stage.on_stage_start:
                 stage.on_stage_start(datamodule)
             for epoch in range(first_epoch, epochs):
-                step = self._run_epoch(model, stage.name, stage.step, stage.parameters, optimizer, scheduler,
-                                       datamodule, index, epoch, epochs, step)  # fmt: skip
+                step = self._run_epoch(model, stage, optimizer, scheduler, datamodule, index, epoch, epochs, step)
                 if stage.on_epoch_end:
                     stage.on_epoch_end(epoch + 1)
                 save_checkpoint(
@@ -168,38 +167,37 @@ class Engine:
                     self.checkpoint_path,
                 )
 
-    def _run_epoch(self, model, stage_name, step_fn, parameters, optimizer, scheduler, datamodule,
-                   stage_index, epoch, epochs, step) -> int:  # fmt: skip
+    def _run_epoch(self, model, stage, optimizer, scheduler, datamodule, stage_index, epoch, epochs, step) -> int:
         model.train()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + stage_index * 10_007 + epoch)
         loader = datamodule.train_loader(generator)
         sums: dict[str, float] = defaultdict(float)
-        bar = tqdm(loader, desc=f"{stage_name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
+        bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
             with self._autocast():
-                terms = step_fn(_to_device(batch, self.device))
+                terms = stage.step(_to_device(batch, self.device))
             numbers = {name: float(value.detach()) for name, value in terms.items()}
             for name, number in numbers.items():
                 if not math.isfinite(number):
                     raise TrainingError(
-                        f"Non-finite loss in stage '{stage_name}', epoch {epoch + 1}: term '{name}' = {number}. "
+                        f"Non-finite loss in stage '{stage.name}', epoch {epoch + 1}: term '{name}' = {number}. "
                         "Lower the learning rate or enable trainer.grad_clip."
                     )
                 sums[name] += number
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(parameters, self.cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(stage.parameters, self.cfg.grad_clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             step += 1
             bar.set_postfix(loss=f"{numbers['loss']:.4f}")
         means = {name: total / max(1, len(loader)) for name, total in sums.items()}
-        log.info("%s epoch %d/%d: %s", stage_name, epoch + 1, epochs,
+        log.info("%s epoch %d/%d: %s", stage.name, epoch + 1, epochs,
                  " ".join(f"{k}={v:.5f}" for k, v in means.items()))  # fmt: skip
         if self.writer is not None:
             for name, value in means.items():
-                self.writer.add_scalar(f"{stage_name}/{name}", value, step)
-            self.writer.add_scalar(f"{stage_name}/lr", optimizer.param_groups[0]["lr"], step)
+                self.writer.add_scalar(f"{stage.name}/{name}", value, step)
+            self.writer.add_scalar(f"{stage.name}/lr", optimizer.param_groups[0]["lr"], step)
         return step
