@@ -40,7 +40,7 @@ def test_truncated_image_is_reported_by_path(tmp_path):
         read_image(path, 32)
     records = [ImageRecord(path, 0)]
     with pytest.raises(DataError, match=r"broken\.png[\s\S]*skip_unreadable"):
-        DataModule(records, records, 32, 2, name="t")
+        DataModule.from_records(records, records, 32, 2, name="t")
 
 
 def test_mask_of_another_size_is_resized_and_binarised(tmp_path):
@@ -57,7 +57,7 @@ def test_mvtec_layout_records_and_missing_masks(mvtec_root):
     assert len(train) == 6 and all(r.label == 0 for r in train)
     assert sorted(r.label for r in test) == [0, 0, 0, 1, 1, 1]
     assert [r.mask_path is not None for r in test if r.label == 1] == [True, True, False]
-    dm = DataModule(train, test, 32, 4, name="widget")
+    dm = DataModule.from_records(train, test, 32, 4, name="widget")
     batch = next(iter(dm.test_loader()))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["mask"].shape == (4, 1, 32, 32)
     assert batch["label"].dtype == torch.long and len(batch["path"]) == 4

@@ -50,7 +50,7 @@ def datamodule(tmp_path_factory):
     for i in range(10):
         Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
         records.append(ImageRecord(folder / f"{i}.png", 0))
-    return DataModule(records, records, 32, 3, name="toy")
+    return DataModule.from_records(records, records, 32, 3, name="toy")
 
 
 def test_nan_loss_names_stage_epoch_and_term(tmp_path, datamodule):

@@ -36,19 +36,42 @@ class ImageRecord:
 
 
 class ImageSet(Dataset):
-    """A split decoded once into memory at a fixed size; items follow the batch contract.
+    """A split held in memory at a fixed size; items follow the batch contract.
 
     Args:
-        records: the images. size: side of the square they are resized to.
-        skip_unreadable: drop unreadable files with a warning instead of failing.
-        workers: decoding threads. desc: progress-bar label.
-    Raises:
-        DataError: listing every unreadable file (unless ``skip_unreadable``).
+        records: one per image. images: ``N×H×W×C`` uint8, ``C`` 3 (RGB) or 1 (grey).
+        masks: ``N×H×W`` bool ground truth. mask_valid: ``N`` bool, whether each mask is known.
     """
 
     def __init__(
-        self, records: list[ImageRecord], size: int, skip_unreadable: bool = False, workers: int = 4, desc: str = ""
+        self, records: list[ImageRecord], images: torch.Tensor, masks: torch.Tensor, mask_valid: torch.Tensor
     ) -> None:
+        self.records, self.images, self.masks, self.mask_valid = records, images, masks, mask_valid
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, labels: list[int], names: list[str]) -> ImageSet:
+        """A split without masks from ``N×H×W×C`` uint8 images; ``names`` stand in for paths and defects."""
+        records = [
+            ImageRecord(Path(name), int(label), None, Path(name).parent.name) for name, label in zip(names, labels)
+        ]
+        n, height, width = images.shape[:3]
+        return cls(
+            records,
+            torch.from_numpy(np.ascontiguousarray(images)),
+            torch.zeros(n, height, width, dtype=torch.bool),
+            torch.tensor([label == 0 for label in labels], dtype=torch.bool),
+        )
+
+    @classmethod
+    def load(
+        cls, records: list[ImageRecord], size: int, skip_unreadable: bool = False, workers: int = 4, desc: str = ""
+    ) -> ImageSet:
+        """Decode image files (and masks) once, resized to ``size×size``.
+
+        Raises:
+            DataError: listing every unreadable file (unless ``skip_unreadable``: dropped with a warning).
+        """
+
         def load(record: ImageRecord) -> tuple[np.ndarray, np.ndarray, bool] | DataError:
             try:
                 image = read_image(record.path, size)
@@ -70,10 +93,12 @@ class ImageSet(Dataset):
         for message in errors:
             log.warning("skipped: %s", message)
         kept = [(r, item) for r, item in zip(records, loaded) if not isinstance(item, DataError)]
-        self.records = [r for r, _ in kept]
-        self.images = torch.from_numpy(np.stack([item[0] for _, item in kept])) if kept else torch.empty(0)
-        self.masks = torch.from_numpy(np.stack([item[1] for _, item in kept])) if kept else torch.empty(0)
-        self.mask_valid = torch.tensor([item[2] for _, item in kept], dtype=torch.bool)
+        return cls(
+            [r for r, _ in kept],
+            torch.from_numpy(np.stack([item[0] for _, item in kept])) if kept else torch.empty(0),
+            torch.from_numpy(np.stack([item[1] for _, item in kept])) if kept else torch.empty(0),
+            torch.tensor([item[2] for _, item in kept], dtype=torch.bool),
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -93,15 +118,26 @@ class DataModule:
     """Train and test splits of one dataset category, and their loaders.
 
     Args:
-        train: normal training records. test: test records (normal and anomalous).
-        image_size: side of the square inputs. batch_size: training batch size.
-        num_workers: loader worker processes (decoding happens once, up front).
-        skip_unreadable: drop unreadable files with a warning instead of failing.
+        train_set: normal training images. test_set: test images (normal and anomalous).
+        batch_size: training batch size. num_workers: loader worker processes (decoding happens once, up front).
         name: ``<dataset>/<category>``, for messages.
+    Raises:
+        DataError: a split is empty.
     """
 
-    def __init__(
-        self,
+    def __init__(self, train_set: ImageSet, test_set: ImageSet, batch_size: int, num_workers: int = 0, name: str = ""):
+        self.name = name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_set, self.test_set = train_set, test_set
+        if len(self.train_set) == 0:
+            raise DataError(f"{name}: no readable training image")
+        if len(self.test_set) == 0:
+            raise DataError(f"{name}: no readable test image")
+
+    @classmethod
+    def from_records(
+        cls,
         train: list[ImageRecord],
         test: list[ImageRecord],
         image_size: int,
@@ -109,16 +145,15 @@ class DataModule:
         num_workers: int = 0,
         skip_unreadable: bool = False,
         name: str = "",
-    ) -> None:
-        self.name = name
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.train_set = ImageSet(train, image_size, skip_unreadable, desc=f"{name} train")
-        self.test_set = ImageSet(test, image_size, skip_unreadable, desc=f"{name} test")
-        if len(self.train_set) == 0:
-            raise DataError(f"{name}: no readable training image")
-        if len(self.test_set) == 0:
-            raise DataError(f"{name}: no readable test image")
+    ) -> DataModule:
+        """Decode image files of both splits (see :meth:`ImageSet.load`) into a datamodule."""
+        return cls(
+            ImageSet.load(train, image_size, skip_unreadable, desc=f"{name} train"),
+            ImageSet.load(test, image_size, skip_unreadable, desc=f"{name} test"),
+            batch_size,
+            num_workers,
+            name,
+        )
 
     @property
     def has_masks(self) -> bool:

