@@ -25,6 +25,7 @@ from torch import nn
 
 from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.errors import ConfigError, WeightsError
+from anomalib_lite.models.layers import as_rgb
 
 Steps = list[tuple[str, nn.Module]]
 
@@ -135,9 +136,10 @@ def load_pip_efficientnet(net: nn.Module, path: Path) -> None:
 class Backbone(nn.Module):
     """A frozen feature extractor returning chosen stages.
 
-    Call with an ImageNet-normalised ``B×3×H×W`` tensor; returns a list of feature maps
-    ``B×C_i×H/s_i×W/s_i``, one per entry of :attr:`layers`. Only the network up to the
-    deepest chosen stage runs. Always in eval mode, no parameter requires grad.
+    Call with an ImageNet-normalised ``B×3×H×W`` tensor (``B×1×H×W`` grey is repeated to 3
+    channels); returns a list of feature maps ``B×C_i×H/s_i×W/s_i``, one per entry of
+    :attr:`layers` (the name ``last`` stands for the deepest stage). Only the network up to
+    the deepest chosen stage runs. Always in eval mode, no parameter requires grad.
     """
 
     def __init__(self, name: str, layers: list[str] | None = None, weights: str = "imagenet") -> None:
@@ -156,7 +158,7 @@ class Backbone(nn.Module):
                 net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         steps = spec.steps(net)
         names = [step_name for step_name, _ in steps]
-        self.layers = list(layers) if layers else list(spec.default_layers)
+        self.layers = [names[-1] if layer == "last" else layer for layer in (layers or spec.default_layers)]
         unknown = [layer for layer in self.layers if layer not in names]
         if unknown:
             raise ConfigError(f"backbone.layers {unknown} not in {name}; choices: {', '.join(names)}")
@@ -180,7 +182,7 @@ class Backbone(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = x * self.scale + self.shift
+        x = as_rgb(x) * self.scale + self.shift
         features = {}
         for name, step in zip(self.names, self.steps):
             x = step(x)

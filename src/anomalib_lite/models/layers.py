@@ -43,3 +43,8 @@ def normalized_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> 
 def upsample_sum(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize ``B×h_i×w_i`` maps to ``size`` and sum them: ``B×H×W``."""
     return sum(F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] for m in maps)
+
+
+def as_rgb(images: torch.Tensor) -> torch.Tensor:
+    """``B×1×H×W`` grey repeated to ``B×3×H×W``; 3-channel input is returned as is."""
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images

@@ -1,0 +1,120 @@
+"""SSIM and multi-scale SSIM (Wang et al. 2003) with a Gaussian window, as losses and per-pixel maps.
+
+Conventions follow scikit-image's ``structural_similarity(gaussian_weights=True,
+use_sample_covariance=False)``: a Gaussian window of width ``window`` and standard
+deviation ``sigma``, constants ``C1 = (K1·L)²``, ``C2 = (K2·L)²`` for data range ``L``,
+statistics over the window positions that fit inside the image ("valid"), averaged
+over those positions and the channels.
+
+Small inputs are handled deliberately: at a scale whose side is smaller than the
+window, the window is cut to the largest odd width that fits (its Gaussian weights
+renormalised), so a 32×32 input works with an 11-wide window at 5 scales (sides 32,
+16, 8, 4, 2). An input too small to be pooled ``scales − 1`` times is an error.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GLOBAL_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+LOCAL_WEIGHTS = (0.0516, 0.3295, 0.3463, 0.2726)
+
+
+def gaussian_window(width: int, sigma: float) -> torch.Tensor:
+    """A normalised 1-D Gaussian of odd ``width`` (float64, sums to 1)."""
+    offsets = torch.arange(width, dtype=torch.float64) - (width - 1) / 2
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def _fitting_width(width: int, side: int) -> int:
+    fitted = min(width, side)
+    return fitted if fitted % 2 == 1 else fitted - 1
+
+
+def _filter(x: torch.Tensor, window: torch.Tensor, pad: bool) -> torch.Tensor:
+    """Separable Gaussian filter of ``B×C×H×W``; ``pad`` keeps the size (reflect), else "valid"."""
+    channels, width = x.shape[1], window.numel()
+    if pad and width > 1:
+        x = F.pad(x, [width // 2] * 4, mode="reflect")
+    kernel = window.to(x)
+    x = F.conv2d(x, kernel.view(1, 1, 1, width).expand(channels, 1, 1, width), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, width, 1).expand(channels, 1, width, 1), groups=channels)
+
+
+def ssim_maps(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range: float = 1.0,
+    pad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position SSIM and its contrast-structure part.
+
+    Args:
+        x, y: ``B×C×H×W`` images. window: Gaussian width (cut to fit, see module doc).
+        pad: reflect-pad so the maps keep ``H×W``; else maps cover the valid positions only.
+    Returns:
+        ``(ssim, cs)``, each ``B×C×H'×W'``.
+    """
+    kernel = gaussian_window(_fitting_width(window, min(x.shape[-2:])), sigma)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_x, mu_y = _filter(x, kernel, pad), _filter(y, kernel, pad)
+    var_x = _filter(x * x, kernel, pad) - mu_x**2
+    var_y = _filter(y * y, kernel, pad) - mu_y**2
+    cov = _filter(x * y, kernel, pad) - mu_x * mu_y
+    cs = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return luminance * cs, cs
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, **options: float) -> torch.Tensor:
+    """Mean SSIM of each image pair: ``B×C×H×W`` twice → ``B`` (options as :func:`ssim_maps`)."""
+    return ssim_maps(x, y, **options)[0].mean(dim=(1, 2, 3))
+
+
+def _check_scales(x: torch.Tensor, scales: int) -> None:
+    if min(x.shape[-2:]) < 2 ** (scales - 1):
+        raise ValueError(f"MS-SSIM with {scales} scales needs images of side ≥ {2 ** (scales - 1)}, got {x.shape[-2:]}")
+
+
+def ms_ssim(
+    x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...] = GLOBAL_WEIGHTS, window: int = 11, **options: float
+) -> torch.Tensor:
+    """Multi-scale SSIM of each image pair: ``B×C×H×W`` twice → ``B``.
+
+    ``Π_{j<M} cs_j^{w_j} · ssim_M^{w_M}`` over ``M = len(weights)`` scales, 2×2 average pooling
+    between scales, each per-scale mean clamped at 0 before the power (as the reference code).
+    """
+    _check_scales(x, len(weights))
+    result = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    for scale, weight in enumerate(weights):
+        full, cs = ssim_maps(x, y, window, **options)
+        value = (full if scale == len(weights) - 1 else cs).mean(dim=(1, 2, 3))
+        result = result * value.clamp_min(0) ** weight
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return result
+
+
+def ms_ssim_map(
+    x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...] = GLOBAL_WEIGHTS, window: int = 11, **options: float
+) -> torch.Tensor:
+    """Per-pixel dissimilarity ``Σ_j w_j (1 − m_j)``: ``B×C×H×W`` twice → ``B×H×W``.
+
+    ``m_j`` is the padded contrast-structure map at scale ``j < M`` and the SSIM map at the
+    coarsest scale, averaged over channels and upsampled (bilinear) to ``H×W``.
+    """
+    _check_scales(x, len(weights))
+    size = x.shape[-2:]
+    total = torch.zeros(x.shape[0], *size, dtype=x.dtype, device=x.device)
+    for scale, weight in enumerate(weights):
+        full, cs = ssim_maps(x, y, window, pad=True, **options)
+        similarity = (full if scale == len(weights) - 1 else cs).mean(dim=1, keepdim=True)
+        upsampled = F.interpolate(similarity, size=size, mode="bilinear", align_corners=False)
+        total = total + weight * (1 - upsampled[:, 0])
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return total
