@@ -225,7 +225,7 @@ def resize_images(images: np.ndarray, size: int, grey_to_rgb: bool) -> np.ndarra
 
     ``C`` is 3 for colour input or when ``grey_to_rgb``, else 1.
     """
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     x = x[..., None] if x.ndim == 3 else x
     x = x.permute(0, 3, 1, 2).float()
     if x.shape[-1] != size or x.shape[-2] != size:

@@ -1,0 +1,96 @@
+"""``python scripts/collect.py SWEEP_DIR``: one table from the run folders of a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomalib_lite.cli.common import METRIC_COLUMNS, format_table, mean_metrics
+
+
+@dataclass
+class SweepTable:
+    """Rows of a sweep: ``"<job> / <category>"`` (or ``<job>`` when it has one category) → metrics.
+
+    ``missing`` lists job folders without a ``metrics.json`` (failed or unfinished runs).
+    """
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def _jobs(folder: Path) -> list[Path]:
+    """Run folders (they hold Hydra's ``.hydra/``) at or below ``folder``, sorted by name."""
+    if (folder / ".hydra").is_dir():
+        return [folder]
+    return sorted((p.parent for p in folder.rglob(".hydra") if p.is_dir()), key=lambda p: str(p))
+
+
+def _short_names(names: list[str]) -> list[str]:
+    """Drop the ``key=value`` overrides every job shares, keeping what tells the jobs apart."""
+    parts = [name.split(",") for name in names]
+    if len(names) < 2 or not all(all("=" in item for item in items) for items in parts):
+        return names
+    shared = set.intersection(*(set(items) for items in parts))
+    return [",".join(i for i in items if i not in shared) or name for items, name in zip(parts, names)]
+
+
+def collect_sweep(folder: Path) -> SweepTable:
+    """Read every run folder of a sweep (or one run) into a :class:`SweepTable`.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no run folder at all.
+    """
+    jobs = _jobs(folder)
+    if not jobs:
+        raise FileNotFoundError(f"{folder}: no run folder (with a .hydra/ inside) found")
+    table = SweepTable()
+    names = _short_names([str(job.relative_to(folder)) if job != folder else job.name for job in jobs])
+    for job, name in zip(jobs, names):
+        path = job / "metrics.json"
+        if not path.is_file():
+            table.missing.append(name)
+            continue
+        per_category = json.loads(path.read_text())["categories"]
+        for category, metrics in per_category.items():
+            label = name if len(per_category) == 1 and job != folder else f"{name} / {category}"
+            table.rows[label] = metrics
+    return table
+
+
+def write_tables(table: SweepTable, stem: Path) -> str:
+    """Write ``<stem>.md`` and ``<stem>.csv`` (rows, then the mean); return the Markdown."""
+    markdown = format_table(table.rows, label="run")
+    if table.missing:
+        markdown += "\n\nNo metrics.json (failed or unfinished): " + ", ".join(table.missing)
+    stem.with_suffix(".md").write_text(markdown + "\n")
+    with stem.with_suffix(".csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", *METRIC_COLUMNS])
+        rows = {**table.rows, "mean": mean_metrics(table.rows)} if table.rows else {}
+        for label, metrics in rows.items():
+            writer.writerow([label, *("" if metrics.get(c) is None else metrics[c] for c in METRIC_COLUMNS)])
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: collect a sweep folder, print its table, write ``results.md``/``results.csv`` into it."""
+    parser = argparse.ArgumentParser(
+        description="Turn the run folders of a sweep (e.g. outputs/<task>/multirun/<time>/) into one table with "
+        "the mean over runs. Writes results.md and results.csv into the sweep folder (or --out STEM)."
+    )
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, or any folder holding run folders")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output path without suffix (default: SWEEP_DIR/results)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        table = collect_sweep(args.sweep_dir)
+    except FileNotFoundError as exc:
+        parser.exit(1, f"error: {exc}\n")
+    print(write_tables(table, args.out or args.sweep_dir / "results"))
+    return 0

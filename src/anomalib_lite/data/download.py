@@ -1,0 +1,116 @@
+"""Fetching datasets where the internet is reachable: ``python scripts/prepare_data.py NAME``.
+
+Never used at run time: training reads what is on disk and, when a dataset is missing,
+says to run this. Every file is written under a temporary name, checked against its
+md5 when one is known, then renamed, so an interrupted or corrupt download leaves
+nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from anomalib_lite.data.mvtec import categories_in
+from anomalib_lite.data.one_class import ONE_CLASS_DATASETS, DownloadFile, load_split
+from anomalib_lite.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MVTEC_DOWNLOAD = DownloadFile(
+    "mvtec_anomaly_detection.tar.xz",
+    "https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/420938113-1629952094/"
+    "mvtec_anomaly_detection.tar.xz",
+    "",  # not published by MVTec; the computed md5 is logged
+)
+DATASETS = (*ONE_CLASS_DATASETS, "mvtec")
+
+
+def download(url: str, dest: Path, md5: str = "", progress: bool = True) -> Path:
+    """Fetch ``url`` (``http(s)://`` or ``file://``) to ``dest``, checking its md5 when given.
+
+    Returns:
+        ``dest``. An existing ``dest`` with the right md5 is kept without fetching.
+    Raises:
+        DataError: naming the URL, when it cannot be fetched or its md5 differs.
+    """
+    if dest.is_file() and md5 and file_md5(dest) == md5:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
+    digest = hashlib.md5()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"cannot download {url}: {exc}") from exc
+    if md5 and digest.hexdigest() != md5:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}; nothing was kept")
+    if not md5:
+        log.info("%s: md5 %s", dest.name, digest.hexdigest())
+    os.replace(partial, dest)
+    return dest
+
+
+def file_md5(path: Path) -> str:
+    """md5 hex digest of a file."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """Unpack a ``.tar``/``.tar.gz``/``.tar.xz`` archive into ``dest`` (members outside it are refused)."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"cannot unpack {archive}: {exc}") from exc
+
+
+def _source(file: DownloadFile, mirror: str | None) -> str:
+    return f"{mirror.rstrip('/')}/{file.name}" if mirror else file.url
+
+
+def prepare_dataset(name: str, root: Path, mirror: str | None = None, progress: bool = True) -> str:
+    """Download and unpack dataset ``name`` (see :data:`DATASETS`) under ``root``, then check it loads.
+
+    Args:
+        mirror: a base URL holding the same file names (e.g. ``file:///mnt/datasets``), used instead
+            of the published locations.
+    Returns:
+        A one-line summary of what is now there.
+    Raises:
+        DataError: a failed download, a wrong checksum, or a result that does not load.
+    """
+    if name == "mvtec":
+        archive = download(_source(MVTEC_DOWNLOAD, mirror), root / MVTEC_DOWNLOAD.name, progress=progress)
+        extract(archive, root)
+        found = categories_in(root)
+        if not found:
+            raise DataError(f"{archive} unpacked into {root}, but no category in the MVTec AD layout was found")
+        return f"mvtec: {len(found)} categories under {root}: {', '.join(found)}"
+    if name not in ONE_CLASS_DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choices: {', '.join(DATASETS)}")
+    for file in ONE_CLASS_DATASETS[name].downloads:
+        path = download(_source(file, mirror), root / file.name, file.md5, progress)
+        if file.name.endswith((".tar.gz", ".tar.xz", ".tar")):
+            extract(path, root)
+    sizes = [len(load_split(name, root, train)[1]) for train in (True, False)]
+    return f"{name}: {sizes[0]} training and {sizes[1]} test images under {root}"
