@@ -71,5 +71,9 @@ def test_train_py_fails_before_any_work(tmp_path, override, expected):
 def test_help_lists_the_config_groups():
     result = run_entry("train.py", "--help")
     assert result.returncode == 0
-    for line in ("model: hfr", "data: cifar10, fashion_mnist, folder, mnist, mnist5k, mvtec, synthetic", "backbone: resnet18"):
+    for line in (
+        "model: hfr",
+        "data: cifar10, fashion_mnist, folder, mnist, mnist5k, mvtec, synthetic",
+        "backbone: resnet18",
+    ):
         assert line in result.stdout

@@ -7,16 +7,16 @@ import io
 import pickle
 import shutil
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, run_entry
 from anomalib_lite.data import one_class
 from anomalib_lite.data.download import download, file_md5, prepare_dataset
 from anomalib_lite.data.one_class import DownloadFile, OneClassDataset
 from anomalib_lite.errors import DataError
+
+from conftest import SHARED_DATA, run_entry
 
 MNIST = SHARED_DATA / "mnist-t10k"
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_entry, write_mvtec_category
 from anomalib_lite.models import BackboneConfig
-from anomalib_lite.models.igd.model import IGD, GaussianDescriptor, IGDConfig, fold_patches, teacher_backbone, to_patches
+from anomalib_lite.models.backbones import cached_or_offline, torchvision_weights_path
+from anomalib_lite.models.igd.model import IGD, GaussianDescriptor, IGDConfig, fold_patches, to_patches
+
+from conftest import run_entry, write_mvtec_category
 
 
 class Identity(nn.Module):
@@ -91,9 +93,15 @@ def test_predict_shapes_local_only_and_with_the_global_model():
 
 def test_an_uncached_torchvision_backbone_falls_back_to_the_offline_one(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    backbone = teacher_backbone(BackboneConfig(name="resnet18"), "tf_efficientnet_lite0")
-    assert backbone.channels == [320]  # EfficientNet-Lite0's deepest block, not ResNet18's 512
+    chosen = cached_or_offline(BackboneConfig(name="resnet18", layers=["layer4"]), "tf_efficientnet_lite0")
+    assert chosen == BackboneConfig(name="tf_efficientnet_lite0", layers=None)
     assert "not in the torch cache" in caplog.text and "prepare_data.py weights" in caplog.text
+    # Once the file is in the cache, the paper's backbone is kept.
+    _, path = torchvision_weights_path("resnet18")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    assert cached_or_offline(BackboneConfig(name="resnet18"), "tf_efficientnet_lite0").name == "resnet18"
+    assert cached_or_offline(BackboneConfig(name="vgg19", weights="none"), "x").name == "vgg19"
 
 
 def test_igd_trains_on_an_mvtec_layout_folder_with_pixel_metrics(tmp_path):
@@ -111,6 +119,12 @@ def test_igd_trains_on_an_mvtec_layout_folder_with_pixel_metrics(tmp_path):
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["aupro"] <= 1
     log = (tmp_path / "run" / "train.log").read_text()
     assert all(f"{stage} epoch 1/1" in log for stage in ("distill", "local", "global"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "bottle" / "last.pt"
+    result = run_entry("eval.py", f"ckpt_path={checkpoint}", "progress=false", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())["categories"]["bottle"]
+    assert again["pixel_auroc"] == pytest.approx(metrics["pixel_auroc"], abs=1e-6)
+    assert again["image_auroc"] == pytest.approx(metrics["image_auroc"], abs=1e-6)
 
 
 @pytest.mark.slow

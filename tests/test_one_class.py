@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
 from anomalib_lite.data import build_datamodule
 from anomalib_lite.data.one_class import load_split, mnist5k_splits, one_class_datamodule, read_idx, resize_images
 from anomalib_lite.data.sources import Mnist5kConfig, OneClassConfig
 from anomalib_lite.errors import DataError
+
+from conftest import SHARED_DATA
 
 MNIST = SHARED_DATA / "mnist-t10k"
 CIFAR = SHARED_DATA / "cifar10-sample"

@@ -25,6 +25,7 @@ from anomalib_lite.data import build_datamodule, categories
 from anomalib_lite.engine.trainer import Engine, seed_everything
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import build_model
+from anomalib_lite.models.backbones import cached_or_offline
 
 
 def check_run_folder(folder: Path, resume: bool) -> None:
@@ -83,6 +84,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     wanted = categories(run.data)
     check_run_folder(folder, run.trainer.resume)
     config = plain_config(cfg)
+    offline = getattr(run.model, "offline_backbone", None)
+    if offline:
+        # Record the backbone really used, so eval.py rebuilds the same network from the checkpoint.
+        run = dataclasses.replace(run, backbone=cached_or_offline(run.backbone, offline))
+        config["backbone"] = dataclasses.asdict(run.backbone)
     metrics_path = folder / "metrics.json"
     done = json.loads(metrics_path.read_text())["categories"] if metrics_path.exists() else {}
     results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}

@@ -169,8 +169,11 @@ class Engine:
 
     def _run_epoch(self, model, stage, optimizer, scheduler, datamodule, stage_index, epoch, epochs, step) -> int:
         model.train()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + stage_index * 10_007 + epoch)
-        loader = datamodule.train_loader(generator)
+        epoch_seed = self.seed * 1_000_003 + stage_index * 10_007 + epoch
+        # The shuffling and the model's own random draws (noise, patches) depend only on the epoch,
+        # so a resumed run repeats an uninterrupted one.
+        torch.manual_seed(epoch_seed)
+        loader = datamodule.train_loader(torch.Generator().manual_seed(epoch_seed))
         sums: dict[str, float] = defaultdict(float)
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:

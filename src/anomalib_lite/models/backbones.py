@@ -13,7 +13,9 @@ to the normalisation its weights were trained with.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import logging
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,9 @@ from torch import nn
 from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models.layers import as_rgb
+from anomalib_lite.models.registry import BackboneConfig
+
+log = logging.getLogger(__name__)
 
 Steps = list[tuple[str, nn.Module]]
 
@@ -108,6 +113,27 @@ def fetch_torchvision_weights(name: str) -> Path:
             f"backbone.name={OFFLINE_BACKBONES[0]} (choices: {', '.join(OFFLINE_BACKBONES)})."
         ) from exc
     return path
+
+
+def cached_or_offline(backbone: BackboneConfig, offline: str) -> BackboneConfig:
+    """``backbone`` when its weights need no download, else the ``offline`` backbone (with a warning).
+
+    For models whose paper backbone is a torchvision network but which must run offline
+    (never downloading at run time): a torchvision backbone whose ImageNet weights are not
+    in the torch cache is replaced by ``offline``, whose weights install with pip.
+    """
+    spec = BACKBONES.get(backbone.name)
+    if spec is None or spec.pip_package or backbone.weights != "imagenet":
+        return backbone
+    url, path = torchvision_weights_path(backbone.name)
+    if path.is_file():
+        return backbone
+    log.warning(
+        "ImageNet weights of %s are not in the torch cache (%s); using the offline %s instead. To use %s, "
+        "run: python scripts/prepare_data.py weights --name %s  (or download %s to that path).",
+        backbone.name, path, offline, backbone.name, backbone.name, url,
+    )  # fmt: skip
+    return dataclasses.replace(backbone, name=offline, layers=None)
 
 
 def pip_weights_path(package: str) -> Path:

@@ -15,7 +15,6 @@ so neither loss moves the other's parameters.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -26,14 +25,13 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader
 
 from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
-from anomalib_lite.models.backbones import BACKBONES, Backbone, torchvision_weights_path
+from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.igd.networks import Critic, Decoder, GlobalEncoder, LocalEncoder
 from anomalib_lite.models.layers import as_rgb
 from anomalib_lite.models.registry import BackboneConfig, register_model
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map
 
-log = logging.getLogger(__name__)
 CHUNK = 256  # local-model inputs per forward pass outside training (E-step, predict)
 
 
@@ -55,7 +53,8 @@ class IGDConfig:
         gamma, lam: ACAI mixing of real and reconstructed images, and the generator term weight.
         kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1), |μ_i| ≥ mu_min, E-step period.
         xi: score weight of ℓ_m (the rest is ℓ_h). global_weight: the global model's share.
-        offline_backbone: used when the chosen torchvision backbone's weights are not cached.
+        offline_backbone: the backbone a run uses instead of a torchvision one whose weights are not
+            in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config).
     """
 
     name: str = "igd"
@@ -230,23 +229,6 @@ class GaussianDescriptor(nn.Module):
         return score, self.error_map(recon, targets)
 
 
-def teacher_backbone(backbone_cfg: BackboneConfig, offline: str) -> Backbone:
-    """The frozen backbone, deepest stage only; ``offline`` stands in for a torchvision
-    network whose ImageNet weights are not in the torch cache (no download at run time)."""
-    name = backbone_cfg.name
-    spec = BACKBONES.get(name)
-    if spec is not None and spec.pip_package is None and backbone_cfg.weights == "imagenet":
-        url, path = torchvision_weights_path(name)
-        if not path.is_file():
-            log.warning(
-                "IGD: ImageNet weights of %s are not in the torch cache (%s); using the offline %s instead. "
-                "To use %s, download %s to that path (or: python scripts/prepare_data.py weights --name %s).",
-                name, path, offline, name, url, name,
-            )  # fmt: skip
-            name = offline
-    return Backbone(name, ["last"], backbone_cfg.weights)
-
-
 @register_model("igd", IGDConfig)
 class IGD(AnomalyModel):
     """Interpolated Gaussian descriptor: a local model on 32×32 images or patches, and a global one.
@@ -260,7 +242,7 @@ class IGD(AnomalyModel):
         super().__init__()
         self.cfg = cfg
         needs_backbone = cfg.kd_epochs > 0 or cfg.global_used
-        self.backbone = teacher_backbone(backbone_cfg, cfg.offline_backbone) if needs_backbone else None
+        self.backbone = Backbone(backbone_cfg.name, ["last"], backbone_cfg.weights) if needs_backbone else None
         encoder = LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent)
         self.local = GaussianDescriptor(encoder, cfg.local_size, cfg)
         self.kd_head = None
