@@ -1,0 +1,41 @@
+"""scripts/collect.py: a sweep folder becomes one table with the mean; failed jobs are listed, not dropped."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import run_entry
+
+
+def _job(folder, name, image_auroc=None, category="3"):
+    job = folder / name
+    (job / ".hydra").mkdir(parents=True)
+    if image_auroc is not None:
+        metrics = {"image_auroc": image_auroc, "pixel_auroc": None, "aupro": None, "image_f1_max": 0.5}
+        (job / "metrics.json").write_text(json.dumps({"categories": {category: metrics}}))
+
+
+def test_collect_makes_one_table_with_the_mean_and_lists_failed_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "data.normal_class=0,data=mnist5k,model=igd", 0.9, "0")
+    _job(sweep, "data.normal_class=1,data=mnist5k,model=igd", 0.7, "1")
+    _job(sweep, "data.normal_class=2,data=mnist5k,model=igd")  # failed: no metrics.json
+    result = run_entry("scripts/collect.py", str(sweep))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "| data.normal_class=0 | 0.9000 | - | - | 0.5000 |" in lines
+    assert "| data.normal_class=1 | 0.7000 | - | - | 0.5000 |" in lines
+    assert "| mean | 0.8000 | - | - | 0.5000 |" in lines
+    assert "No metrics.json (failed or unfinished): data.normal_class=2" in result.stdout
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert [r["run"] for r in rows] == ["data.normal_class=0", "data.normal_class=1", "mean"]
+    assert float(rows[-1]["image_auroc"]) == pytest.approx(0.8) and rows[-1]["pixel_auroc"] == ""
+    assert (sweep / "results.md").read_text().startswith("| run |")
+
+
+def test_collect_of_a_folder_without_runs_fails_clearly(tmp_path):
+    result = run_entry("scripts/collect.py", str(tmp_path))
+    assert result.returncode == 1 and "no run folder" in result.stderr
