@@ -8,7 +8,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from anomalib_lite.cli.common import evaluate_category, format_table, report_errors, run_folder, write_json
+from anomalib_lite.cli.common import (
+    evaluate_category,
+    format_table,
+    hold_out_validation,
+    report_errors,
+    run_folder,
+    write_json,
+)
 from anomalib_lite.config import validate
 from anomalib_lite.data import build_datamodule, categories
 from anomalib_lite.engine.trainer import load_checkpoint, resolve_device
@@ -41,6 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     model.to(device)
     datamodule = build_datamodule(run.data, category)
+    hold_out_validation(model, datamodule)
     folder = run_folder()
     metrics = evaluate_category(model, datamodule, device, run.eval, folder / "maps" / category, cfg.progress)
     results = {

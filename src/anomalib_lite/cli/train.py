@@ -13,6 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from anomalib_lite.cli.common import (
     evaluate_category,
     format_table,
+    hold_out_validation,
     log,
     mean_metrics,
     plain_config,
@@ -56,6 +57,7 @@ def train_category(run: RunConfig, category: str, config: dict[str, Any], folder
     datamodule = build_datamodule(run.data, category)
     seed_everything(run.seed)
     model = build_model(run.model, run.backbone)
+    hold_out_validation(model, datamodule)
     with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
         engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
         log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)

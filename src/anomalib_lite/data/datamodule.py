@@ -62,6 +62,13 @@ class ImageSet(Dataset):
             torch.tensor([label == 0 for label in labels], dtype=torch.bool),
         )
 
+    def subset(self, indices: list[int]) -> ImageSet:
+        """The images at ``indices``, in that order."""
+        index = torch.tensor(indices, dtype=torch.long)
+        return ImageSet(
+            [self.records[i] for i in indices], self.images[index], self.masks[index], self.mask_valid[index]
+        )
+
     @classmethod
     def load(
         cls, records: list[ImageRecord], size: int, skip_unreadable: bool = False, workers: int = 4, desc: str = ""
@@ -130,6 +137,7 @@ class DataModule:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_set, self.test_set = train_set, test_set
+        self.validation_set: ImageSet | None = None
         if len(self.train_set) == 0:
             raise DataError(f"{name}: no readable training image")
         if len(self.test_set) == 0:
@@ -171,6 +179,40 @@ class DataModule:
             num_workers=self.num_workers,
             drop_last=len(self.train_set) > self.batch_size,
         )
+
+    def split_validation(self, fraction: float, seed: int) -> None:
+        """Move a seeded ``fraction`` of the test images into :attr:`validation_set`, out of the test set.
+
+        Drawn separately from the anomalous images that have masks and from the normal images,
+        so both kinds are represented; the reported metrics then use the rest of the test set only.
+
+        Raises:
+            DataError: no anomalous test image has a mask.
+        """
+        records = self.test_set.records
+        labels = torch.tensor([r.label for r in records])
+        masked = torch.nonzero((labels == 1) & self.test_set.mask_valid)[:, 0]
+        normal = torch.nonzero(labels == 0)[:, 0]
+        if len(masked) == 0:
+            raise DataError(f"{self.name}: a validation split needs anomalous test images with masks; none has one")
+        generator = torch.Generator().manual_seed(seed)
+        chosen: list[int] = []
+        for group in (masked, normal):
+            n = min(len(group), max(1, round(len(group) * fraction))) if len(group) else 0
+            chosen += group[torch.randperm(len(group), generator=generator)[:n]].tolist()
+        chosen.sort()
+        kept = sorted(set(range(len(records))) - set(chosen))
+        self.validation_set = self.test_set.subset(chosen)
+        self.test_set = self.test_set.subset(kept)
+
+    def validation_loader(self, generator: torch.Generator | None = None) -> DataLoader:
+        """Shuffled batches of the validation split (see :meth:`split_validation`)."""
+        if self.validation_set is None:
+            raise DataError(f"{self.name}: no validation split was made")
+        return DataLoader(
+            self.validation_set, batch_size=self.batch_size, shuffle=True, generator=generator,
+            num_workers=self.num_workers,
+        )  # fmt: skip
 
     def test_loader(self) -> DataLoader:
         """Test batches in a fixed order."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -81,6 +82,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _loader(datamodule: DataModule, split: str, generator: torch.Generator | None = None) -> DataLoader:
+    return datamodule.validation_loader(generator) if split == "validation" else datamodule.train_loader(generator)
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -141,7 +146,7 @@ class Engine:
                 continue
             first_epoch = start_epoch if index == start_stage else 0
             optimizer = stage.optimizer(stage.parameters)
-            steps_per_epoch = len(datamodule.train_loader())
+            steps_per_epoch = len(_loader(datamodule, stage.split))
             scheduler = stage.scheduler(optimizer, epochs * steps_per_epoch) if stage.scheduler else None
             if resumed is not None and index == start_stage:
                 optimizer.load_state_dict(resumed["optimizer"])
@@ -173,7 +178,7 @@ class Engine:
         # The shuffling and the model's own random draws (noise, patches) depend only on the epoch,
         # so a resumed run repeats an uninterrupted one.
         torch.manual_seed(epoch_seed)
-        loader = datamodule.train_loader(torch.Generator().manual_seed(epoch_seed))
+        loader = _loader(datamodule, stage.split, torch.Generator().manual_seed(epoch_seed))
         sums: dict[str, float] = defaultdict(float)
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:

@@ -207,10 +207,14 @@ class Backbone(nn.Module):
         """Stay in eval mode whatever the caller asks: BatchNorm statistics are frozen."""
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: list[str] | None = None) -> list[torch.Tensor]:
+        """Features of :attr:`layers`, or of ``layers`` (any steps up to the deepest chosen one);
+        the network stops after the deepest one asked for."""
+        wanted = layers or self.layers
+        last = max(self.names.index(layer) for layer in wanted)
         x = as_rgb(x) * self.scale + self.shift
         features = {}
-        for name, step in zip(self.names, self.steps):
+        for name, step in zip(self.names[: last + 1], self.steps):
             x = step(x)
             features[name] = x
-        return [features[layer] for layer in self.layers]
+        return [features[layer] for layer in wanted]

@@ -41,6 +41,8 @@ class Stage:
         on_stage_start: optional hook given the datamodule before the first epoch
             (also when a run resumes inside this stage).
         on_epoch_end: optional hook given the number of finished epochs.
+        split: the images it trains on: ``train`` (normal training images) or ``validation``
+            (held out from the test set, see :meth:`AnomalyModel.validation_split`).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Stage:
     scheduler: SchedulerFactory | None = None
     on_stage_start: Callable[[object], None] | None = None
     on_epoch_end: Callable[[int], None] | None = None
+    split: str = "train"
 
 
 class AnomalyModel(nn.Module):
@@ -63,6 +66,13 @@ class AnomalyModel(nn.Module):
     def stages(self) -> list[Stage]:
         """The training recipe, in order."""
         raise NotImplementedError
+
+    def validation_split(self) -> tuple[float, int] | None:
+        """``(fraction, seed)`` of the test set to hold out for a ``validation`` stage, or ``None``.
+
+        The held-out images never count in the reported metrics.
+        """
+        return None
 
     def predict(self, image: torch.Tensor) -> AnomalyOutput:
         """Anomaly maps and scores for ``B×3×H×W`` normalised images (call in eval mode)."""

@@ -1,0 +1,5 @@
+"""MSFI: multi-scale teacher–student feature imitation with module weight search."""
+
+from anomalib_lite.models.msfi.model import MSFI, MSFIConfig
+
+__all__ = ["MSFI", "MSFIConfig"]

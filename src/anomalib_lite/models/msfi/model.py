@@ -1,0 +1,262 @@
+"""MSFI: multi-scale feature imitation (METHODS.md).
+
+A frozen teacher backbone and, for each input size of an image pyramid, a group of
+student blocks. Block ``S^l`` copies the structure of the teacher's stage ``l`` (the
+teacher steps after the previous level, up to level ``l``), starts from random weights
+and is fed the **teacher's** feature of the previous level (the stem's output for the
+first level), so blocks never feed each other: each can be weighted or dropped alone.
+``chained=true`` gives the plain teacher–student baseline (STFPM) instead: one student
+network with its own stem, each block fed the previous student block.
+
+Per block, the map is ``0.25·‖f̂_t − f̂_s‖²`` of channel-wise L2-normalised features
+(in [0, 1]) upsampled to the input size; the model's map is the weighted mean over
+the kept blocks (equal weights unless the weight search ran), its score the map's max.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from anomalib_lite.models.backbones import BACKBONES, Backbone
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.layers import normalized_distance
+from anomalib_lite.models.registry import BackboneConfig, register_model
+
+
+@dataclass
+class WeightSearchConfig:
+    """The optional module weight search (``model.weight_search.*``).
+
+    Attributes:
+        enabled: run the search as a last stage.
+        val_fraction, seed: share of the test images (anomalous-with-mask and normal, each)
+            held out as the validation set, and the seed that draws them; they are removed
+            from the images the reported metrics use.
+        keep_k: blocks kept after the search (``null``: all, weighted).
+        epochs, lr: Adam on the block logits.
+        apply: use the learned weights and the pruning at inference (``false``: equal weights,
+            every block; for the before/after comparison with ``eval.py``).
+    """
+
+    enabled: bool = False
+    val_fraction: float = 0.3
+    seed: int = 0
+    keep_k: int | None = 6
+    epochs: int = 30
+    lr: float = 0.05
+    apply: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"model.weight_search.val_fraction={self.val_fraction} must be in (0, 1)")
+        if self.keep_k is not None and self.keep_k < 1:
+            raise ValueError(f"model.weight_search.keep_k={self.keep_k} must be ≥ 1 (or null)")
+
+
+@dataclass
+class MSFIConfig:
+    """MSFI hyper-parameters (paper defaults; see METHODS.md).
+
+    Attributes:
+        scales: input sides of the image pyramid, one student group each.
+        chained: STFPM baseline (students fed by students) instead of MSFI's separate blocks.
+        epochs, lr, momentum, weight_decay: SGD on the students.
+        weight_search: :class:`WeightSearchConfig`.
+    """
+
+    name: str = "msfi"
+    scales: list[int] = field(default_factory=lambda: [128, 256, 384])
+    chained: bool = False
+    epochs: int = 600
+    lr: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_search: WeightSearchConfig = field(default_factory=WeightSearchConfig)
+
+    def __post_init__(self) -> None:
+        if not self.scales or min(self.scales) < 32:
+            raise ValueError(f"model.scales={self.scales} must list input sides ≥ 32")
+        if self.epochs < 1:
+            raise ValueError(f"model.epochs={self.epochs} must be ≥ 1")
+        if self.chained and self.weight_search.enabled:
+            raise ValueError(
+                "model.weight_search.enabled=true needs separate student blocks (model.chained=false): "
+                "chained students feed each other, so a block cannot be dropped alone"
+            )
+
+
+def fresh_copy(module: nn.Module) -> nn.Module:
+    """A trainable copy of ``module`` with every layer re-initialised (random weights, reset statistics)."""
+    clone = copy.deepcopy(module)
+    for layer in clone.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.reset_running_stats()
+    clone.requires_grad_(True)
+    return clone
+
+
+def block_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """``0.25·‖f̂_t − f̂_s‖²`` per position: ``B×C×h×w`` twice → ``B×h×w`` in [0, 1]."""
+    return 0.25 * normalized_distance(teacher.float(), student.float()) ** 2
+
+
+@register_model("msfi", MSFIConfig)
+class MSFI(AnomalyModel):
+    """Multi-scale teacher–student feature imitation with optional module weight search.
+
+    Args:
+        cfg: :class:`MSFIConfig`. backbone_cfg: the teacher and its levels (default: stride 4, 8, 16).
+    """
+
+    def __init__(self, cfg: MSFIConfig, backbone_cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        levels = backbone_cfg.layers or BACKBONES[backbone_cfg.name].default_layers
+        self.teacher = Backbone(backbone_cfg.name, levels, backbone_cfg.weights)
+        names = self.teacher.names
+        # Level l's student copies the teacher steps after level l−1 (after the stem for l = 1).
+        bounds = [0] + [names.index(level) for level in self.teacher.layers]
+        self.inputs = [names[i] for i in bounds[:-1]]
+        self.segments = [(a + 1, b + 1) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.students = nn.ModuleList(
+            nn.ModuleList(fresh_copy(nn.Sequential(*self.teacher.steps[a:b])) for a, b in self.segments)
+            for _ in cfg.scales
+        )
+        self.stems = nn.ModuleList(fresh_copy(self.teacher.steps[0]) for _ in cfg.scales) if cfg.chained else None
+        n_blocks = len(cfg.scales) * len(self.segments)
+        self.search_logits = nn.Parameter(torch.zeros(n_blocks))
+        self.register_buffer("block_weights", torch.full((n_blocks,), 1.0 / n_blocks))
+        self.register_buffer("kept", torch.ones(n_blocks, dtype=torch.bool))
+
+    @property
+    def block_names(self) -> list[str]:
+        """``<scale>px/<level>`` for every block, in the order of the weights."""
+        return [f"{scale}px/{level}" for scale in self.cfg.scales for level in self.teacher.layers]
+
+    def block_features(
+        self, image: torch.Tensor, only: list[int] | None = None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Teacher and student features of each block.
+
+        Args:
+            image: ``B×3×H×W`` normalised. only: block indices to run (``None``: all); a scale
+                none of whose blocks is asked for is not run at all, nor are deeper teacher stages.
+        Yields:
+            ``(block index, teacher feature, student feature)``, each feature ``B×C×h×w``.
+        """
+        n_levels = len(self.segments)
+        wanted = set(range(len(self.cfg.scales) * n_levels) if only is None else only)
+        for s, scale in enumerate(self.cfg.scales):
+            levels = [lv for lv in range(n_levels) if s * n_levels + lv in wanted]
+            if not levels:
+                continue
+            x = image if image.shape[-1] == scale else F.interpolate(image, size=scale, mode="bilinear")
+            taps = list(dict.fromkeys(self.inputs[: levels[-1] + 1] + self.teacher.layers[: levels[-1] + 1]))
+            with torch.no_grad():
+                feats = dict(zip(taps, self.teacher(x, taps)))
+            student = self.stems[s](x) if self.cfg.chained else None
+            for lv in range(levels[-1] + 1):
+                if self.cfg.chained:
+                    student = self.students[s][lv](student)
+                elif lv in levels:
+                    student = self.students[s][lv](feats[self.inputs[lv]])
+                if lv in levels:
+                    yield s * n_levels + lv, feats[self.teacher.layers[lv]], student
+
+    def block_maps(self, image: torch.Tensor, only: list[int] | None = None) -> dict[int, torch.Tensor]:
+        """Per-block maps ``B×H×W`` at the input size, by block index (``only`` as :meth:`block_features`)."""
+        return {
+            index: F.interpolate(block_map(t, s)[:, None], size=image.shape[-2:], mode="bilinear")[:, 0]
+            for index, t, s in self.block_features(image, only)
+        }
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Σ over blocks of the mean ``‖f̂_t − f̂_s‖²`` (4 × the block map); each block's term is logged."""
+        names = self.block_names
+        terms = {names[i]: 4 * block_map(t, s).mean() for i, t, s in self.block_features(batch["image"])}
+        return {"loss": sum(terms.values()), **terms}
+
+    def _search_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Pixel cross-entropy of ``Σ_i softmax(logits)_i φ_i`` against the validation batch's masks."""
+        self.students.eval()  # frozen students: their batch-norm statistics must not move
+        if self.stems is not None:
+            self.stems.eval()
+        with torch.no_grad():
+            maps = self.block_maps(batch["image"])
+        stacked = torch.stack([maps[i] for i in range(len(maps))], dim=1).float()
+        weights = torch.softmax(self.search_logits.float(), 0)
+        p = (stacked * weights[None, :, None, None]).sum(1).clamp(1e-6, 1 - 1e-6)
+        valid = batch["mask_valid"]
+        target = batch["mask"][:, 0].float()
+        entropy = -(target * p.log() + (1 - target) * (1 - p).log())
+        return {"loss": entropy[valid].mean() if valid.any() else p.sum() * 0}
+
+    def _record_search(self, done_epochs: int) -> None:
+        """Store the softmax weights and the top-``keep_k`` blocks (kept in the checkpoint)."""
+        with torch.no_grad():
+            weights = torch.softmax(self.search_logits, 0)
+            self.block_weights.copy_(weights)
+            k = self.cfg.weight_search.keep_k or len(weights)
+            self.kept.zero_()
+            self.kept[weights.topk(min(k, len(weights))).indices] = True
+
+    def _student_parameters(self) -> list[nn.Parameter]:
+        groups = [self.students] + ([self.stems] if self.stems is not None else [])
+        return [p for group in groups for p in group.parameters()]
+
+    def validation_split(self) -> tuple[float, int] | None:
+        """The weight search's held-out share of the test set, when the search is enabled."""
+        search = self.cfg.weight_search
+        return (search.val_fraction, search.seed) if search.enabled else None
+
+    def stages(self) -> list[Stage]:
+        """``students`` (SGD), then ``weight_search`` (Adam on the block logits) when enabled."""
+        cfg = self.cfg
+        stages = [
+            Stage(
+                name="students",
+                epochs=cfg.epochs,
+                parameters=[
+                    p for group in (self.students, self.stems) if group is not None for p in group.parameters()
+                ],
+                optimizer=lambda params: torch.optim.SGD(
+                    params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+                ),
+                step=self.training_step,
+            )
+        ]
+        if cfg.weight_search.enabled:
+            stages.append(
+                Stage(
+                    name="weight_search",
+                    epochs=cfg.weight_search.epochs,
+                    parameters=[self.search_logits],
+                    optimizer=lambda params: torch.optim.Adam(params, lr=cfg.weight_search.lr),
+                    step=self._search_step,
+                    on_epoch_end=self._record_search,
+                    split="validation",
+                )
+            )
+        return stages
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> AnomalyOutput:
+        """Map: weighted mean of the kept blocks' maps (all blocks, equal weights unless the search ran
+        and ``weight_search.apply``); score: the map's max."""
+        if self.cfg.weight_search.apply:
+            kept = torch.nonzero(self.kept)[:, 0].tolist()
+            weights = self.block_weights
+        else:
+            kept = list(range(len(self.kept)))
+            weights = torch.ones_like(self.block_weights)
+        maps = self.block_maps(image, kept)
+        total = sum(weights[i] * maps[i] for i in kept) / weights[kept].sum()
+        return AnomalyOutput(anomaly_map=total.float(), score=total.flatten(1).amax(1).float())
