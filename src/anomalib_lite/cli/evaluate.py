@@ -41,6 +41,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     overrides = {
         part: {key: value for key, value in cfg[part].items() if value is not None} for part in ("data", "eval")
     }
+    # Model options replace stored ones only when given, e.g. +model.weight_search.apply=false.
+    overrides["model"] = OmegaConf.to_container(cfg.get("model") or OmegaConf.create({}))
     run = validate(OmegaConf.merge(stored, overrides))
     (category,) = categories(run.data)
     model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))

@@ -68,6 +68,8 @@ class MSFIConfig:
         chained: STFPM baseline (students fed by students) instead of MSFI's separate blocks.
         epochs, lr, momentum, weight_decay: SGD on the students.
         weight_search: :class:`WeightSearchConfig`.
+        offline_backbone: the teacher a run uses instead of a torchvision one whose weights are
+            not in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config).
     """
 
     name: str = "msfi"
@@ -78,6 +80,7 @@ class MSFIConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     weight_search: WeightSearchConfig = field(default_factory=WeightSearchConfig)
+    offline_backbone: str = "tf_efficientnet_lite0"
 
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) < 32:
