@@ -39,3 +39,15 @@ def test_collect_makes_one_table_with_the_mean_and_lists_failed_jobs(tmp_path):
 def test_collect_of_a_folder_without_runs_fails_clearly(tmp_path):
     result = run_entry("scripts/collect.py", str(tmp_path))
     assert result.returncode == 1 and "no run folder" in result.stderr
+
+
+def test_collect_by_an_override_averages_over_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "category=a,model.scales=[128]", 0.6, "a")
+    _job(sweep, "category=b,model.scales=[128]", 0.8, "b")
+    _job(sweep, "category=a,model.scales=[128,256]", 1.0, "a")
+    result = run_entry("scripts/collect.py", str(sweep), "--by", "model.scales")
+    assert result.returncode == 0, result.stderr
+    assert "| model.scales=[128] (mean of 2) | 0.7000 | - | - | 0.5000 |" in result.stdout
+    assert "| model.scales=[128,256] (mean of 1) | 1.0000 | - | - | 0.5000 |" in result.stdout
+    assert "| mean |" not in result.stdout

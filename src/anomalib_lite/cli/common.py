@@ -127,15 +127,15 @@ def mean_metrics(per_category: dict[str, dict[str, Any]]) -> dict[str, float | N
     return means
 
 
-def format_table(per_category: dict[str, dict[str, Any]], label: str = "category") -> str:
-    """A Markdown table: one row per category (or run) and a mean row; undefined metrics shown as ``-``."""
+def format_table(per_category: dict[str, dict[str, Any]], label: str = "category", mean: bool = True) -> str:
+    """A Markdown table: one row per category (or run) and, with ``mean``, a mean row; undefined metrics: ``-``."""
 
     def cell(value: Any) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
     header = f"| {label} | " + " | ".join(METRIC_COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 1)]
-    rows = {**per_category, "mean": mean_metrics(per_category)} if len(per_category) > 1 else per_category
+    rows = {**per_category, "mean": mean_metrics(per_category)} if mean and len(per_category) > 1 else per_category
     for name, metrics in rows.items():
         lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in METRIC_COLUMNS) + " |")
     by_note: dict[str, list[str]] = {}
