@@ -39,7 +39,7 @@ class WeightSearchConfig:
             held out as the validation set, and the seed that draws them; they are removed
             from the images the reported metrics use.
         keep_k: blocks kept after the search (``null``: all, weighted).
-        epochs, lr: Adam on the block logits.
+        epochs, lr: Adam on the block logits (and the loss's calibration, see ``MSFI._search_step``).
         apply: use the learned weights and the pruning at inference (``false``: equal weights,
             every block; for the before/after comparison with ``eval.py``).
     """
@@ -136,6 +136,8 @@ class MSFI(AnomalyModel):
         self.stems = nn.ModuleList(fresh_copy(self.teacher.steps[0]) for _ in cfg.scales) if cfg.chained else None
         n_blocks = len(cfg.scales) * len(self.segments)
         self.search_logits = nn.Parameter(torch.zeros(n_blocks))
+        # log a and b of the search's calibration σ(a·φ + b); a starts at 10 for maps of a few tenths.
+        self.search_calibration = nn.Parameter(torch.tensor([2.3, -2.0]))
         self.register_buffer("block_weights", torch.full((n_blocks,), 1.0 / n_blocks))
         self.register_buffer("kept", torch.ones(n_blocks, dtype=torch.bool))
 
@@ -188,7 +190,14 @@ class MSFI(AnomalyModel):
         return {"loss": sum(terms.values()), **terms}
 
     def _search_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Pixel cross-entropy of ``Σ_i softmax(logits)_i φ_i`` against the validation batch's masks."""
+        """Class-balanced pixel cross-entropy of ``σ(a·φ + b)``, ``φ = Σ_i softmax(logits)_i φ_i``,
+        against the validation batch's masks.
+
+        The learned calibration ``a = exp(log_scale) > 0, b`` lets the loss judge how well ``φ``
+        separates defect pixels from normal ones rather than how close its raw values (a few
+        hundredths on normal pixels) are to 0 and 1; balancing keeps the rare defect pixels from
+        being outweighed. Neither changes the map, which stays ``φ``.
+        """
         self.students.eval()  # frozen students: their batch-norm statistics must not move
         if self.stems is not None:
             self.stems.eval()
@@ -196,11 +205,17 @@ class MSFI(AnomalyModel):
             maps = self.block_maps(batch["image"])
         stacked = torch.stack([maps[i] for i in range(len(maps))], dim=1).float()
         weights = torch.softmax(self.search_logits.float(), 0)
-        p = (stacked * weights[None, :, None, None]).sum(1).clamp(1e-6, 1 - 1e-6)
+        combined = (stacked * weights[None, :, None, None]).sum(1)
+        log_scale, bias = self.search_calibration.float()
+        logits = log_scale.exp() * combined + bias
         valid = batch["mask_valid"]
-        target = batch["mask"][:, 0].float()
-        entropy = -(target * p.log() + (1 - target) * (1 - p).log())
-        return {"loss": entropy[valid].mean() if valid.any() else p.sum() * 0}
+        target = batch["mask"][:, 0].float()[valid]
+        logits = logits[valid]
+        positive, negative = target > 0.5, target <= 0.5
+        if not positive.any() or not negative.any():
+            return {"loss": logits.sum() * 0}
+        loss = 0.5 * (F.softplus(-logits[positive]).mean() + F.softplus(logits[negative]).mean())
+        return {"loss": loss}
 
     def _record_search(self, done_epochs: int) -> None:
         """Store the softmax weights and the top-``keep_k`` blocks (kept in the checkpoint)."""
@@ -241,7 +256,7 @@ class MSFI(AnomalyModel):
                 Stage(
                     name="weight_search",
                     epochs=cfg.weight_search.epochs,
-                    parameters=[self.search_logits],
+                    parameters=[self.search_logits, self.search_calibration],
                     optimizer=lambda params: torch.optim.Adam(params, lr=cfg.weight_search.lr),
                     step=self._search_step,
                     on_epoch_end=self._record_search,
