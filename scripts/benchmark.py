@@ -1,7 +1,11 @@
-"""Print speed figures. ``python scripts/benchmark.py evaluator --maps 200 --size 256 [--device cuda]``.
+"""Print speed figures.
 
 evaluator: image AUROC + pixel AUROC + AUPRO on random maps with blob-shaped masks,
 timed end to end, checked against scikit-learn's ``roc_auc_score`` (``--check``).
+    python scripts/benchmark.py evaluator --maps 200 --size 256 [--device cuda] [--check]
+inference: a trained checkpoint's ``predict`` per image, after warm-up, at its image size;
+``--set`` replaces stored options (e.g. MSFI's weight search off, or another keep_k).
+    python scripts/benchmark.py inference --ckpt outputs/.../last.pt [--set model.weight_search.apply=false]
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +64,32 @@ def bench_evaluator(args: argparse.Namespace) -> None:
               f"|difference| {abs(reference - pixel.pixel_auroc):.2e}")  # fmt: skip
 
 
+def bench_inference(args: argparse.Namespace) -> None:
+    from omegaconf import OmegaConf
+
+    from anomalib_lite.cli.evaluate import load_trained
+
+    run, model = load_trained(Path(args.ckpt), OmegaConf.from_dotlist(args.set))
+    device = torch.device(args.device)
+    model.to(device).eval()
+    size = run.data.image_size
+    images = torch.randn(args.batch, 3, size, size, device=device)
+    for _ in range(args.warmup):
+        model.predict(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    batches = max(1, args.images // args.batch)
+    start = time.perf_counter()
+    for _ in range(batches):
+        model.predict(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    print(f"inference: {run.model.name} from {args.ckpt} {' '.join(args.set)}")
+    print(f"  {batches * args.batch} images of {size}×{size} in batches of {args.batch} on {device}: "
+          f"{1000 * seconds / (batches * args.batch):.1f} ms per image")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -67,8 +98,15 @@ def main() -> None:
     evaluator.add_argument("--size", type=int, default=256, help="map side in pixels")
     evaluator.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     evaluator.add_argument("--check", action="store_true", help="also compute scikit-learn's pixel AUROC")
+    inference = sub.add_parser("inference", help="time a trained model's predict")
+    inference.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
+    inference.add_argument("--set", nargs="*", default=[], help="stored options to replace, key=value")
+    inference.add_argument("--images", type=int, default=64, help="images to time (after warm-up)")
+    inference.add_argument("--batch", type=int, default=8)
+    inference.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    inference.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    bench_evaluator(args)
+    {"evaluator": bench_evaluator, "inference": bench_inference}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -62,13 +62,13 @@ def test_dropping_or_changing_a_block_changes_nothing_else():
 
 
 def test_pruned_blocks_are_not_run_and_maps_have_the_input_size():
-    model = _model(scales=[32, 64, 96])
+    model = _model(scales=[32, 64, 96], weight_search=WeightSearchConfig(enabled=True, keep_k=2))
     calls = {}
     for s, group in enumerate(model.students):
         for lv, block in enumerate(group):
             block.register_forward_hook(lambda *a, key=(s, lv): calls.__setitem__(key, calls.get(key, 0) + 1))
-    model.kept.zero_()
-    model.kept[[0, 4]] = True  # 32px/layer1 and 64px/layer2; nothing at 96px
+    model.block_weights.copy_(torch.tensor([0.3, 0.05, 0.05, 0.05, 0.3, 0.05, 0.1, 0.05, 0.05]))
+    assert model.active_blocks() == [0, 4]  # 32px/layer1 and 64px/layer2; nothing at 96px
     out = model.predict(torch.randn(2, 3, 64, 64))
     assert out.anomaly_map.shape == (2, 64, 64) and out.score.shape == (2,)
     assert set(calls) == {(0, 0), (1, 1)}

@@ -16,11 +16,30 @@ from anomalib_lite.cli.common import (
     run_folder,
     write_json,
 )
-from anomalib_lite.config import validate
+from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
 from anomalib_lite.engine.trainer import load_checkpoint, resolve_device
 from anomalib_lite.errors import ConfigError
-from anomalib_lite.models import build_model
+from anomalib_lite.models import AnomalyModel, build_model
+
+
+def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, AnomalyModel]:
+    """Rebuild the model stored in checkpoint ``path`` (no weight download: the checkpoint holds them).
+
+    Args:
+        overrides: replace stored options, e.g. ``{"model": {"weight_search": {"apply": False}}}``.
+    Returns:
+        The validated run config and the model with its trained weights, on the CPU.
+    Raises:
+        ConfigError: no such file.
+    """
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file")
+    state = load_checkpoint(path)
+    run = validate(OmegaConf.merge(OmegaConf.create(state["config"]), overrides or {}))
+    model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
+    model.load_state_dict(state["model"])
+    return run, model
 
 
 @report_errors
@@ -33,20 +52,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The content of ``metrics.json``.
     """
-    path = Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file")
-    state = load_checkpoint(path)
-    stored = OmegaConf.create(state["config"])
     overrides = {
         part: {key: value for key, value in cfg[part].items() if value is not None} for part in ("data", "eval")
     }
     # Model options replace stored ones only when given, e.g. +model.weight_search.apply=false.
     overrides["model"] = OmegaConf.to_container(cfg.get("model") or OmegaConf.create({}))
-    run = validate(OmegaConf.merge(stored, overrides))
+    path = Path(cfg.ckpt_path)
+    run, model = load_trained(path, overrides)
     (category,) = categories(run.data)
-    model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
-    model.load_state_dict(state["model"])
     device = resolve_device(cfg.device)
     model.to(device)
     datamodule = build_datamodule(run.data, category)

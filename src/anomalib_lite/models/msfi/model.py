@@ -41,7 +41,8 @@ class WeightSearchConfig:
         keep_k: blocks kept after the search (``null``: all, weighted).
         epochs, lr: Adam on the block logits (and the loss's calibration, see ``MSFI._search_step``).
         apply: use the learned weights and the pruning at inference (``false``: equal weights,
-            every block; for the before/after comparison with ``eval.py``).
+            every block; for the before/after comparison with ``eval.py``, where ``keep_k`` can
+            also be changed).
     """
 
     enabled: bool = False
@@ -220,11 +221,17 @@ class MSFI(AnomalyModel):
     def _record_search(self, done_epochs: int) -> None:
         """Store the softmax weights and the top-``keep_k`` blocks (kept in the checkpoint)."""
         with torch.no_grad():
-            weights = torch.softmax(self.search_logits, 0)
-            self.block_weights.copy_(weights)
-            k = self.cfg.weight_search.keep_k or len(weights)
+            self.block_weights.copy_(torch.softmax(self.search_logits, 0))
             self.kept.zero_()
-            self.kept[weights.topk(min(k, len(weights))).indices] = True
+            self.kept[self.active_blocks()] = True
+
+    def active_blocks(self) -> list[int]:
+        """Blocks run at inference: the ``keep_k`` of highest weight once the search is enabled and
+        applied (``keep_k`` may be changed at evaluation), else every block."""
+        search, n = self.cfg.weight_search, len(self.block_weights)
+        if not (search.enabled and search.apply):
+            return list(range(n))
+        return sorted(self.block_weights.topk(min(search.keep_k or n, n)).indices.tolist())
 
     def _student_parameters(self) -> list[nn.Parameter]:
         groups = [self.students] + ([self.stems] if self.stems is not None else [])
@@ -267,14 +274,11 @@ class MSFI(AnomalyModel):
 
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> AnomalyOutput:
-        """Map: weighted mean of the kept blocks' maps (all blocks, equal weights unless the search ran
-        and ``weight_search.apply``); score: the map's max."""
-        if self.cfg.weight_search.apply:
-            kept = torch.nonzero(self.kept)[:, 0].tolist()
-            weights = self.block_weights
-        else:
-            kept = list(range(len(self.kept)))
-            weights = torch.ones_like(self.block_weights)
+        """Map: mean of the :meth:`active_blocks`' maps, weighted by the learned weights when the search
+        is applied (equal weights otherwise); score: the map's max."""
+        kept = self.active_blocks()
+        search = self.cfg.weight_search
+        weights = self.block_weights if search.enabled and search.apply else torch.ones_like(self.block_weights)
         maps = self.block_maps(image, kept)
         total = sum(weights[i] * maps[i] for i in kept) / weights[kept].sum()
         return AnomalyOutput(anomaly_map=total.float(), score=total.flatten(1).amax(1).float())
