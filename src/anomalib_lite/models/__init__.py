@@ -1,6 +1,6 @@
 """Model families behind a small registry; importing this package registers them all."""
 
-from anomalib_lite.models import hfr, igd, msfi  # noqa: F401  (registers the families)
+from anomalib_lite.models import hfr, igd, msfi, utad  # noqa: F401  (registers the families)
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.registry import BackboneConfig, build_model, model_names
 

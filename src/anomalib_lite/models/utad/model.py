@@ -1,0 +1,222 @@
+"""UTAD: an impression extractor (IE-Net) and an expert network, compared perceptually (METHODS.md).
+
+Stage ``ie_net`` trains an inception autoencoder whose output, the *impression* ``x_I``,
+is an anomaly-free version of the input (L2 reconstruction, KL of the Gaussian code,
+a mutual-information discriminator on (code, feature) pairs with batch-shuffled
+negatives). Stage ``expert_net`` freezes it and trains the Expert-Net on (impression,
+image) pairs: ``x̂ = Dec(Enc_c(x_I), detail(x))`` restores the detail, and a naïve branch
+``x_N = Dec'(Enc'(x))`` imitates the impression. The anomaly map is the perceptual
+distance ``PM(x, x̂) + PM(x_I, x_N)`` on a frozen backbone's features (VGG-19
+``conv1_2, conv2_2, conv3_4`` before ReLU in the paper).
+
+Ablations: ``use_expert=false`` maps ``PM(x, x_I)`` and skips stage 2; ``use_detail=false``
+decodes the impression's content without the detail code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_lite.models.backbones import Backbone
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.layers import as_rgb, upsample_sum
+from anomalib_lite.models.registry import BackboneConfig, register_model
+from anomalib_lite.models.utad.networks import (
+    ContentEncoder,
+    Decoder,
+    DetailEncoder,
+    IENet,
+    MIDiscriminator,
+    shuffled_partners,
+)
+
+
+@dataclass
+class UTADConfig:
+    """UTAD hyper-parameters (paper / reference-code defaults; see METHODS.md).
+
+    Attributes:
+        image_size: input side (set from ``data.image_size``). small: the small-image IE-Net
+            (one inception block fewer); ``None`` = when ``image_size ≤ 64``.
+        latent: IE-Net code size. ie_epochs, ie_lr, momentum: SGD of stage 1.
+        recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2, KL to N(0, I), MI).
+        expert_epochs, expert_lr, betas: Adam of stage 2. detail_dim: detail code size.
+        image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes).
+        use_expert, use_detail: ablations (see the module doc).
+        score: ``max`` or ``mean`` of the map. offline_backbone: the perceptual network used when
+            VGG-19's weights are not in the torch cache (resolved by ``train.py``).
+    """
+
+    name: str = "utad"
+    image_size: int = 256
+    small: bool | None = None
+    latent: int = 128
+    ie_epochs: int = 200
+    ie_lr: float = 0.01
+    momentum: float = 0.9
+    recon_weight: float = 100.0
+    kl_weight: float = 0.1
+    mi_weight: float = 1.0
+    expert_epochs: int = 200
+    expert_lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    detail_dim: int = 8
+    image_weight: float = 10.0
+    naive_weight: float = 1.0
+    detail_weight: float = 1.0
+    use_expert: bool = True
+    use_detail: bool = True
+    score: str = "max"
+    offline_backbone: str = "tf_efficientnet_lite0"
+
+    def __post_init__(self) -> None:
+        for key in ("ie_epochs", "expert_epochs", "latent", "detail_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
+        if self.score not in ("max", "mean"):
+            raise ValueError(f"model.score={self.score!r} must be 'max' or 'mean'")
+        if self.image_size % 4:
+            raise ValueError(f"model.image_size={self.image_size} must be a multiple of 4 (the Expert-Net)")
+
+    @property
+    def small_variant(self) -> bool:
+        """Whether the IE-Net has one inception block fewer."""
+        return self.image_size <= 64 if self.small is None else self.small
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+@register_model("utad", UTADConfig)
+class UTAD(AnomalyModel):
+    """Two-stage UTAD.
+
+    Args:
+        cfg: :class:`UTADConfig`. backbone_cfg: the perceptual network and its layers (VGG-19 in the paper).
+    """
+
+    def __init__(self, cfg: UTADConfig, backbone_cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ie_net = IENet(cfg.image_size, cfg.small_variant, cfg.latent)
+        self.mi = MIDiscriminator(cfg.latent, self.ie_net.feature_size)
+        self.content = ContentEncoder()
+        self.detail = DetailEncoder(cfg.detail_dim) if cfg.use_detail else None
+        self.decoder = Decoder(cfg.detail_dim if cfg.use_detail else None)
+        self.naive_encoder = ContentEncoder()
+        self.naive_decoder = Decoder(None)
+        self.perceptual = Backbone(backbone_cfg.name, backbone_cfg.layers, backbone_cfg.weights)
+
+    def _expert_modules(self) -> list[nn.Module]:
+        return [m for m in (self.content, self.detail, self.decoder, self.naive_encoder, self.naive_decoder) if m]
+
+    @staticmethod
+    def to_unit(image: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised ``B×C×H×W`` → RGB in [0, 1]."""
+        image = as_rgb(image)
+        return image * _STD.to(image) + _MEAN.to(image)
+
+    def ie_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``."""
+        cfg = self.cfg
+        x = self.to_unit(batch["image"])
+        mu, log_var, feature = self.ie_net.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+        impression = self.ie_net.decode(z)
+        reconstruction = F.mse_loss(impression.float(), x.float())
+        kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).sum(1).mean()
+        partners = shuffled_partners(x.shape[0], device=x.device)
+        positive, negative = self.mi(z, feature), self.mi(z, feature[partners])
+        mi = F.binary_cross_entropy(positive.float(), torch.ones_like(positive.float())) + F.binary_cross_entropy(
+            negative.float(), torch.zeros_like(negative.float())
+        )
+        loss = cfg.recon_weight * reconstruction + cfg.kl_weight * kl + cfg.mi_weight * mi
+        return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "mi": mi}
+
+    def impression(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen IE-Net's impression (its code's mean, no sampling) of ``B×3×S×S`` in [0, 1]."""
+        self.ie_net.eval()
+        with torch.no_grad():
+            return self.ie_net.decode(self.ie_net.encode(x)[0])
+
+    def expert(self, x: torch.Tensor, impression: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x̂, x_N)`` in [−1, 1] from the image and its impression, both ``B×3×S×S`` in [0, 1]."""
+        x_pm, impression_pm = 2 * x - 1, 2 * impression - 1
+        code = self.detail(x_pm) if self.detail is not None else None
+        restored = self.decoder(self.content(impression_pm), code)
+        naive = self.naive_decoder(self.naive_encoder(x_pm))
+        return restored, naive
+
+    def expert_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I``, and of the detail codes of ``x̂`` and ``x``."""
+        cfg = self.cfg
+        x = self.to_unit(batch["image"])
+        impression = self.impression(x)
+        restored, naive = self.expert(x, impression)
+        image_term = (restored - (2 * x - 1)).abs().mean()
+        naive_term = (naive - (2 * impression - 1)).abs().mean()
+        terms = {"image": image_term, "naive": naive_term}
+        loss = cfg.image_weight * image_term + cfg.naive_weight * naive_term
+        if self.detail is not None:
+            detail_term = (self.detail(restored) - self.detail(2 * x - 1).detach()).abs().mean()
+            terms["detail"] = detail_term
+            loss = loss + cfg.detail_weight * detail_term
+        return {"loss": loss, **terms}
+
+    def stages(self) -> list[Stage]:
+        """``ie_net`` (SGD), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
+        cfg = self.cfg
+        stages = [
+            Stage(
+                name="ie_net",
+                epochs=cfg.ie_epochs,
+                parameters=list(self.ie_net.parameters()) + list(self.mi.parameters()),
+                optimizer=lambda params: torch.optim.SGD(params, lr=cfg.ie_lr, momentum=cfg.momentum),
+                step=self.ie_step,
+            )
+        ]
+        if cfg.use_expert:
+            stages.append(
+                Stage(
+                    name="expert_net",
+                    epochs=cfg.expert_epochs,
+                    parameters=[p for m in self._expert_modules() for p in m.parameters()],
+                    optimizer=lambda params: torch.optim.Adam(params, lr=cfg.expert_lr, betas=tuple(cfg.betas)),
+                    step=self.expert_step,
+                )
+            )
+        return stages
+
+    def perceptual_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``Σ_l`` upsampled channel-mean squared feature difference: ``B×3×S×S`` in [0, 1] twice → ``B×S×S``."""
+        features = self.perceptual(torch.cat([(a - _MEAN.to(a)) / _STD.to(a), (b - _MEAN.to(b)) / _STD.to(b)]))
+        diffs = [((fa - fb).float() ** 2).mean(1) for fa, fb in (f.chunk(2) for f in features)]
+        return upsample_sum(diffs, a.shape[-2:])
+
+    def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Impression, naïve impression and reconstruction of normalised ``B×C×S×S`` images, in [0, 1]."""
+        x = self.to_unit(image)
+        impression = self.impression(x)
+        if not self.cfg.use_expert:
+            return {"input": x, "impression": impression}
+        restored, naive = self.expert(x, impression)
+        return {"input": x, "impression": impression, "naive": (naive + 1) / 2, "reconstruction": (restored + 1) / 2}
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> AnomalyOutput:
+        """Map ``PM(x, x̂) + PM(x_I, x_N)`` (``PM(x, x_I)`` without the Expert-Net); score: its max or mean."""
+        parts = self.intermediates(image)
+        if self.cfg.use_expert:
+            maps = self.perceptual_distance(parts["input"], parts["reconstruction"]) + self.perceptual_distance(
+                parts["impression"], parts["naive"]
+            )
+        else:
+            maps = self.perceptual_distance(parts["input"], parts["impression"])
+        score = maps.flatten(1).amax(1) if self.cfg.score == "max" else maps.flatten(1).mean(1)
+        return AnomalyOutput(anomaly_map=maps.float(), score=score.float())

@@ -1,0 +1,69 @@
+"""UTAD: the two stages, the frozen IE-Net in stage 2, the ablations, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_lite.models import BackboneConfig
+from anomalib_lite.models.backbones import torchvision_weights_path
+from anomalib_lite.models.utad import UTAD, UTADConfig
+
+from conftest import TINY, run_entry
+
+OFFLINE = BackboneConfig(name="tf_efficientnet_lite0", weights="none")
+
+
+def test_stage_two_trains_the_expert_net_and_leaves_the_ie_net_untouched():
+    torch.manual_seed(0)
+    model = UTAD(UTADConfig(image_size=64), OFFLINE)
+    ie_net, expert_net = model.stages()
+    assert (ie_net.name, expert_net.name) == ("ie_net", "expert_net")
+    before = {k: v.clone() for k, v in model.ie_net.state_dict().items()}
+    expert_before = [p.clone() for p in expert_net.parameters]
+    optimizer = expert_net.optimizer(expert_net.parameters)
+    model.train()
+    expert_net.step({"image": torch.randn(4, 3, 64, 64)})["loss"].backward()
+    optimizer.step()
+    after = model.ie_net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and batch-norm statistics
+    assert any(not torch.equal(a, b) for a, b in zip(expert_before, expert_net.parameters))
+    assert not set(map(id, ie_net.parameters)) & set(map(id, expert_net.parameters))
+
+
+def test_shapes_through_both_stages_and_the_ablations():
+    torch.manual_seed(0)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    x = (torch.rand(2, 3, 64, 64) - mean) / std  # normalised images, as batches hold them
+    full = UTAD(UTADConfig(image_size=64), OFFLINE).eval()
+    parts = full.intermediates(x)
+    assert set(parts) == {"input", "impression", "naive", "reconstruction"}
+    assert all(p.shape == (2, 3, 64, 64) and p.min() >= -1e-6 and p.max() <= 1 + 1e-6 for p in parts.values())
+    out = full.predict(x)
+    assert out.anomaly_map.shape == (2, 64, 64) and out.score.shape == (2,)
+    assert torch.allclose(out.score, out.anomaly_map.flatten(1).amax(1))
+    no_expert = UTAD(UTADConfig(image_size=64, use_expert=False), OFFLINE).eval()
+    assert [s.name for s in no_expert.stages()] == ["ie_net"]
+    parts = no_expert.intermediates(x)
+    expected = no_expert.perceptual_distance(parts["input"], parts["impression"])
+    assert torch.allclose(no_expert.predict(x).anomaly_map, expected)
+    no_detail = UTAD(UTADConfig(image_size=64, use_detail=False), OFFLINE)
+    assert no_detail.detail is None and "detail" not in no_detail.expert_step({"image": x})
+
+
+def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
+    run = tmp_path / "run"
+    result = run_entry("train.py", *TINY, "model=utad", "category=brick", f"data.root={tmp_path / 'data'}",
+                       f"hydra.run.dir={run}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
+    assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
+    log = (run / "train.log").read_text()
+    assert "ie_net epoch 1/1" in log and "expert_net epoch 1/1" in log
+    stored = torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)["config"]["backbone"]
+    if not torchvision_weights_path("vgg19")[1].is_file():  # offline: the perceptual net falls back, and says so
+        assert stored["name"] == "tf_efficientnet_lite0" and "not in the torch cache" in log
+    else:
+        assert stored["name"] == "vgg19"
