@@ -60,6 +60,8 @@ def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
+    stages = sorted((run / "maps" / "brick").glob("*_stages.png"))
+    assert len(stages) == 2  # input | impression | naive | reconstruction | map, beside the overlays
     log = (run / "train.log").read_text()
     assert "ie_net epoch 1/1" in log and "expert_net epoch 1/1" in log
     stored = torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)["config"]["backbone"]

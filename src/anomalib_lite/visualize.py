@@ -46,34 +46,43 @@ def overlay_panel(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray |
     return np.concatenate([image, outlined, blended], axis=1)
 
 
-def save_overlays(
-    images: torch.Tensor,
-    maps: torch.Tensor,
-    masks: torch.Tensor,
-    labels: torch.Tensor,
-    paths: list[str],
-    out_dir: Path,
-    count: int,
-) -> list[Path]:
-    """Write overlays for up to ``count`` test images, half of them anomalous where possible.
-
-    Args:
-        images: ``N×H×W×3`` uint8. maps: ``N×h×w``. masks: ``N×H×W`` bool. labels: ``N``.
-        paths: the images' source paths (names the PNGs). out_dir: destination folder.
-    Returns:
-        The written files.
-    """
+def sample_indices(labels: torch.Tensor, count: int) -> list[int]:
+    """Up to ``count`` test images, half of them anomalous where possible, evenly spaced in each group
+    (so every defect folder is represented)."""
     labels = labels.cpu()
     anomalous = torch.nonzero(labels == 1).flatten()
     normal = torch.nonzero(labels == 0).flatten()
     n_anomalous = min(len(anomalous), max(count - len(normal), (count + 1) // 2))
     n_normal = min(len(normal), count - n_anomalous)
-    # Evenly spaced picks, so that every defect folder is represented.
-    chosen = [
+    return [
         int(pool[i])
         for pool, k in ((anomalous, n_anomalous), (normal, n_normal))
         for i in torch.linspace(0, len(pool) - 1, k).round().long()
     ]
+
+
+def _file_name(path: str) -> str:
+    source = Path(path)
+    return f"{source.parent.name}_{source.stem}"
+
+
+def save_overlays(
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    paths: list[str],
+    chosen: list[int],
+    out_dir: Path,
+) -> list[Path]:
+    """Write an overlay panel (see :func:`overlay_panel`) for each chosen test image.
+
+    Args:
+        images: ``N×H×W×C`` uint8 (C 3, or 1 for grey). maps: ``N×h×w``. masks: ``N×H×W`` bool.
+        paths: the images' source paths (names the PNGs). chosen: indices to draw
+            (e.g. from :func:`sample_indices`). out_dir: destination folder.
+    Returns:
+        The written files.
+    """
     if not chosen:
         return []
     maps = maps.float().cpu()
@@ -81,9 +90,35 @@ def save_overlays(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i in chosen:
-        panel = overlay_panel(images[i].numpy(), maps[i].numpy(), masks[i].cpu().numpy(), vmin, vmax)
-        source = Path(paths[i])
-        target = out_dir / f"{source.parent.name}_{source.stem}.png"
+        image = np.broadcast_to(images[i].numpy(), (*images.shape[1:3], 3)).copy()
+        panel = overlay_panel(image, maps[i].numpy(), masks[i].cpu().numpy(), vmin, vmax)
+        target = out_dir / f"{_file_name(paths[i])}.png"
         Image.fromarray(panel).save(target)
+        written.append(target)
+    return written
+
+
+def save_stages(stages: dict[str, torch.Tensor], maps: torch.Tensor, paths: list[str], out_dir: Path) -> list[Path]:
+    """Write a model's intermediate images and its map side by side, one PNG per image.
+
+    Args:
+        stages: name → ``B×3×H×W`` images in [0, 1] (e.g. input, impression, reconstruction),
+            drawn left to right in this order. maps: ``B×h×w``, coloured on one scale and drawn last.
+        paths: the images' source paths (names the PNGs, suffixed ``_stages``).
+    Returns:
+        The written files.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    maps = maps.float().cpu()
+    vmin, vmax = float(maps.min()), float(maps.max())
+    written = []
+    for b, path in enumerate(paths):
+        tiles = [(t[b].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+                 for t in stages.values()]  # fmt: skip
+        size = tiles[0].shape[:2][::-1]
+        scaled = (maps[b].numpy() - vmin) / max(vmax - vmin, 1e-12)
+        tiles.append(np.asarray(Image.fromarray(colorize(scaled)).resize(size, Image.Resampling.BILINEAR)))
+        target = out_dir / f"{_file_name(path)}_stages.png"
+        Image.fromarray(np.concatenate(tiles, axis=1)).save(target)
         written.append(target)
     return written

@@ -24,7 +24,7 @@ from anomalib_lite.data import DataModule
 from anomalib_lite.errors import AnomalibLiteError
 from anomalib_lite.metrics import collect_predictions, compute_metrics
 from anomalib_lite.models import AnomalyModel
-from anomalib_lite.visualize import save_overlays
+from anomalib_lite.visualize import sample_indices, save_overlays, save_stages
 
 log = logging.getLogger("anomalib_lite")
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
@@ -114,7 +114,15 @@ def evaluate_category(
             f"pixel metrics over the {metrics['n_pixel_images']} of {metrics['n_images']} images whose masks are known"
         )
     test = datamodule.test_set
-    save_overlays(test.images, pred.maps, test.masks, pred.labels, pred.paths, maps_dir, cfg.n_maps)
+    chosen = sample_indices(pred.labels, cfg.n_maps)
+    save_overlays(test.images, pred.maps, test.masks, pred.paths, chosen, maps_dir)
+    if chosen:
+        batch = torch.stack([test[i]["image"] for i in chosen]).to(device)
+        model.eval()
+        with torch.inference_mode():
+            stages = model.intermediates(batch)
+        if stages:
+            save_stages(stages, pred.maps[chosen], [pred.paths[i] for i in chosen], maps_dir)
     return metrics
 
 

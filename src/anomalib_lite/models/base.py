@@ -74,6 +74,11 @@ class AnomalyModel(nn.Module):
         """
         return None
 
+    def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Optional images worth showing beside the maps (e.g. UTAD's impression and reconstruction):
+        name → ``B×3×H×W`` in [0, 1], for ``B×C×H×W`` normalised input; ``None`` when a model has none."""
+        return None
+
     def predict(self, image: torch.Tensor) -> AnomalyOutput:
         """Anomaly maps and scores for ``B×3×H×W`` normalised images (call in eval mode)."""
         raise NotImplementedError
