@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, save_checkpoint
+from anomalib_lite.errors import TrainingError
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import torchvision_weights_path
 from anomalib_lite.models.utad import UTAD, UTADConfig
@@ -69,3 +72,32 @@ def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
         assert stored["name"] == "tf_efficientnet_lite0" and "not in the torch cache" in log
     else:
         assert stored["name"] == "vgg19"
+
+
+def test_stage_two_starts_only_from_a_finished_stage_one(tmp_path):
+    model = UTAD(UTADConfig(image_size=64), OFFLINE)
+    path = tmp_path / "unfinished.pt"
+    save_checkpoint({"model": model.state_dict(), "stages_done": []}, path)
+    cfg = TrainerConfig(device="cpu", start_stage="expert_net", init_from=str(path), progress=False)
+    with pytest.raises(TrainingError, match="needs ie_net finished"):
+        Engine(cfg, 0, tmp_path / "new.pt", {}).fit(model, None)
+    cfg = TrainerConfig(device="cpu", start_stage="nope", init_from=str(path), progress=False)
+    with pytest.raises(TrainingError, match="stages: ie_net, expert_net"):
+        Engine(cfg, 0, tmp_path / "new.pt", {}).fit(model, None)
+
+
+@pytest.mark.slow
+def test_stage_two_reruns_alone_from_a_stage_one_run(tmp_path):
+    common = [*TINY, "model=utad", "category=brick", f"data.root={tmp_path / 'data'}"]
+    first = tmp_path / "first"
+    assert run_entry("train.py", *common, f"hydra.run.dir={first}").returncode == 0
+    second = tmp_path / "second"
+    result = run_entry("train.py", *common, "trainer.start_stage=expert_net", f"trainer.init_from={first}",
+                       "model.expert_lr=0.001", f"hydra.run.dir={second}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (second / "train.log").read_text()
+    assert "starting at stage expert_net" in log and "ie_net epoch" not in log and "expert_net epoch 1/1" in log
+    a = torch.load(first / "checkpoints" / "brick" / "last.pt", weights_only=True)["model"]
+    b = torch.load(second / "checkpoints" / "brick" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("ie_net."))  # stage 1 reused as is
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))  # stage 2 retrained

@@ -53,7 +53,12 @@ def train_category(run: RunConfig, category: str, config: dict[str, Any], folder
     """Train, checkpoint and evaluate one category; return its metrics."""
     config = {**config, "category": category, "data": {**config["data"], "category": category}}
     checkpoint = folder / "checkpoints" / category / "last.pt"
-    trainer_cfg = dataclasses.replace(run.trainer, resume=run.trainer.resume and checkpoint.is_file())
+    init_from = run.trainer.init_from
+    if init_from and Path(init_from).is_dir():  # a run folder: this category's checkpoint in it
+        init_from = str(Path(init_from) / "checkpoints" / category / "last.pt")
+    trainer_cfg = dataclasses.replace(
+        run.trainer, resume=run.trainer.resume and checkpoint.is_file(), init_from=init_from
+    )
     datamodule = build_datamodule(run.data, category)
     seed_everything(run.seed)
     model = build_model(run.model, run.backbone)

@@ -35,6 +35,9 @@ class TrainerConfig:
         grad_clip: max gradient norm (``None``: no clipping).
         resume: continue the run folder's last checkpoint instead of starting afresh.
         progress: show progress bars.
+        start_stage: begin at this stage (e.g. UTAD's ``expert_net``), with the earlier ones taken
+            from ``init_from``: a checkpoint of the same model in which they are finished.
+        init_from: that checkpoint, or the run folder holding it (``checkpoints/<category>/last.pt``).
     """
 
     device: str = "auto"
@@ -43,6 +46,8 @@ class TrainerConfig:
     grad_clip: float | None = None
     resume: bool = False
     progress: bool = True
+    start_stage: str | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -51,6 +56,10 @@ class TrainerConfig:
             raise ValueError(f"trainer.device={self.device!r}; choices: auto, cpu, cuda, cuda:N")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ValueError(f"trainer.max_epochs={self.max_epochs} must be ≥ 1 (or null)")
+        if (self.start_stage is None) != (self.init_from is None):
+            raise ValueError("trainer.start_stage and trainer.init_from go together (or neither)")
+        if self.start_stage is not None and self.resume:
+            raise ValueError("trainer.start_stage starts a new run; it cannot be combined with trainer.resume")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,6 +141,8 @@ class Engine:
         model.to(self.device)
         stages = model.stages()
         start_stage, start_epoch, step, resumed = 0, 0, 0, None
+        if self.cfg.start_stage is not None:
+            start_stage = self._initialise(model, stages)
         if self.cfg.resume:
             if not self.checkpoint_path.is_file():
                 raise TrainingError(f"trainer.resume=true but there is no checkpoint at {self.checkpoint_path}")
@@ -167,10 +178,37 @@ class Engine:
                         "epoch": epoch + 1,
                         "step": step,
                         "finished": index == len(stages) - 1 and epoch + 1 == epochs,
+                        "stages_done": [s.name for s in stages[:index]] + ([stage.name] if epoch + 1 == epochs else []),
                         "config": self.config,
                     },
                     self.checkpoint_path,
                 )
+
+    def _initialise(self, model: AnomalyModel, stages: list) -> int:
+        """Load ``init_from`` for a run that starts at ``start_stage``; return that stage's index.
+
+        Raises:
+            TrainingError: unknown stage, missing checkpoint, or an earlier stage not finished in it.
+        """
+        names = [stage.name for stage in stages]
+        if self.cfg.start_stage not in names:
+            raise TrainingError(
+                f"trainer.start_stage={self.cfg.start_stage!r}; this model's stages: {', '.join(names)}"
+            )
+        index = names.index(self.cfg.start_stage)
+        path = Path(self.cfg.init_from)
+        if not path.is_file():
+            raise TrainingError(f"trainer.init_from={path}: no such checkpoint")
+        state = load_checkpoint(path)
+        missing = [name for name in names[:index] if name not in state.get("stages_done", [])]
+        if missing:
+            raise TrainingError(
+                f"trainer.start_stage={self.cfg.start_stage} needs {', '.join(missing)} finished in {path}, "
+                "which holds an unfinished run; finish it first (trainer.resume=true)"
+            )
+        model.load_state_dict(state["model"])
+        log.info("starting at stage %s from %s", self.cfg.start_stage, path)
+        return index
 
     def _run_epoch(self, model, stage, optimizer, scheduler, datamodule, stage_index, epoch, epochs, step) -> int:
         model.train()
