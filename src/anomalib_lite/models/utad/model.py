@@ -123,18 +123,21 @@ class UTAD(AnomalyModel):
         return image * _STD.to(image) + _MEAN.to(image)
 
     def ie_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``."""
+        """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``; the encoder
+        shares the MI term (it makes codes tell their own image's feature from another's)."""
         cfg = self.cfg
         x = self.to_unit(batch["image"])
         mu, log_var, feature = self.ie_net.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
         impression = self.ie_net.decode(z)
         reconstruction = F.mse_loss(impression.float(), x.float())
-        kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).sum(1).mean()
+        # Means over the code's dimensions, like the L2 over pixels (a sum over 128 dimensions
+        # outweighs the reconstruction term and made SGD diverge in our runs).
+        kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).mean()
         partners = shuffled_partners(x.shape[0], device=x.device)
-        positive, negative = self.mi(z, feature), self.mi(z, feature[partners])
-        mi = F.binary_cross_entropy(positive.float(), torch.ones_like(positive.float())) + F.binary_cross_entropy(
-            negative.float(), torch.zeros_like(negative.float())
+        positive, negative = self.mi(z, feature).float(), self.mi(z, feature[partners]).float()
+        mi = F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive)) + (
+            F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
         )
         loss = cfg.recon_weight * reconstruction + cfg.kl_weight * kl + cfg.mi_weight * mi
         return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "mi": mi}

@@ -87,7 +87,11 @@ class IENet(nn.Module):
 
 
 class MIDiscriminator(nn.Module):
-    """Scores whether a code and an encoder feature come from the same image: 4-layer MLP → ``B`` in (0, 1)."""
+    """Scores whether a code and an encoder feature come from the same image: 4-layer MLP → ``B`` logits.
+
+    The sigmoid of METHODS.md is applied by the loss (``binary_cross_entropy_with_logits``),
+    which is the same function, computed stably.
+    """
 
     def __init__(self, latent: int, feature: int, hidden: int = 256) -> None:
         super().__init__()
@@ -95,7 +99,7 @@ class MIDiscriminator(nn.Module):
             nn.Linear(latent + feature, hidden), nn.LeakyReLU(0.1),
             nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
             nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
-            nn.Linear(hidden, 1), nn.Sigmoid(),
+            nn.Linear(hidden, 1),
         )  # fmt: skip
 
     def forward(self, z: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
