@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian filter of ``B×H×W`` maps, like ``scipy.ndimage.gaussian_filter`` (truncate 4, reflect).
@@ -48,3 +53,14 @@ def upsample_sum(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tenso
 def as_rgb(images: torch.Tensor) -> torch.Tensor:
     """``B×1×H×W`` grey repeated to ``B×3×H×W``; 3-channel input is returned as is."""
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def to_unit_range(image: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised ``B×C×H×W`` (C 1 or 3) → RGB ``B×3×H×W`` in [0, 1] (for reconstructing models)."""
+    image = as_rgb(image)
+    return image * _STD.to(image) + _MEAN.to(image)
+
+
+def to_normalised(image: torch.Tensor) -> torch.Tensor:
+    """RGB ``B×3×H×W`` in [0, 1] → ImageNet-normalised, the inverse of :func:`to_unit_range`."""
+    return (image - _MEAN.to(image)) / _STD.to(image)

@@ -24,11 +24,10 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
-from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.igd.networks import Critic, Decoder, GlobalEncoder, LocalEncoder
-from anomalib_lite.models.layers import as_rgb
+from anomalib_lite.models.layers import as_rgb, to_unit_range
 from anomalib_lite.models.registry import BackboneConfig, register_model
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map
 
@@ -112,16 +111,6 @@ class IGDConfig:
         if self.beta is not None:
             return self.beta
         return 1.0 if self.image_size == self.local_size else 0.1
-
-
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-
-def to_unit_range(image: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised ``B×C×H×W`` (C 1 or 3) → RGB ``B×3×H×W`` in [0, 1], what the decoders reconstruct."""
-    image = as_rgb(image)
-    return image * _STD.to(image) + _MEAN.to(image)
 
 
 def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:

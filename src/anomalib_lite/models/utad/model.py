@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
-from anomalib_lite.models.layers import as_rgb, upsample_sum
+from anomalib_lite.models.layers import to_normalised, to_unit_range, upsample_sum
 from anomalib_lite.models.registry import BackboneConfig, register_model
 from anomalib_lite.models.utad.networks import (
     ContentEncoder,
@@ -89,10 +88,6 @@ class UTADConfig:
         return self.image_size <= 64 if self.small is None else self.small
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-
 @register_model("utad", UTADConfig)
 class UTAD(AnomalyModel):
     """Two-stage UTAD.
@@ -116,17 +111,11 @@ class UTAD(AnomalyModel):
     def _expert_modules(self) -> list[nn.Module]:
         return [m for m in (self.content, self.detail, self.decoder, self.naive_encoder, self.naive_decoder) if m]
 
-    @staticmethod
-    def to_unit(image: torch.Tensor) -> torch.Tensor:
-        """ImageNet-normalised ``B×C×H×W`` → RGB in [0, 1]."""
-        image = as_rgb(image)
-        return image * _STD.to(image) + _MEAN.to(image)
-
     def ie_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``; the encoder
         shares the MI term (it makes codes tell their own image's feature from another's)."""
         cfg = self.cfg
-        x = self.to_unit(batch["image"])
+        x = to_unit_range(batch["image"])
         mu, log_var, feature = self.ie_net.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
         impression = self.ie_net.decode(z)
@@ -159,7 +148,7 @@ class UTAD(AnomalyModel):
     def expert_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I``, and of the detail codes of ``x̂`` and ``x``."""
         cfg = self.cfg
-        x = self.to_unit(batch["image"])
+        x = to_unit_range(batch["image"])
         impression = self.impression(x)
         restored, naive = self.expert(x, impression)
         image_term = (restored - (2 * x - 1)).abs().mean()
@@ -198,13 +187,13 @@ class UTAD(AnomalyModel):
 
     def perceptual_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Σ_l`` upsampled channel-mean squared feature difference: ``B×3×S×S`` in [0, 1] twice → ``B×S×S``."""
-        features = self.perceptual(torch.cat([(a - _MEAN.to(a)) / _STD.to(a), (b - _MEAN.to(b)) / _STD.to(b)]))
+        features = self.perceptual(to_normalised(torch.cat([a, b])))
         diffs = [((fa - fb).float() ** 2).mean(1) for fa, fb in (f.chunk(2) for f in features)]
         return upsample_sum(diffs, a.shape[-2:])
 
     def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Impression, naïve impression and reconstruction of normalised ``B×C×S×S`` images, in [0, 1]."""
-        x = self.to_unit(image)
+        x = to_unit_range(image)
         impression = self.impression(x)
         if not self.cfg.use_expert:
             return {"input": x, "impression": impression}
