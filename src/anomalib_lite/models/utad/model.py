@@ -109,7 +109,8 @@ class UTAD(AnomalyModel):
         self.perceptual = Backbone(backbone_cfg.name, backbone_cfg.layers, backbone_cfg.weights)
 
     def _expert_modules(self) -> list[nn.Module]:
-        return [m for m in (self.content, self.detail, self.decoder, self.naive_encoder, self.naive_decoder) if m]
+        modules = (self.content, self.detail, self.decoder, self.naive_encoder, self.naive_decoder)
+        return [m for m in modules if m is not None]
 
     def ie_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``; the encoder
