@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
-from anomalib_lite.metrics import auroc, f1_max, pixel_metrics
+from anomalib_lite.metrics import auroc, f1_max, pixel_metrics, segmentation_iou
 
 
 def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -118,3 +118,34 @@ def test_scores_are_not_squashed():
 
 def test_auroc_single_class_is_undefined():
     assert auroc(torch.rand(5), torch.zeros(5)) is None
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_segmentation_iou_matches_sklearn_jaccard_per_image(threshold):
+    rng = np.random.default_rng(3)
+    maps = rng.gamma(2.0, size=(6, 16, 16)).astype(np.float32)
+    masks = np.zeros((6, 16, 16), dtype=bool)
+    masks[1, 2:8, 3:9] = True
+    masks[3, 10:, :5] = True
+    masks[4, 5, 5] = True
+    maps[masks] += 3.0
+    scaled = (maps - maps.min()) / (maps.max() - maps.min())
+    expected = np.mean(
+        [jaccard_score(masks[i].ravel(), scaled[i].ravel() >= threshold) for i in range(6) if masks[i].any()]
+    )
+    got = segmentation_iou(torch.from_numpy(maps), torch.from_numpy(masks), threshold)
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_segmentation_iou_scale_is_shared_by_all_images():
+    # A normal image with a tiny map must not be stretched to [0, 1] on its own: only the
+    # anomalous image's region reaches the threshold, so the IoU is exact.
+    maps = torch.zeros(2, 8, 8)
+    maps[0] = 0.01 * torch.rand(8, 8)
+    maps[1, 2:4, 2:4] = 1.0
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[1, 2:4, 2:5] = True
+    assert segmentation_iou(maps, masks, 0.5) == pytest.approx(4 / 6)
+    assert segmentation_iou(maps, torch.zeros_like(masks), 0.5) is None
+    with pytest.raises(ValueError, match="threshold"):
+        segmentation_iou(maps, masks, 1.5)

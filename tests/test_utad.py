@@ -63,6 +63,8 @@ def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
+    assert 0 <= metrics["iou"] <= 1 and metrics["iou_threshold"] == 0.5  # the paper's segmentation metric
+    assert "| iou |" in result.stdout  # the printed table gains the column
     stages = sorted((run / "maps" / "brick").glob("*_stages.png"))
     assert len(stages) == 2  # input | impression | naive | reconstruction | map, beside the overlays
     log = (run / "train.log").read_text()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalib_lite.cli.common import METRIC_COLUMNS, format_table, mean_metrics
+from anomalib_lite.cli.common import format_table, mean_metrics, metric_columns
 
 
 @dataclass
@@ -96,10 +96,11 @@ def write_tables(table: SweepTable, stem: Path) -> str:
     stem.with_suffix(".md").write_text(markdown + "\n")
     with stem.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", *METRIC_COLUMNS])
+        columns = metric_columns(table.rows)
+        writer.writerow(["run", *columns])
         rows = {**table.rows, "mean": mean_metrics(table.rows)} if table.rows and table.with_mean else table.rows
         for label, metrics in rows.items():
-            writer.writerow([label, *("" if metrics.get(c) is None else metrics[c] for c in METRIC_COLUMNS)])
+            writer.writerow([label, *("" if metrics.get(c) is None else metrics[c] for c in columns)])
     return markdown
 
 

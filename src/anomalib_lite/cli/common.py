@@ -28,6 +28,13 @@ from anomalib_lite.visualize import sample_indices, save_overlays, save_stages
 
 log = logging.getLogger("anomalib_lite")
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+# Reported only by the models whose papers report them; a table shows them when a row has them.
+OPTIONAL_COLUMNS = ("iou",)
+
+
+def metric_columns(rows: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The metric columns of a table of ``rows``: the shared ones, then the optional ones some row has."""
+    return METRIC_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(m.get(c) is not None for m in rows.values()))
 
 
 def run_folder() -> Path:
@@ -104,7 +111,7 @@ def evaluate_category(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(pred, cfg.fpr_limit)
+    metrics = compute_metrics(pred, cfg.fpr_limit, model.iou_threshold())
     # Wall time of predicting the test split (batches, transfers, map resizing included).
     metrics["inference_ms_per_image"] = 1000 * seconds / max(1, len(pred.labels))
     if not datamodule.has_masks:
@@ -129,7 +136,7 @@ def evaluate_category(
 def mean_metrics(per_category: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """Mean of each metric over the categories where it is defined."""
     means: dict[str, float | None] = {}
-    for column in METRIC_COLUMNS:
+    for column in metric_columns(per_category):
         values = [m[column] for m in per_category.values() if m.get(column) is not None]
         means[column] = sum(values) / len(values) if values else None
     return means
@@ -141,11 +148,12 @@ def format_table(per_category: dict[str, dict[str, Any]], label: str = "category
     def cell(value: Any) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
-    header = f"| {label} | " + " | ".join(METRIC_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 1)]
+    columns = metric_columns(per_category)
+    header = f"| {label} | " + " | ".join(columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
     rows = {**per_category, "mean": mean_metrics(per_category)} if mean and len(per_category) > 1 else per_category
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in METRIC_COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in columns) + " |")
     by_note: dict[str, list[str]] = {}
     for name, metrics in per_category.items():
         if metrics.get("note"):

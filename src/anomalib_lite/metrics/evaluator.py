@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from anomalib_lite.metrics.aupro import pixel_metrics
 from anomalib_lite.metrics.auroc import auroc, f1_max
+from anomalib_lite.metrics.iou import segmentation_iou
 
 
 @dataclass
@@ -32,8 +33,11 @@ class Predictions:
     paths: list[str] = field(default_factory=list)
 
 
-def compute_metrics(pred: Predictions, fpr_limit: float = 0.3) -> dict[str, float | int | None]:
-    """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO.
+def compute_metrics(
+    pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None
+) -> dict[str, float | int | None]:
+    """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO; with
+    ``iou_threshold`` also the segmentation ``iou`` (:func:`segmentation_iou`).
 
     Pixel metrics cover the images whose masks are known; metrics that are
     undefined on this test set (one class only) are ``None``.
@@ -41,7 +45,7 @@ def compute_metrics(pred: Predictions, fpr_limit: float = 0.3) -> dict[str, floa
     f1 = f1_max(pred.scores, pred.labels)
     valid = pred.mask_valid
     pixel = pixel_metrics(pred.maps[valid], pred.masks[valid], fpr_limit)
-    return {
+    metrics = {
         "image_auroc": auroc(pred.scores, pred.labels),
         "image_f1_max": None if f1 is None else f1[0],
         "image_threshold": None if f1 is None else f1[1],
@@ -51,6 +55,10 @@ def compute_metrics(pred: Predictions, fpr_limit: float = 0.3) -> dict[str, floa
         "n_anomalous": int(pred.labels.sum()),
         "n_pixel_images": int(valid.sum()),
     }
+    if iou_threshold is not None:
+        metrics["iou"] = segmentation_iou(pred.maps[valid], pred.masks[valid], iou_threshold)
+        metrics["iou_threshold"] = iou_threshold
+    return metrics
 
 
 def collect_predictions(

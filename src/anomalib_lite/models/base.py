@@ -74,6 +74,11 @@ class AnomalyModel(nn.Module):
         """
         return None
 
+    def iou_threshold(self) -> float | None:
+        """The threshold of the segmentation IoU the evaluator adds for this model (on maps scaled to
+        [0, 1] over the test set), or ``None`` when the model's paper reports no IoU."""
+        return None
+
     def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Optional images worth showing beside the maps (e.g. UTAD's impression and reconstruction):
         name → ``B×3×H×W`` in [0, 1], for ``B×C×H×W`` normalised input; ``None`` when a model has none."""

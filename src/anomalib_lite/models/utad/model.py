@@ -47,7 +47,8 @@ class UTADConfig:
         expert_epochs, expert_lr, betas: Adam of stage 2. detail_dim: detail code size.
         image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes).
         use_expert, use_detail: ablations (see the module doc).
-        score: ``max`` or ``mean`` of the map. offline_backbone: the perceptual network used when
+        score: ``max`` or ``mean`` of the map. iou_threshold: the evaluator's segmentation IoU
+            threshold on maps scaled to [0, 1] over the test set (our choice, see the README). offline_backbone: the perceptual network used when
             VGG-19's weights are not in the torch cache (resolved by ``train.py``).
     """
 
@@ -71,6 +72,7 @@ class UTADConfig:
     use_expert: bool = True
     use_detail: bool = True
     score: str = "max"
+    iou_threshold: float = 0.5
     offline_backbone: str = "tf_efficientnet_lite0"
 
     def __post_init__(self) -> None:
@@ -81,6 +83,8 @@ class UTADConfig:
             raise ValueError(f"model.score={self.score!r} must be 'max' or 'mean'")
         if self.image_size % 4:
             raise ValueError(f"model.image_size={self.image_size} must be a multiple of 4 (the Expert-Net)")
+        if not 0 <= self.iou_threshold <= 1:
+            raise ValueError(f"model.iou_threshold={self.iou_threshold} must be in [0, 1]")
 
     @property
     def small_variant(self) -> bool:
@@ -191,6 +195,10 @@ class UTAD(AnomalyModel):
         features = self.perceptual(to_normalised(torch.cat([a, b])))
         diffs = [((fa - fb).float() ** 2).mean(1) for fa, fb in (f.chunk(2) for f in features)]
         return upsample_sum(diffs, a.shape[-2:])
+
+    def iou_threshold(self) -> float:
+        """UTAD's paper reports a segmentation IoU: the evaluator adds it at this threshold."""
+        return self.cfg.iou_threshold
 
     def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Impression, naïve impression and reconstruction of normalised ``B×C×S×S`` images, in [0, 1]."""
