@@ -48,8 +48,9 @@ class UTADConfig:
         image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes).
         use_expert, use_detail: ablations (see the module doc).
         score: ``max`` or ``mean`` of the map. iou_threshold: the evaluator's segmentation IoU
-            threshold on maps scaled to [0, 1] over the test set (our choice, see the README). offline_backbone: the perceptual network used when
-            VGG-19's weights are not in the torch cache (resolved by ``train.py``).
+            threshold on maps scaled to [0, 1] over the test set (our choice, see the README).
+            offline_backbone: the perceptual network used when VGG-19's weights are not in the torch
+            cache (resolved by ``train.py``).
     """
 
     name: str = "utad"
