@@ -1,8 +1,13 @@
 """Print speed figures.
 
 evaluator: image AUROC + pixel AUROC + AUPRO on random maps with blob-shaped masks,
-timed end to end, checked against scikit-learn's ``roc_auc_score`` (``--check``).
-    python scripts/benchmark.py evaluator --maps 200 --size 256 [--device cuda] [--check]
+timed end to end with peak memory; ``--check`` compares with scikit-learn's ``roc_auc_score``
+and a NumPy float64 implementation of the MVTec AD reference AUPRO on the same pixels.
+    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--device cuda] [--check]
+model: training and inference images/s of a model family at its paper resolution and batch
+size (its ``<model>_mvtec`` experiment config on data=mvtec; random weights and images, so
+nothing is downloaded), every training stage timed after warm-up, with peak memory.
+    python scripts/benchmark.py model --model all [--steps 5] [--set data.batch_size=8]
 inference: a trained checkpoint's ``predict`` per image, after warm-up, at its image size;
 ``--set`` replaces stored options (e.g. MSFI's weight search off, or another keep_k).
     python scripts/benchmark.py inference --ckpt outputs/.../last.pt [--set model.weight_search.apply=false]
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import threading
 import time
 from pathlib import Path
 
@@ -34,34 +40,163 @@ def random_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
     return (torch.from_numpy(maps), torch.from_numpy(masks), torch.from_numpy(scores), torch.from_numpy(labels))
 
 
+class PeakRSS:
+    """Peak growth of this process's resident memory inside a ``with`` block (sampled every 5 ms)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.before = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth_gib = (max(self.peak, self._rss()) - self.before) / 2**30
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+
+def reference_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """The MVTec AD reference algorithm, vectorised in NumPy/float64: one argsort of every pixel,
+    a curve point at each distinct score, trapezoids up to ``fpr_limit``."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True  # 8-connected regions, never across images
+    regions, n_regions = ndimage.label(masks, structure=structure)
+    regions = regions.ravel()
+    sizes = np.bincount(regions, minlength=n_regions + 1).astype(np.float64)
+    scores = maps.ravel()
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, region = scores[order], regions[order]
+    del order
+    weight = np.where(region > 0, 1.0 / (sizes[region] * n_regions), 0.0)
+    fpr = np.cumsum(region == 0, dtype=np.float64) / np.count_nonzero(regions == 0)
+    pro = np.cumsum(weight)
+    last = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
+    fpr, pro = np.append(0.0, fpr[last]), np.append(0.0, pro[last])
+    inside = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    area = float(np.sum(np.diff(fpr[:inside]) * (pro[1:inside] + pro[: inside - 1]) / 2))
+    if inside < len(fpr) and fpr[inside - 1] < fpr_limit:
+        at_limit = np.interp(fpr_limit, fpr[inside - 1 : inside + 1], pro[inside - 1 : inside + 1])
+        area += (fpr_limit - fpr[inside - 1]) * (pro[inside - 1] + at_limit) / 2
+    return float(area / fpr_limit)
+
+
 def bench_evaluator(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     maps, masks, scores, labels = (t.to(device) for t in random_case(args.maps, args.size))
     pixels = maps.numel()
     print(f"evaluator: {args.maps} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels) on {device}")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    image = auroc(scores, labels)
-    pixel = pixel_metrics(maps, masks)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    _reset_peak(device)
+    with PeakRSS() as host:
+        start = time.perf_counter()
+        image = auroc(scores, labels)
+        pixel = pixel_metrics(maps, masks)
+        _sync(device)
+        seconds = time.perf_counter() - start
     print(f"  image AUROC {image:.6f}  pixel AUROC {pixel.pixel_auroc:.6f}  AUPRO {pixel.aupro:.6f}")
-    print(f"  wall time {seconds:.2f} s")
+    print(f"  wall time {seconds:.2f} s (all three metrics)")
     if device.type == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    peak_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**20
-    print(f"  peak host memory growth {peak_growth:.2f} GiB")
+        print(f"  {_peak(device)}")
+    print(f"  peak host memory growth {host.growth_gib:.2f} GiB")
     if args.check:
         from sklearn.metrics import roc_auc_score
 
+        maps_np, masks_np = maps.cpu().numpy(), masks.cpu().numpy()
         start = time.perf_counter()
-        reference = roc_auc_score(masks.cpu().numpy().ravel(), maps.cpu().numpy().ravel())
-        print(f"  scikit-learn pixel AUROC {reference:.6f} in {time.perf_counter() - start:.2f} s; "
+        reference = roc_auc_score(masks_np.ravel(), maps_np.ravel())
+        print(f"  scikit-learn pixel AUROC {reference:.10f} in {time.perf_counter() - start:.2f} s; "
               f"|difference| {abs(reference - pixel.pixel_auroc):.2e}")  # fmt: skip
+        image_reference = roc_auc_score(labels.cpu().numpy(), scores.cpu().numpy())
+        print(f"  scikit-learn image AUROC |difference| {abs(image_reference - image):.2e}")
+        start = time.perf_counter()
+        aupro = reference_aupro(maps_np, masks_np)
+        print(f"  reference AUPRO (MVTec algorithm, NumPy float64) {aupro:.10f} in "
+              f"{time.perf_counter() - start:.2f} s; |difference| {abs(aupro - pixel.aupro):.2e}")  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    return f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+
+
+def bench_model(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+
+    from anomalib_lite.config import validate
+    from anomalib_lite.data import DataModule, ImageSet
+    from anomalib_lite.models import build_model
+
+    device = torch.device(args.device)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ["hfr", "msfi", "igd", "utad"] if args.model == "all" else [args.model]:
+        with initialize_config_dir(str(configs), version_base="1.3"):
+            cfg = compose("train", overrides=[f"+experiment={name}_mvtec", "data=mvtec", *args.set])
+        run = validate(cfg)
+        model = build_model(run.model, dataclasses.replace(run.backbone, weights="none")).to(device)
+        size, batch = run.data.image_size, run.data.batch_size
+        count = batch * (args.warmup + args.steps)
+        rng = np.random.default_rng(0)
+        images = ImageSet.from_arrays(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), [0] * count,
+                                      [f"random_{i}.png" for i in range(count)])  # fmt: skip
+        datamodule = DataModule(images, images, batch)
+        print(f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}"
+              f"{' (bf16 autocast)' if bf16 else ''}")  # fmt: skip
+        for stage in model.stages():
+            if stage.split != "train":
+                print(f"  stage {stage.name}: trains on held-out test images, not timed")
+                continue
+            if stage.on_stage_start:
+                stage.on_stage_start(datamodule)
+            optimizer = stage.optimizer(stage.parameters)
+            model.train()
+            _reset_peak(device)
+            for i, item in enumerate(datamodule.train_loader()):
+                if i == args.warmup:
+                    _sync(device)
+                    start = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = stage.step({k: v.to(device) if torch.is_tensor(v) else v for k, v in item.items()})["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            _sync(device)
+            rate = args.steps * batch / (time.perf_counter() - start)
+            print(f"  train {stage.name}: {rate:.1f} images/s, {_peak(device)}")
+        model.eval()
+        test = torch.stack([images[i]["image"] for i in range(batch)]).to(device)
+        _reset_peak(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            for i in range(args.warmup + args.steps):
+                if i == args.warmup:
+                    _sync(device)
+                    start = time.perf_counter()
+                model.predict(test)
+        _sync(device)
+        print(f"  inference: {args.steps * batch / (time.perf_counter() - start):.1f} images/s, {_peak(device)}")
 
 
 def bench_inference(args: argparse.Namespace) -> None:
@@ -94,10 +229,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     evaluator = sub.add_parser("evaluator", help="time the exact metrics")
-    evaluator.add_argument("--maps", type=int, default=200, help="number of maps (MVTec AD test set: 1725)")
+    evaluator.add_argument("--maps", type=int, default=1725, help="number of maps (default: MVTec AD's test set)")
     evaluator.add_argument("--size", type=int, default=256, help="map side in pixels")
     evaluator.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     evaluator.add_argument("--check", action="store_true", help="also compute scikit-learn's pixel AUROC")
+    model = sub.add_parser("model", help="time training and inference of a model family at paper size")
+    model.add_argument("--model", default="all", choices=["all", "hfr", "msfi", "igd", "utad"])
+    model.add_argument("--steps", type=int, default=5, help="timed batches per stage (after warm-up)")
+    model.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    model.add_argument("--set", nargs="*", default=[], help="Hydra overrides, e.g. data.batch_size=8")
+    model.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                       help="auto: bf16 autocast on CUDA (as the engine), fp32 on CPU")  # fmt: skip
+    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     inference = sub.add_parser("inference", help="time a trained model's predict")
     inference.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
     inference.add_argument("--set", nargs="*", default=[], help="stored options to replace, key=value")
@@ -106,7 +249,7 @@ def main() -> None:
     inference.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     inference.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    {"evaluator": bench_evaluator, "inference": bench_inference}[args.what](args)
+    {"evaluator": bench_evaluator, "model": bench_model, "inference": bench_inference}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,21 @@ def run_folder() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def job_device(device: str, job_number: int | None, gpu_count: int) -> str:
+    """The device of one job: ``auto`` in a multirun job (``job_number`` given) on a machine with
+    several GPUs becomes ``cuda:<job_number mod gpu_count>``, so parallel jobs
+    (``hydra/launcher=parallel``) get one GPU each; anything else is kept."""
+    if device != "auto" or job_number is None or gpu_count < 2:
+        return device
+    return f"cuda:{job_number % gpu_count}"
+
+
+def multirun_job_number() -> int | None:
+    """This job's number in a Hydra multirun, ``None`` in a single run."""
+    hydra = HydraConfig.get()
+    return hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
+
+
 def discard_if_fresh(folder: Path) -> None:
     """Remove a run folder that holds nothing but Hydra's own files (the run failed before any work)."""
     if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log", "eval.log"}:

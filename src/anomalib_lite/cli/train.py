@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
@@ -14,8 +15,10 @@ from anomalib_lite.cli.common import (
     evaluate_category,
     format_table,
     hold_out_validation,
+    job_device,
     log,
     mean_metrics,
+    multirun_job_number,
     plain_config,
     report_errors,
     run_folder,
@@ -57,7 +60,10 @@ def train_category(run: RunConfig, category: str, config: dict[str, Any], folder
     if init_from and Path(init_from).is_dir():  # a run folder: this category's checkpoint in it
         init_from = str(Path(init_from) / "checkpoints" / category / "last.pt")
     trainer_cfg = dataclasses.replace(
-        run.trainer, resume=run.trainer.resume and checkpoint.is_file(), init_from=init_from
+        run.trainer,
+        resume=run.trainer.resume and checkpoint.is_file(),
+        init_from=init_from,
+        device=job_device(run.trainer.device, multirun_job_number(), torch.cuda.device_count()),
     )
     datamodule = build_datamodule(run.data, category)
     seed_everything(run.seed)

@@ -157,6 +157,21 @@ def _find(root: Path, candidates: list[str], folders: list[str]) -> Path | None:
     return None
 
 
+def split_files(name: str, root: Path, train: bool) -> dict[str, Path | None]:
+    """The files of one split of ``mnist``, ``fashion_mnist`` or ``cifar10`` under ``root``.
+
+    Returns:
+        expected file name (``[.gz]`` where gzip is accepted) → its path, or ``None`` when absent.
+    """
+    if name == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        return {n: _find(root, [n], ["cifar-10-batches-py", "."]) for n in names}
+    prefix = "train" if train else "t10k"
+    folders = [".", "raw", "MNIST/raw" if name == "mnist" else "FashionMNIST/raw"]
+    stems = [f"{prefix}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
+    return {f"{stem}[.gz]": _find(root, [stem, f"{stem}.gz"], folders) for stem in stems}
+
+
 def load_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """One split of ``mnist``, ``fashion_mnist`` or ``cifar10`` from the files under ``root``.
 
@@ -165,26 +180,18 @@ def load_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarr
     Raises:
         DataError: a missing file (where it looked, the layout, how to get it) or an unreadable one.
     """
+    files = split_files(name, root, train)
+    absent = [n for n, p in files.items() if p is None]
+    if absent:
+        raise _missing(name, root, ", ".join(absent))
+    paths = list(files.values())
     if name == "cifar10":
-        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-        paths = [_find(root, [n], ["cifar-10-batches-py", "."]) for n in names]
-        absent = [n for n, p in zip(names, paths) if p is None]
-        if absent:
-            raise _missing(name, root, ", ".join(absent))
         batches = [read_cifar_batch(p) for p in paths]
         return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
-    prefix = "train" if train else "t10k"
-    folders = [".", "raw", "MNIST/raw" if name == "mnist" else "FashionMNIST/raw"]
-    arrays = []
-    for kind in ("images-idx3", "labels-idx1"):
-        stem = f"{prefix}-{kind}-ubyte"
-        path = _find(root, [stem, f"{stem}.gz"], folders)
-        if path is None:
-            raise _missing(name, root, f"{stem}[.gz]")
-        arrays.append(read_idx(path))
-    images, labels = arrays
+    images, labels = (read_idx(p) for p in paths)
     if len(images) != len(labels):
-        raise DataError(f"{name} under {root}: {len(images)} images but {len(labels)} labels in the {prefix} split")
+        split = "train" if train else "test"
+        raise DataError(f"{name} under {root}: {len(images)} images but {len(labels)} labels in the {split} split")
     return images, labels.astype(np.int64)
 
 

@@ -30,6 +30,8 @@ class HFRConfig:
         kernel_size: their kernel size (the paper does not print it; 3 is our choice).
         leaky_slope: LeakyReLU slope.
         sigma: Gaussian filter of the anomaly map, in pixels.
+        offline_backbone: when set, ``train.py`` uses this backbone where the configured one's
+            weights are not in the torch cache (``None``: such a backbone is an error).
     """
 
     name: str = "hfr"
@@ -41,6 +43,7 @@ class HFRConfig:
     kernel_size: int = 3
     leaky_slope: float = 0.1
     sigma: float = 4.0
+    offline_backbone: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("epochs", "conv_blocks", "kernel_size"):

@@ -1,0 +1,14 @@
+"""Score new images with a trained checkpoint: ``python predict.py ckpt_path=... input=DIR_OR_FILE``."""
+
+import hydra
+
+from anomalib_lite.cli.predict import predict
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="predict")
+def main(cfg):
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
