@@ -29,7 +29,8 @@ def test_the_parallel_launcher_runs_a_sweep(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Joblib" in result.stdout + result.stderr  # Hydra names the launcher it used
     for category in ("brick", "grass"):
-        metrics = json.loads((sweep / f"category={category}" / "metrics.json").read_text())
+        (job,) = sweep.glob(f"category={category},*")
+        metrics = json.loads((job / "metrics.json").read_text())
         assert list(metrics["categories"]) == [category]
 
 

@@ -49,7 +49,7 @@ def test_a_folder_with_a_corrupt_image_scores_every_other_image(trained, tmp_pat
     model.eval()
     threshold = json.loads((run / "metrics.json").read_text())["categories"]["brick"]["image_threshold"]
     for name, path in (("img0.png", new / "sub" / "img0.png"), ("img1.png", new / "img1.png")):
-        image = torch.from_numpy(read_image(path, 64))[None]
+        image = torch.from_numpy(read_image(path, 64).copy())[None]
         expected = float(model.predict(to_model_input(image)).score[0])
         assert float(rows[name]["score"]) == pytest.approx(expected, rel=1e-5)
         assert rows[name]["anomalous"] == str(int(float(rows[name]["score"]) >= threshold))

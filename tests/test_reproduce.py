@@ -60,6 +60,6 @@ def test_reproduce_runs_the_sweep_and_writes_the_comparison(tmp_path):
     for row in rows:
         assert row["data used"] == "mvtec" and row["runs"] == "1"
         assert float(row["difference"]) == pytest.approx(float(row["ours"]) - float(row["paper"]), abs=1.5e-4)
-    assert (out / "mvtec" / "category=bottle" / "metrics.json").is_file()
+    assert (out / "mvtec" / "bottle" / "metrics.json").is_file()
     again = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--dry-run")
     assert again.returncode != 0 and "already holds files" in again.stderr

@@ -119,11 +119,12 @@ def plan_dataset(dataset: Dataset, roots: dict[str, str], only: list[str] | None
 
 
 def sweep_command(table: str, plan: Plan, sweep_dir: Path, roots: dict[str, str], overrides: list[str]) -> list[str]:
-    """The ``train.py`` multirun of one dataset."""
+    """The ``train.py`` multirun of one dataset: one job folder per category (or normal class)."""
     key = "category" if plan.data in ("mvtec", "synthetic") else "data.normal_class"
     root = [f"data.root={roots[plan.data]}"] if plan.data in roots else []
     return [sys.executable, str(REPO / "train.py"), "-m", f"+experiment={table}", f"data={plan.data}",
-            f"{key}={','.join(plan.categories)}", *root, f"hydra.sweep.dir={sweep_dir}", *overrides]  # fmt: skip
+            f"{key}={','.join(plan.categories)}", *root, f"hydra.sweep.dir={sweep_dir}",
+            f"hydra.sweep.subdir=${{{key}}}", *overrides]  # fmt: skip
 
 
 def comparison_rows(plans: list[Plan], results: dict[str, dict]) -> list[dict[str, str]]:
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where a dataset lives, e.g. mvtec=/data/mvtec_ad (repeatable)")  # fmt: skip
     parser.add_argument("--only", help="comma-separated categories or normal classes to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     bad = [r for r in args.root if "=" not in r]
     if bad:
         parser.error(f"--root {bad[0]}: expected DATA=PATH, e.g. mvtec=/data/mvtec_ad")

@@ -12,6 +12,7 @@ procedural defect, of one of four kinds and of random size, with its pixel mask:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -149,16 +150,22 @@ def ensure_synthetic(root: Path, seed: int, n_train: int, n_test_good: int, n_pe
         "version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
         "n_test_good": n_test_good, "n_per_defect": n_per_defect, "size": size,
     }  # fmt: skip
-    todo = []
-    for category in SYNTHETIC_CATEGORIES:
+
+    def done(category: str) -> bool:
         stamp = root / category / "generation.json"
-        if not (stamp.is_file() and json.loads(stamp.read_text()) == params):
-            todo.append(category)
+        return stamp.is_file() and json.loads(stamp.read_text()) == params
+
+    todo = [category for category in SYNTHETIC_CATEGORIES if not done(category)]
     for category in tqdm(todo, desc=f"generate synthetic data in {root}", leave=False):
         final = root / category
         partial = root / f".{category}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size)
         (partial / "generation.json").write_text(json.dumps(params))
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
+        # Parallel jobs (hydra/launcher=parallel) may generate the same data at once: the first
+        # to finish keeps its folder, which the others may already be reading.
+        if not done(category):
+            shutil.rmtree(final, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                partial.rename(final)
+        shutil.rmtree(partial, ignore_errors=True)
