@@ -1,5 +1,7 @@
 """The evaluator against independent references: scikit-learn and naive sweeps."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from scipy import ndimage
 from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
 from anomalib_lite.metrics import auroc, f1_max, pixel_metrics, segmentation_iou
+from anomalib_lite.metrics.auroc import largest, sort_in_parts_
 
 
 def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -149,3 +152,38 @@ def test_segmentation_iou_scale_is_shared_by_all_images():
     assert segmentation_iou(maps, torch.zeros_like(masks), 0.5) is None
     with pytest.raises(ValueError, match="threshold"):
         segmentation_iou(maps, masks, 1.5)
+
+
+def sorted_chunks(values: np.ndarray, sizes: list[int]) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.sort(chunk)) for chunk in np.split(values, np.cumsum(sizes)[:-1])]
+
+
+@pytest.mark.parametrize("k", [1, 7, 500, 2999, 3000])
+def test_largest_over_several_sorted_parts_matches_a_full_sort(k):
+    rng = np.random.default_rng(k)
+    values = (np.round(rng.normal(size=3000) * 20) / 20).astype(np.float32)  # many ties, negatives
+    values[:5] = -0.0
+    parts = sorted_chunks(values, [1000, 1700, 300])
+    everything = np.sort(values)
+    kth = everything[-k]
+    expected = everything[everything >= kth]
+    np.testing.assert_array_equal(largest(parts, k).numpy(), expected)
+    np.testing.assert_array_equal(largest([torch.from_numpy(everything)], k).numpy(), expected)
+
+
+def test_sorting_in_parts_gives_the_same_metrics_as_one_sort(monkeypatch):
+    # 2.6 M pixels: enough for several parts; quantised maps put tie groups across part borders.
+    rng = np.random.default_rng(5)
+    maps = np.round(rng.random((40, 256, 256)) * 300).astype(np.float32)
+    masks = np.zeros(maps.shape, dtype=bool)
+    masks[::2, 100:140, 60:90] = True
+    maps[masks] += 40
+    results = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        parts = sort_in_parts_(torch.from_numpy(maps[~masks]))
+        assert len(parts) == cores
+        results[cores] = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks))
+    assert results[2].pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    assert results[2].aupro == pytest.approx(results[1].aupro, abs=1e-12)
+    assert results[2].pixel_auroc == pytest.approx(results[1].pixel_auroc, abs=1e-12)

@@ -1,4 +1,4 @@
-"""Pixel AUROC and AUPRO from one sort of the normal pixels.
+"""Pixel AUROC and AUPRO from one (parallel, values-only) sort of the normal pixels.
 
 The AUPRO follows the MVTec AD reference algorithm: ground-truth regions are the
 8-connected components of each mask; pixels are swept by descending score with tied
@@ -15,13 +15,14 @@ sorted with their weights; the normal ones (most) are sorted as values only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from anomalib_lite.metrics.auroc import count_ranks, sort_values
+from anomalib_lite.metrics.auroc import count_ranks, largest, select, sort_in_parts_
 
 
 def region_weights(masks: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,8 @@ def region_weights(masks: torch.Tensor) -> torch.Tensor:
     """
     connect_8_in_plane = np.zeros((3, 3, 3), dtype=bool)
     connect_8_in_plane[1] = True
-    regions, n_regions = ndimage.label(masks.cpu().numpy(), structure=connect_8_in_plane)
+    with_region = masks.flatten(1).any(dim=1)  # labelling the others would find nothing
+    regions, n_regions = ndimage.label(masks[with_region].cpu().numpy(), structure=connect_8_in_plane)
     region_of_pixel = torch.from_numpy(regions[regions > 0]).to(masks.device)
     sizes = torch.bincount(region_of_pixel, minlength=n_regions + 1).double()
     return 1.0 / (sizes[region_of_pixel] * n_regions)
@@ -68,9 +70,9 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.
     if n_anomalous == 0 or n_normal == 0:
         return PixelMetrics(None, None)
 
-    normal_sorted = sort_values(maps[~anomalous])
-    anomalous_scores = maps[anomalous]
-    pixel_auroc = float(count_ranks(normal_sorted, anomalous_scores) / (n_anomalous * n_normal))
+    normal_parts = sort_in_parts_(select(maps, ~anomalous))
+    anomalous_scores = select(maps, anomalous)
+    pixel_auroc = float(count_ranks(normal_parts, anomalous_scores) / (n_anomalous * n_normal))
 
     order = torch.argsort(anomalous_scores)
     anomalous_sorted = anomalous_scores[order]
@@ -78,7 +80,10 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.
     # pro_at_or_above[i] = PRO of the threshold anomalous_sorted[i]; one extra 0 at the end.
     pro_at_or_above = torch.cat([weights.flip(0).cumsum(0).flip(0), weights.new_zeros(1)])
 
-    values, counts = torch.unique_consecutive(normal_sorted, return_counts=True)
+    # The curve beyond fpr_limit is never integrated: only the normal scores whose FPR is at most
+    # fpr_limit, and the tie group where it is crossed, need their distinct values and counts.
+    top = largest(normal_parts, min(n_normal, math.floor(fpr_limit * n_normal) + 1))
+    values, counts = torch.unique_consecutive(top, return_counts=True)
     values, counts = values.flip(0), counts.flip(0)
     fpr_at = counts.double().cumsum(0) / n_normal
     pro_at = pro_at_or_above[torch.searchsorted(anomalous_sorted, values, side="left")]
