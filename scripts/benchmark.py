@@ -41,7 +41,8 @@ def random_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 
 class PeakRSS:
-    """Peak growth of this process's resident memory inside a ``with`` block (sampled every 5 ms)."""
+    """This process's peak resident memory (``peak``, bytes) and its growth (``growth_gib``)
+    inside a ``with`` block, sampled every 5 ms."""
 
     def __enter__(self) -> PeakRSS:
         self.before = self.peak = self._rss()
@@ -105,7 +106,7 @@ def bench_evaluator(args: argparse.Namespace) -> None:
     print(f"  image AUROC {image:.6f}  pixel AUROC {pixel.pixel_auroc:.6f}  AUPRO {pixel.aupro:.6f}")
     print(f"  wall time {seconds:.2f} s (all three metrics)")
     if device.type == "cuda":
-        print(f"  {_peak(device)}")
+        print(f"  {_peak(device, host)}")
     print(f"  peak host memory growth {host.growth_gib:.2f} GiB")
     if args.check:
         from sklearn.metrics import roc_auc_score
@@ -134,10 +135,10 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak(device: torch.device) -> str:
+def _peak(device: torch.device, host: PeakRSS) -> str:
     if device.type == "cuda":
         return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    return f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    return f"peak RSS {host.peak / 2**30:.2f} GiB"
 
 
 def bench_model(args: argparse.Namespace) -> None:
@@ -174,29 +175,33 @@ def bench_model(args: argparse.Namespace) -> None:
             optimizer = stage.optimizer(stage.parameters)
             model.train()
             _reset_peak(device)
-            for i, item in enumerate(datamodule.train_loader()):
-                if i == args.warmup:
-                    _sync(device)
-                    start = time.perf_counter()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = stage.step({k: v.to(device) if torch.is_tensor(v) else v for k, v in item.items()})["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            _sync(device)
-            rate = args.steps * batch / (time.perf_counter() - start)
-            print(f"  train {stage.name}: {rate:.1f} images/s, {_peak(device)}")
+            with PeakRSS() as host:
+                for i, item in enumerate(datamodule.train_loader()):
+                    if i == args.warmup:
+                        _sync(device)
+                        start = time.perf_counter()
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                        batch_on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in item.items()}
+                        loss = stage.step(batch_on_device)["loss"]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                _sync(device)
+                rate = args.steps * batch / (time.perf_counter() - start)
+            print(f"  train {stage.name}: {rate:.1f} images/s, {_peak(device, host)}", flush=True)
         model.eval()
         test = torch.stack([images[i]["image"] for i in range(batch)]).to(device)
         _reset_peak(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with PeakRSS() as host, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for i in range(args.warmup + args.steps):
                 if i == args.warmup:
                     _sync(device)
                     start = time.perf_counter()
                 model.predict(test)
-        _sync(device)
-        print(f"  inference: {args.steps * batch / (time.perf_counter() - start):.1f} images/s, {_peak(device)}")
+            _sync(device)
+            rate = args.steps * batch / (time.perf_counter() - start)
+        print(f"  inference: {rate:.1f} images/s, {_peak(device, host)}", flush=True)
+        del model, optimizer
 
 
 def bench_inference(args: argparse.Namespace) -> None:
