@@ -108,6 +108,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for category in wanted:
         if category not in done:
             done[category] = train_category(run, category, config, folder)
+            if torch.cuda.is_available():
+                # Parallel launchers reuse worker processes: hand the cached GPU memory back.
+                torch.cuda.empty_cache()
         results.update(categories=done, mean=mean_metrics(done))
         write_json(results, metrics_path)
     print(f"\n{run.model.name} on {run.data.name} — {folder}\n{format_table(done)}")
