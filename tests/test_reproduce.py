@@ -55,6 +55,7 @@ def test_reproduce_runs_the_sweep_and_writes_the_comparison(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = (out / "results.md").read_text()
     assert "categories absent, not run: screw" in markdown
+    assert "Runs: only bottle, screw (--only)" in markdown and "trainer.max_epochs=1" in markdown
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["metric"] for r in rows] == ["image_auroc", "pixel_auroc", "aupro"]
     for row in rows:

@@ -148,11 +148,18 @@ def comparison_rows(plans: list[Plan], results: dict[str, dict]) -> list[dict[st
     return rows
 
 
-def write_report(table: PaperTable, plans: list[Plan], results: dict[str, dict], out: Path) -> str:
-    """Write ``results.md`` and ``results.csv`` under ``out``; return the Markdown."""
+def write_report(
+    table: PaperTable, plans: list[Plan], results: dict[str, dict], out: Path, settings: list[str] | None = None
+) -> str:
+    """Write ``results.md`` and ``results.csv`` under ``out``; return the Markdown.
+
+    Args:
+        settings: what limited or changed the runs (``--only``, extra overrides), stated under the title.
+    """
     rows = comparison_rows(plans, results)
     columns = list(rows[0]) if rows else []
-    lines = [f"# {table.title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"# {table.title}", "", *(f"Runs: {s}" for s in settings or []), ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
     notes = [f"- {NAMES[p.dataset.data]}: {p.note}" for p in plans if p.note]
     notes += [f"- {NAMES[p.dataset.data]}: categories absent, not run: {', '.join(p.absent)}"
@@ -203,7 +210,9 @@ def reproduce(table: PaperTable, out: Path, roots: dict[str, str], only: list[st
             "missing": collected.missing,
             "sweep": sweep,
         }
-    return write_report(table, plans, results, out)
+    settings = [f"only {', '.join(only)} (--only)"] if only else []
+    settings += [f"with {' '.join(overrides)}"] if overrides else []
+    return write_report(table, plans, results, out, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
