@@ -1,8 +1,9 @@
 """Reproduce a paper's headline table: ``python scripts/reproduce.py TABLE`` (see ``--help``)."""
 
 import sys
+from pathlib import Path
 
 from anomalib_lite.cli.reproduce import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(repo=Path(__file__).resolve().parents[1]))

@@ -92,7 +92,8 @@ def test_mnist5k_split_is_per_class_deterministic_and_disjoint():
 
 
 def test_missing_and_truncated_files_are_named(tmp_path):
-    with pytest.raises(DataError, match=r"(?s)train-images-idx3-ubyte\[\.gz\] not found.*prepare_data.py mnist"):
+    every_missing_file = r"train-images-idx3-ubyte\[\.gz\], train-labels-idx1-ubyte\[\.gz\] not found"
+    with pytest.raises(DataError, match=rf"(?s){every_missing_file}.*prepare_data.py mnist"):
         load_split("mnist", tmp_path, train=True)
     header = b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
     path = tmp_path / "t10k-images-idx3-ubyte.gz"

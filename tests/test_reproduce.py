@@ -9,7 +9,7 @@ import pytest
 
 from anomalib_lite.cli.reproduce import TABLES, Dataset, Plan, comparison_rows, plan_dataset
 
-from conftest import run_entry, write_mvtec_category
+from conftest import REPO, run_entry, write_mvtec_category
 
 
 def make_mvtec(root, category):
@@ -20,19 +20,19 @@ def make_mvtec(root, category):
 
 def test_present_categories_run_and_absent_ones_are_listed(tmp_path):
     make_mvtec(tmp_path / "mvtec", "screw")
-    plan = plan_dataset(TABLES["hfr_mvtec"].datasets[0], {"mvtec": str(tmp_path / "mvtec")}, None)
+    plan = plan_dataset(TABLES["hfr_mvtec"].datasets[0], {"mvtec": str(tmp_path / "mvtec")}, None, REPO)
     assert plan.data == "mvtec" and plan.categories == ["screw"] and not plan.stand_in
     assert len(plan.absent) == 14 and "bottle" in plan.absent
 
 
 def test_absent_data_falls_back_to_its_stand_in_or_is_skipped(tmp_path):
     roots = {"mvtec": str(tmp_path / "none"), "mnist": str(tmp_path / "none"), "cifar10": str(tmp_path / "none")}
-    mvtec = plan_dataset(TABLES["utad_mvtec"].datasets[0], roots, ["brick", "bottle"])
+    mvtec = plan_dataset(TABLES["utad_mvtec"].datasets[0], roots, ["brick", "bottle"], REPO)
     assert mvtec.data == "synthetic" and mvtec.stand_in and mvtec.categories == ["brick"]
     assert "stand-in" in mvtec.note and "prepare_data.py mvtec" in mvtec.note
-    mnist = plan_dataset(TABLES["igd_one_class"].datasets[0], roots, ["3"])
+    mnist = plan_dataset(TABLES["igd_one_class"].datasets[0], roots, ["3"], REPO)
     assert mnist.data == "mnist5k" and mnist.categories == ["3"]
-    cifar = plan_dataset(TABLES["igd_one_class"].datasets[2], roots, None)
+    cifar = plan_dataset(TABLES["igd_one_class"].datasets[2], roots, None, REPO)
     assert cifar.data is None and not cifar.categories
     assert "skipped" in cifar.note and "test_batch" in cifar.note
 

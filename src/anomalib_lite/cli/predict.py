@@ -32,12 +32,12 @@ from anomalib_lite.visualize import overlay_panel
 
 @dataclass
 class Prediction:
-    """One input file's outcome: its ``score`` and ``map`` (``H×W``), or the ``error`` that stopped it."""
+    """One input file's outcome: its ``score`` (its map is in ``maps/<name>.npy``), or the ``error``
+    that stopped it."""
 
     path: Path
     name: str
     score: float | None = None
-    map: np.ndarray | None = None
     error: str | None = None
 
 
@@ -76,16 +76,18 @@ def score_files(
     channels: int,
     device: torch.device,
     batch_size: int,
+    maps_dir: Path,
     progress: bool = True,
-) -> list[Prediction]:
-    """Read, resize and score ``files`` in batches; unreadable files keep their error instead.
+) -> tuple[list[Prediction], tuple[float, float]]:
+    """Read, resize and score ``files`` in batches, saving each map as ``maps_dir/<name>.npy``
+    (float32, the model's resolution) as it comes; unreadable files keep their error instead.
 
     Args:
         size: the model's input side. channels: 3, or 1 for a model trained on grey images.
     Returns:
-        One :class:`Prediction` per file, in order.
+        One :class:`Prediction` per file, in order, and the range of every map (the colour scale).
     """
-    results = []
+    results, low, high = [], float("inf"), float("-inf")
     for start in tqdm(range(0, len(files), batch_size), desc="predict", disable=not progress):
         batch, images = [], []
         for path in files[start : start + batch_size]:
@@ -102,22 +104,28 @@ def score_files(
             continue
         out = model.predict(to_model_input(torch.from_numpy(np.stack(images))).to(device))
         for item, score, anomaly_map in zip(batch, out.score.cpu(), out.anomaly_map.float().cpu(), strict=True):
-            item.score, item.map = float(score), anomaly_map.numpy()
-    return results
+            item.score = float(score)
+            target = maps_dir / f"{item.name}.npy"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            np.save(target, anomaly_map.numpy())
+            low, high = min(low, float(anomaly_map.min())), max(high, float(anomaly_map.max()))
+    return results, (low, high)
 
 
-def write_outputs(results: list[Prediction], threshold: float | None, size: int, folder: Path) -> None:
-    """``scores.csv``, and a map (``.npy``) and overlay (``.png``) per scored file, under ``folder``."""
-    scored = [r for r in results if r.map is not None]
-    vmin = min((float(r.map.min()) for r in scored), default=0.0)
-    vmax = max((float(r.map.max()) for r in scored), default=1.0)
-    for item in scored:
-        target = folder / "maps" / item.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.save(target.with_suffix(".npy"), item.map.astype(np.float32))
-        image = read_image(item.path, size)
-        Image.fromarray(overlay_panel(image, item.map, None, vmin, vmax)[:, size:]).save(target.with_suffix(".png"))
-    with (folder / "scores.csv").open("w", newline="") as f:
+def write_overlays(results: list[Prediction], maps_dir: Path, size: int, scale: tuple[float, float]) -> None:
+    """``maps_dir/<name>.png``: each scored image with its saved map as a heat map, on one colour
+    ``scale`` for the run (so the images are drawn after every map is known; one at a time)."""
+    for item in results:
+        if item.score is None:
+            continue
+        anomaly_map = np.load(maps_dir / f"{item.name}.npy")
+        panel = overlay_panel(read_image(item.path, size), anomaly_map, None, *scale)[:, size:]
+        Image.fromarray(panel).save(maps_dir / f"{item.name}.png")
+
+
+def write_scores(results: list[Prediction], threshold: float | None, path: Path) -> None:
+    """``path`` (CSV): ``file, score, anomalous`` (``score ≥ threshold``, blank without one), ``error``."""
+    with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "score", "anomalous", "error"])
         for item in results:
@@ -144,9 +152,12 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     model.to(device).eval()
     channels = 1 if getattr(run.data, "grey_to_rgb", True) is False else 3
     size = run.data.image_size
-    results = score_files(model, files, root, size, channels, device, cfg.batch_size, cfg.progress)
     folder = run_folder()
-    write_outputs(results, threshold, size, folder)
+    results, scale = score_files(
+        model, files, root, size, channels, device, cfg.batch_size, folder / "maps", cfg.progress
+    )
+    write_scores(results, threshold, folder / "scores.csv")
+    write_overlays(results, folder / "maps", size, scale)
     failed = [r for r in results if r.error]
     summary: dict[str, Any] = {"scored": len(results) - len(failed), "unreadable": len(failed)}
     how = "given" if cfg.threshold is not None else "stored by evaluation" if threshold is not None else "none found"

@@ -20,13 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from anomalib_lite.cli.collect import collect_sweep
 from anomalib_lite.cli.common import format_table, mean_metrics
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
 
-REPO = Path(__file__).resolve().parents[3]
 ONE_CLASS = [str(c) for c in range(10)]
 NAMES = {"mvtec": "MVTec AD", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -87,14 +88,17 @@ class Plan:
         return self.data is not None and self.data != self.dataset.data
 
 
-def data_root(data: str, roots: dict[str, str]) -> Path:
-    """Where ``data`` is looked for: ``--root data=PATH`` if given, else the config's default ``data/<name>``."""
-    return Path(roots.get(data, REPO / "data" / data))
+def data_root(data: str, roots: dict[str, str], repo: Path) -> Path:
+    """Where ``data`` is looked for: ``--root data=PATH`` if given, else ``root`` of ``configs/data/<data>.yaml``
+    (relative to the repository ``repo``, where ``train.py`` runs)."""
+    if data in roots:
+        return Path(roots[data])
+    return repo / OmegaConf.load(repo / "configs" / "data" / f"{data}.yaml").root
 
 
-def plan_dataset(dataset: Dataset, roots: dict[str, str], only: list[str] | None) -> Plan:
+def plan_dataset(dataset: Dataset, roots: dict[str, str], only: list[str] | None, repo: Path) -> Plan:
     """Decide what runs for ``dataset``: the real data where present, else the stand-in, else nothing."""
-    root = data_root(dataset.data, roots)
+    root = data_root(dataset.data, roots, repo)
     if dataset.data == "mvtec":
         present = categories_in(root)
         wanted = [c for c in MVTEC_CATEGORIES if only is None or c in only]
@@ -118,11 +122,13 @@ def plan_dataset(dataset: Dataset, roots: dict[str, str], only: list[str] | None
     return Plan(dataset, dataset.stand_in if stand_in else None, stand_in, note=note)
 
 
-def sweep_command(table: str, plan: Plan, sweep_dir: Path, roots: dict[str, str], overrides: list[str]) -> list[str]:
+def sweep_command(
+    table: str, plan: Plan, sweep_dir: Path, roots: dict[str, str], overrides: list[str], repo: Path
+) -> list[str]:
     """The ``train.py`` multirun of one dataset: one job folder per category (or normal class)."""
     key = "category" if plan.data in ("mvtec", "synthetic") else "data.normal_class"
     root = [f"data.root={roots[plan.data]}"] if plan.data in roots else []
-    return [sys.executable, str(REPO / "train.py"), "-m", f"+experiment={table}", f"data={plan.data}",
+    return [sys.executable, str(repo / "train.py"), "-m", f"+experiment={table}", f"data={plan.data}",
             f"{key}={','.join(plan.categories)}", *root, f"hydra.sweep.dir={sweep_dir}",
             f"hydra.sweep.subdir=${{{key}}}", *overrides]  # fmt: skip
 
@@ -183,19 +189,20 @@ def write_report(
 
 
 def reproduce(table: PaperTable, out: Path, roots: dict[str, str], only: list[str] | None, overrides: list[str],
-              dry_run: bool = False) -> str:  # fmt: skip
-    """Plan, run (unless ``dry_run``) and report one table; return the report's Markdown."""
-    plans = [plan_dataset(d, roots, only) for d in table.datasets]
+              repo: Path, dry_run: bool = False) -> str:  # fmt: skip
+    """Plan, run (unless ``dry_run``) and report one table with the ``train.py`` of ``repo``;
+    return the report's Markdown."""
+    plans = [plan_dataset(d, roots, only, repo) for d in table.datasets]
     results: dict[str, dict] = {}
     for plan in plans:
         if not plan.categories:
             continue
         sweep = out / plan.dataset.data
-        command = sweep_command(table.name, plan, sweep, roots, overrides)
+        command = sweep_command(table.name, plan, sweep, roots, overrides, repo)
         print("$ " + " ".join(command[1:]), flush=True)
         if dry_run:
             continue
-        status = subprocess.run(command, cwd=REPO).returncode
+        status = subprocess.run(command, cwd=repo).returncode
         try:
             collected = collect_sweep(sweep)
         except FileNotFoundError:
@@ -215,8 +222,8 @@ def reproduce(table: PaperTable, out: Path, roots: dict[str, str], only: list[st
     return write_report(table, plans, results, out, settings)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line (see ``--help``)."""
+def main(repo: Path, argv: list[str] | None = None) -> int:
+    """Command line (see ``--help``) for the repository ``repo`` (its ``train.py``, ``configs/``, ``outputs/``)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--root {bad[0]}: expected DATA=PATH, e.g. mvtec=/data/mvtec_ad")
     roots = dict(r.split("=", 1) for r in args.root)
-    out = args.out or REPO / "outputs" / "reproduce" / args.table / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or repo / "outputs" / "reproduce" / args.table / time.strftime("%Y-%m-%d_%H-%M-%S")
     if out.exists() and any(out.iterdir()):
         parser.error(f"--out {out} already holds files; nothing was overwritten. Choose another folder.")
     only = args.only.split(",") if args.only else None
-    print(reproduce(TABLES[args.table], out, roots, only, args.overrides, args.dry_run))
+    print(reproduce(TABLES[args.table], out, roots, only, args.overrides, repo, args.dry_run))
     return 0
