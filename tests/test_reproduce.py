@@ -32,6 +32,8 @@ def test_absent_data_falls_back_to_its_stand_in_or_is_skipped(tmp_path):
     assert "stand-in" in mvtec.note and "prepare_data.py mvtec" in mvtec.note
     mnist = plan_dataset(TABLES["igd_one_class"].datasets[0], roots, ["3"], REPO)
     assert mnist.data == "mnist5k" and mnist.categories == ["3"]
+    nothing = plan_dataset(TABLES["utad_mvtec"].datasets[0], roots, ["bottle"], REPO)  # not a synthetic category
+    assert nothing.data is None and "skipped" in nothing.note
     cifar = plan_dataset(TABLES["igd_one_class"].datasets[2], roots, None, REPO)
     assert cifar.data is None and not cifar.categories
     assert "skipped" in cifar.note and "test_batch" in cifar.note

@@ -114,12 +114,12 @@ def plan_dataset(dataset: Dataset, roots: dict[str, str], only: list[str] | None
         return plan
     how = f"python scripts/prepare_data.py {dataset.data}"
     missing = plan.note or f"no category under {root}"
-    if dataset.stand_in is None:
-        return Plan(dataset, None, note=f"skipped: {missing} (get it with: {how})")
-    choices = SYNTHETIC_CATEGORIES if dataset.stand_in == "synthetic" else ONE_CLASS
+    choices = {"synthetic": SYNTHETIC_CATEGORIES, "mnist5k": ONE_CLASS}.get(dataset.stand_in or "", [])
     stand_in = [c for c in choices if only is None or c in only]
+    if not stand_in:
+        return Plan(dataset, None, note=f"skipped: {missing} (get it with: {how})")
     note = f"stand-in data {dataset.stand_in}, not comparable with the paper: {missing} (get it with: {how})"
-    return Plan(dataset, dataset.stand_in if stand_in else None, stand_in, note=note)
+    return Plan(dataset, dataset.stand_in, stand_in, note=note)
 
 
 def sweep_command(
