@@ -1,5 +1,6 @@
 """The evaluator against independent references: scikit-learn and naive sweeps."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -10,6 +11,8 @@ from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
 from anomalib_lite.metrics import auroc, f1_max, pixel_metrics, segmentation_iou
 from anomalib_lite.metrics.auroc import largest, sort_in_parts_
+
+from conftest import REPO
 
 
 def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -187,3 +190,13 @@ def test_sorting_in_parts_gives_the_same_metrics_as_one_sort(monkeypatch):
     assert results[2].pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert results[2].aupro == pytest.approx(results[1].aupro, abs=1e-12)
     assert results[2].pixel_auroc == pytest.approx(results[1].pixel_auroc, abs=1e-12)
+
+
+@pytest.mark.parametrize("levels", [None, 4])
+def test_the_benchmark_reference_aupro_matches_the_naive_sweep(levels):
+    # scripts/benchmark.py checks the evaluator at full size against this reference: check the reference.
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    maps, masks = random_case(7, levels=levels)
+    assert benchmark.reference_aupro(maps, masks) == pytest.approx(naive_aupro(maps, masks), abs=1e-12)
