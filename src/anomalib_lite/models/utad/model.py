@@ -143,26 +143,29 @@ class UTAD(AnomalyModel):
         with torch.no_grad():
             return self.ie_net.decode(self.ie_net.encode(x)[0])
 
-    def expert(self, x: torch.Tensor, impression: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x̂, x_N)`` in [−1, 1] from the image and its impression, both ``B×3×S×S`` in [0, 1]."""
+    def expert(
+        self, x: torch.Tensor, impression: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(x̂, x_N, detail code of x)`` from the image and its impression, both ``B×3×S×S`` in [0, 1];
+        ``x̂`` and ``x_N`` are in [−1, 1], the code is ``B×detail_dim`` (``None`` without detail guidance)."""
         x_pm, impression_pm = 2 * x - 1, 2 * impression - 1
         code = self.detail(x_pm) if self.detail is not None else None
         restored = self.decoder(self.content(impression_pm), code)
         naive = self.naive_decoder(self.naive_encoder(x_pm))
-        return restored, naive
+        return restored, naive, code
 
     def expert_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I``, and of the detail codes of ``x̂`` and ``x``."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
         impression = self.impression(x)
-        restored, naive = self.expert(x, impression)
+        restored, naive, code = self.expert(x, impression)
         image_term = (restored - (2 * x - 1)).abs().mean()
         naive_term = (naive - (2 * impression - 1)).abs().mean()
         terms = {"image": image_term, "naive": naive_term}
         loss = cfg.image_weight * image_term + cfg.naive_weight * naive_term
-        if self.detail is not None:
-            detail_term = (self.detail(restored) - self.detail(2 * x - 1).detach()).abs().mean()
+        if code is not None:
+            detail_term = (self.detail(restored) - code.detach()).abs().mean()
             terms["detail"] = detail_term
             loss = loss + cfg.detail_weight * detail_term
         return {"loss": loss, **terms}
@@ -207,7 +210,7 @@ class UTAD(AnomalyModel):
         impression = self.impression(x)
         if not self.cfg.use_expert:
             return {"input": x, "impression": impression}
-        restored, naive = self.expert(x, impression)
+        restored, naive, _ = self.expert(x, impression)
         return {"input": x, "impression": impression, "naive": (naive + 1) / 2, "reconstruction": (restored + 1) / 2}
 
     @torch.inference_mode()
