@@ -20,6 +20,12 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return ((1 - frac) * _ANCHORS[low] + frac * _ANCHORS[low + 1]).astype(np.uint8)
 
 
+def heat_map(anomaly_map: np.ndarray, size: tuple[int, int], vmin: float, vmax: float) -> np.ndarray:
+    """``h×w`` map → ``H×W×3`` uint8 colours on the scale ``[vmin, vmax]``, resized (bilinear) to ``size = (W, H)``."""
+    scaled = (anomaly_map - vmin) / max(vmax - vmin, 1e-12)
+    return np.asarray(Image.fromarray(colorize(scaled)).resize(size, Image.Resampling.BILINEAR))
+
+
 def mask_outline(mask: np.ndarray) -> np.ndarray:
     """Boundary pixels of a bool ``H×W`` mask."""
     padded = np.pad(mask, 1, mode="edge")
@@ -37,8 +43,7 @@ def overlay_panel(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray |
         ``H×3W×3`` uint8.
     """
     size = image.shape[:2][::-1]
-    scaled = (anomaly_map - vmin) / max(vmax - vmin, 1e-12)
-    heat = np.asarray(Image.fromarray(colorize(scaled)).resize(size, Image.Resampling.BILINEAR))
+    heat = heat_map(anomaly_map, size, vmin, vmax)
     blended = (0.55 * image + 0.45 * heat).astype(np.uint8)
     outlined = image.copy()
     if mask is not None:
@@ -116,8 +121,7 @@ def save_stages(stages: dict[str, torch.Tensor], maps: torch.Tensor, paths: list
         tiles = [(t[b].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
                  for t in stages.values()]  # fmt: skip
         size = tiles[0].shape[:2][::-1]
-        scaled = (maps[b].numpy() - vmin) / max(vmax - vmin, 1e-12)
-        tiles.append(np.asarray(Image.fromarray(colorize(scaled)).resize(size, Image.Resampling.BILINEAR)))
+        tiles.append(heat_map(maps[b].numpy(), size, vmin, vmax))
         target = out_dir / f"{_file_name(path)}_stages.png"
         Image.fromarray(np.concatenate(tiles, axis=1)).save(target)
         written.append(target)
