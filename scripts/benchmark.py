@@ -148,10 +148,10 @@ def bench_model(args: argparse.Namespace) -> None:
 
     from anomalib_lite.config import validate
     from anomalib_lite.data import DataModule, ImageSet
+    from anomalib_lite.engine.trainer import mixed_precision, to_device
     from anomalib_lite.models import build_model
 
     device = torch.device(args.device)
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     configs = Path(__file__).resolve().parents[1] / "configs"
     for name in ["hfr", "msfi", "igd", "utad"] if args.model == "all" else [args.model]:
         with initialize_config_dir(str(configs), version_base="1.3"):
@@ -164,8 +164,8 @@ def bench_model(args: argparse.Namespace) -> None:
         images = ImageSet.from_arrays(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), [0] * count,
                                       [f"random_{i}.png" for i in range(count)])  # fmt: skip
         datamodule = DataModule(images, images, batch)
-        print(f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}"
-              f"{' (bf16 autocast)' if bf16 else ''}")  # fmt: skip
+        print(f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}, "
+              f"precision {args.precision}")  # fmt: skip
         for stage in model.stages():
             if stage.split != "train":
                 print(f"  stage {stage.name}: trains on held-out test images, not timed")
@@ -180,9 +180,8 @@ def bench_model(args: argparse.Namespace) -> None:
                     if i == args.warmup:
                         _sync(device)
                         start = time.perf_counter()
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        batch_on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in item.items()}
-                        loss = stage.step(batch_on_device)["loss"]
+                    with mixed_precision(args.precision, device):
+                        loss = stage.step(to_device(item, device))["loss"]
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -192,7 +191,7 @@ def bench_model(args: argparse.Namespace) -> None:
         model.eval()
         test = torch.stack([images[i]["image"] for i in range(batch)]).to(device)
         _reset_peak(device)
-        with PeakRSS() as host, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with PeakRSS() as host, mixed_precision(args.precision, device):
             for i in range(args.warmup + args.steps):
                 if i == args.warmup:
                     _sync(device)

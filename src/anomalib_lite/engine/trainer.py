@@ -95,7 +95,14 @@ def _loader(datamodule: DataModule, split: str, generator: torch.Generator | Non
     return datamodule.validation_loader(generator) if split == "validation" else datamodule.train_loader(generator)
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
+def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
+    """The autocast context of training: bf16 for ``precision=bf16``, or ``auto`` on CUDA; else off (fp32)."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A batch with its tensors moved to ``device`` (other entries, e.g. paths, kept)."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
@@ -124,11 +131,6 @@ class Engine:
         self.config = config
         self.writer = writer
         self.device = resolve_device(cfg.device)
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def fit(self, model: AnomalyModel, datamodule: DataModule) -> None:
         """Train ``model`` on ``datamodule``'s training split through all its stages.
@@ -220,8 +222,8 @@ class Engine:
         sums: dict[str, float] = defaultdict(float)
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
-            with self._autocast():
-                terms = stage.step(_to_device(batch, self.device))
+            with mixed_precision(self.cfg.precision, self.device):
+                terms = stage.step(to_device(batch, self.device))
             numbers = {name: float(value.detach()) for name, value in terms.items()}
             for name, number in numbers.items():
                 if not math.isfinite(number):
