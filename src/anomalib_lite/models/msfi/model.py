@@ -225,13 +225,18 @@ class MSFI(AnomalyModel):
             self.kept.zero_()
             self.kept[self.active_blocks()] = True
 
+    @property
+    def search_applied(self) -> bool:
+        """Whether inference uses the searched weights and pruning (search enabled and ``apply`` on)."""
+        return self.cfg.weight_search.enabled and self.cfg.weight_search.apply
+
     def active_blocks(self) -> list[int]:
-        """Blocks run at inference: the ``keep_k`` of highest weight once the search is enabled and
-        applied (``keep_k`` may be changed at evaluation), else every block."""
-        search, n = self.cfg.weight_search, len(self.block_weights)
-        if not (search.enabled and search.apply):
+        """Blocks run at inference: the ``keep_k`` of highest weight when :attr:`search_applied`
+        (``keep_k`` may be changed at evaluation), else every block."""
+        n = len(self.block_weights)
+        if not self.search_applied:
             return list(range(n))
-        return sorted(self.block_weights.topk(min(search.keep_k or n, n)).indices.tolist())
+        return sorted(self.block_weights.topk(min(self.cfg.weight_search.keep_k or n, n)).indices.tolist())
 
     def _student_parameters(self) -> list[nn.Parameter]:
         groups = [self.students] + ([self.stems] if self.stems is not None else [])
@@ -277,8 +282,7 @@ class MSFI(AnomalyModel):
         """Map: mean of the :meth:`active_blocks`' maps, weighted by the learned weights when the search
         is applied (equal weights otherwise); score: the map's max."""
         kept = self.active_blocks()
-        search = self.cfg.weight_search
-        weights = self.block_weights if search.enabled and search.apply else torch.ones_like(self.block_weights)
+        weights = self.block_weights if self.search_applied else torch.ones_like(self.block_weights)
         maps = self.block_maps(image, kept)
         total = sum(weights[i] * maps[i] for i in kept) / weights[kept].sum()
         return AnomalyOutput(anomaly_map=total.float(), score=total.flatten(1).amax(1).float())
