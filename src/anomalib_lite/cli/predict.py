@@ -13,7 +13,6 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -159,10 +158,9 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     write_scores(results, threshold, folder / "scores.csv")
     write_overlays(results, folder / "maps", size, scale)
     failed = [r for r in results if r.error]
-    summary: dict[str, Any] = {"scored": len(results) - len(failed), "unreadable": len(failed)}
     how = "given" if cfg.threshold is not None else "stored by evaluation" if threshold is not None else "none found"
     log.info("%s images scored, %s unreadable; threshold %s (%s); results in %s",
-             summary["scored"], summary["unreadable"], threshold, how, folder / "scores.csv")  # fmt: skip
+             len(results) - len(failed), len(failed), threshold, how, folder / "scores.csv")  # fmt: skip
     for item in failed:
         log.warning("unreadable: %s", item.path)
     if len(failed) == len(results):
