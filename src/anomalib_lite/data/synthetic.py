@@ -13,10 +13,11 @@ procedural defect, of one of four kinds and of random size, with its pixel mask:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
-import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data as skdata
 from tqdm import tqdm
 
+from anomalib_lite.errors import DataError
+
 GENERATOR_VERSION = 3
+STAMP = "generation.json"  # written last into a generated category: its parameters
 SOURCES: dict[str, Callable[[], np.ndarray]] = {
     "brick": skdata.brick,
     "grass": skdata.grass,
@@ -140,32 +144,83 @@ def generate_category(
             _save(mask.astype(np.float32) * 255, folder / "ground_truth" / defect / f"{i:03d}_mask.png")
 
 
+def _stamp(folder: Path) -> dict | None:
+    """The generation parameters recorded in ``folder``; ``{}`` for an unreadable stamp; ``None`` without one."""
+    stamp = folder / STAMP
+    if not stamp.is_file():
+        return None
+    try:
+        return json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_ours(folder: Path) -> None:
+    """Fail unless ``folder`` is absent, empty, or was written by this generator (holds its stamp)."""
+    if folder.exists() and _stamp(folder) is None and (not folder.is_dir() or any(folder.iterdir())):
+        raise DataError(
+            f"{folder} exists but was not written by the synthetic data generator (it has no {STAMP}); "
+            "it is left untouched. Move it elsewhere, or choose another data.root for the synthetic data."
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``root`` (released when the block ends, or when the process dies)."""
+    with (root / ".generate.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _install(partial: Path, final: Path) -> None:
+    """Put the complete ``partial`` folder at ``final`` by renames, replacing an earlier generation there."""
+    if final.is_dir() and _stamp(final) is not None:
+        stale = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.stale-"))
+        final.rename(stale / final.name)
+        partial.rename(final)
+        shutil.rmtree(stale)
+    else:
+        partial.rename(final)  # an absent or empty folder is replaced in one step
+
+
 def ensure_synthetic(root: Path, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int) -> None:
     """Generate every synthetic category under ``root`` unless the same generation is already there.
 
-    Each category is written to a temporary folder and renamed when complete, so an
-    interrupted generation is never mistaken for a finished one.
+    Each category is written to a fresh hidden folder next to it and renamed into place only when
+    complete, so an interrupted generation leaves nothing that looks like a category. Generation holds
+    a lock on ``root``: concurrent jobs wait, then find the complete set. An earlier generation with
+    other parameters is replaced (jobs that need different parameters need different roots); a folder
+    this generator did not write (no stamp) is never deleted.
+
+    Raises:
+        DataError: ``root/<category>`` holds files but no stamp (user data), naming it.
     """
     params = {
         "version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
         "n_test_good": n_test_good, "n_per_defect": n_per_defect, "size": size,
     }  # fmt: skip
 
-    def done(category: str) -> bool:
-        stamp = root / category / "generation.json"
-        return stamp.is_file() and json.loads(stamp.read_text()) == params
+    def todo() -> list[str]:
+        return [category for category in SYNTHETIC_CATEGORIES if _stamp(root / category) != params]
 
-    todo = [category for category in SYNTHETIC_CATEGORIES if not done(category)]
-    for category in tqdm(todo, desc=f"generate synthetic data in {root}", leave=False):
-        final = root / category
-        partial = root / f".{category}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size)
-        (partial / "generation.json").write_text(json.dumps(params))
-        # Parallel jobs (hydra/launcher=parallel) may generate the same data at once: the first
-        # to finish keeps its folder, which the others may already be reading.
-        if not done(category):
-            shutil.rmtree(final, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                partial.rename(final)
-        shutil.rmtree(partial, ignore_errors=True)
+    if not todo():
+        return
+    for category in todo():
+        _check_ours(root / category)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
+        # Under the lock, hidden work folders can only be left over from a generation that was killed.
+        for leftover in root.glob(".*.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for category in tqdm(todo(), desc=f"generate synthetic data in {root}", leave=False):
+            _check_ours(root / category)
+            partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{category}.partial-"))
+            try:
+                generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size)
+                (partial / STAMP).write_text(json.dumps(params))
+                _install(partial, root / category)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
