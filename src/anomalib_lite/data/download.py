@@ -2,18 +2,24 @@
 
 Never used at run time: training reads what is on disk and, when a dataset is missing,
 says to run this. Every file is written under a temporary name, checked against its
-md5 when one is known, then renamed, so an interrupted or corrupt download leaves
-nothing that looks complete.
+md5 when one is known, then renamed, and archives are unpacked into a temporary folder
+whose entries are renamed into place when complete, so an interrupted or corrupt download
+or extraction leaves nothing that looks complete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
+import lzma
 import os
+import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,15 +39,33 @@ MVTEC_DOWNLOAD = DownloadFile(
 DATASETS = (*ONE_CLASS_DATASETS, "mvtec")
 
 
+def _recorded_md5(dest: Path) -> Path:
+    """The file recording the md5 of a complete download of ``dest`` whose md5 is not published."""
+    return dest.with_name(f"{dest.name}.md5")
+
+
+def _verified(dest: Path, md5: str) -> bool:
+    """Whether ``dest`` is a complete download: its md5 is ``md5``, or (none published) the one recorded."""
+    record = _recorded_md5(dest)
+    expected = md5 or (record.read_text().strip() if record.is_file() else "")
+    return bool(expected) and dest.is_file() and file_md5(dest) == expected
+
+
 def download(url: str, dest: Path, md5: str = "", progress: bool = True) -> Path:
     """Fetch ``url`` (``http(s)://`` or ``file://``) to ``dest``, checking its md5 when given.
 
+    The file is written as ``<dest>.partial-<pid>``, removed on any failure or interruption, and
+    renamed to ``dest`` once complete and checked. Without a published md5, the computed one is
+    recorded in ``<dest>.md5``.
+
     Returns:
-        ``dest``. An existing ``dest`` with the right md5 is kept without fetching.
+        ``dest``. An existing ``dest`` whose md5 matches (the given one, or the one recorded) is kept
+        without fetching.
     Raises:
         DataError: naming the URL, when it cannot be fetched or its md5 differs.
     """
-    if dest.is_file() and md5 and file_md5(dest) == md5:
+    if _verified(dest, md5):
+        log.info("%s: already downloaded and verified", dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
@@ -54,15 +78,17 @@ def download(url: str, dest: Path, md5: str = "", progress: bool = True) -> Path
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
+        if md5 and digest.hexdigest() != md5:
+            raise DataError(f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}; nothing was kept")
+        _recorded_md5(dest).unlink(missing_ok=True)
+        os.replace(partial, dest)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         raise DataError(f"cannot download {url}: {exc}") from exc
-    if md5 and digest.hexdigest() != md5:
+    finally:
         partial.unlink(missing_ok=True)
-        raise DataError(f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}; nothing was kept")
     if not md5:
         log.info("%s: md5 %s", dest.name, digest.hexdigest())
-    os.replace(partial, dest)
+        _recorded_md5(dest).write_text(digest.hexdigest())
     return dest
 
 
@@ -76,12 +102,30 @@ def file_md5(path: Path) -> str:
 
 
 def extract(archive: Path, dest: Path) -> None:
-    """Unpack a ``.tar``/``.tar.gz``/``.tar.xz`` archive into ``dest`` (members outside it are refused)."""
+    """Unpack a ``.tar``/``.tar.gz``/``.tar.xz`` archive into ``dest`` (members outside it are refused).
+
+    The archive is unpacked into a hidden folder inside ``dest`` first; only when that is complete is
+    each of its top-level entries renamed into ``dest`` (replacing an entry of the same name from an
+    earlier extraction), so a failure or interruption leaves no half-unpacked category.
+
+    Raises:
+        DataError: naming the archive, when it cannot be unpacked.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest, prefix=f".{archive.name}.extract-"))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"cannot unpack {archive}: {exc}") from exc
+        unpacked = work / "unpacked"
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise DataError(f"cannot unpack {archive}: {exc}") from exc
+        for entry in sorted(unpacked.iterdir()):
+            if (dest / entry.name).exists():
+                (dest / entry.name).rename(work / f"replaced-{entry.name}")
+            entry.rename(dest / entry.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _source(file: DownloadFile, mirror: str | None) -> str:
