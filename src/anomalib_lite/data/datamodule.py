@@ -107,6 +107,14 @@ class ImageSet(Dataset):
             torch.tensor([item[2] for _, item in kept], dtype=torch.bool),
         )
 
+    def empty_masks(self) -> list[str]:
+        """Paths of the anomalous images whose mask is known but holds no foreground pixel."""
+        return [
+            str(record.path)
+            for record, valid, mask in zip(self.records, self.mask_valid.tolist(), self.masks)
+            if record.label == 1 and valid and not mask.any()
+        ]
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -128,6 +136,11 @@ class DataModule:
         train_set: normal training images. test_set: test images (normal and anomalous).
         batch_size: training batch size. num_workers: loader worker processes (decoding happens once, up front).
         name: ``<dataset>/<category>``, for messages.
+    Attributes:
+        empty_masks: paths of the anomalous test images whose mask file holds no foreground pixel at
+            this image size (see :func:`~anomalib_lite.data.images.mask_foreground`); they are logged as a
+            warning, count in the pixel metrics as images without a defect pixel, and belong in the
+            run's note.
     Raises:
         DataError: a split is empty.
     """
@@ -142,6 +155,14 @@ class DataModule:
             raise DataError(f"{name}: no readable training image")
         if len(self.test_set) == 0:
             raise DataError(f"{name}: no readable test image")
+        self.empty_masks = self.test_set.empty_masks()
+        if self.empty_masks:
+            log.warning(
+                "%s: %d anomalous test image(s) have a mask with no foreground pixel at %d px (an empty mask "
+                "file, or a defect too small to survive resizing); their pixels all count as normal in the "
+                "pixel metrics:\n  %s",
+                name, len(self.empty_masks), self.test_set.images.shape[1], "\n  ".join(self.empty_masks),
+            )  # fmt: skip
 
     @classmethod
     def from_records(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from anomalib_lite.errors import DataError
 
@@ -16,6 +17,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
+log = logging.getLogger(__name__)
+
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
@@ -23,12 +26,25 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _open(path: Path) -> Image.Image:
+    """Decode ``path`` fully, turned upright by its EXIF orientation (as image viewers show it).
+
+    *choice*: an image over Pillow's ``Image.MAX_IMAGE_PIXELS`` but under twice that (Pillow's
+    ``DecompressionBombWarning``) is read, with a warning naming it: a dataset's high-resolution
+    photographs are legitimate input; beyond twice the limit Pillow refuses it like any broken file.
+
+    Raises:
+        DataError: naming the file, for every decoding failure.
+    """
     try:
         image = Image.open(path)
+        if Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            log.warning("%s: %d×%d pixels, over Pillow's MAX_IMAGE_PIXELS; read anyway", path, *image.size)
         image.load()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
-    return image
+        return ImageOps.exif_transpose(image)
+    # Pillow's decoders fail with many types (OSError when truncated, SyntaxError for a broken PNG
+    # chunk, DecompressionBombError, struct.error, EOFError, ...): each one means this file is unreadable.
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
 
 
 def _to_unit_range(image: Image.Image) -> np.ndarray:
@@ -61,20 +77,58 @@ def read_image(path: Path, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_mask(path: Path, size: int) -> np.ndarray:
-    """Read a ground-truth mask, resize it (nearest) to ``size×size`` and binarise at 0.5.
+def _mask_values(image: Image.Image) -> np.ndarray:
+    """One value per pixel, unscaled: the grey level (alpha dropped), or the brightest channel of a colour
+    or palette mask (a red-on-black mask counts like a white one)."""
+    if image.mode == "1":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in ("LA", "La"):
+        image = image.getchannel("L")
+    if len(image.getbands()) > 1 or image.mode == "P":
+        return np.asarray(image.convert("RGB")).max(axis=2)
+    return np.asarray(image)
 
-    Masks of another size than their image, with colour or alpha, or 16-bit are handled.
+
+def mask_foreground(values: np.ndarray) -> np.ndarray:
+    """Which pixels of a mask's values (``H×W``, any integer or float dtype) are foreground.
+
+    *choice*, so that label images and drawn masks are both read as their authors meant:
+
+    - a mask with a single positive value (``{0, v}``: 0/1 or 0/255 in 8 or 16 bits, 0/65535, ...):
+      every positive pixel;
+    - an integer mask whose maximum is at most half its range (a label image of class ids 1, 2, ...,
+      whatever the bit depth): every positive pixel;
+    - otherwise (anti-aliased or JPEG-compressed 0–255 masks, graded 16-bit masks, float maps): pixels
+      above half the range, i.e. > 127 for 0–255. The range is the smallest of 1 (floats only), 255
+      and 65535 that holds the maximum, so 8-bit values stored in a 16-bit file keep the > 127 rule.
+
+    Returns:
+        ``H×W`` bool.
+    """
+    positive = values > 0
+    if not positive.any():
+        return positive
+    top = values.max()
+    full = 1.0 if values.dtype.kind == "f" and top <= 1 else next((r for r in (255, 65535) if top <= r), top)
+    levels = values[positive]
+    if levels.min() == levels.max() or (values.dtype.kind != "f" and top <= full // 2):
+        return positive
+    return values > full / 2
+
+
+def read_mask(path: Path, size: int) -> np.ndarray:
+    """Read a ground-truth mask, binarise it (see :func:`mask_foreground`) and resize it (nearest) to ``size×size``.
+
+    Masks of another size than their image, grey, colour, palette, with alpha, 1, 8, 16 or 32-bit are handled.
 
     Returns:
         ``size×size`` bool.
+    Raises:
+        DataError: naming the file, when it cannot be decoded.
     """
-    image = _open(path)
-    if image.mode not in ("L", "F") and not image.mode.startswith("I"):
-        image = image.convert("L")
-    unit = _to_unit_range(image).astype(np.float32)
-    resized = Image.fromarray(unit).resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(resized) > 0.5
+    foreground = mask_foreground(_mask_values(_open(path)))
+    resized = Image.fromarray(foreground.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(resized) > 0
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
