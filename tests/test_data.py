@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from anomalib_lite.data import DataModule, ImageRecord, categories
+from anomalib_lite.data import DataModule, ImageRecord, categories, synthetic
 from anomalib_lite.data.images import read_image, read_mask
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, mvtec_records
 from anomalib_lite.data.sources import DataConfig, FolderConfig, SyntheticConfig, build_datamodule
@@ -118,3 +122,70 @@ def test_folder_dataset_holds_out_normals_and_matches_masks(tmp_path):
     assert dm.test_set.masks[-2].all() and dm.has_masks
     with pytest.raises(DataError, match="data.abnormal_dir: folder .*missing does not exist"):
         build_datamodule(FolderConfig(root=str(tmp_path), normal_dir="ok", abnormal_dir="missing"), "folder")
+
+
+SMALL = dict(seed=3, n_train=2, n_test_good=1, n_per_defect=1, size=64)
+
+
+def _category_files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_synthetic_never_deletes_a_folder_it_did_not_write(tmp_path):
+    user = tmp_path / "grass"
+    (user / "train" / "good").mkdir(parents=True)
+    (user / "train" / "good" / "mine.png").write_bytes(b"user data")
+    (user / "notes.txt").write_text("keep me")
+    before = _category_files(user)
+    with pytest.raises(DataError, match=rf"{user}[\s\S]*not written by the synthetic[\s\S]*data\.root"):
+        ensure_synthetic(tmp_path, **SMALL)
+    assert _category_files(user) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grass"]  # refused before any work
+
+
+def test_interrupted_synthetic_generation_leaves_the_earlier_set_and_no_partial_one(tmp_path, monkeypatch):
+    ensure_synthetic(tmp_path, **{**SMALL, "seed": 1})
+    earlier = {c: _category_files(tmp_path / c) for c in SYNTHETIC_CATEGORIES}
+    (tmp_path / ".brick.partial-killed").mkdir()  # what a killed generation leaves
+    calls, save = [], synthetic._save
+
+    def save_then_fail(array, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user's Ctrl-C, three files into the new set
+        save(array, path)
+
+    monkeypatch.setattr(synthetic, "_save", save_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic(tmp_path, **SMALL)
+    assert {c: _category_files(tmp_path / c) for c in SYNTHETIC_CATEGORIES} == earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == SYNTHETIC_CATEGORIES
+    monkeypatch.undo()
+    ensure_synthetic(tmp_path, **SMALL)
+    assert json.loads((tmp_path / "brick" / "generation.json").read_text())["seed"] == SMALL["seed"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == SYNTHETIC_CATEGORIES
+
+
+_GENERATE_AND_CHECK = """
+import sys
+from pathlib import Path
+from anomalib_lite.data.mvtec import mvtec_records
+from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.data.datamodule import ImageSet
+root = Path(sys.argv[1])
+ensure_synthetic(root, seed=3, n_train=6, n_test_good=2, n_per_defect=2, size=64)
+for category in SYNTHETIC_CATEGORIES:
+    train, test = mvtec_records(root, category)
+    assert len(ImageSet.load(train, 32, workers=1)) == 6 and len(ImageSet.load(test, 32, workers=1)) == 10
+"""
+
+
+@pytest.mark.slow
+def test_two_jobs_generating_at_once_each_read_a_complete_set(tmp_path):
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", _GENERATE_AND_CHECK, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for job in jobs:
+        assert job.wait(timeout=300) == 0, job.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == SYNTHETIC_CATEGORIES
