@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
 import pickle
 import shutil
 import tarfile
+import urllib.request
 
 import numpy as np
 import pytest
 
 from anomalib_lite.data import one_class
-from anomalib_lite.data.download import download, file_md5, prepare_dataset
+from anomalib_lite.data.download import MVTEC_DOWNLOAD, download, file_md5, prepare_dataset
 from anomalib_lite.data.one_class import DownloadFile, OneClassDataset
 from anomalib_lite.errors import DataError
 
-from conftest import SHARED_DATA, run_entry
+from conftest import SHARED_DATA, run_entry, write_mvtec_category
 
 MNIST = SHARED_DATA / "mnist-t10k"
 
@@ -95,3 +97,72 @@ def test_prepare_data_script_names_a_failed_download(tmp_path):
                        (tmp_path / "nowhere").as_uri(), "--no-progress")  # fmt: skip
     assert result.returncode == 1
     assert "cannot download file://" in result.stdout and "train-images-idx3-ubyte.gz" in result.stdout
+
+
+class _CutStream(io.BytesIO):
+    """A response that sends some bytes, then fails like a dropped connection (or the user's Ctrl-C)."""
+
+    headers: dict = {}
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(b"x" * 1000)
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        if self.tell():
+            raise self.error
+        return super().read(100)
+
+
+@pytest.mark.parametrize("error", [http.client.IncompleteRead(b"x" * 100, 900), KeyboardInterrupt()])
+def test_an_interrupted_download_leaves_no_file(tmp_path, monkeypatch, error):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _CutStream(error))
+    dest = tmp_path / "out" / "archive.tar.xz"
+    url = "https://invalid.example/archive.tar.xz"
+    with pytest.raises(DataError if isinstance(error, Exception) else KeyboardInterrupt) as raised:
+        download(url, dest, progress=False)
+    if isinstance(error, Exception):
+        assert url in str(raised.value)
+    assert list(dest.parent.iterdir()) == []
+
+
+def _mvtec_archive(tmp_path, path) -> None:
+    """A tiny MVTec AD archive: categories ``widget`` and ``zwidget`` at its top level."""
+    staging = tmp_path / "staging"
+    for category in ("widget", "zwidget"):
+        for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+            (staging / category / sub).mkdir(parents=True)
+        write_mvtec_category(staging, category, np.random.default_rng(0))
+    with tarfile.open(path, "w:xz") as tar:
+        for category in ("widget", "zwidget"):
+            tar.add(staging / category, arcname=category)
+
+
+def test_a_failed_extraction_leaves_no_half_category(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    archive = mirror / MVTEC_DOWNLOAD.name
+    _mvtec_archive(tmp_path, archive)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size * 3 // 4])  # widget whole, zwidget cut
+    root = tmp_path / "mvtec"
+    with pytest.raises(DataError, match=rf"cannot unpack {root / MVTEC_DOWNLOAD.name}"):
+        prepare_dataset("mvtec", root, mirror=mirror.as_uri(), progress=False)
+    assert sorted(p.name for p in root.iterdir()) == [MVTEC_DOWNLOAD.name, f"{MVTEC_DOWNLOAD.name}.md5"]
+
+
+def test_a_verified_archive_is_not_fetched_again(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _mvtec_archive(tmp_path, mirror / MVTEC_DOWNLOAD.name)
+    root = tmp_path / "mvtec"
+    expected = f"mvtec: 2 categories under {root}: widget, zwidget"
+    assert prepare_dataset("mvtec", root, mirror=mirror.as_uri(), progress=False) == expected
+    fetched, urlopen = [], urllib.request.urlopen
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: fetched.append(url) or urlopen(url, timeout))
+    assert prepare_dataset("mvtec", root, mirror=mirror.as_uri(), progress=False) == expected
+    assert fetched == []  # md5 published by nobody: the one recorded at the first download verified it
+    archive = root / MVTEC_DOWNLOAD.name
+    archive.write_bytes(archive.read_bytes()[:-10])  # damaged since: fetched again
+    assert prepare_dataset("mvtec", root, mirror=mirror.as_uri(), progress=False) == expected
+    assert len(fetched) == 1
+    assert archive.read_bytes() == (mirror / MVTEC_DOWNLOAD.name).read_bytes()
