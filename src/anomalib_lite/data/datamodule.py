@@ -137,10 +137,10 @@ class DataModule:
         batch_size: training batch size. num_workers: loader worker processes (decoding happens once, up front).
         name: ``<dataset>/<category>``, for messages.
     Attributes:
-        empty_masks: paths of the anomalous test images whose mask file holds no foreground pixel at
-            this image size (see :func:`~anomalib_lite.data.images.mask_foreground`); they are logged as a
-            warning, count in the pixel metrics as images without a defect pixel, and belong in the
-            run's note.
+        empty_masks: paths of the anomalous test images (of the test split as given, before any
+            :meth:`split_validation`) whose mask holds no foreground pixel at this image size (see
+            :func:`~anomalib_lite.data.images.mask_foreground`); they are logged as a warning, count in
+            the pixel metrics as images without a defect pixel, and belong in the run's note.
     Raises:
         DataError: a split is empty.
     """

@@ -80,15 +80,14 @@ def download(url: str, dest: Path, md5: str = "", progress: bool = True) -> Path
                     bar.update(len(chunk))
         if md5 and digest.hexdigest() != md5:
             raise DataError(f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}; nothing was kept")
-        _recorded_md5(dest).unlink(missing_ok=True)
+        if not md5:  # recorded first: a record without its file (or with an older one) verifies nothing
+            log.info("%s: md5 %s", dest.name, digest.hexdigest())
+            _recorded_md5(dest).write_text(digest.hexdigest())
         os.replace(partial, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         raise DataError(f"cannot download {url}: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
-    if not md5:
-        log.info("%s: md5 %s", dest.name, digest.hexdigest())
-        _recorded_md5(dest).write_text(digest.hexdigest())
     return dest
 
 
@@ -119,7 +118,10 @@ def extract(archive: Path, dest: Path) -> None:
             with tarfile.open(archive) as tar:
                 tar.extractall(unpacked, filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-            raise DataError(f"cannot unpack {archive}: {exc}") from exc
+            raise DataError(
+                f"cannot unpack {archive}: {exc}; nothing was unpacked. If the file is damaged, delete it to "
+                "download it again."
+            ) from exc
         for entry in sorted(unpacked.iterdir()):
             if (dest / entry.name).exists():
                 (dest / entry.name).rename(work / f"replaced-{entry.name}")

@@ -40,7 +40,8 @@ def _open(path: Path) -> Image.Image:
         if Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS:
             log.warning("%s: %d×%d pixels, over Pillow's MAX_IMAGE_PIXELS; read anyway", path, *image.size)
         image.load()
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
     # Pillow's decoders fail with many types (OSError when truncated, SyntaxError for a broken PNG
     # chunk, DecompressionBombError, struct.error, EOFError, ...): each one means this file is unreadable.
     except Exception as exc:

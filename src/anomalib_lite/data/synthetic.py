@@ -213,7 +213,7 @@ def ensure_synthetic(root: Path, seed: int, n_train: int, n_test_good: int, n_pe
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root):
         # Under the lock, hidden work folders can only be left over from a generation that was killed.
-        for leftover in root.glob(".*.partial-*"):
+        for leftover in [*root.glob(".*.partial-*"), *root.glob(".*.stale-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         for category in tqdm(todo(), desc=f"generate synthetic data in {root}", leave=False):
             _check_ours(root / category)
