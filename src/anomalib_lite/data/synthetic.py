@@ -168,11 +168,8 @@ def _check_ours(folder: Path) -> None:
 def _exclusive(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``root`` (released when the block ends, or when the process dies)."""
     with (root / ".generate.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _install(partial: Path, final: Path) -> None:
@@ -206,10 +203,11 @@ def ensure_synthetic(root: Path, seed: int, n_train: int, n_test_good: int, n_pe
     def todo() -> list[str]:
         return [category for category in SYNTHETIC_CATEGORIES if _stamp(root / category) != params]
 
-    if not todo():
-        return
-    for category in todo():
+    missing = todo()
+    for category in missing:
         _check_ours(root / category)
+    if not missing:
+        return
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root):
         # Under the lock, hidden work folders can only be left over from a generation that was killed.
