@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.trainer import Engine, TrainerConfig, save_checkpoint
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models import BackboneConfig
