@@ -124,11 +124,11 @@ def check_writable(folder: Path) -> None:
 
 
 def output_error_message(exc: OSError, folder: Path) -> str:
-    """One line for an output that could not be written (``exc.errno`` in :data:`WRITE_ERRNOS`)."""
-    where = f"{exc.filename}" if exc.filename else str(folder)
+    """One line for a file that could not be written (``exc.errno`` in :data:`WRITE_ERRNOS`)."""
+    where = exc.filename or folder
     return (
-        f"Cannot write {where}: {exc.strerror or exc}. Free disk space or make {folder} writable "
-        "(or choose another hydra.run.dir); what was written before (metrics.json first) is kept."
+        f"Cannot write {where}: {exc.strerror or exc}. Free disk space or make that folder writable "
+        f"(this run's outputs go to {folder}: hydra.run.dir=…); the files written before are kept."
     )
 
 
