@@ -221,6 +221,8 @@ class RunFolderGuard(Callback):
             _refuse(f"Cannot create the run folder {cause.filename}: {cause.strerror}. Choose a writable "
                     f"folder with {key}=…")  # fmt: skip
         except ConfigError as exc:
+            with contextlib.suppress(OSError):  # the folder fresh_dir has just made (an empty one only)
+                folder.rmdir()
             _refuse(str(exc))
 
 
