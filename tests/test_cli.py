@@ -8,8 +8,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from anomalib_lite.cli.collect import collect_sweep
+from anomalib_lite.cli.run_folders import fresh_dir, keep_swept_keys_in_names  # the import registers fresh_dir
 
 from conftest import REPO, TINY, run_entry
 
@@ -49,15 +55,76 @@ def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     assert len(list((eval_dir / "maps" / "brick").glob("*.png"))) == 1
 
 
-def test_an_existing_run_is_never_overwritten(tmp_path):
-    run_dir = tmp_path / "run"
-    common = [*TINY, "category=grass", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}"]
-    assert run_entry("train.py", *common).returncode == 0
-    before = (run_dir / "metrics.json").read_bytes(), (run_dir / "checkpoints" / "grass" / "last.pt").read_bytes()
-    result = run_entry("train.py", *common, "model.lr=0.1")
-    assert result.returncode == 1 and "already holds a run" in result.stderr + result.stdout
-    after = (run_dir / "metrics.json").read_bytes(), (run_dir / "checkpoints" / "grass" / "last.pt").read_bytes()
-    assert before == after
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run on the synthetic grass category: (run folder, its train.py arguments)."""
+    base = tmp_path_factory.mktemp("finished")
+    args = [*TINY, "category=grass", f"data.root={base / 'data'}", f"hydra.run.dir={base / 'run'}"]
+    result = run_entry("train.py", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return base / "run", args
+
+
+def snapshot(folder):
+    """Every file under ``folder`` (``.hydra/``, the log, checkpoints…) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_existing_run_is_never_overwritten_not_even_its_hydra_files(finished_run, tmp_path):
+    run_dir, args = finished_run
+    checkpoint = run_dir / "checkpoints" / "grass" / "last.pt"
+    before = snapshot(run_dir)
+    assert {".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "train.log"} <= set(before)
+    for script, extra in (
+        ("train.py", [*args, "model.lr=0.1"]),
+        ("eval.py", [f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir}"]),
+        ("predict.py", [f"ckpt_path={checkpoint}", f"input={checkpoint.parent}", f"hydra.run.dir={run_dir}"]),
+    ):
+        result = run_entry(script, *extra)
+        output = result.stderr + result.stdout
+        assert result.returncode == 1 and "already holds a run" in output and str(run_dir) in output, script
+        assert "Traceback" not in output
+        assert snapshot(run_dir) == before, f"{script} changed the earlier run"
+
+
+def test_resume_refuses_options_that_change_training(finished_run):
+    run_dir, args = finished_run
+    before = snapshot(run_dir)
+    result = run_entry("train.py", *args, "trainer.resume=true", "model.lr=0.1", "seed=3", "trainer.max_epochs=2")
+    output = result.stderr + result.stdout
+    assert result.returncode == 1 and "trainer.resume=true but the command changes" in output
+    for change in ("model.lr (0.4 → 0.1)", "seed (0 → 3)", "trainer.max_epochs (1 → 2)"):
+        assert change in output
+    assert snapshot(run_dir) == before
+    # Where the data is, the device and the progress bars change nothing that was trained.
+    result = run_entry("train.py", *args, "trainer.resume=true", "trainer.device=cpu", "trainer.progress=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    checkpoint = run_dir / "checkpoints" / "grass" / "last.pt"
+    # Both runs name the same dated folder, as two runs started in the same second do.
+    same = f"hydra.run.dir=${{fresh_dir:{tmp_path / 'outputs' / '2026-01-01_00-00-00'}}}"
+    image = tmp_path / "new.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
+    command = [sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}", f"input={image}",
+               "progress=false", same]  # fmt: skip
+    runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert folders == ["2026-01-01_00-00-00", "2026-01-01_00-00-00_2"]
+    assert all((tmp_path / "outputs" / name / "scores.csv").is_file() for name in folders)
+
+
+def test_fresh_dir_claims_a_new_folder_once_per_config(tmp_path):
+    base = tmp_path / "outputs" / "2026-01-01_00-00-00"
+    (base).mkdir(parents=True)  # an earlier run
+    assert fresh_dir(str(base)) == f"{base}_2"
+    cfg = OmegaConf.create({"dir": f"${{fresh_dir:{base}}}"})
+    assert cfg.dir == f"{base}_3" and cfg.dir == f"{base}_3"  # resolved once: the same folder each time
+    assert sorted(p.name for p in base.parent.iterdir()) == [base.name, f"{base.name}_2", f"{base.name}_3"]
 
 
 def test_missing_mvtec_gives_one_clear_message(tmp_path):
@@ -92,6 +159,48 @@ def test_multirun_makes_one_folder_per_category(tmp_path):
     folders = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
     assert len(folders) == 2 and all(name.startswith("category=") for name in folders)
     assert {next(iter(metrics_of(sweep / f)["categories"])) for f in folders} == {"brick", "grass"}
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_gives_each_job_its_own_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    # trainer.device is left out of folder names, unless the sweep varies it (as here).
+    result = run_entry("train.py", "-m", "seed=0,1", "trainer.device=cpu,auto", *TINY, "category=brick",
+                       f"data.root={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(str(p.parent.relative_to(sweep)) for p in sweep.glob("*/metrics.json"))
+    named = sorted(
+        tuple(part for part in job.split(",") if part.startswith(("seed=", "trainer.device="))) for job in jobs
+    )
+    assert named == [(f"seed={s}", f"trainer.device={d}") for s in (0, 1) for d in ("auto", "cpu")]
+    seeds = [torch.load(sweep / job / "checkpoints/brick/last.pt", weights_only=True)["config"]["seed"] for job in jobs]
+    assert sorted(seeds) == [0, 0, 1, 1]
+    table = collect_sweep(sweep)
+    assert sorted(table.rows) == [f"seed={s},trainer.device={d}" for s in (0, 1) for d in ("auto", "cpu")]
+    assert {label: table.overrides[label]["seed"] for label in table.rows} == {
+        label: label.split(",")[0].removeprefix("seed=") for label in table.rows
+    }
+
+
+def test_a_sweep_keeps_the_keys_it_varies_in_job_folder_names():
+    config = OmegaConf.create({"hydra": {
+        "job": {"config": {"override_dirname": {"exclude_keys": ["trainer.progress", "data.root", "trainer.device"]}}},
+        "overrides": {"task": ["data.root=/a,/b", "trainer.device=cpu", "seed=0,1"], "hydra": ["hydra.verbose=false"]},
+    }})  # fmt: skip
+    keep_swept_keys_in_names(config)
+    assert list(config.hydra.overrides.hydra) == [
+        "hydra.verbose=false",
+        "hydra.job.config.override_dirname.exclude_keys=[trainer.progress,trainer.device]",
+    ]
+
+
+def test_a_sweep_into_a_folder_that_holds_runs_is_refused(finished_run, tmp_path):
+    run_dir, args = finished_run
+    before = snapshot(run_dir.parent)
+    result = run_entry("train.py", "-m", *args[:-1], "seed=0,1", f"hydra.sweep.dir={run_dir.parent}")
+    output = result.stderr + result.stdout
+    assert result.returncode == 1 and "already holds a run" in output and "Traceback" not in output
+    assert snapshot(run_dir.parent) == before
 
 
 @pytest.mark.slow

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.trainer import Engine, TrainerConfig, save_checkpoint
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import torchvision_weights_path
 from anomalib_lite.models.utad import UTAD, UTADConfig
+from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 from conftest import TINY, run_entry
 

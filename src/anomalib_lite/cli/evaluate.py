@@ -8,14 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from anomalib_lite.cli.common import (
-    evaluate_category,
-    format_table,
-    hold_out_validation,
-    report_errors,
-    run_folder,
-    write_json,
-)
+from anomalib_lite.cli.evaluation_outputs import evaluate_category, hold_out_validation, save_maps, write_json
+from anomalib_lite.cli.run_folders import report_errors, run_folder
+from anomalib_lite.cli.tables import format_table
 from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
 from anomalib_lite.engine.trainer import load_checkpoint, resolve_device
@@ -47,7 +42,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Load ``cfg.ckpt_path``, rebuild its model and data, and compute every metric.
 
     The backbone is built without downloading weights: the checkpoint holds them.
-    Writes ``metrics.json`` and ``maps/`` into this run's folder.
+    Writes ``metrics.json``, then ``maps/``, into this run's folder (a new one: an earlier run's
+    folder is refused before anything is written, see :class:`anomalib_lite.cli.run_folders.RunFolderGuard`).
 
     Returns:
         The content of ``metrics.json``.
@@ -65,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(run.data, category)
     hold_out_validation(model, datamodule)
     folder = run_folder()
-    metrics = evaluate_category(model, datamodule, device, run.eval, folder / "maps" / category, cfg.progress)
+    metrics, predictions = evaluate_category(model, datamodule, device, run.eval, cfg.progress)
     results = {
         "checkpoint": str(path),
         "model": run.model.name,
@@ -73,5 +69,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "categories": {category: metrics},
     }
     write_json(results, folder / "metrics.json")
+    save_maps(model, datamodule, predictions, device, run.eval.n_maps, folder / "maps" / category)
     print(f"\n{run.model.name} on {run.data.name} — {path}\n{format_table({category: metrics})}")
     return results

@@ -1,10 +1,12 @@
 """``python predict.py ckpt_path=… input=…``: score new images with a trained checkpoint.
 
-Writes into the run folder: ``scores.csv`` (one row per file: score, decision at the
-threshold, or the reason it could not be read), ``maps/<name>.npy`` (the anomaly map
-at the model's resolution, float32) and ``maps/<name>.png`` (input | heat map overlay,
-one colour scale for the whole run). An unreadable file is named in the CSV and the
-log; every other file is still scored.
+Needs only the checkpoint and the images (not the training data). Writes into a new run
+folder: ``scores.csv`` (one row per file: score, decision at the threshold, or the reason it
+could not be read; written batch by batch, so an interrupted call keeps what it scored),
+``maps/<file>.npy`` (the anomaly map at the model's resolution, float32) and ``maps/<file>.png``
+(heat map overlay, one colour scale for the whole run), where ``<file>`` is the input's path
+relative to ``input``, suffix included (``a.png`` and ``a.jpg`` get distinct maps). An
+unreadable file is named in the CSV and the log; every other file is still scored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -20,9 +23,8 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from anomalib_lite.cli.common import log, report_errors, run_folder
 from anomalib_lite.cli.evaluate import load_trained
-from anomalib_lite.data import categories
+from anomalib_lite.cli.run_folders import log, report_errors, run_folder
 from anomalib_lite.data.images import IMAGE_SUFFIXES, read_image, to_model_input
 from anomalib_lite.engine.trainer import resolve_device
 from anomalib_lite.errors import ConfigError, DataError
@@ -32,7 +34,7 @@ from anomalib_lite.visualize import overlay_panel
 @dataclass
 class Prediction:
     """One input file's outcome: its ``score`` (its map is in ``maps/<name>.npy``), or the ``error``
-    that stopped it."""
+    that stopped it. ``name``: the file's path relative to the input folder, suffix included."""
 
     path: Path
     name: str
@@ -67,6 +69,27 @@ def stored_threshold(ckpt_path: Path, category: str) -> float | None:
     return json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
 
 
+class ScoreWriter:
+    """``scores.csv``: ``file, score, anomalous`` (``score ≥ threshold``, blank without one), ``error``.
+
+    Rows are written and flushed batch by batch, so the file keeps every file scored so far.
+    """
+
+    def __init__(self, file: TextIO, threshold: float | None) -> None:
+        self.file = file
+        self.threshold = threshold
+        self.writer = csv.writer(file)
+        self.writer.writerow(["file", "score", "anomalous", "error"])
+
+    def write(self, results: list[Prediction]) -> None:
+        """Append one row per prediction and flush."""
+        for item in results:
+            decision = "" if item.score is None or self.threshold is None else int(item.score >= self.threshold)
+            score = "" if item.score is None else f"{item.score:.6g}"
+            self.writer.writerow([str(item.path), score, decision, item.error or ""])
+        self.file.flush()
+
+
 def score_files(
     model: torch.nn.Module,
     files: list[Path],
@@ -76,10 +99,12 @@ def score_files(
     device: torch.device,
     batch_size: int,
     maps_dir: Path,
+    scores: ScoreWriter,
     progress: bool = True,
 ) -> tuple[list[Prediction], tuple[float, float]]:
-    """Read, resize and score ``files`` in batches, saving each map as ``maps_dir/<name>.npy``
-    (float32, the model's resolution) as it comes; unreadable files keep their error instead.
+    """Read, resize and score ``files`` in batches; after each batch, save each map as
+    ``maps_dir/<name>.npy`` (float32, the model's resolution) and write the batch's rows to ``scores``.
+    Unreadable files keep their error instead.
 
     Args:
         size: the model's input side. channels: 3, or 1 for a model trained on grey images.
@@ -88,9 +113,9 @@ def score_files(
     """
     results, low, high = [], float("inf"), float("-inf")
     for start in tqdm(range(0, len(files), batch_size), desc="predict", disable=not progress):
-        batch, images = [], []
+        chunk, batch, images = [], [], []
         for path in files[start : start + batch_size]:
-            item = Prediction(path, str(path.relative_to(root).with_suffix("")))
+            item = Prediction(path, str(path.relative_to(root)))
             try:
                 image = read_image(path, size)
                 images.append(image if channels == 3 else image.mean(-1, keepdims=True).round().astype(np.uint8))
@@ -98,16 +123,17 @@ def score_files(
             except DataError as exc:
                 item.error = str(exc)
                 log.warning("skipped %s", exc)
-            results.append(item)
-        if not batch:
-            continue
-        out = model.predict(to_model_input(torch.from_numpy(np.stack(images))).to(device))
-        for item, score, anomaly_map in zip(batch, out.score.cpu(), out.anomaly_map.float().cpu(), strict=True):
-            item.score = float(score)
-            target = maps_dir / f"{item.name}.npy"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            np.save(target, anomaly_map.numpy())
-            low, high = min(low, float(anomaly_map.min())), max(high, float(anomaly_map.max()))
+            chunk.append(item)
+        if batch:
+            out = model.predict(to_model_input(torch.from_numpy(np.stack(images))).to(device))
+            for item, score, anomaly_map in zip(batch, out.score.cpu(), out.anomaly_map.float().cpu(), strict=True):
+                item.score = float(score)
+                target = maps_dir / f"{item.name}.npy"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                np.save(target, anomaly_map.numpy())
+                low, high = min(low, float(anomaly_map.min())), max(high, float(anomaly_map.max()))
+        scores.write(chunk)
+        results += chunk
     return results, (low, high)
 
 
@@ -122,17 +148,6 @@ def write_overlays(results: list[Prediction], maps_dir: Path, size: int, scale: 
         Image.fromarray(panel).save(maps_dir / f"{item.name}.png")
 
 
-def write_scores(results: list[Prediction], threshold: float | None, path: Path) -> None:
-    """``path`` (CSV): ``file, score, anomalous`` (``score ≥ threshold``, blank without one), ``error``."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "score", "anomalous", "error"])
-        for item in results:
-            decision = "" if item.score is None or threshold is None else int(item.score >= threshold)
-            score = "" if item.score is None else f"{item.score:.6g}"
-            writer.writerow([str(item.path), score, decision, item.error or ""])
-
-
 @report_errors
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Score ``cfg.input`` (a file or a folder) with the checkpoint ``cfg.ckpt_path``.
@@ -145,17 +160,18 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     path = Path(cfg.ckpt_path)
     run, model = load_trained(path)
     root, files = find_inputs(Path(cfg.input))
-    (category,) = categories(run.data)
+    category = str(run.category)  # a checkpoint stores its own category; the data need not be here
     threshold = cfg.threshold if cfg.threshold is not None else stored_threshold(path, category)
     device = resolve_device(cfg.device)
     model.to(device).eval()
     channels = 1 if getattr(run.data, "grey_to_rgb", True) is False else 3
     size = run.data.image_size
     folder = run_folder()
-    results, scale = score_files(
-        model, files, root, size, channels, device, cfg.batch_size, folder / "maps", cfg.progress
-    )
-    write_scores(results, threshold, folder / "scores.csv")
+    with (folder / "scores.csv").open("w", newline="") as table:
+        scores = ScoreWriter(table, threshold)
+        results, scale = score_files(
+            model, files, root, size, channels, device, cfg.batch_size, folder / "maps", scores, cfg.progress
+        )
     write_overlays(results, folder / "maps", size, scale)
     failed = [r for r in results if r.error]
     how = "given" if cfg.threshold is not None else "stored by evaluation" if threshold is not None else "none found"

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from anomalib_lite.cli.collect import collect_sweep
-from anomalib_lite.cli.common import format_table, mean_metrics
+from anomalib_lite.cli.tables import format_table, mean_metrics
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES

@@ -4,57 +4,118 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from anomalib_lite.cli.common import (
-    evaluate_category,
-    format_table,
-    hold_out_validation,
+from anomalib_lite.cli.evaluation_outputs import evaluate_category, hold_out_validation, save_maps, write_json
+from anomalib_lite.cli.run_folders import (
+    HYDRA_FILES,
+    RunFolderGuard,
+    check_run_folder,
     job_device,
     log,
-    mean_metrics,
     multirun_job_number,
     plain_config,
     report_errors,
     run_folder,
-    write_json,
+    task_config,
 )
+from anomalib_lite.cli.tables import format_table, mean_metrics
 from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
-from anomalib_lite.engine.trainer import Engine, seed_everything
+from anomalib_lite.engine.trainer import Engine, load_checkpoint, seed_everything
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import build_model
 from anomalib_lite.models.backbones import cached_or_offline
 
+# Options a resumed run may change: they do not change what is trained (where the data is, how
+# it is loaded and shown, on which device).
+RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers")
 
-def check_run_folder(folder: Path, resume: bool) -> None:
-    """Refuse to write over another run; with ``resume``, require something to resume.
+
+def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
+    """The validated run and the plain config stored in its checkpoints (with the backbone really
+    used, so that eval.py rebuilds the same network from a checkpoint).
 
     Raises:
-        ConfigError: the folder already holds a run (and ``resume`` is off), or holds
-            no checkpoint to resume (``resume`` on).
+        ConfigError: an invalid option (named).
     """
-    has_run = (folder / "metrics.json").exists() or (folder / "checkpoints").exists()
-    if has_run and not resume:
-        raise ConfigError(
-            f"Run folder {folder} already holds a run; nothing was overwritten. "
-            "Pass trainer.resume=true to continue it, or choose another hydra.run.dir."
-        )
-    if resume and not (folder / "checkpoints").exists():
-        raise ConfigError(
-            f"trainer.resume=true but {folder} holds no checkpoints. Point hydra.run.dir at the "
-            "interrupted run's folder, e.g. hydra.run.dir=outputs/<task>/<date>_<time>."
-        )
+    run = validate(cfg)
+    config = plain_config(cfg)
+    offline = getattr(run.model, "offline_backbone", None)
+    if offline:
+        run = dataclasses.replace(run, backbone=cached_or_offline(run.backbone, offline))
+        config["backbone"] = dataclasses.asdict(run.backbone)
+    return run, config
 
 
-def train_category(run: RunConfig, category: str, config: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Train, checkpoint and evaluate one category; return its metrics."""
-    config = {**config, "category": category, "data": {**config["data"], "category": category}}
+def category_config(config: dict[str, Any], category: str) -> dict[str, Any]:
+    """The config stored in the checkpoints of ``category``: the run's, narrowed to that category."""
+    return {**config, "category": category, "data": {**config["data"], "category": category}}
+
+
+def changed_keys(stored: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the options whose values differ between two plain configs (added or removed too)."""
+    if not (isinstance(stored, dict) and isinstance(new, dict)):
+        return [] if stored == new else [prefix.rstrip(".")]
+    return [
+        name
+        for key in sorted(set(stored) | set(new), key=str)
+        for name in changed_keys(stored.get(key, "<absent>"), new.get(key, "<absent>"), f"{prefix}{key}.")
+    ]
+
+
+def check_resume_config(folder: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume the run in ``folder`` with options that change training.
+
+    Each ``checkpoints/<category>/last.pt`` stores the config it was trained with; every option
+    but :data:`RESUME_FREE_KEYS` must be the same in the command's ``config``.
+
+    Raises:
+        ConfigError: naming each changed option with its stored and new values.
+    """
+    for checkpoint in sorted(folder.glob("checkpoints/*/last.pt")):
+        stored = load_checkpoint(checkpoint)["config"]
+        new = category_config(config, checkpoint.parent.name)
+        changed = [k for k in changed_keys(stored, new) if not k.startswith(RESUME_FREE_KEYS)]
+        if changed:
+            values = OmegaConf.create(stored), OmegaConf.create(new)
+            details = ", ".join(
+                f"{k} ({OmegaConf.select(values[0], k, default='<absent>')} → "
+                f"{OmegaConf.select(values[1], k, default='<absent>')})"
+                for k in changed
+            )
+            raise ConfigError(
+                f"trainer.resume=true but the command changes options {checkpoint} was trained with: {details}. "
+                "Resume with the run's own options (see its .hydra/overrides.yaml), or start a new run."
+            )
+
+
+class TrainingRunGuard(RunFolderGuard):
+    """:class:`RunFolderGuard` for train.py: a resumed run must also keep its training options."""
+
+    def check(self, folder: Path, config: DictConfig) -> None:
+        """The run-folder checks, then (with ``trainer.resume``) the stored configs against the command's."""
+        super().check(folder, config)
+        if config.trainer.resume:
+            check_resume_config(folder, run_config(task_config(config))[1])
+
+
+def train_category(
+    run: RunConfig, category: str, config: dict[str, Any], folder: Path
+) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Train, checkpoint and evaluate one category.
+
+    Returns:
+        Its metrics, and the function that saves its overlays into ``maps/<category>/`` (called
+        once the metrics are in ``metrics.json``).
+    """
+    config = category_config(config, category)
     checkpoint = folder / "checkpoints" / category / "last.pt"
     init_from = run.trainer.init_from
     if init_from and Path(init_from).is_dir():  # a run folder: this category's checkpoint in it
@@ -73,13 +134,13 @@ def train_category(run: RunConfig, category: str, config: dict[str, Any], folder
         engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
         log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
         engine.fit(model, datamodule)
-        metrics = evaluate_category(
-            model, datamodule, engine.device, run.eval, folder / "maps" / category, run.trainer.progress
-        )
+        metrics, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
         for name, value in metrics.items():
             if isinstance(value, float):
                 writer.add_scalar(f"metrics/{name}", value)
-    return metrics
+    return metrics, lambda: save_maps(
+        model, datamodule, predictions, engine.device, run.eval.n_maps, folder / "maps" / category
+    )
 
 
 @report_errors
@@ -93,25 +154,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         The content of ``metrics.json``.
     """
     folder = run_folder()
-    run = validate(cfg)
+    run, config = run_config(cfg)
     wanted = categories(run.data)
-    check_run_folder(folder, run.trainer.resume)
-    config = plain_config(cfg)
-    offline = getattr(run.model, "offline_backbone", None)
-    if offline:
-        # Record the backbone really used, so eval.py rebuilds the same network from the checkpoint.
-        run = dataclasses.replace(run, backbone=cached_or_offline(run.backbone, offline))
-        config["backbone"] = dataclasses.asdict(run.backbone)
+    # A single run's folder was checked before Hydra wrote into it (TrainingRunGuard); a multirun
+    # job's folder is checked here, where Hydra has just written its own files.
+    check_run_folder(folder, run.trainer.resume, ignored=HYDRA_FILES)
+    if run.trainer.resume:
+        check_resume_config(folder, config)
     metrics_path = folder / "metrics.json"
     done = json.loads(metrics_path.read_text())["categories"] if metrics_path.exists() else {}
     results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}
     for category in wanted:
+        save_category_maps = None
         if category not in done:
-            done[category] = train_category(run, category, config, folder)
-            if torch.cuda.is_available():
-                # Parallel launchers reuse worker processes: hand the cached GPU memory back.
-                torch.cuda.empty_cache()
+            done[category], save_category_maps = train_category(run, category, config, folder)
         results.update(categories=done, mean=mean_metrics(done))
         write_json(results, metrics_path)
+        if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
+            save_category_maps()
+        if torch.cuda.is_available():
+            # Parallel launchers reuse worker processes: hand the cached GPU memory back.
+            torch.cuda.empty_cache()
     print(f"\n{run.model.name} on {run.data.name} — {folder}\n{format_table(done)}")
     return results

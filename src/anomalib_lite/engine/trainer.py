@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from anomalib_lite.atomic import write_atomically
 from anomalib_lite.data.datamodule import DataModule
 from anomalib_lite.errors import ConfigError, TrainingError
 from anomalib_lite.models.base import AnomalyModel
@@ -81,9 +81,7 @@ def seed_everything(seed: int) -> None:
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write atomically: a crash mid-write never leaves a broken ``path`` behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".partial-{os.getpid()}")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    write_atomically(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""Evaluation with its outputs: the test-split metrics, ``metrics.json``, and the overlay images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomalib_lite.atomic import write_atomically
+from anomalib_lite.config import EvalConfig
+from anomalib_lite.data import DataModule
+from anomalib_lite.metrics import Predictions, collect_predictions, compute_metrics
+from anomalib_lite.models import AnomalyModel
+from anomalib_lite.visualize import sample_indices, save_overlays, save_stages
+
+log = logging.getLogger("anomalib_lite")
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically (never a half-written file, no partial file left when the write fails)."""
+    write_atomically(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
+
+
+def hold_out_validation(model: AnomalyModel, datamodule: DataModule) -> None:
+    """Carve the model's validation split (if it asks for one) out of the test set, logging its size."""
+    split = model.validation_split()
+    if split is not None:
+        datamodule.split_validation(*split)
+        log.info(
+            "%s: %d test images held out for validation, %d left for the metrics",
+            datamodule.name, len(datamodule.validation_set), len(datamodule.test_set),
+        )  # fmt: skip
+
+
+def evaluate_category(
+    model: AnomalyModel,
+    datamodule: DataModule,
+    device: torch.device,
+    cfg: EvalConfig,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Predictions]:
+    """Metrics of one category's test split (with the inference time per image).
+
+    Returns:
+        The metrics, and the predictions they came from (for :func:`save_maps`).
+    """
+    start = time.perf_counter()
+    pred = collect_predictions(model, datamodule.test_loader(), device, cfg.map_size, progress)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    metrics = compute_metrics(pred, cfg.fpr_limit, model.iou_threshold())
+    # Wall time of predicting the test split (batches, transfers, map resizing included).
+    metrics["inference_ms_per_image"] = 1000 * seconds / max(1, len(pred.labels))
+    if not datamodule.has_masks:
+        metrics["note"] = "no ground-truth masks: pixel metrics undefined"
+    elif metrics["n_pixel_images"] < metrics["n_images"]:
+        metrics["note"] = (
+            f"pixel metrics over the {metrics['n_pixel_images']} of {metrics['n_images']} images whose masks are known"
+        )
+    return metrics, pred
+
+
+def save_maps(
+    model: AnomalyModel, datamodule: DataModule, pred: Predictions, device: torch.device, n_maps: int, maps_dir: Path
+) -> None:
+    """Overlays (and the model's intermediate stages) for a sample of ``n_maps`` test images in ``maps_dir``.
+
+    Optional outputs: callers write ``metrics.json`` first, so a full disk here loses no metric.
+    """
+    test = datamodule.test_set
+    chosen = sample_indices(pred.labels, n_maps)
+    save_overlays(test.images, pred.maps, test.masks, pred.paths, chosen, maps_dir)
+    if chosen:
+        batch = torch.stack([test[i]["image"] for i in chosen]).to(device)
+        model.eval()
+        with torch.inference_mode():
+            stages = model.intermediates(batch)
+        if stages:
+            save_stages(stages, pred.maps[chosen], [pred.paths[i] for i in chosen], maps_dir)

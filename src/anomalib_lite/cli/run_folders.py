@@ -1,0 +1,231 @@
+"""Run folders: where a run writes, the refusal to write over an earlier run, and error reporting.
+
+Importing this module registers the ``fresh_dir`` config resolver that the entry points' run
+folders use (``hydra.run.dir: ${fresh_dir:outputs/<task>/<date>_<time>}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from anomalib_lite.errors import AnomalibLiteError, ConfigError
+
+log = logging.getLogger("anomalib_lite")
+# What Hydra itself writes into a run folder (its config record and the job's log).
+HYDRA_FILES = frozenset({".hydra", "train.log", "eval.log", "predict.log"})
+# An output that cannot be written: disk full, over quota, read-only or forbidden folder.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def fresh_dir(base: str) -> str:
+    """``base``, or else ``base_2``, ``base_3``…: the first of them that does not exist, created now.
+
+    Creating the folder claims it atomically, so two runs started in the same second (same
+    ``${now:...}``) never share a folder. Registered as the config resolver ``fresh_dir``
+    (cached: a config resolves it once).
+    """
+    path = Path(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        candidate = path if number == 1 else path.with_name(f"{path.name}_{number}")
+        with contextlib.suppress(FileExistsError):
+            candidate.mkdir()
+            return str(candidate)
+    raise AssertionError("unreachable")
+
+
+if not OmegaConf.has_resolver("fresh_dir"):
+    OmegaConf.register_new_resolver("fresh_dir", fresh_dir, use_cache=True)
+
+
+def run_folder() -> Path:
+    """The folder Hydra made for this run (or this multirun job)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def job_device(device: str, job_number: int | None, gpu_count: int) -> str:
+    """The device of one job: ``auto`` in a multirun job (``job_number`` given) on a machine with
+    several GPUs becomes ``cuda:<job_number mod gpu_count>``, so parallel jobs
+    (``hydra/launcher=parallel``) get one GPU each; anything else is kept."""
+    if device != "auto" or job_number is None or gpu_count < 2:
+        return device
+    return f"cuda:{job_number % gpu_count}"
+
+
+def multirun_job_number() -> int | None:
+    """This job's number in a Hydra multirun, ``None`` in a single run."""
+    hydra = HydraConfig.get()
+    return hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without Hydra's own node (which, before a run starts, cannot be fully resolved)."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without Hydra's own node: plain data, safe to store in checkpoints."""
+    return OmegaConf.to_container(task_config(cfg), resolve=True)
+
+
+def check_run_folder(folder: Path, resume: bool = False, ignored: frozenset[str] = frozenset()) -> None:
+    """Refuse to write over an earlier run; with ``resume``, require something to resume.
+
+    Args:
+        ignored: names in ``folder`` that do not count as an earlier run (inside a job,
+            the files Hydra has just written for this run: :data:`HYDRA_FILES`).
+    Raises:
+        ConfigError: ``folder`` already holds files (and ``resume`` is off), or holds no
+            checkpoint to resume (``resume`` on).
+    """
+    held = sorted(p.name for p in folder.iterdir() if p.name not in ignored) if folder.is_dir() else []
+    if resume and not (folder / "checkpoints").is_dir():
+        raise ConfigError(
+            f"trainer.resume=true but {folder} holds no checkpoints. Point hydra.run.dir at the "
+            "interrupted run's folder, e.g. hydra.run.dir=outputs/<task>/<date>_<time>."
+        )
+    if held and not resume:
+        resume_hint = "Pass trainer.resume=true to continue it, or choose" if "checkpoints" in held else "Choose"
+        raise ConfigError(
+            f"Run folder {folder} already holds a run ({', '.join(held[:5])}); nothing was written into it. "
+            f"{resume_hint} another folder (hydra.run.dir=…, or leave it out for a new dated one)."
+        )
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check that a file can be made in it.
+
+    Raises:
+        ConfigError: naming ``folder`` and the reason (read-only, forbidden, disk full).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Cannot write into the run folder {folder}: {exc.strerror or exc}. "
+                          "Choose a writable folder with hydra.run.dir=… (or hydra.sweep.dir=…).") from exc  # fmt: skip
+
+
+def output_error_message(exc: OSError, folder: Path) -> str:
+    """One line for a file that could not be written (``exc.errno`` in :data:`WRITE_ERRNOS`)."""
+    where = exc.filename or folder
+    return (
+        f"Cannot write {where}: {exc.strerror or exc}. Free disk space or make that folder writable "
+        f"(this run's outputs go to {folder}: hydra.run.dir=…); the files written before are kept."
+    )
+
+
+def discard_if_fresh(folder: Path) -> None:
+    """Remove a run folder that holds nothing but Hydra's own files (the run failed before any work)."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= HYDRA_FILES:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the task folder, if this run was its only one
+            folder.parent.rmdir()
+
+
+def report_errors(job: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wrap a Hydra task: a user error, or an output that cannot be written (disk full,
+    read-only folder), is printed as one message (no traceback).
+
+    A run that failed before any work leaves no folder behind. In a single run the
+    process exits with status 1; in a multirun the error is raised so Hydra goes on
+    with the other jobs and reports the failure at the end.
+    """
+
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return job(cfg)
+        except (AnomalibLiteError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in WRITE_ERRNOS:
+                raise
+            folder = run_folder()
+            log.error("%s", exc if isinstance(exc, AnomalibLiteError) else output_error_message(exc, folder))
+            discard_if_fresh(folder)
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            sys.exit(1)
+
+    return wrapped
+
+
+def keep_swept_keys_in_names(config: DictConfig) -> None:
+    """Keep in the job folders' names every override that the sweep varies.
+
+    ``hydra.job.config.override_dirname.exclude_keys`` leaves noisy options (``data.root``,
+    ``trainer.device``…) out of the names; when a sweep varies one of them, its jobs would
+    share a folder. This adds a Hydra override, applied to every job, that removes the varied
+    keys from the exclusion.
+    """
+    excluded = list(config.hydra.job.config.override_dirname.exclude_keys)
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    kept = [key for key in excluded if key not in swept]
+    if kept != excluded:
+        with read_write(config.hydra):
+            config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(kept)}]")
+
+
+def _refuse(message: str) -> None:
+    log.error("%s", message)
+    sys.exit(1)
+
+
+class RunFolderGuard(Callback):
+    """Hydra callback: checks the run folder *before* Hydra writes anything into it.
+
+    Hydra makes the folder, opens the log and saves ``.hydra/`` before the task starts; a check
+    inside the task would come after those writes into an earlier run. A single run is refused
+    when its folder already holds anything; a multirun when its sweep folder holds anything
+    (``trainer.resume=true`` lets a run, or a sweep, continue its own folder).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse (exit status 1, one message) a run whose folder is taken or not writable."""
+        self._guard(config, "hydra.run.dir", self.check)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a sweep whose folder is taken or not writable; name each job's folder apart."""
+        self._guard(config, "hydra.sweep.dir", lambda folder, cfg: resume(cfg) or check_run_folder(folder))
+        keep_swept_keys_in_names(config)
+
+    def check(self, folder: Path, config: DictConfig) -> None:
+        """The checks of one run's ``folder`` (given the composed ``config``); raises ConfigError."""
+        check_run_folder(folder, resume(config))
+
+    def _guard(self, config: DictConfig, key: str, check: Callable[[Path, DictConfig], None]) -> None:
+        try:
+            folder = Path(str(OmegaConf.select(config, key)))
+            check(folder, config)
+            check_writable(folder)
+        except OmegaConfBaseException as exc:  # fresh_dir could not create the folder
+            cause = exc.__cause__
+            if not isinstance(cause, OSError):
+                raise
+            _refuse(f"Cannot create the run folder {cause.filename}: {cause.strerror}. Choose a writable "
+                    f"folder with {key}=…")  # fmt: skip
+        except ConfigError as exc:
+            with contextlib.suppress(OSError):  # the folder fresh_dir has just made (an empty one only)
+                folder.rmdir()
+            _refuse(str(exc))
+
+
+def resume(config: DictConfig) -> bool:
+    """Whether the command continues an earlier run (``trainer.resume``; absent: no)."""
+    return bool(OmegaConf.select(config, "trainer.resume", default=False))

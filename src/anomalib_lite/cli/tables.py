@@ -1,0 +1,44 @@
+"""Metric tables: the columns, the mean over categories or runs, and the Markdown table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+# Reported only by the models whose papers report them; a table shows them when a row has them.
+OPTIONAL_COLUMNS = ("iou",)
+
+
+def metric_columns(rows: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The metric columns of a table of ``rows``: the shared ones, then the optional ones some row has."""
+    return METRIC_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(m.get(c) is not None for m in rows.values()))
+
+
+def mean_metrics(per_category: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Mean of each metric over the categories where it is defined."""
+    means: dict[str, float | None] = {}
+    for column in metric_columns(per_category):
+        values = [m[column] for m in per_category.values() if m.get(column) is not None]
+        means[column] = sum(values) / len(values) if values else None
+    return means
+
+
+def format_table(per_category: dict[str, dict[str, Any]], label: str = "category", mean: bool = True) -> str:
+    """A Markdown table: one row per category (or run) and, with ``mean``, a mean row; undefined metrics: ``-``."""
+
+    def cell(value: Any) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+    columns = metric_columns(per_category)
+    header = f"| {label} | " + " | ".join(columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    rows = {**per_category, "mean": mean_metrics(per_category)} if mean and len(per_category) > 1 else per_category
+    for name, metrics in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in columns) + " |")
+    by_note: dict[str, list[str]] = {}
+    for name, metrics in per_category.items():
+        if metrics.get("note"):
+            by_note.setdefault(metrics["note"], []).append(name)
+    notes = [f"- {', '.join(names)}: {note}" for note, names in by_note.items()]
+    return "\n".join(lines + notes)

@@ -1,0 +1,89 @@
+"""Outputs on a full disk or a read-only folder: one clear message, no partial file, metrics first."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from anomalib_lite.cli import evaluation_outputs
+from anomalib_lite.cli.evaluation_outputs import write_json
+from anomalib_lite.cli.run_folders import check_writable
+from anomalib_lite.engine import trainer
+from anomalib_lite.engine.trainer import save_checkpoint
+from anomalib_lite.errors import ConfigError
+
+from conftest import REPO, TINY, run_entry
+
+DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_the_earlier_file_and_no_partial_one(tmp_path, monkeypatch):
+    metrics, checkpoint = tmp_path / "metrics.json", tmp_path / "last.pt"
+    write_json({"a": 1}, metrics)
+    save_checkpoint({"epoch": 1}, checkpoint)
+    before = metrics.read_bytes(), checkpoint.read_bytes()
+
+    def fill_the_disk(*args, **kwargs):
+        for arg in args:  # the open partial file, when the writer is given one
+            if hasattr(arg, "write"):
+                arg.write(b"half a file")
+        raise DISK_FULL
+
+    monkeypatch.setattr(evaluation_outputs.json, "dumps", fill_the_disk)
+    monkeypatch.setattr(trainer.torch, "save", fill_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_json({"a": 2}, metrics)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint({"epoch": 2}, checkpoint)
+    assert (metrics.read_bytes(), checkpoint.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "metrics.json"]
+
+
+def test_a_read_only_run_folder_is_named_before_any_work(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    with pytest.raises(ConfigError, match=f"Cannot write into the run folder {tmp_path / 'run'}: Read-only"):
+        check_writable(tmp_path / "run")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_train_into_a_read_only_folder_gives_one_message(tmp_path):
+    tmp_path.chmod(0o555)
+    try:
+        result = run_entry("train.py", *TINY, "category=brick", f"hydra.run.dir={tmp_path / 'run'}")
+    finally:
+        tmp_path.chmod(0o755)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and str(tmp_path / "run") in output and "Traceback" not in output
+
+
+def test_a_full_disk_while_drawing_the_maps_keeps_the_metrics(tmp_path):
+    run = tmp_path / "run"
+    # train.py, with every PNG write into the run folder failing as on a full disk (the maps come after metrics.json).
+    argv = ["train.py", *TINY, "category=brick", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run}"]
+    fill_png_writes = (
+        "import errno, runpy, sys; from PIL import Image\n"
+        "save = Image.Image.save\n"
+        "def full(image, target, *args, **kwargs):\n"
+        f"    if str(target).startswith({str(run)!r}): raise OSError(errno.ENOSPC, 'No space left on device', target)\n"
+        "    save(image, target, *args, **kwargs)\n"
+        "Image.Image.save = full\n"
+        f"sys.argv = {argv!r}\n"
+        f"runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", fill_png_writes], cwd=REPO, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert "No space left on device" in output and str(run / "maps" / "brick") in output
+    assert "Traceback" not in output
+    assert json.loads((run / "metrics.json").read_text())["categories"]["brick"]["n_images"] == 12
+    assert torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)["finished"]
+    assert not [p for p in run.rglob("*") if ".partial-" in p.name]
