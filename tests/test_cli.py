@@ -139,6 +139,8 @@ def test_missing_mvtec_gives_one_clear_message(tmp_path):
 
 
 def test_a_small_mvtec_layout_folder_trains_and_evaluates(tmp_path, mvtec_root):
+    empty = mvtec_root / "widget" / "ground_truth" / "spot" / "000_mask.png"
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(empty)
     run_dir = tmp_path / "run"
     result = run_entry("train.py", "data=mvtec", f"data.root={mvtec_root}", "category=widget",
                        "data.image_size=64", "trainer.max_epochs=2", "trainer.progress=false",
@@ -147,6 +149,8 @@ def test_a_small_mvtec_layout_folder_trains_and_evaluates(tmp_path, mvtec_root):
     widget = metrics_of(run_dir)["categories"]["widget"]
     assert widget["n_images"] == 6 and widget["n_pixel_images"] == 5
     assert "pixel metrics over the 5 of 6 images" in widget["note"]
+    assert "1 defect image(s) have an empty mask" in widget["note"]
+    assert str(mvtec_root / "widget" / "test" / "spot" / "000.png") in widget["note"]
     assert widget["pixel_auroc"] is not None
 
 

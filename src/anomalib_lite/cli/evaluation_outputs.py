@@ -56,12 +56,20 @@ def evaluate_category(
     metrics = compute_metrics(pred, cfg.fpr_limit, model.iou_threshold())
     # Wall time of predicting the test split (batches, transfers, map resizing included).
     metrics["inference_ms_per_image"] = 1000 * seconds / max(1, len(pred.labels))
+    notes = []
     if not datamodule.has_masks:
-        metrics["note"] = "no ground-truth masks: pixel metrics undefined"
+        notes.append("no ground-truth masks: pixel metrics undefined")
     elif metrics["n_pixel_images"] < metrics["n_images"]:
-        metrics["note"] = (
+        notes.append(
             f"pixel metrics over the {metrics['n_pixel_images']} of {metrics['n_images']} images whose masks are known"
         )
+    if datamodule.empty_masks:
+        notes.append(
+            f"{len(datamodule.empty_masks)} defect image(s) have an empty mask at {datamodule.test_set.images.shape[1]} "
+            f"px; their pixels count as normal in the pixel metrics: {', '.join(datamodule.empty_masks)}"
+        )
+    if notes:
+        metrics["note"] = "; ".join(notes)
     return metrics, pred
 
 
