@@ -64,9 +64,10 @@ def evaluate_category(
             f"pixel metrics over the {metrics['n_pixel_images']} of {metrics['n_images']} images whose masks are known"
         )
     if datamodule.empty_masks:
+        side = datamodule.test_set.images.shape[1]
         notes.append(
-            f"{len(datamodule.empty_masks)} defect image(s) have an empty mask at {datamodule.test_set.images.shape[1]} "
-            f"px; their pixels count as normal in the pixel metrics: {', '.join(datamodule.empty_masks)}"
+            f"{len(datamodule.empty_masks)} defect image(s) have an empty mask at {side} px; "
+            "their pixels count as normal in the pixel metrics: " + ", ".join(datamodule.empty_masks)
         )
     if notes:
         metrics["note"] = "; ".join(notes)
