@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -51,8 +53,61 @@ def test_bad_values_are_named(composed, override, message):
 
 
 @pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.grad_clip=-1"], "trainer.grad_clip=-1.0 must be > 0"),
+        (["trainer.grad_clip=0"], "trainer.grad_clip=0.0 must be > 0"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be ≥ 1"),
+        (["trainer.log_every=0"], "trainer.log_every=0 must be ≥ 1"),
+        (["category=1"], "category=1 must be a name"),
+        (["category=[brick,2]"], "category=['brick', 2] must be a name"),
+        (["data.batch_size=0"], "data.batch_size=0 must be ≥ 1"),
+        (["data.n_per_defect=0"], "data.n_per_defect=0 must be ≥ 1"),
+        (["data.n_train=0"], "data.n_train=0 must be ≥ 1"),
+        (["data.n_test_good=-2"], "data.n_test_good=-2 must be ≥ 1"),
+        (["data.source_size=8"], "data.source_size=8 must be ≥ 32"),
+        (["model.epochs=0"], "model.epochs=0 must be ≥ 1"),
+        (["model.lr=-0.1"], "model.lr=-0.1 must be > 0"),
+        (["model.momentum=1.5"], "model.momentum=1.5 must be in [0, 1)"),
+        (["model.weight_decay=-1e-4"], "model.weight_decay=-0.0001 must be ≥ 0"),
+        (["model.sigma=-1"], "model.sigma=-1.0 must be ≥ 0"),
+        (["model=msfi", "model.lr=0"], "model.lr=0.0 must be > 0"),
+        (["model=msfi", "model.weight_search.lr=-1"], "model.weight_search.lr=-1.0 must be > 0"),
+        (["model=msfi", "model.weight_search.epochs=0"], "model.weight_search.epochs=0 must be ≥ 1"),
+        (["model=igd", "model.lr=-1e-4"], "model.lr=-0.0001 must be > 0"),
+        (["model=igd", "model.kd_lr=0"], "model.kd_lr=0.0 must be > 0"),
+        (["model=igd", "model.betas=[0.9,1.2]"], "model.betas=[0.9, 1.2] must be two numbers in [0, 1)"),
+        (["model=igd", "model.lr_power=-1"], "model.lr_power=-1.0 must be ≥ 0"),
+        (["model=igd", "data.image_size=48"], "model.image_size=48 (data.image_size, the global model's input)"),
+        (["model=igd", "data.image_size=96"], "model.image_size=96 (data.image_size, the global model's input)"),
+        (
+            ["model=igd", "data.image_size=64", "model.local_size=48", "model.patch_stride=16"],
+            "model.local_size=48 (the local model's input) must be 4·2^k",
+        ),
+        (["model=utad", "data.image_size=80"], "model.image_size=80 (data.image_size) must be a multiple of 32"),
+        (["model=utad", "data.image_size=56"], "model.image_size=56 (data.image_size) must be a multiple of 16"),
+        (["model=utad", "data.image_size=256", "model.small=true", "model.ie_lr=0"], "model.ie_lr=0.0 must be > 0"),
+        (["model=utad", "model.expert_lr=-1"], "model.expert_lr=-1.0 must be > 0"),
+        (["model=utad", "model.betas=[-0.5,0.9]"], "model.betas=[-0.5, 0.9] must be two numbers"),
+    ],
+)
+def test_options_a_network_or_optimiser_needs_are_checked_before_any_work(composed, overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(composed(*overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["model=utad", "data.image_size=96"], ["model=utad", "data.image_size=48"], ["model=igd", "data.image_size=64"]],
+)
+def test_sides_the_networks_accept_pass(composed, overrides):
+    validate(composed(*overrides))
+
+
+@pytest.mark.parametrize(
     "override, expected",
     [
+        ("trainer.grad_clip=-1", "trainer.grad_clip=-1.0 must be > 0"),
         ("model=nope", "Available options in 'model'"),
         ("category=nope", "choices: brick, grass, gravel, tissue"),
         ("data.image_size=-1", "data.image_size=-1 must be"),

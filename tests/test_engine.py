@@ -1,6 +1,9 @@
-"""The engine: NaN detection, safe checkpoints, and resume equal to an uninterrupted run."""
+"""The engine: NaN detection (losses, gradients, weights), safe checkpoints, resume equal to an
+uninterrupted run, and the lean step (no host read per step, channels-last, torch.compile)."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from anomalib_lite.data import DataModule, ImageRecord
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, load_checkpoint
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, load_checkpoint, to_device
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models.base import AnomalyModel, Stage
 
@@ -89,3 +92,125 @@ def test_checkpoint_holds_no_code(tmp_path, datamodule):
     Engine(TrainerConfig(progress=False, max_epochs=1), 0, tmp_path / "d.pt", {"a": [1, 2]}).fit(Toy(), datamodule)
     torch.load(tmp_path / "d.pt", weights_only=True)  # raises if anything but tensors and plain data
     assert not list(tmp_path.glob("*.partial-*"))
+
+
+class NaNGradient(Toy):
+    """From epoch ``bad_epoch`` on, a term with a finite value (0) but a NaN gradient for ``first.weight``."""
+
+    def __init__(self, bad_epoch: int) -> None:
+        super().__init__()
+        self.bad_epoch = bad_epoch
+
+    def step(self, batch):
+        terms = super().step(batch)
+        if self.epoch >= self.bad_epoch:
+            terms["loss"] = terms["loss"] + (self.first.weight * 0).sqrt().sum()  # d√x at 0: inf · 0 = NaN
+        return terms
+
+
+def test_nan_gradient_with_finite_loss_stops_naming_the_parameter(tmp_path, datamodule):
+    engine = Engine(TrainerConfig(progress=False), 0, tmp_path / "last.pt", {})
+    with pytest.raises(
+        TrainingError, match=r"Non-finite gradient in stage 'one', epoch 2 \(step 4\) of parameter\(s\) first\.weight\."
+    ):
+        engine.fit(NaNGradient(bad_epoch=1), datamodule)
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+def test_nan_found_at_the_epoch_end_is_never_checkpointed(tmp_path, datamodule):
+    # log_every > steps per epoch: the NaN loss of epoch 2 goes through backward and optimiser steps
+    # (NaN weights) before the epoch-end check finds it; the first bad step is still the one named.
+    engine = Engine(TrainerConfig(progress=False, log_every=1000), 0, tmp_path / "last.pt", {})
+    with pytest.raises(TrainingError, match=r"stage 'one', epoch 2: term 'extra' = nan \(step 4\)"):
+        engine.fit(Toy(poison_at=1), datamodule)
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+class NaNBuffer(Toy):
+    """A state refitted at the end of an epoch (like IGD's E-step) that turns NaN at epoch ``poison_at``."""
+
+    def __init__(self, poison_at: int) -> None:
+        super().__init__(poison_at=None)
+        self.register_buffer("centre", torch.zeros(3))
+        self.bad_epoch = poison_at
+
+    def count(self, done: int) -> None:
+        super().count(done)
+        if done == self.bad_epoch:
+            self.centre.fill_(float("nan"))
+
+
+def test_non_finite_weights_are_not_checkpointed(tmp_path, datamodule):
+    engine = Engine(TrainerConfig(progress=False), 0, tmp_path / "last.pt", {})
+    with pytest.raises(TrainingError, match=r"Non-finite weights after stage 'one', epoch 2: centre; not checkpointed"):
+        engine.fit(NaNBuffer(poison_at=2), datamodule)
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 1 and torch.isfinite(kept["model"]["centre"]).all()
+
+
+def test_loss_terms_are_read_from_the_device_once_per_interval_not_per_step(tmp_path, datamodule, monkeypatch):
+    reads = []
+
+    def counted(original):
+        def read(tensor, *args, **kwargs):
+            if "site-packages" not in sys._getframe(1).f_code.co_filename:  # not torch's own sampler
+                reads.append(sys._getframe(1).f_code.co_name)
+            return original(tensor, *args, **kwargs)
+
+        return read
+
+    for name in ("item", "tolist", "__float__", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    small = DataModule(datamodule.train_set, datamodule.test_set, batch_size=1, name="toy")  # 10 steps per epoch
+    engine = Engine(TrainerConfig(progress=False, log_every=1000), 0, tmp_path / "last.pt", {})
+    engine.fit(Toy(), small)
+    monkeypatch.undo()
+    epochs, steps, terms = 5, 50, 2
+    # A handful per epoch (the NaN/inf flag, the loss for the progress bar, the means, the weights
+    # check), not one per term and step.
+    assert len(reads) <= 4 * epochs < steps * terms
+
+
+class Conv(Toy):
+    """Toy with a convolution first, so that channels-last matters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3)
+        self.formats = []
+
+    def step(self, batch):
+        self.formats.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
+        return super().step({"image": self.conv(batch["image"])})
+
+
+def test_channels_last_changes_the_layout_not_the_result(tmp_path, datamodule):
+    batch = {"image": torch.zeros(2, 3, 8, 8), "label": torch.zeros(2), "path": ["a", "b"]}
+    moved = to_device(batch, torch.device("cpu"), channels_last=True)
+    assert moved["image"].is_contiguous(memory_format=torch.channels_last) and moved["path"] == ["a", "b"]
+    results = {}
+    for flag in (False, True):
+        torch.manual_seed(3)
+        model = Conv()
+        Engine(TrainerConfig(progress=False, channels_last=flag), 0, tmp_path / f"{flag}.pt", {}).fit(model, datamodule)
+        assert set(model.formats) == {flag}
+        assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) == flag
+        results[flag] = model.state_dict()
+    for name, value in results[False].items():
+        torch.testing.assert_close(results[True][name], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_like_the_plain_one(tmp_path, datamodule):
+    results = {}
+    for flag in (False, True):
+        torch.manual_seed(5)
+        model = Toy()
+        Engine(TrainerConfig(progress=False, compile=flag, max_epochs=1), 0, tmp_path / f"{flag}.pt", {}).fit(
+            model, datamodule
+        )
+        results[flag] = model.state_dict()
+    for name, value in results[False].items():
+        torch.testing.assert_close(results[True][name], value, rtol=1e-5, atol=1e-6)

@@ -1,11 +1,13 @@
-"""SSIM against scikit-image, MS-SSIM against a naive per-scale loop, small inputs on purpose."""
+"""SSIM and MS-SSIM against scikit-image (MS-SSIM assembled per scale by hand), small inputs on purpose."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
+from skimage.transform import downscale_local_mean
 
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map, ssim
 
@@ -29,46 +31,55 @@ def test_ssim_equals_scikit_image(seed: int) -> None:
     assert ours.item() == pytest.approx(reference, abs=1e-4)
 
 
-def _naive_scale(x: np.ndarray, y: np.ndarray, window: int, sigma: float = 1.5) -> tuple[float, float]:
-    """Mean SSIM and mean contrast-structure over valid window positions, by explicit loops."""
-    side = min(x.shape[-2:])
-    width = min(window, side)
-    width -= 1 - width % 2
-    g = np.array([np.exp(-((i - (width - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(width)])
-    w2 = np.outer(g, g) / np.outer(g, g).sum()
-    c1, c2 = 0.01**2, 0.03**2
-    full, cs = [], []
-    for c in range(x.shape[0]):
-        for i in range(x.shape[1] - width + 1):
-            for j in range(x.shape[2] - width + 1):
-                a, b = x[c, i : i + width, j : j + width], y[c, i : i + width, j : j + width]
-                ma, mb = (w2 * a).sum(), (w2 * b).sum()
-                va, vb = (w2 * (a - ma) ** 2).sum(), (w2 * (b - mb) ** 2).sum()
-                cov = (w2 * (a - ma) * (b - mb)).sum()
-                s = (2 * cov + c2) / (va + vb + c2)
-                cs.append(s)
-                full.append(s * (2 * ma * mb + c1) / (ma**2 + mb**2 + c1))
-    return float(np.mean(full)), float(np.mean(cs))
+def _reference_ms_ssim(x: np.ndarray, y: np.ndarray, weights: tuple[float, ...], sigma: float) -> float:
+    """MS-SSIM of Wang et al. (2003) assembled by hand from scikit-image's single-scale SSIM.
 
-
-def _naive_ms_ssim(x: np.ndarray, y: np.ndarray, weights: tuple[float, ...], window: int) -> float:
+    Scale j < M contributes its mean contrast-structure term ``cs_j``, the coarsest scale its mean
+    SSIM (luminance included), each raised to its exponent ``w_j``; the images are low-pass filtered
+    and halved between scales (2×2 means, as the authors' code). scikit-image returns no ``cs``, so it
+    is taken as the SSIM with a huge ``K1``: the luminance factor ``(2μxμy + C1)/(μx² + μy² + C1)`` is
+    then 1 to within 1e-16 (luminances lie in [0, 1], ``C1 = 1e16``).
+    """
+    options = {"data_range": 1.0, "channel_axis": 0, "gaussian_weights": True, "sigma": sigma}
     value = 1.0
     for scale, weight in enumerate(weights):
-        full, cs = _naive_scale(x, y, window)
-        value *= max(full if scale == len(weights) - 1 else cs, 0.0) ** weight
-        x = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2).mean(axis=(2, 4))
-        y = y.reshape(y.shape[0], y.shape[1] // 2, 2, y.shape[2] // 2, 2).mean(axis=(2, 4))
+        last = scale == len(weights) - 1
+        term = structural_similarity(x, y, K1=0.01 if last else 1e8, use_sample_covariance=False, **options)
+        value *= term**weight
+        x, y = downscale_local_mean(x, (1, 2, 2)), downscale_local_mean(y, (1, 2, 2))
     return value
 
 
+def _smooth_pair(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two related images with structure at every scale (blurred noise), so every per-scale term matters."""
+    x, y = _pair(seed, size, channels=2)
+    return gaussian(x, sigma=(0, 2, 2)), gaussian(y, sigma=(0, 2, 2))
+
+
 @pytest.mark.parametrize(
-    ("size", "weights", "window"),
-    [(48, LOCAL_WEIGHTS, 3), (32, GLOBAL_WEIGHTS, 11), (64, GLOBAL_WEIGHTS, 11)],
+    ("size", "weights", "window", "sigma"),
+    [
+        (176, GLOBAL_WEIGHTS, 11, 1.5),  # Wang et al.: 11-wide window, σ 1.5, 5 scales (176 → 11 px)
+        (88, LOCAL_WEIGHTS, 11, 1.5),
+        # A 3-wide window: scikit-image's Gaussian has 3 taps for σ < 3/7 (radius int(3.5σ + 0.5) = 1).
+        (32, LOCAL_WEIGHTS, 3, 0.4),
+        (64, GLOBAL_WEIGHTS, 3, 0.4),
+    ],
 )
-def test_ms_ssim_equals_naive_per_scale_loop(size: int, weights: tuple[float, ...], window: int) -> None:
-    x, y = _pair(size, size, channels=2)
-    ours = ms_ssim(torch.from_numpy(x)[None], torch.from_numpy(y)[None], weights, window)
-    assert ours.item() == pytest.approx(_naive_ms_ssim(x, y, weights, window), abs=1e-6)
+def test_ms_ssim_equals_scikit_image_ssim_per_scale_combined_by_hand(size, weights, window, sigma) -> None:
+    x, y = _smooth_pair(size, size)
+    ours = ms_ssim(torch.from_numpy(x)[None], torch.from_numpy(y)[None], weights, window, sigma=sigma)
+    assert ours.item() == pytest.approx(_reference_ms_ssim(x, y, weights, sigma), rel=1e-9)
+
+
+def test_ssim_map_equals_scikit_image_full_map_away_from_the_border() -> None:
+    # One scale of weight 1: the map is 1 − SSIM. The border (5 px) differs by design: our maps pad
+    # by reflection about the edge pixel (torch's "reflect"), scikit-image about the edge (SciPy's).
+    x, y = _smooth_pair(3, 48)
+    ours = ms_ssim_map(torch.from_numpy(x)[None], torch.from_numpy(y)[None], (1.0,), 11)[0].numpy()
+    _, full = structural_similarity(x, y, data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)  # fmt: skip
+    np.testing.assert_allclose(ours[5:-5, 5:-5], 1 - full.mean(0)[5:-5, 5:-5], atol=1e-12)
 
 
 def test_small_input_is_handled_and_identical_images_score_one() -> None:

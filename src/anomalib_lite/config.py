@@ -57,6 +57,14 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        names = self.category if isinstance(self.category, list) else [self.category]
+        if not names or not all(isinstance(name, str) for name in names):
+            raise ValueError(
+                f"category={self.category!r} must be a name, a list of names or 'all' "
+                "(quote a number: category=\"'1'\"; one-class datasets take data.normal_class)"
+            )
+
 
 def _check_keys(values: dict, cls: type, prefix: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}

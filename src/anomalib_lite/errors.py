@@ -19,3 +19,7 @@ class WeightsError(AnomalibLiteError):
 
 class TrainingError(AnomalibLiteError):
     """Training cannot go on (for example a non-finite loss)."""
+
+
+class NonFiniteError(AnomalibLiteError):
+    """A model produced NaN/inf anomaly scores or maps; the message names the images."""

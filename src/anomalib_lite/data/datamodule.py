@@ -190,8 +190,9 @@ class DataModule:
         labels = torch.tensor([r.label for r in self.test_set.records])
         return bool((self.test_set.mask_valid & (labels == 1)).any())
 
-    def train_loader(self, generator: torch.Generator | None = None) -> DataLoader:
-        """Shuffled training batches; ``generator`` fixes the order (the engine seeds it per epoch)."""
+    def train_loader(self, generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:
+        """Shuffled training batches; ``generator`` fixes the order (the engine seeds it per epoch);
+        ``pin_memory`` for fast, non-blocking copies to a GPU (the engine sets it on CUDA only)."""
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
@@ -199,6 +200,7 @@ class DataModule:
             generator=generator,
             num_workers=self.num_workers,
             drop_last=len(self.train_set) > self.batch_size,
+            pin_memory=pin_memory,
         )
 
     def split_validation(self, fraction: float, seed: int) -> None:
@@ -226,13 +228,14 @@ class DataModule:
         self.validation_set = self.test_set.subset(chosen)
         self.test_set = self.test_set.subset(kept)
 
-    def validation_loader(self, generator: torch.Generator | None = None) -> DataLoader:
-        """Shuffled batches of the validation split (see :meth:`split_validation`)."""
+    def validation_loader(self, generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:
+        """Shuffled batches of the validation split (see :meth:`split_validation`); ``pin_memory`` as
+        :meth:`train_loader`."""
         if self.validation_set is None:
             raise DataError(f"{self.name}: no validation split was made")
         return DataLoader(
             self.validation_set, batch_size=self.batch_size, shuffle=True, generator=generator,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, pin_memory=pin_memory,
         )  # fmt: skip
 
     def test_loader(self) -> DataLoader:

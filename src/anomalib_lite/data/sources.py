@@ -61,6 +61,14 @@ class SyntheticConfig(DataConfig):
     n_per_defect: int = 6
     source_size: int = 256
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("n_train", "n_test_good", "n_per_defect"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key}={getattr(self, key)} must be ≥ 1")
+        if self.source_size < 32:
+            raise ValueError(f"data.source_size={self.source_size} must be ≥ 32")
+
 
 @dataclass
 class FolderConfig(DataConfig):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from anomalib_lite.atomic import write_atomically
 from anomalib_lite.data.datamodule import DataModule
+from anomalib_lite.engine.monitor import StepMonitor, clip_gradients, gradient_norms
 from anomalib_lite.errors import ConfigError, TrainingError
 from anomalib_lite.models.base import AnomalyModel
 
@@ -32,12 +32,17 @@ class TrainerConfig:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         max_epochs: caps every stage's epochs (``None``: the model's own).
-        grad_clip: max gradient norm (``None``: no clipping).
+        grad_clip: max gradient norm, > 0 (``None``: no clipping).
         resume: continue the run folder's last checkpoint instead of starting afresh.
         progress: show progress bars.
         start_stage: begin at this stage (e.g. UTAD's ``expert_net``), with the earlier ones taken
             from ``init_from``: a checkpoint of the same model in which they are finished.
         init_from: that checkpoint, or the run folder holding it (``checkpoints/<category>/last.pt``).
+        log_every: steps between host reads of the loss terms (progress-bar loss and the NaN/inf
+            check of loss terms and gradients); in between, everything stays on the device.
+        channels_last: channels-last memory format for the model and the image batches (faster
+            convolutions on recent GPUs with bf16; no gain on CPU).
+        compile: ``torch.compile`` each stage's step (a one-off compilation cost per stage).
     """
 
     device: str = "auto"
@@ -48,8 +53,15 @@ class TrainerConfig:
     progress: bool = True
     start_stage: str | None = None
     init_from: str | None = None
+    log_every: int = 50
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"trainer.grad_clip={self.grad_clip} must be > 0 (or null: no clipping)")
+        if self.log_every < 1:
+            raise ValueError(f"trainer.log_every={self.log_every} must be ≥ 1")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"trainer.precision={self.precision!r}; choices: auto, bf16, fp32")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -89,8 +101,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _loader(datamodule: DataModule, split: str, generator: torch.Generator | None = None) -> DataLoader:
-    return datamodule.validation_loader(generator) if split == "validation" else datamodule.train_loader(generator)
+def _loader(
+    datamodule: DataModule, split: str, generator: torch.Generator | None = None, pin_memory: bool = False
+) -> DataLoader:
+    if split == "validation":
+        return datamodule.validation_loader(generator, pin_memory)
+    return datamodule.train_loader(generator, pin_memory)
 
 
 def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
@@ -99,9 +115,24 @@ def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """A batch with its tensors moved to ``device`` (other entries, e.g. paths, kept)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """A batch with its tensors moved to ``device`` (other entries, e.g. paths, kept); non-blocking, so
+    a copy from pinned memory overlaps the computation. ``channels_last``: 4-D tensors in that format."""
+
+    def move(value: torch.Tensor) -> torch.Tensor:
+        if channels_last and value.dim() == 4:
+            return value.to(device, non_blocking=True, memory_format=torch.channels_last)
+        return value.to(device, non_blocking=True)
+
+    return {k: move(v) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def non_finite_state(model: torch.nn.Module) -> list[str]:
+    """Names of the model's floating-point parameters and buffers that hold NaN/inf (one host read)."""
+    state = {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
+    if not state or bool(torch.stack([torch.isfinite(t).all() for t in state.values()]).all()):
+        return []
+    return [name for name, t in state.items() if not bool(torch.isfinite(t).all())]
 
 
 class Engine:
@@ -129,16 +160,18 @@ class Engine:
         self.config = config
         self.writer = writer
         self.device = resolve_device(cfg.device)
+        self._compiled: dict[int, Callable[[dict], dict[str, torch.Tensor]]] = {}
 
     def fit(self, model: AnomalyModel, datamodule: DataModule) -> None:
         """Train ``model`` on ``datamodule``'s training split through all its stages.
 
         Raises:
-            TrainingError: a loss term became NaN/inf (names the stage, epoch and term),
+            TrainingError: a loss term or a gradient became NaN/inf (names the stage, epoch, step
+                and term or parameters), the weights became NaN/inf (nothing is checkpointed then),
                 or ``trainer.resume`` found no checkpoint.
         """
         seed_everything(self.seed)
-        model.to(self.device)
+        model.to(self.device, memory_format=torch.channels_last if self.cfg.channels_last else torch.preserve_format)
         stages = model.stages()
         start_stage, start_epoch, step, resumed = 0, 0, 0, None
         if self.cfg.start_stage is not None:
@@ -169,6 +202,7 @@ class Engine:
                 step = self._run_epoch(model, stage, optimizer, scheduler, datamodule, index, epoch, epochs, step)
                 if stage.on_epoch_end:
                     stage.on_epoch_end(epoch + 1)
+                self._refuse_non_finite(model, stage.name, epoch)
                 save_checkpoint(
                     {
                         "model": model.state_dict(),
@@ -210,36 +244,52 @@ class Engine:
         log.info("starting at stage %s from %s", self.cfg.start_stage, path)
         return index
 
+    def _refuse_non_finite(self, model: AnomalyModel, stage: str, epoch: int) -> None:
+        """Raise instead of checkpointing NaN/inf weights (the last checkpoint stays the previous, sound one)."""
+        bad = non_finite_state(model)
+        if bad:
+            raise TrainingError(
+                f"Non-finite weights after stage '{stage}', epoch {epoch + 1}: {', '.join(bad[:5])}"
+                f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; not checkpointed. "
+                "Lower the learning rate or enable trainer.grad_clip."
+            )
+
+    def _step_function(self, stage_index: int, stage) -> Callable[[dict], dict[str, torch.Tensor]]:
+        """The stage's step, compiled once per stage with ``trainer.compile``."""
+        if not self.cfg.compile:
+            return stage.step
+        if stage_index not in self._compiled:
+            self._compiled[stage_index] = torch.compile(stage.step)
+        return self._compiled[stage_index]
+
     def _run_epoch(self, model, stage, optimizer, scheduler, datamodule, stage_index, epoch, epochs, step) -> int:
         model.train()
         epoch_seed = self.seed * 1_000_003 + stage_index * 10_007 + epoch
         # The shuffling and the model's own random draws (noise, patches) depend only on the epoch,
         # so a resumed run repeats an uninterrupted one.
         torch.manual_seed(epoch_seed)
-        loader = _loader(datamodule, stage.split, torch.Generator().manual_seed(epoch_seed))
-        sums: dict[str, float] = defaultdict(float)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        loader = _loader(datamodule, stage.split, generator, pin_memory=self.device.type == "cuda")
+        names = {id(p): name for name, p in model.named_parameters()}
+        monitor = StepMonitor(stage.name, epoch + 1, [names.get(id(p), "?") for p in stage.parameters], self.device)
+        step_fn = self._step_function(stage_index, stage)
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
             with mixed_precision(self.cfg.precision, self.device):
-                terms = stage.step(to_device(batch, self.device))
-            numbers = {name: float(value.detach()) for name, value in terms.items()}
-            for name, number in numbers.items():
-                if not math.isfinite(number):
-                    raise TrainingError(
-                        f"Non-finite loss in stage '{stage.name}', epoch {epoch + 1}: term '{name}' = {number}. "
-                        "Lower the learning rate or enable trainer.grad_clip."
-                    )
-                sums[name] += number
+                terms = step_fn(to_device(batch, self.device, self.cfg.channels_last))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
+            indices, norms = gradient_norms(stage.parameters)
             if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(stage.parameters, self.cfg.grad_clip)
+                clip_gradients(stage.parameters, norms, self.cfg.grad_clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            monitor.record(step, terms, indices, norms)
             step += 1
-            bar.set_postfix(loss=f"{numbers['loss']:.4f}")
-        means = {name: total / max(1, len(loader)) for name, total in sums.items()}
+            if monitor.steps % self.cfg.log_every == 0:
+                bar.set_postfix(loss=f"{monitor.check():.4f}")
+        means = monitor.means()
         log.info("%s epoch %d/%d: %s", stage.name, epoch + 1, epochs,
                  " ".join(f"{k}={v:.5f}" for k, v in means.items()))  # fmt: skip
         if self.writer is not None:

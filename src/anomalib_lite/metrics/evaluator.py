@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from anomalib_lite.errors import NonFiniteError
 from anomalib_lite.metrics.aupro import pixel_metrics
 from anomalib_lite.metrics.auroc import auroc, f1_max
 from anomalib_lite.metrics.iou import segmentation_iou
@@ -33,6 +34,31 @@ class Predictions:
     paths: list[str] = field(default_factory=list)
 
 
+def check_finite(pred: Predictions) -> None:
+    """Refuse NaN/inf scores or maps, naming the images (their paths, else their indices).
+
+    Raises:
+        NonFiniteError: at least one image has a non-finite score or map value.
+    """
+    bad_score = ~torch.isfinite(pred.scores)
+    bad_map = ~torch.isfinite(pred.maps).flatten(1).all(1)
+    bad = torch.nonzero(bad_score | bad_map)[:, 0].tolist()
+    if not bad:
+        return
+    bad_score, bad_map = bad_score.tolist(), bad_map.tolist()
+
+    def describe(i: int) -> str:
+        what = " and ".join(part for part, flag in (("score", bad_score[i]), ("map", bad_map[i])) if flag)
+        return f"{pred.paths[i] if i < len(pred.paths) else f'image #{i}'} ({what})"
+
+    shown = ", ".join(describe(i) for i in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise NonFiniteError(
+        f"The model gave NaN/inf anomaly scores or maps for {len(bad)} of {len(pred.scores)} test images: "
+        f"{shown}{more}. No metric was computed; the model's weights or inputs are broken."
+    )
+
+
 def compute_metrics(
     pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None
 ) -> dict[str, float | int | None]:
@@ -41,7 +67,12 @@ def compute_metrics(
 
     Pixel metrics cover the images whose masks are known; metrics that are
     undefined on this test set (one class only) are ``None``.
+
+    Raises:
+        NonFiniteError: a score or map is NaN/inf (such values would be ranked as numbers);
+            the message names those images.
     """
+    check_finite(pred)
     f1 = f1_max(pred.scores, pred.labels)
     valid = pred.mask_valid
     pixel = pixel_metrics(pred.maps[valid], pred.masks[valid], fpr_limit)

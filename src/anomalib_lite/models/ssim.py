@@ -10,6 +10,10 @@ Small inputs are handled deliberately: at a scale whose side is smaller than the
 window, the window is cut to the largest odd width that fits (its Gaussian weights
 renormalised), so a 32×32 input works with an 11-wide window at 5 scales (sides 32,
 16, 8, 4, 2). An input too small to be pooled ``scales − 1`` times is an error.
+Where the window fits at every scale, :func:`ms_ssim` is Wang et al.'s MS-SSIM (tests compare
+it with scikit-image's SSIM per scale); the cut windows are a **choice** (the paper's 11-wide
+window needs a side ≥ 176 for 5 scales). The padded maps of :func:`ms_ssim_map` reflect about
+the edge pixel (torch's ``reflect``), so their border differs from scikit-image's full map.
 """
 
 from __future__ import annotations

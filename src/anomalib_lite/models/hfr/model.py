@@ -53,6 +53,11 @@ class HFRConfig:
             raise ValueError(f"model.kernel_size={self.kernel_size} must be odd")
         if self.lr <= 0:
             raise ValueError(f"model.lr={self.lr} must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"model.momentum={self.momentum} must be in [0, 1)")
+        for key in ("weight_decay", "leaky_slope", "sigma"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
 
 
 def decoder_level(in_channels: int, channels: int, cfg: HFRConfig) -> nn.Sequential:

@@ -99,6 +99,22 @@ class IGDConfig:
         for key in ("rho", "gamma", "xi", "global_weight") + (("beta",) if self.beta is not None else ()):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1]")
+        for key in ("lr", "kd_lr", "kappa"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
+        for key in ("weight_decay", "kd_weight_decay", "lr_power", "lam", "mu_min"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"model.betas={self.betas} must be two numbers in [0, 1)")
+        if self.kd_input_size < 32:
+            raise ValueError(f"model.kd_input_size={self.kd_input_size} must be ≥ 32")
+        sides = {"model.local_size": (self.local_size, "the local model's input")}
+        if self.global_used:
+            sides["model.image_size"] = (self.image_size, "data.image_size, the global model's input")
+        for key, (side, what) in sides.items():
+            if side < 4 or side & (side - 1):  # 4·2^k ⇔ a power of two ≥ 4
+                raise ValueError(f"{key}={side} ({what}) must be 4·2^k (32, 64, 128, 256, …) for IGD's networks")
 
     @property
     def global_used(self) -> bool:

@@ -58,6 +58,10 @@ class WeightSearchConfig:
             raise ValueError(f"model.weight_search.val_fraction={self.val_fraction} must be in (0, 1)")
         if self.keep_k is not None and self.keep_k < 1:
             raise ValueError(f"model.weight_search.keep_k={self.keep_k} must be ≥ 1 (or null)")
+        if self.epochs < 1:
+            raise ValueError(f"model.weight_search.epochs={self.epochs} must be ≥ 1")
+        if self.lr <= 0:
+            raise ValueError(f"model.weight_search.lr={self.lr} must be > 0")
 
 
 @dataclass
@@ -88,6 +92,12 @@ class MSFIConfig:
             raise ValueError(f"model.scales={self.scales} must list input sides ≥ 32")
         if self.epochs < 1:
             raise ValueError(f"model.epochs={self.epochs} must be ≥ 1")
+        if self.lr <= 0:
+            raise ValueError(f"model.lr={self.lr} must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"model.momentum={self.momentum} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"model.weight_decay={self.weight_decay} must be ≥ 0")
         if self.chained and self.weight_search.enabled:
             raise ValueError(
                 "model.weight_search.enabled=true needs separate student blocks (model.chained=false): "

@@ -82,8 +82,23 @@ class UTADConfig:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
         if self.score not in ("max", "mean"):
             raise ValueError(f"model.score={self.score!r} must be 'max' or 'mean'")
-        if self.image_size % 4:
-            raise ValueError(f"model.image_size={self.image_size} must be a multiple of 4 (the Expert-Net)")
+        reduction = 16 if self.small_variant else 32  # the IE-Net's pooling (networks.ENCODER_PLAN)
+        if self.image_size % reduction:
+            variant = "small IE-Net (model.small, or image_size ≤ 64)" if self.small_variant else "IE-Net"
+            raise ValueError(
+                f"model.image_size={self.image_size} (data.image_size) must be a multiple of {reduction} "
+                f"for the {variant}"
+            )
+        for key in ("ie_lr", "expert_lr"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"model.momentum={self.momentum} must be in [0, 1)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"model.betas={self.betas} must be two numbers in [0, 1)")
+        for key in ("recon_weight", "kl_weight", "mi_weight", "image_weight", "naive_weight", "detail_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
         if not 0 <= self.iou_threshold <= 1:
             raise ValueError(f"model.iou_threshold={self.iou_threshold} must be in [0, 1]")
 
