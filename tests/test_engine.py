@@ -161,9 +161,9 @@ def test_loss_terms_are_read_from_the_device_once_per_interval_not_per_step(tmp_
 
         return read
 
+    small = DataModule(datamodule.train_set, datamodule.test_set, batch_size=1, name="toy")  # 10 steps per epoch
     for name in ("item", "tolist", "__float__", "__bool__"):
         monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
-    small = DataModule(datamodule.train_set, datamodule.test_set, batch_size=1, name="toy")  # 10 steps per epoch
     engine = Engine(TrainerConfig(progress=False, log_every=1000), 0, tmp_path / "last.pt", {})
     engine.fit(Toy(), small)
     monkeypatch.undo()
