@@ -5,7 +5,8 @@ timed end to end with peak memory; ``--kind realistic`` (default: smooth maps wi
 values, like a model's upsampled maps) or ``uniform`` (i.i.d. noise); ``--profile`` adds the time
 of each phase; ``--check`` compares with scikit-learn's ``roc_auc_score`` and a NumPy float64
 implementation of the MVTec AD reference AUPRO on the same pixels.
-    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--kind uniform] [--device cuda] [--profile] [--check]
+    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--kind uniform] [--device cuda] \
+        [--profile] [--check]
 model: training and inference images/s of a model family at its paper resolution and batch
 size (its ``<model>_mvtec`` experiment config on data=mvtec; random weights and images, so
 nothing is downloaded), every training stage timed after warm-up, with peak memory.
@@ -19,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import resource
-from contextlib import nullcontext
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np

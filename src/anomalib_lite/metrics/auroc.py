@@ -30,7 +30,7 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     """
     scores = scores.reshape(-1).float()
     positive = labels.reshape(-1).bool()
-    n_pos = int(positive.sum())
+    n_pos = int(torch.count_nonzero(positive))
     if n_pos == 0 or n_pos == positive.numel():
         return None
     return auroc_from_ranks(rank_positives(scores, positive))

@@ -107,7 +107,7 @@ def rank_positives(
         :class:`PositiveRanks`.
     """
     scores, positive = scores.reshape(-1), positive.reshape(-1)
-    n_negative = positive.numel() - int(positive.sum())
+    n_negative = positive.numel() - int(torch.count_nonzero(positive))
     if kth_largest is not None and not 1 <= kth_largest <= n_negative:
         raise ValueError(f"kth_largest={kth_largest} outside [1, {n_negative}] negatives")
     if scores.numel() < (SORT_BELOW if sort_below is None else sort_below):
@@ -138,7 +138,7 @@ def _rank_by_counting(
     device = scores.device
     with phase("keys"):
         keys = order_keys(scores.contiguous())
-        positive_keys = keys[positive]
+        positive_keys = _select(keys, positive)
     with phase("bucket histogram"):
         buckets = _empty_int32(keys.shape, device)
         torch.bitwise_right_shift(keys, _LOW_BITS, out=buckets)
@@ -193,8 +193,9 @@ def _kth_in_bucket(
     """The ``k``-th largest negative, known to lie in ``bucket``, from the window's exact key counts."""
     start = _key_start(bucket) - low_clip
     in_bucket = counts[start : start + (1 << _LOW_BITS)]
+    below_in_bucket = before[start : start + (1 << _LOW_BITS)] - before[start]
     # Negatives at or above each key of the bucket; the k-th largest is the highest key with at least k.
-    at_or_above = n_negative - int(negatives_before[bucket]) - (before[start : start + (1 << _LOW_BITS)] - before[start])
+    at_or_above = n_negative - int(negatives_before[bucket]) - below_in_bucket
     offset = int((at_or_above >= k).sum()) - 1
     key = torch.tensor([start + offset + low_clip], dtype=torch.int32)
     below = n_negative - int(at_or_above[offset])
@@ -215,6 +216,13 @@ def _windows(buckets: list[int], size: int) -> list[tuple[int, int]]:
         else:
             windows.append((bucket, bucket))
     return windows
+
+
+def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values[mask]``; on CPU through NumPy, faster there."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(values.numpy()[mask.numpy()])
+    return values[mask]
 
 
 def _empty_int32(shape: torch.Size, device: torch.device) -> torch.Tensor:
