@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
-from anomalib_lite.metrics import auroc, f1_max, pixel_metrics, segmentation_iou
+from anomalib_lite.metrics import Predictions, auroc, compute_metrics, f1_max, pixel_metrics, segmentation_iou
 from anomalib_lite.metrics import ranks as ranks_module
 from anomalib_lite.metrics.ranks import keys_to_values, order_keys, rank_positives
 
@@ -256,3 +256,17 @@ def test_counted_aupro_with_many_regions_and_ties_matches_the_naive_sweep(monkey
         got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks), limit)
         assert got.aupro == pytest.approx(naive_aupro(maps, masks, limit), abs=1e-12)
         assert got.pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+def test_compute_metrics_pixel_figures_cover_only_images_with_a_known_mask():
+    maps, masks = random_case(3, n=5)
+    valid = np.array([True, True, False, True, True])
+    scores = torch.from_numpy(maps.reshape(5, -1).max(1))
+    labels = torch.tensor([0, 1, 1, 1, 1])
+    for mask_valid in (valid, np.ones(5, dtype=bool)):
+        maps_t, masks_t = torch.from_numpy(maps), torch.from_numpy(masks)
+        got = compute_metrics(Predictions(scores, labels, maps_t, masks_t, torch.from_numpy(mask_valid)))
+        kept = masks[mask_valid].ravel()
+        assert got["pixel_auroc"] == pytest.approx(roc_auc_score(kept, maps[mask_valid].ravel()), abs=1e-12)
+        assert got["aupro"] == pytest.approx(naive_aupro(maps[mask_valid], masks[mask_valid]), abs=1e-12)
+        assert got["n_pixel_images"] == mask_valid.sum()
