@@ -17,6 +17,7 @@ negatives, which is cheaper there.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,7 +166,7 @@ def _rank_by_counting(
             high_clip = min(_key_start(last + 1), _INT32_MAX)  # the last position every higher key
             torch.clamp(keys, low_clip, high_clip, out=buckets)
             buckets -= low_clip
-            counts = torch.bincount(buckets, minlength=high_clip - low_clip + 1)
+            counts = _bincount(buckets, high_clip - low_clip + 1)
             positions = (positive_keys.clamp(low_clip, high_clip) - low_clip).long()
             counts.index_add_(0, positions, torch.full_like(positions, -1))  # negatives only
             before = counts.cumsum(0)
@@ -216,6 +217,19 @@ def _windows(buckets: list[int], size: int) -> list[tuple[int, int]]:
         else:
             windows.append((bucket, bucket))
     return windows
+
+
+def _bincount(values: torch.Tensor, length: int) -> torch.Tensor:
+    """``torch.bincount(values, minlength=length)``; on CPU in one thread per core over slices of ``values``
+    (torch's CPU bincount is serial; it releases the GIL), the per-slice counts then summed."""
+    n_parts = torch.get_num_threads() if values.device.type == "cpu" else 1
+    if n_parts == 1 or values.numel() < SORT_BELOW:
+        return torch.bincount(values, minlength=length)
+    with ThreadPoolExecutor(n_parts) as pool:
+        parts = list(pool.map(lambda part: torch.bincount(part, minlength=length), values.chunk(n_parts)))
+    for part in parts[1:]:
+        parts[0] += part
+    return parts[0]
 
 
 def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
