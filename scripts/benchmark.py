@@ -1,9 +1,12 @@
 """Print speed figures.
 
-evaluator: image AUROC + pixel AUROC + AUPRO on random maps with blob-shaped masks,
-timed end to end with peak memory; ``--check`` compares with scikit-learn's ``roc_auc_score``
-and a NumPy float64 implementation of the MVTec AD reference AUPRO on the same pixels.
-    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--device cuda] [--check]
+evaluator: image AUROC + pixel AUROC + AUPRO on synthetic maps with blob-shaped masks,
+timed end to end with peak memory; ``--kind realistic`` (default: smooth maps with many distinct
+values, like a model's upsampled maps) or ``uniform`` (i.i.d. noise); ``--profile`` adds the time
+of each phase; ``--check`` compares with scikit-learn's ``roc_auc_score`` and a NumPy float64
+implementation of the MVTec AD reference AUPRO on the same pixels.
+    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--kind uniform] [--device cuda] \
+        [--profile] [--check]
 model: training and inference images/s of a model family at its paper resolution and batch
 size (its ``<model>_mvtec`` experiment config on data=mvtec; random weights and images, so
 nothing is downloaded), every training stage timed after warm-up, with peak memory.
@@ -19,17 +22,34 @@ import argparse
 import resource
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from anomalib_lite.metrics import auroc, pixel_metrics
+from anomalib_lite.metrics.profiling import record_phases
 
 
-def random_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` maps (``n×size×size``), masks with a few blobs on half the images, image scores and labels."""
+def realistic_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maps shaped like a model's: noise at 1/8 resolution upsampled bilinearly (smooth, nearly every value
+    distinct), plus a smooth bump that rises a little outside each anomalous blob; masks (blobs on half the
+    images), image scores (map maxima) and labels. float32, ``n×size×size``."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 2, size // 8, size // 8, generator=generator)
+    background, blob = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).unbind(1)
+    labels = torch.arange(n) % 2
+    masks = (blob > 0.85) & labels[:, None, None].bool()
+    maps = 0.5 * background + 4 * (blob - 0.8).clamp(min=0) * labels[:, None, None]
+    return maps.contiguous(), masks.contiguous(), maps.flatten(1).amax(1), labels
+
+
+def uniform_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` i.i.d. uniform-noise maps (``n×size×size``), +0.5 on the blobs of half the images; masks,
+    image scores and labels."""
     rng = np.random.default_rng(seed)
     noise = rng.random((n, size // 8, size // 8)).astype(np.float32)
     blobs = ndimage.zoom(noise, (1, 8, 8), order=1) > 0.85
@@ -93,11 +113,13 @@ def reference_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3)
 
 def bench_evaluator(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
-    maps, masks, scores, labels = (t.to(device) for t in random_case(args.maps, args.size))
+    case = {"realistic": realistic_case, "uniform": uniform_case}[args.kind]
+    maps, masks, scores, labels = (t.to(device) for t in case(args.maps, args.size))
     pixels = maps.numel()
-    print(f"evaluator: {args.maps} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels) on {device}")
+    print(f"evaluator: {args.maps} {args.kind} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels, "
+          f"{int(masks.sum()) / pixels:.1%} anomalous) on {device}")  # fmt: skip
     _reset_peak(device)
-    with PeakRSS() as host:
+    with PeakRSS() as host, record_phases() if args.profile else nullcontext() as phases:
         start = time.perf_counter()
         image = auroc(scores, labels)
         pixel = pixel_metrics(maps, masks)
@@ -105,6 +127,9 @@ def bench_evaluator(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
     print(f"  image AUROC {image:.6f}  pixel AUROC {pixel.pixel_auroc:.6f}  AUPRO {pixel.aupro:.6f}")
     print(f"  wall time {seconds:.2f} s (all three metrics)")
+    if phases is not None:
+        for name, phase_seconds in phases.items():
+            print(f"    {name:<32} {phase_seconds:6.3f} s")
     if device.type == "cuda":
         print(f"  {_peak(device, host)}")
     print(f"  peak host memory growth {host.growth_gib:.2f} GiB")
@@ -235,8 +260,10 @@ def main() -> None:
     evaluator = sub.add_parser("evaluator", help="time the exact metrics")
     evaluator.add_argument("--maps", type=int, default=1725, help="number of maps (default: MVTec AD's test set)")
     evaluator.add_argument("--size", type=int, default=256, help="map side in pixels")
+    evaluator.add_argument("--kind", default="realistic", choices=["realistic", "uniform"], help="map generator")
     evaluator.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    evaluator.add_argument("--check", action="store_true", help="also compute scikit-learn's pixel AUROC")
+    evaluator.add_argument("--profile", action="store_true", help="print the time of each phase")
+    evaluator.add_argument("--check", action="store_true", help="compare with scikit-learn and the reference AUPRO")
     model = sub.add_parser("model", help="time training and inference of a model family at paper size")
     model.add_argument("--model", default="all", choices=["all", "hfr", "msfi", "igd", "utad"])
     model.add_argument("--steps", type=int, default=5, help="timed batches per stage (after warm-up)")

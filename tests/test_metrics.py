@@ -1,7 +1,6 @@
 """The evaluator against independent references: scikit-learn and naive sweeps."""
 
 import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -9,8 +8,9 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
-from anomalib_lite.metrics import auroc, f1_max, pixel_metrics, segmentation_iou
-from anomalib_lite.metrics.auroc import largest, sort_in_parts_
+from anomalib_lite.metrics import Predictions, auroc, compute_metrics, f1_max, pixel_metrics, segmentation_iou
+from anomalib_lite.metrics import ranks as ranks_module
+from anomalib_lite.metrics.ranks import keys_to_values, order_keys, rank_positives
 
 from conftest import REPO
 
@@ -41,6 +41,15 @@ def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> 
     return area / fpr_limit
 
 
+@pytest.fixture(params=["sorting", "counting"])
+def rank_path(request, monkeypatch):
+    """Run a test once with the negatives sorted and once counted by keys (small windows: several passes)."""
+    if request.param == "counting":
+        monkeypatch.setattr(ranks_module, "SORT_BELOW", 0)
+        monkeypatch.setattr(ranks_module, "WINDOW_BUCKETS", 2)
+    return request.param
+
+
 def random_case(seed: int, n: int = 4, size: int = 12, levels: int | None = None):
     rng = np.random.default_rng(seed)
     masks = np.zeros((n, size, size), dtype=bool)
@@ -57,7 +66,7 @@ def random_case(seed: int, n: int = 4, size: int = 12, levels: int | None = None
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("levels", [None, 4, 20])
-def test_aupro_and_pixel_auroc_match_references(seed, levels):
+def test_aupro_and_pixel_auroc_match_references(seed, levels, rank_path):
     maps, masks = random_case(seed, levels=levels)
     got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks))
     assert got.aupro == pytest.approx(naive_aupro(maps, masks), abs=1e-6)
@@ -65,13 +74,13 @@ def test_aupro_and_pixel_auroc_match_references(seed, levels):
 
 
 @pytest.mark.parametrize("limit", [0.05, 0.3, 1.0])
-def test_aupro_other_fpr_limits(limit):
+def test_aupro_other_fpr_limits(limit, rank_path):
     maps, masks = random_case(11, levels=10)
     got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks), fpr_limit=limit).aupro
     assert got == pytest.approx(naive_aupro(maps, masks, limit), abs=1e-6)
 
 
-def test_diagonal_touching_pixels_are_one_region():
+def test_diagonal_touching_pixels_are_one_region(rank_path):
     masks = np.zeros((1, 6, 6), dtype=bool)
     masks[0, 1, 1] = masks[0, 2, 2] = True  # touch only at a corner: one 8-connected region
     masks[0, 4, 4] = True  # a second region
@@ -85,7 +94,7 @@ def test_diagonal_touching_pixels_are_one_region():
     assert got == pytest.approx(naive_aupro(maps, masks), abs=1e-9)
 
 
-def test_one_region_all_ties():
+def test_one_region_all_ties(rank_path):
     masks = np.zeros((2, 5, 5), dtype=bool)
     masks[1, 2:4, 2:4] = True
     maps = np.full((2, 5, 5), 0.5, dtype=np.float32)
@@ -101,7 +110,7 @@ def test_no_anomalous_pixel_is_undefined_not_a_crash():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_image_auroc_and_f1_match_sklearn(seed):
+def test_image_auroc_and_f1_match_sklearn(seed, rank_path):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 60)
     scores = np.round(rng.random(60) + labels * 0.4, 1).astype(np.float32)  # ties
@@ -122,8 +131,11 @@ def test_scores_are_not_squashed():
     assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()))
 
 
-def test_auroc_single_class_is_undefined():
+def test_auroc_single_class_is_undefined(rank_path):
     assert auroc(torch.rand(5), torch.zeros(5)) is None
+    assert auroc(torch.rand(5), torch.ones(5)) is None
+    maps = torch.rand(2, 4, 4)
+    assert pixel_metrics(maps, torch.ones(2, 4, 4, dtype=torch.bool)) == pixel_metrics(maps, maps < -1)
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
@@ -157,41 +169,6 @@ def test_segmentation_iou_scale_is_shared_by_all_images():
         segmentation_iou(maps, masks, 1.5)
 
 
-def sorted_chunks(values: np.ndarray, sizes: list[int]) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.sort(chunk)) for chunk in np.split(values, np.cumsum(sizes)[:-1])]
-
-
-@pytest.mark.parametrize("k", [1, 7, 500, 2999, 3000])
-def test_largest_over_several_sorted_parts_matches_a_full_sort(k):
-    rng = np.random.default_rng(k)
-    values = (np.round(rng.normal(size=3000) * 20) / 20).astype(np.float32)  # many ties, negatives
-    values[:5] = -0.0
-    parts = sorted_chunks(values, [1000, 1700, 300])
-    everything = np.sort(values)
-    kth = everything[-k]
-    expected = everything[everything >= kth]
-    np.testing.assert_array_equal(largest(parts, k).numpy(), expected)
-    np.testing.assert_array_equal(largest([torch.from_numpy(everything)], k).numpy(), expected)
-
-
-def test_sorting_in_parts_gives_the_same_metrics_as_one_sort(monkeypatch):
-    # 2.6 M pixels: enough for several parts; quantised maps put tie groups across part borders.
-    rng = np.random.default_rng(5)
-    maps = np.round(rng.random((40, 256, 256)) * 300).astype(np.float32)
-    masks = np.zeros(maps.shape, dtype=bool)
-    masks[::2, 100:140, 60:90] = True
-    maps[masks] += 40
-    results = {}
-    for cores in (1, 2):
-        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        parts = sort_in_parts_(torch.from_numpy(maps[~masks]))
-        assert len(parts) == cores
-        results[cores] = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks))
-    assert results[2].pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
-    assert results[2].aupro == pytest.approx(results[1].aupro, abs=1e-12)
-    assert results[2].pixel_auroc == pytest.approx(results[1].pixel_auroc, abs=1e-12)
-
-
 @pytest.mark.parametrize("levels", [None, 4])
 def test_the_benchmark_reference_aupro_matches_the_naive_sweep(levels):
     # scripts/benchmark.py checks the evaluator at full size against this reference: check the reference.
@@ -200,3 +177,96 @@ def test_the_benchmark_reference_aupro_matches_the_naive_sweep(levels):
     spec.loader.exec_module(benchmark)
     maps, masks = random_case(7, levels=levels)
     assert benchmark.reference_aupro(maps, masks) == pytest.approx(naive_aupro(maps, masks), abs=1e-12)
+
+
+def adversarial_scores(seed: int, n: int = 3000) -> np.ndarray:
+    """float32 scores hard for a bucketed count: many share the high 16 bits of their bit pattern
+    (consecutive floats above 1.0, across a bucket border, and negative ones), with ties, −0.0, +0.0,
+    infinities, subnormals and values far apart."""
+    rng = np.random.default_rng(seed)
+    one = np.float32(1.0).view(np.int32)
+    minus_two = np.float32(-2.0).view(np.int32)
+    parts = [
+        (one + rng.integers(0, 1 << 16, n // 3)).astype(np.int32).view(np.float32),  # one bucket
+        (one + (1 << 16) - 40 + rng.integers(0, 80, n // 6)).astype(np.int32).view(np.float32),  # its border
+        (minus_two + rng.integers(0, 300, n // 6)).astype(np.int32).view(np.float32),  # negative, one bucket
+        np.round(rng.normal(size=n // 6) * 4) / 4,  # ties and negatives
+        np.array([0.0, -0.0, 0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 3e38, -3e38]),
+    ]
+    values = np.concatenate(parts).astype(np.float32)
+    return values[rng.permutation(values.size)]
+
+
+def test_order_keys_order_as_the_floats_do():
+    values = adversarial_scores(0)
+    keys = order_keys(torch.from_numpy(values)).numpy().astype(np.int64)
+    i, j = np.random.default_rng(1).integers(0, values.size, (2, 20000))
+    np.testing.assert_array_equal(keys[i] < keys[j], values[i] < values[j])
+    np.testing.assert_array_equal(keys[i] == keys[j], values[i] == values[j])  # −0.0 == +0.0 too
+    back = keys_to_values(torch.from_numpy(keys.astype(np.int32))).numpy()
+    np.testing.assert_array_equal(back, values)
+    assert not np.signbit(back[values == 0]).any()  # −0.0 comes back as +0.0
+    positive_only = np.abs(values)
+    np.testing.assert_array_equal(order_keys(torch.from_numpy(positive_only)).numpy(), positive_only.view(np.int32))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("window_buckets", [1, 3, 256])
+def test_counted_ranks_match_a_sort_of_the_negatives(seed, window_buckets):
+    values = adversarial_scores(seed)
+    rng = np.random.default_rng(seed + 10)
+    positive = rng.random(values.size) < 0.2
+    negatives = np.sort(values[~positive])
+    for k in [1, 2, 17, negatives.size // 3, negatives.size - 1, negatives.size]:
+        got = rank_positives(torch.from_numpy(values), torch.from_numpy(positive), k, sort_below=0,
+                             window_buckets=window_buckets)  # fmt: skip
+        np.testing.assert_array_equal(got.positives.numpy(), values[positive])
+        below = np.searchsorted(negatives, values[positive], side="left")
+        np.testing.assert_array_equal(got.below.numpy(), below)
+        np.testing.assert_array_equal(got.equal.numpy(), np.searchsorted(negatives, values[positive], "right") - below)
+        kth = np.partition(values[~positive], negatives.size - k)[negatives.size - k]
+        assert got.kth.value == kth
+        assert got.kth.below == np.count_nonzero(negatives < kth)
+        assert got.kth.equal == np.count_nonzero(negatives == kth)
+    sorted_path = rank_positives(torch.from_numpy(values), torch.from_numpy(positive), 5, sort_below=values.size + 1)
+    np.testing.assert_array_equal(sorted_path.below.numpy(), got.below.numpy())
+    assert sorted_path.kth == rank_positives(torch.from_numpy(values), torch.from_numpy(positive), 5, sort_below=0).kth
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pixel_auroc_equals_sklearn_on_adversarial_scores(seed, rank_path):
+    values = adversarial_scores(seed, n=3600)
+    values = values[np.isfinite(values)][:3000]  # scikit-learn refuses infinities
+    positive = np.random.default_rng(seed).random(values.size) < 0.3
+    maps, masks = values.reshape(3, 25, 40), positive.reshape(3, 25, 40)
+    got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks))
+    assert got.pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    assert auroc(torch.from_numpy(values), torch.from_numpy(positive)) == got.pixel_auroc
+
+
+def test_counted_aupro_with_many_regions_and_ties_matches_the_naive_sweep(monkeypatch):
+    monkeypatch.setattr(ranks_module, "SORT_BELOW", 0)
+    rng = np.random.default_rng(4)
+    masks = ndimage.zoom(rng.random((3, 4, 4)), (1, 4, 4), order=0) > 0.6  # several regions per image
+    masks[0] = False
+    maps = (np.round(rng.random(masks.shape) * 6) / 6 + masks * 0.3).astype(np.float32)  # ties across classes
+    maps[0, :2] = -0.0
+    maps[1, :2] = 0.0
+    for limit in (0.1, 0.3, 1.0):
+        got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks), limit)
+        assert got.aupro == pytest.approx(naive_aupro(maps, masks, limit), abs=1e-12)
+        assert got.pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+def test_compute_metrics_pixel_figures_cover_only_images_with_a_known_mask():
+    maps, masks = random_case(3, n=5)
+    valid = np.array([True, True, False, True, True])
+    scores = torch.from_numpy(maps.reshape(5, -1).max(1))
+    labels = torch.tensor([0, 1, 1, 1, 1])
+    for mask_valid in (valid, np.ones(5, dtype=bool)):
+        maps_t, masks_t = torch.from_numpy(maps), torch.from_numpy(masks)
+        got = compute_metrics(Predictions(scores, labels, maps_t, masks_t, torch.from_numpy(mask_valid)))
+        kept = masks[mask_valid].ravel()
+        assert got["pixel_auroc"] == pytest.approx(roc_auc_score(kept, maps[mask_valid].ravel()), abs=1e-12)
+        assert got["aupro"] == pytest.approx(naive_aupro(maps[mask_valid], masks[mask_valid]), abs=1e-12)
+        assert got["n_pixel_images"] == mask_valid.sum()

@@ -1,4 +1,4 @@
-"""Pixel AUROC and AUPRO from one (parallel, values-only) sort of the normal pixels.
+"""Pixel AUROC and AUPRO from the exact ranks of the anomalous pixels among the normal ones.
 
 The AUPRO follows the MVTec AD reference algorithm: ground-truth regions are the
 8-connected components of each mask; pixels are swept by descending score with tied
@@ -7,22 +7,29 @@ over region pixels of ``1 / (region size × number of regions)``; the curve star
 at (0, 0) and is integrated by trapezoids up to ``fpr_limit`` (linearly
 interpolated there), then divided by ``fpr_limit``.
 
-Only the FPR axis moves at a normal pixel's score, so the trapezoids are summed
-over the distinct normal scores ``v``: each adds ``count(v) / N_normal`` times the
-mean of the PRO just above ``v`` and at ``v``. The anomalous pixels (few) are
-sorted with their weights; the normal ones (most) are sorted as values only.
+Only the FPR axis moves at a normal pixel's score, so each normal pixel ``n`` above the
+crossing value (the ``k``-th largest normal score, where the FPR first exceeds ``fpr_limit``)
+adds a trapezoid of width ``1 / N_normal`` and height ``(PRO(> n) + PRO(≥ n)) / 2``.
+Summed over anomalous pixels instead, pixel ``p`` of weight ``w`` adds
+``w · (2 · #normals strictly between the crossing value and p + #normals equal to p above it)``,
+which needs only the ranks that pixel AUROC needs as well. The crossing trapezoid is
+interpolated from the counts at the crossing value.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from anomalib_lite.metrics.auroc import count_ranks, largest, select, sort_in_parts_
+from anomalib_lite.metrics.auroc import auroc_from_ranks
+from anomalib_lite.metrics.profiling import phase
+from anomalib_lite.metrics.ranks import PositiveRanks, rank_positives
 
 
 def region_weights(masks: torch.Tensor) -> torch.Tensor:
@@ -51,6 +58,42 @@ class PixelMetrics:
     aupro: float | None
 
 
+def crossing_rank(n_normal: int, fpr_limit: float) -> int | None:
+    """The smallest ``k`` with ``k / n_normal > fpr_limit`` (float64, as the reference's FPR axis), i.e. the
+    rank from the top of the normal score whose tie group crosses the limit; ``None`` when none does."""
+    k = math.floor(fpr_limit * n_normal) + 1
+    while k > 1 and (k - 1) / n_normal > fpr_limit:
+        k -= 1
+    while k <= n_normal and k / n_normal <= fpr_limit:
+        k += 1
+    return k if k <= n_normal else None
+
+
+def aupro_from_ranks(ranks: PositiveRanks, weights: torch.Tensor, fpr_limit: float) -> float:
+    """AUPRO up to ``fpr_limit`` from the anomalous pixels' exact ranks and PRO weights (module docstring).
+
+    Args:
+        ranks: from :func:`rank_positives` with ``kth_largest=crossing_rank(...)`` (or none when ``None``).
+        weights: float64 PRO weight of each anomalous pixel, in the order of ``ranks.positives``.
+        fpr_limit: upper FPR bound of the integral, in (0, 1].
+    """
+    n_normal = ranks.n_negative
+    kth = ranks.kth
+    if kth is None:  # the whole curve lies inside the limit
+        twice_height = 2 * ranks.below + ranks.equal
+        return float((weights * twice_height.double()).sum()) / (2 * n_normal) / fpr_limit
+    at_or_below = kth.below + kth.equal  # normals ≤ the crossing value
+    above = ranks.positives > kth.value
+    twice_height = 2 * (ranks.below - at_or_below).clamp(min=0) + ranks.equal * above
+    area = float((weights * twice_height.double()).sum()) / (2 * n_normal)
+    x0, x1 = (n_normal - at_or_below) / n_normal, (n_normal - kth.below) / n_normal
+    y0 = float(weights[above].sum())
+    y1 = y0 + float(weights[ranks.positives == kth.value].sum())
+    y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
+    area += (fpr_limit - x0) * (y0 + y_limit) / 2
+    return area / fpr_limit
+
+
 def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.3) -> PixelMetrics:
     """Exact pixel AUROC and AUPRO of anomaly maps against ground-truth masks.
 
@@ -64,38 +107,19 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.
     if maps.shape != masks.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ in shape")
     anomalous = masks.to(maps.device).bool()
-    maps = maps.float()
-    n_anomalous = int(anomalous.sum())
+    n_anomalous = int(torch.count_nonzero(anomalous))  # a bool .sum() is 20× slower on CPU
     n_normal = anomalous.numel() - n_anomalous
     if n_anomalous == 0 or n_normal == 0:
         return PixelMetrics(None, None)
+    # Connected-component labelling (CPU, releases the GIL) runs in a thread while the ranks are counted.
+    with ThreadPoolExecutor(1) as pool:
+        labelled = pool.submit(contextvars.copy_context().run, _timed_region_weights, anomalous)
+        ranks = rank_positives(maps.float().reshape(-1), anomalous.reshape(-1), crossing_rank(n_normal, fpr_limit))
+        weights = labelled.result()
+    with phase("metrics from ranks"):
+        return PixelMetrics(auroc_from_ranks(ranks), aupro_from_ranks(ranks, weights, fpr_limit))
 
-    normal_parts = sort_in_parts_(select(maps, ~anomalous))
-    anomalous_scores = select(maps, anomalous)
-    pixel_auroc = float(count_ranks(normal_parts, anomalous_scores) / (n_anomalous * n_normal))
 
-    order = torch.argsort(anomalous_scores)
-    anomalous_sorted = anomalous_scores[order]
-    weights = region_weights(anomalous)[order]
-    # pro_at_or_above[i] = PRO of the threshold anomalous_sorted[i]; one extra 0 at the end.
-    pro_at_or_above = torch.cat([weights.flip(0).cumsum(0).flip(0), weights.new_zeros(1)])
-
-    # The curve beyond fpr_limit is never integrated: only the normal scores whose FPR is at most
-    # fpr_limit, and the tie group where it is crossed, need their distinct values and counts.
-    top = largest(normal_parts, min(n_normal, math.floor(fpr_limit * n_normal) + 1))
-    values, counts = torch.unique_consecutive(top, return_counts=True)
-    values, counts = values.flip(0), counts.flip(0)
-    fpr_at = counts.double().cumsum(0) / n_normal
-    pro_at = pro_at_or_above[torch.searchsorted(anomalous_sorted, values, side="left")]
-    pro_above = pro_at_or_above[torch.searchsorted(anomalous_sorted, values, side="right")]
-    fpr_above = fpr_at - counts.double() / n_normal
-
-    inside = fpr_at <= fpr_limit
-    area = ((fpr_at - fpr_above) * (pro_at + pro_above) / 2)[inside].sum()
-    crossing = int(inside.sum())
-    if crossing < values.numel():
-        x0, x1 = fpr_above[crossing], fpr_at[crossing]
-        y0, y1 = pro_above[crossing], pro_at[crossing]
-        y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
-        area = area + (fpr_limit - x0) * (y0 + y_limit) / 2
-    return PixelMetrics(pixel_auroc, float(area / fpr_limit))
+def _timed_region_weights(masks: torch.Tensor) -> torch.Tensor:
+    with phase("region labelling (thread)"):
+        return region_weights(masks)

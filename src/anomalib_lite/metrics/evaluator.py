@@ -75,7 +75,9 @@ def compute_metrics(
     check_finite(pred)
     f1 = f1_max(pred.scores, pred.labels)
     valid = pred.mask_valid
-    pixel = pixel_metrics(pred.maps[valid], pred.masks[valid], fpr_limit)
+    # Boolean indexing copies the maps (0.45 GB at MVTec AD size): skip it when every mask is known.
+    maps, masks = (pred.maps, pred.masks) if bool(valid.all()) else (pred.maps[valid], pred.masks[valid])
+    pixel = pixel_metrics(maps, masks, fpr_limit)
     metrics = {
         "image_auroc": auroc(pred.scores, pred.labels),
         "image_f1_max": None if f1 is None else f1[0],
@@ -87,7 +89,7 @@ def compute_metrics(
         "n_pixel_images": int(valid.sum()),
     }
     if iou_threshold is not None:
-        metrics["iou"] = segmentation_iou(pred.maps[valid], pred.masks[valid], iou_threshold)
+        metrics["iou"] = segmentation_iou(maps, masks, iou_threshold)
         metrics["iou_threshold"] = iou_threshold
     return metrics
 

@@ -1,0 +1,246 @@
+"""Exact ranks of the positive scores among the negative ones, without sorting the negatives.
+
+Pixel AUROC and AUPRO need, for every positive score ``p``, the number of negative scores strictly
+below ``p`` and equal to ``p``, and the AUPRO also the ``k``-th largest negative score (where the FPR
+limit is crossed). :func:`rank_positives` gives exactly these.
+
+Large inputs (at least ``SORT_BELOW`` scores) are counted, not sorted. Each float32 score becomes an
+int32 key that orders as the floats do (−0.0 and +0.0 share the key 0). One ``bincount`` of the keys'
+high 16 bits puts every score in one of 65 536 buckets; a positive's rank among the negatives of
+*other* buckets follows from the cumulative counts. Only the buckets that hold both classes (and the
+bucket of the ``k``-th largest negative) need the order inside the bucket: a second ``bincount``
+counts every full key in those buckets, over contiguous windows of at most ``window_buckets``
+buckets (bounded memory: 8 bytes × 65 536 per bucket). Each step is an element-wise op or a
+``bincount``, so the same code runs on CPU (torch's threads) and CUDA. Small inputs sort the
+negatives, which is cheaper there.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from anomalib_lite.metrics.profiling import phase
+
+SORT_BELOW = 1 << 22
+WINDOW_BUCKETS = 256
+_LOW_BITS = 16
+_N_BUCKETS = 1 << 16
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+@dataclass
+class KthLargest:
+    """The ``k``-th largest negative score and how many negatives lie strictly below it and equal it."""
+
+    value: float
+    below: int
+    equal: int
+
+
+@dataclass
+class PositiveRanks:
+    """Where the positive scores sit among the negative ones.
+
+    Attributes:
+        positives: ``P`` float32 positive scores, in the order of ``scores[positive]`` (−0.0 as +0.0).
+        below: ``P`` int64, the number of negative scores strictly below each positive.
+        equal: ``P`` int64, the number of negative scores equal to each positive.
+        n_negative: the number of negative scores.
+        kth: the ``k``-th largest negative when asked for, else ``None``.
+    """
+
+    positives: torch.Tensor
+    below: torch.Tensor
+    equal: torch.Tensor
+    n_negative: int
+    kth: KthLargest | None
+
+
+def order_keys(values: torch.Tensor) -> torch.Tensor:
+    """int32 keys of float32 values with ``key(a) < key(b)`` iff ``a < b`` and ``key(a) == key(b)`` iff
+    ``a == b`` (so −0.0 and +0.0 both map to 0): the float's magnitude bits, negated for negative floats.
+
+    Args:
+        values: contiguous float32 tensor (NaN not allowed: it has no order).
+    Returns:
+        An int32 tensor of the same shape; a view of ``values`` when no value has its sign bit set.
+    """
+    bits = values.view(torch.int32)
+    if bits.numel() == 0 or int(bits.min()) >= 0:
+        return bits
+    keys = _empty_int32(bits.shape, bits.device)
+    torch.bitwise_and(bits, 0x7FFFFFFF, out=keys)
+    sign = bits >> 31  # 0 or −1: x ^ −1 − (−1) = −x
+    keys ^= sign
+    keys -= sign
+    return keys
+
+
+def keys_to_values(keys: torch.Tensor) -> torch.Tensor:
+    """The float32 values of :func:`order_keys` keys (the inverse, −0.0 coming back as +0.0)."""
+    magnitude = keys.abs()
+    bits = torch.where(keys < 0, magnitude | _INT32_MIN, magnitude)
+    return bits.view(torch.float32)
+
+
+def rank_positives(
+    scores: torch.Tensor,
+    positive: torch.Tensor,
+    kth_largest: int | None = None,
+    sort_below: int | None = None,
+    window_buckets: int | None = None,
+) -> PositiveRanks:
+    """Exact rank counts of the positive scores among the negative ones.
+
+    Args:
+        scores: ``N`` float32 scores (contiguous; any device).
+        positive: ``N`` bool labels, True for a positive.
+        kth_largest: also find the ``k``-th largest negative score, ``1 <= k <= #negatives``.
+        sort_below: inputs with fewer scores sort the negatives instead of counting keys
+            (default ``SORT_BELOW``).
+        window_buckets: at most this many high-16-bit buckets are counted exactly in one pass
+            (default ``WINDOW_BUCKETS``).
+    Returns:
+        :class:`PositiveRanks`.
+    """
+    scores, positive = scores.reshape(-1), positive.reshape(-1)
+    n_negative = positive.numel() - int(torch.count_nonzero(positive))
+    if kth_largest is not None and not 1 <= kth_largest <= n_negative:
+        raise ValueError(f"kth_largest={kth_largest} outside [1, {n_negative}] negatives")
+    if scores.numel() < (SORT_BELOW if sort_below is None else sort_below):
+        return _rank_by_sorting(scores, positive, n_negative, kth_largest)
+    window_buckets = WINDOW_BUCKETS if window_buckets is None else window_buckets
+    return _rank_by_counting(scores, positive, n_negative, kth_largest, window_buckets)
+
+
+def _rank_by_sorting(
+    scores: torch.Tensor, positive: torch.Tensor, n_negative: int, kth_largest: int | None
+) -> PositiveRanks:
+    negatives = torch.sort(scores[~positive]).values
+    positives = scores[positive] + 0.0  # −0.0 → +0.0, as the counting path returns them
+    below = torch.searchsorted(negatives, positives, side="left")
+    equal = torch.searchsorted(negatives, positives, side="right") - below
+    kth = None
+    if kth_largest is not None:
+        value = negatives[n_negative - kth_largest : n_negative - kth_largest + 1]
+        kth_below = int(torch.searchsorted(negatives, value, side="left"))
+        kth_equal = int(torch.searchsorted(negatives, value, side="right")) - kth_below
+        kth = KthLargest(float(value + 0.0), kth_below, kth_equal)
+    return PositiveRanks(positives, below, equal, n_negative, kth)
+
+
+def _rank_by_counting(
+    scores: torch.Tensor, positive: torch.Tensor, n_negative: int, kth_largest: int | None, window_buckets: int
+) -> PositiveRanks:
+    device = scores.device
+    with phase("keys"):
+        keys = order_keys(scores.contiguous())
+        positive_keys = _select(keys, positive)
+    with phase("bucket histogram"):
+        buckets = _empty_int32(keys.shape, device)
+        torch.bitwise_right_shift(keys, _LOW_BITS, out=buckets)
+        buckets += _N_BUCKETS // 2
+        negative_count = torch.bincount(buckets, minlength=_N_BUCKETS)
+        positive_bucket = (positive_keys >> _LOW_BITS).long() + _N_BUCKETS // 2
+        positive_count = torch.bincount(positive_bucket, minlength=_N_BUCKETS)
+        negative_count -= positive_count
+        negatives_before = negative_count.cumsum(0) - negative_count  # in lower buckets
+        resolve = (positive_count > 0) & (negative_count > 0)
+        kth_bucket = None
+        if kth_largest is not None:
+            negatives_after = n_negative - negatives_before - negative_count  # in higher buckets
+            kth_bucket = int((negatives_after >= kth_largest).sum())
+            resolve[kth_bucket] = True
+
+    below = negatives_before[positive_bucket]
+    equal = torch.zeros_like(below)
+    kth = None
+    resolved = torch.nonzero(resolve).flatten().tolist()
+    for first, last in _windows(resolved, window_buckets):
+        with phase("key histogram"):
+            low_clip = max(_key_start(first) - 1, _INT32_MIN)  # position 0 gathers every lower key
+            high_clip = min(_key_start(last + 1), _INT32_MAX)  # the last position every higher key
+            torch.clamp(keys, low_clip, high_clip, out=buckets)
+            buckets -= low_clip
+            counts = _bincount(buckets, high_clip - low_clip + 1)
+            positions = (positive_keys.clamp(low_clip, high_clip) - low_clip).long()
+            counts.index_add_(0, positions, torch.full_like(positions, -1))  # negatives only
+            before = counts.cumsum(0)
+            before -= counts  # negatives below each position, within the window
+        with phase("ranks from counts"):
+            inside = resolve[positive_bucket] & (positive_bucket >= first) & (positive_bucket <= last)
+            start = _key_start(positive_bucket[inside]) - low_clip
+            below[inside] += before[positions[inside]] - before[start]
+            equal[inside] = counts[positions[inside]]
+            if kth_bucket is not None and first <= kth_bucket <= last:
+                kth = _kth_in_bucket(counts, before, kth_bucket, low_clip, kth_largest, negatives_before, n_negative)
+        del counts, before
+    return PositiveRanks(keys_to_values(positive_keys), below, equal, n_negative, kth)
+
+
+def _kth_in_bucket(
+    counts: torch.Tensor,
+    before: torch.Tensor,
+    bucket: int,
+    low_clip: int,
+    k: int,
+    negatives_before: torch.Tensor,
+    n_negative: int,
+) -> KthLargest:
+    """The ``k``-th largest negative, known to lie in ``bucket``, from the window's exact key counts."""
+    start = _key_start(bucket) - low_clip
+    in_bucket = counts[start : start + (1 << _LOW_BITS)]
+    below_in_bucket = before[start : start + (1 << _LOW_BITS)] - before[start]
+    # Negatives at or above each key of the bucket; the k-th largest is the highest key with at least k.
+    at_or_above = n_negative - int(negatives_before[bucket]) - below_in_bucket
+    offset = int((at_or_above >= k).sum()) - 1
+    key = torch.tensor([start + offset + low_clip], dtype=torch.int32)
+    below = n_negative - int(at_or_above[offset])
+    return KthLargest(float(keys_to_values(key)[0]), below, int(in_bucket[offset]))
+
+
+def _key_start(bucket: int | torch.Tensor) -> int | torch.Tensor:
+    """The smallest key in a bucket (``bucket`` in [0, 65 536]: the key's high 16 bits + 32 768)."""
+    return (bucket - _N_BUCKETS // 2) * (1 << _LOW_BITS)
+
+
+def _windows(buckets: list[int], size: int) -> list[tuple[int, int]]:
+    """Cut ascending bucket indices into runs ``(first, last)`` spanning at most ``size`` buckets each."""
+    windows: list[tuple[int, int]] = []
+    for bucket in buckets:
+        if windows and bucket - windows[-1][0] < size:
+            windows[-1] = (windows[-1][0], bucket)
+        else:
+            windows.append((bucket, bucket))
+    return windows
+
+
+def _bincount(values: torch.Tensor, length: int) -> torch.Tensor:
+    """``torch.bincount(values, minlength=length)``; on CPU in one thread per core over slices of ``values``
+    (torch's CPU bincount is serial; it releases the GIL), the per-slice counts then summed."""
+    n_parts = torch.get_num_threads() if values.device.type == "cpu" else 1
+    if n_parts == 1 or values.numel() < SORT_BELOW:
+        return torch.bincount(values, minlength=length)
+    with ThreadPoolExecutor(n_parts) as pool:
+        parts = list(pool.map(lambda part: torch.bincount(part, minlength=length), values.chunk(n_parts)))
+    for part in parts[1:]:
+        parts[0] += part
+    return parts[0]
+
+
+def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values[mask]``; on CPU through NumPy, faster there."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(values.numpy()[mask.numpy()])
+    return values[mask]
+
+
+def _empty_int32(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """An uninitialised int32 buffer; on CPU from NumPy, whose large blocks use huge pages (fewer faults)."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.empty(shape, dtype=np.int32))
+    return torch.empty(shape, dtype=torch.int32, device=device)
