@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 import torch
 
-from anomalib_lite.data import DataModule, ImageSet
+from anomalib_lite.data import ImageSet
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.model import HFRConfig
 from anomalib_lite.models.msfi.model import MSFIConfig
 
-
-def tiny_datamodule(n: int = 10, size: int = 32, batch_size: int = 4) -> DataModule:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    names = [f"good/{i}.png" for i in range(n)]
-    return DataModule(ImageSet.from_arrays(images, [0] * n, names), ImageSet.from_arrays(images[:2], [0, 0], names[:2]),
-                      batch_size, name="tiny")  # fmt: skip
+from conftest import tiny_datamodule
 
 
 def hfr():
