@@ -63,7 +63,8 @@ class FeatureCache:
 
     def __init__(self, tensors: dict[str, Tensor], device: torch.device) -> None:
         self.tensors, self.device = tensors, device
-        self.on_device = next(iter(tensors.values())).device == device
+        # On CUDA, tensors on the CPU are the pinned host tier (``cuda`` and ``cuda:0`` compare unequal).
+        self.pinned = device.type == "cuda" and next(iter(tensors.values())).is_cpu
         self._staging: dict[str, Tensor] = {}
         self._copied: torch.cuda.Event | None = None
 
@@ -74,7 +75,7 @@ class FeatureCache:
 
     def lookup(self, index: Tensor) -> dict[str, Tensor]:
         """The rows of dataset indices ``index`` (``B``), on the training device: name → ``B×…``."""
-        if self.on_device:
+        if not self.pinned:
             index = index.to(self.device)
             return {name: t.index_select(0, index) for name, t in self.tensors.items()}
         # Pinned host memory: gather into a pinned staging buffer, then copy without blocking; the
