@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from anomalib_lite.data import DataModule, ImageSet
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # A run small enough for a test: 64 px images, few of them, one epoch.
@@ -29,6 +31,15 @@ def run_entry(script: str, *overrides: str, cwd: Path = REPO, timeout: int = 600
         text=True,
         timeout=timeout,
     )
+
+
+def tiny_datamodule(n: int = 10, size: int = 32, batch_size: int = 4) -> DataModule:
+    """``n`` random-noise ``size``-px training images (all normal), the first two also as the test set."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    names = [f"good/{i}.png" for i in range(n)]
+    return DataModule(ImageSet.from_arrays(images, [0] * n, names), ImageSet.from_arrays(images[:2], [0, 0], names[:2]),
+                      batch_size, name="tiny")  # fmt: skip
 
 
 def write_mvtec_category(root: Path, category: str, rng: np.random.Generator, mask_for_all: bool = True) -> None:

@@ -46,6 +46,7 @@ def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     checkpoint = run_dir / "checkpoints" / "brick" / "last.pt"
     state = torch.load(checkpoint, weights_only=True)
     assert state["finished"] and state["config"]["category"] == "brick"
+    assert "encoder" in state["frozen"] and not [k for k in state["model"] if k.startswith("encoder.")]  # lean
 
     eval_dir = tmp_path / "eval"
     result = run_entry("eval.py", f"ckpt_path={checkpoint}", "progress=false", f"data.root={tmp_path / 'data'}",
@@ -209,7 +210,13 @@ def test_a_sweep_into_a_folder_that_holds_runs_is_refused(finished_run, tmp_path
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
-    args = [*TINY, "trainer.max_epochs=40", "category=gravel", f"data.root={tmp_path / 'data'}"]
+    args = [
+        *TINY,
+        "trainer.max_epochs=40",
+        "trainer.checkpoint_every=1",
+        "category=gravel",
+        f"data.root={tmp_path / 'data'}",
+    ]
     straight = tmp_path / "straight"
     assert run_entry("train.py", *args, f"hydra.run.dir={straight}").returncode == 0
 

@@ -12,7 +12,8 @@ from PIL import Image
 from torch import nn
 
 from anomalib_lite.data import DataModule, ImageRecord
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, load_checkpoint, to_device
+from anomalib_lite.engine.checkpoint import load_checkpoint
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, to_device
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models.base import AnomalyModel, Stage
 

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, save_checkpoint
+from anomalib_lite.engine.checkpoint import save_checkpoint
+from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import torchvision_weights_path

@@ -13,13 +13,17 @@ from anomalib_lite.cli.run_folders import report_errors, run_folder
 from anomalib_lite.cli.tables import format_table
 from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
-from anomalib_lite.engine.trainer import load_checkpoint, resolve_device
+from anomalib_lite.engine.checkpoint import load_checkpoint, load_model_state
+from anomalib_lite.engine.trainer import resolve_device
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
 
 
 def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, AnomalyModel]:
-    """Rebuild the model stored in checkpoint ``path`` (no weight download: the checkpoint holds them).
+    """Rebuild the model stored in checkpoint ``path``.
+
+    A lean checkpoint's frozen networks are rebuilt as its config says (their weights from the torch
+    cache or the pip package) and checked against its fingerprints; a full checkpoint holds them.
 
     Args:
         overrides: replace stored options, e.g. ``{"model": {"weight_search": {"apply": False}}}``.
@@ -27,13 +31,15 @@ def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[R
         The validated run config and the model with its trained weights, on the CPU.
     Raises:
         ConfigError: no such file.
+        WeightsError: a frozen network's weights differ from those it was trained with.
     """
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file")
     state = load_checkpoint(path)
     run = validate(OmegaConf.merge(OmegaConf.create(state["config"]), overrides or {}))
-    model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
-    model.load_state_dict(state["model"])
+    backbone = run.backbone if "frozen" in state else dataclasses.replace(run.backbone, weights="none")
+    model = build_model(run.model, backbone)
+    load_model_state(model, state, path)
     return run, model
 
 
@@ -41,7 +47,7 @@ def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[R
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Load ``cfg.ckpt_path``, rebuild its model and data, and compute every metric.
 
-    The backbone is built without downloading weights: the checkpoint holds them.
+    The frozen backbone's weights come from where training took them (see :func:`load_trained`).
     Writes ``metrics.json``, then ``maps/``, into this run's folder (a new one: an earlier run's
     folder is refused before anything is written, see :class:`anomalib_lite.cli.run_folders.RunFolderGuard`).
 

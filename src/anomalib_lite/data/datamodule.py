@@ -36,7 +36,8 @@ class ImageRecord:
 
 
 class ImageSet(Dataset):
-    """A split held in memory at a fixed size; items follow the batch contract.
+    """A split held in memory at a fixed size; items follow the batch contract, plus ``index`` (the
+    item's position in the split: long ``B`` in a batch).
 
     Args:
         records: one per image. images: ``N×H×W×C`` uint8, ``C`` 3 (RGB) or 1 (grey).
@@ -126,6 +127,7 @@ class ImageSet(Dataset):
             "mask": self.masks[index][None].float(),
             "mask_valid": self.mask_valid[index],
             "path": str(record.path),
+            "index": index,  # the item's position, by which the engine's feature cache finds its features
         }
 
 

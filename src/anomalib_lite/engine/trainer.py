@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -15,8 +16,16 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from anomalib_lite.atomic import write_atomically
 from anomalib_lite.data.datamodule import DataModule
+from anomalib_lite.engine.checkpoint import (
+    CheckpointWriter,
+    frozen_record,
+    lean_state,
+    load_checkpoint,
+    load_model_state,
+)
+from anomalib_lite.engine.feature_cache import MODES as FEATURE_CACHE_MODES
+from anomalib_lite.engine.feature_cache import build_feature_cache
 from anomalib_lite.engine.monitor import StepMonitor, clip_gradients, gradient_norms
 from anomalib_lite.errors import ConfigError, TrainingError
 from anomalib_lite.models.base import AnomalyModel
@@ -43,6 +52,15 @@ class TrainerConfig:
         channels_last: channels-last memory format for the model and the image batches (faster
             convolutions on recent GPUs with bf16; no gain on CPU).
         compile: ``torch.compile`` each stage's step (a one-off compilation cost per stage).
+        checkpoint_every: write the checkpoint after every this many epochs; ``None``: when at least
+            ``checkpoint_seconds`` have passed since the last write. The end of a stage is always written.
+        checkpoint_seconds: that interval (default 300 s: a lean checkpoint of a few hundred MB takes
+            about a second to write, so well under 1 % of training time, and a crash loses ≤ 5 min).
+        feature_cache: ``auto`` (compute a stage's frozen features once per run when they fit,
+            see :mod:`anomalib_lite.engine.feature_cache`), ``on`` (required: an error when impossible)
+            or ``off``.
+        feature_cache_budget_gb: memory the cache may take, GB; ``None``: half of the free memory
+            of the device (or, on CUDA when that is too little, of pinned host memory).
     """
 
     device: str = "auto"
@@ -56,6 +74,10 @@ class TrainerConfig:
     log_every: int = 50
     channels_last: bool = False
     compile: bool = False
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float = 300.0
+    feature_cache: str = "auto"
+    feature_cache_budget_gb: float | None = None
 
     def __post_init__(self) -> None:
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -72,6 +94,14 @@ class TrainerConfig:
             raise ValueError("trainer.start_stage and trainer.init_from go together (or neither)")
         if self.start_stage is not None and self.resume:
             raise ValueError("trainer.start_stage starts a new run; it cannot be combined with trainer.resume")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"trainer.checkpoint_every={self.checkpoint_every} must be ≥ 1 (or null: by time)")
+        if self.checkpoint_seconds < 0:
+            raise ValueError(f"trainer.checkpoint_seconds={self.checkpoint_seconds} must be ≥ 0")
+        if self.feature_cache not in FEATURE_CACHE_MODES:
+            raise ValueError(f"trainer.feature_cache={self.feature_cache!r}; choices: {', '.join(FEATURE_CACHE_MODES)}")
+        if self.feature_cache_budget_gb is not None and self.feature_cache_budget_gb <= 0:
+            raise ValueError(f"trainer.feature_cache_budget_gb={self.feature_cache_budget_gb} must be > 0 (or null)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,17 +118,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write atomically: a crash mid-write never leaves a broken ``path`` behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda file: torch.save(state, file))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely: tensors and plain data only (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _loader(
@@ -141,7 +160,7 @@ class Engine:
     Args:
         cfg: :class:`TrainerConfig`. seed: base seed; each epoch's shuffling is seeded
             from it, so a resumed run sees the same batches as an uninterrupted one.
-        checkpoint_path: ``last.pt``, written after every epoch.
+        checkpoint_path: ``last.pt``, written as ``cfg.checkpoint_every`` / ``checkpoint_seconds`` say.
         config: the run's plain config, stored in every checkpoint.
         writer: TensorBoard writer, or ``None``.
     """
@@ -165,25 +184,31 @@ class Engine:
     def fit(self, model: AnomalyModel, datamodule: DataModule) -> None:
         """Train ``model`` on ``datamodule``'s training split through all its stages.
 
+        Writes lean checkpoints (see :mod:`anomalib_lite.engine.checkpoint`) as ``trainer.checkpoint_*``
+        says, and trains from cached frozen features as ``trainer.feature_cache`` says.
+
         Raises:
             TrainingError: a loss term or a gradient became NaN/inf (names the stage, epoch, step
                 and term or parameters), the weights became NaN/inf (nothing is checkpointed then),
                 or ``trainer.resume`` found no checkpoint.
+            WeightsError: the checkpoint resumed or started from was trained with other frozen weights.
         """
         seed_everything(self.seed)
+        frozen = frozen_record(model)  # fingerprints, once per run
         model.to(self.device, memory_format=torch.channels_last if self.cfg.channels_last else torch.preserve_format)
         stages = model.stages()
         start_stage, start_epoch, step, resumed = 0, 0, 0, None
         if self.cfg.start_stage is not None:
-            start_stage = self._initialise(model, stages)
+            start_stage = self._initialise(model, stages, frozen)
         if self.cfg.resume:
             if not self.checkpoint_path.is_file():
                 raise TrainingError(f"trainer.resume=true but there is no checkpoint at {self.checkpoint_path}")
             resumed = load_checkpoint(self.checkpoint_path)
-            model.load_state_dict(resumed["model"])
+            load_model_state(model, resumed, self.checkpoint_path, frozen)
             start_stage, start_epoch, step = resumed["stage"], resumed["epoch"], resumed["step"]
             log.info("resuming %s at stage %d, epoch %d", self.checkpoint_path, start_stage, start_epoch)
 
+        checkpoints = CheckpointWriter(self.checkpoint_path, self.cfg.checkpoint_every, self.cfg.checkpoint_seconds)
         for index, stage in enumerate(stages):
             epochs = min(stage.epochs, self.cfg.max_epochs or stage.epochs)
             if index < start_stage or (index == start_stage and start_epoch >= epochs):
@@ -198,27 +223,37 @@ class Engine:
                     scheduler.load_state_dict(resumed["scheduler"])
             if stage.on_stage_start:
                 stage.on_stage_start(datamodule)
+            cache = build_feature_cache(
+                stage, _loader(datamodule, stage.split).dataset, datamodule.batch_size, self.device,
+                lambda: mixed_precision(self.cfg.precision, self.device),
+                self.cfg.feature_cache, self.cfg.feature_cache_budget_gb,
+            )  # fmt: skip
+            running = stage if cache is None else dataclasses.replace(stage, step=cache.wrap(stage.step))
             for epoch in range(first_epoch, epochs):
-                step = self._run_epoch(model, stage, optimizer, scheduler, datamodule, index, epoch, epochs, step)
+                step = self._run_epoch(model, running, optimizer, scheduler, datamodule, index, epoch, epochs, step)
                 if stage.on_epoch_end:
                     stage.on_epoch_end(epoch + 1)
                 self._refuse_non_finite(model, stage.name, epoch)
-                save_checkpoint(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler else {},
-                        "stage": index,
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "finished": index == len(stages) - 1 and epoch + 1 == epochs,
-                        "stages_done": [s.name for s in stages[:index]] + ([stage.name] if epoch + 1 == epochs else []),
-                        "config": self.config,
-                    },
-                    self.checkpoint_path,
-                )
+                if checkpoints.due(epoch + 1, stage_end=epoch + 1 == epochs):
+                    checkpoints.write(
+                        {
+                            "model": lean_state(model, frozen),
+                            "frozen": frozen,
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict() if scheduler else {},
+                            "stage": index,
+                            "epoch": epoch + 1,
+                            "step": step,
+                            "finished": index == len(stages) - 1 and epoch + 1 == epochs,
+                            "stages_done": [s.name for s in stages[:index]]
+                            + ([stage.name] if epoch + 1 == epochs else []),
+                            "config": self.config,
+                        }
+                    )
+            del cache, running  # free this stage's cache before the next stage builds its own
+        log.info("%s: %s", self.checkpoint_path, checkpoints.summary())
 
-    def _initialise(self, model: AnomalyModel, stages: list) -> int:
+    def _initialise(self, model: AnomalyModel, stages: list, frozen: dict) -> int:
         """Load ``init_from`` for a run that starts at ``start_stage``; return that stage's index.
 
         Raises:
@@ -240,7 +275,7 @@ class Engine:
                 f"trainer.start_stage={self.cfg.start_stage} needs {', '.join(missing)} finished in {path}, "
                 "which holds an unfinished run; finish it first (trainer.resume=true)"
             )
-        model.load_state_dict(state["model"])
+        load_model_state(model, state, path, frozen)
         log.info("starting at stage %s from %s", self.cfg.start_stage, path)
         return index
 

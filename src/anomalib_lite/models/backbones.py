@@ -14,6 +14,7 @@ to the normalisation its weights were trained with.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import logging
 import urllib.error
@@ -31,6 +32,10 @@ from anomalib_lite.models.registry import BackboneConfig
 from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
+
+# The seed of a backbone's random weights (``weights=none``): fixed, so that the same network is
+# rebuilt from its name alone and checkpoints need not store it.
+RANDOM_WEIGHTS_SEED = 0
 
 Steps = list[tuple[str, nn.Module]]
 
@@ -166,6 +171,8 @@ class Backbone(nn.Module):
     channels); returns a list of feature maps ``B×C_i×H/s_i×W/s_i``, one per entry of
     :attr:`layers` (the name ``last`` stands for the deepest stage). Only the network up to
     the deepest chosen stage runs. Always in eval mode, no parameter requires grad.
+    ``weights=none`` draws random weights from :data:`RANDOM_WEIGHTS_SEED` (the global random
+    state is left as it was), so the same name always rebuilds the same network.
     """
 
     def __init__(self, name: str, layers: list[str] | None = None, weights: str = "imagenet") -> None:
@@ -175,7 +182,10 @@ class Backbone(nn.Module):
         if weights not in ("imagenet", "none"):
             raise ConfigError(f"backbone.weights={weights!r} must be 'imagenet' or 'none'")
         spec = BACKBONES[name]
-        net = spec.make()
+        self.network, self.weight_source = name, weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            net = spec.make()
         if weights == "imagenet":
             if spec.pip_package:
                 load_pip_efficientnet(net, pip_weights_path(spec.pip_package))
@@ -203,6 +213,10 @@ class Backbone(nn.Module):
         self.channels = [f.shape[1] for f in probe]
         self.strides = [64 // f.shape[-1] for f in probe]
 
+    def describe(self) -> str:
+        """``<name> (<weights> weights)``, for messages."""
+        return f"{self.network} ({self.weight_source} weights)"
+
     def train(self, mode: bool = True) -> Backbone:
         """Stay in eval mode whatever the caller asks: BatchNorm statistics are frozen."""
         return super().train(False)
@@ -218,3 +232,12 @@ class Backbone(nn.Module):
             x = step(x)
             features[name] = x
         return [features[layer] for layer in wanted]
+
+
+def weight_fingerprint(module: nn.Module) -> str:
+    """SHA-256 (hex) of ``module``'s state: every tensor's name, dtype, shape and bytes, in state-dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

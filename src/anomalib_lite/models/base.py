@@ -43,6 +43,11 @@ class Stage:
         on_epoch_end: optional hook given the number of finished epochs.
         split: the images it trains on: ``train`` (normal training images) or ``validation``
             (held out from the test set, see :meth:`AnomalyModel.validation_split`).
+        features: optional, for a stage whose frozen network sees the un-augmented images: their
+            frozen features, ``B×C×H×W`` images → name → ``B×…`` tensors (computed without grad).
+            The engine may compute them once per run (``trainer.feature_cache``) and pass each
+            batch its rows as ``batch["features"]``; ``step`` must then use them instead of
+            computing them, with the same result.
     """
 
     name: str
@@ -54,6 +59,7 @@ class Stage:
     on_stage_start: Callable[[object], None] | None = None
     on_epoch_end: Callable[[int], None] | None = None
     split: str = "train"
+    features: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
 
 
 class AnomalyModel(nn.Module):

@@ -94,21 +94,28 @@ class HFR(AnomalyModel):
             for k in reversed(range(len(widths)))
         )
 
-    def residuals(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Residual maps ``M_k`` (``B×h_k×w_k``), shallowest level first."""
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen encoder's features by level name, shallowest first (``B×C_k×h_k×w_k``)."""
         with torch.no_grad():
-            encoded = self.encoder(image)
+            return dict(zip(self.encoder.layers, self.encoder(image)))
+
+    def residuals(self, image: torch.Tensor, encoded: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Residual maps ``M_k`` (``B×h_k×w_k``), shallowest level first; ``encoded``: :meth:`encode`'s
+        output for ``image`` when already computed (e.g. cached by the engine)."""
+        encoded = self.encode(image) if encoded is None else encoded
+        targets = [encoded[layer] for layer in self.encoder.layers]
         recon = None
         residuals = []
-        for decoder, target in zip(self.decoders, reversed(encoded)):
+        for decoder, target in zip(self.decoders, reversed(targets)):
             source = target if recon is None else F.interpolate(recon, size=target.shape[-2:], mode="nearest")
             recon = decoder(source)
             residuals.append(normalized_distance(target.float(), recon.float()))
         return residuals[::-1]
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Loss = mean over levels of the mean residual; also logs each level's term."""
-        level_losses = [m.mean() for m in self.residuals(batch["image"])]
+        """Loss = mean over levels of the mean residual; also logs each level's term. Uses
+        ``batch["features"]`` (the encoder's, see :meth:`encode`) when the batch has them."""
+        level_losses = [m.mean() for m in self.residuals(batch["image"], batch.get("features"))]
         terms = {f"loss_level{k + 1}": loss for k, loss in enumerate(level_losses)}
         return {"loss": torch.stack(level_losses).mean(), **terms}
 
@@ -124,6 +131,7 @@ class HFR(AnomalyModel):
                     params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
                 ),
                 step=self.training_step,
+                features=self.encode,
             )
         ]
 

@@ -117,6 +117,11 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
+def resized(image: torch.Tensor, side: int) -> torch.Tensor:
+    """``image`` (``B×C×H×W``) bilinearly resized to ``side×side`` (itself when already that wide)."""
+    return image if image.shape[-1] == side else F.interpolate(image, size=side, mode="bilinear")
+
+
 def block_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """``0.25·‖f̂_t − f̂_s‖²`` per position: ``B×C×h×w`` twice → ``B×h×w`` in [0, 1]."""
     return 0.25 * normalized_distance(teacher.float(), student.float()) ** 2
@@ -157,14 +162,30 @@ class MSFI(AnomalyModel):
         """``<scale>px/<level>`` for every block, in the order of the weights."""
         return [f"{scale}px/{level}" for scale in self.cfg.scales for level in self.teacher.layers]
 
+    def _taps(self, deepest: int) -> list[str]:
+        """The teacher steps the blocks up to level ``deepest`` read or imitate."""
+        return list(dict.fromkeys(self.inputs[: deepest + 1] + self.teacher.layers[: deepest + 1]))
+
+    def teacher_features(self, image: torch.Tensor) -> dict[str, Tensor]:
+        """The teacher's features of ``B×3×H×W`` images at every scale, for every block:
+        ``<scale>px/<step>`` → ``B×C×h×w`` (what :meth:`block_features` computes itself when not given them)."""
+        taps = self._taps(len(self.segments) - 1)
+        features = {}
+        for scale in self.cfg.scales:
+            with torch.no_grad():
+                maps = self.teacher(resized(image, scale), taps)
+            features.update({f"{scale}px/{tap}": f for tap, f in zip(taps, maps)})
+        return features
+
     def block_features(
-        self, image: torch.Tensor, only: list[int] | None = None
+        self, image: torch.Tensor, only: list[int] | None = None, teacher: dict[str, Tensor] | None = None
     ) -> Iterator[tuple[int, Tensor, Tensor]]:
         """Teacher and student features of each block.
 
         Args:
             image: ``B×3×H×W`` normalised. only: block indices to run (``None``: all); a scale
                 none of whose blocks is asked for is not run at all, nor are deeper teacher stages.
+            teacher: :meth:`teacher_features` of ``image`` when already computed (e.g. cached by the engine).
         Yields:
             ``(block index, teacher feature, student feature)``, each feature ``B×C×h×w``.
         """
@@ -174,10 +195,13 @@ class MSFI(AnomalyModel):
             levels = [lv for lv in range(n_levels) if s * n_levels + lv in wanted]
             if not levels:
                 continue
-            x = image if image.shape[-1] == scale else F.interpolate(image, size=scale, mode="bilinear")
-            taps = list(dict.fromkeys(self.inputs[: levels[-1] + 1] + self.teacher.layers[: levels[-1] + 1]))
-            with torch.no_grad():
-                feats = dict(zip(taps, self.teacher(x, taps)))
+            taps = self._taps(levels[-1])
+            x = resized(image, scale) if teacher is None or self.cfg.chained else None
+            if teacher is None:
+                with torch.no_grad():
+                    feats = dict(zip(taps, self.teacher(x, taps)))
+            else:
+                feats = {tap: teacher[f"{scale}px/{tap}"] for tap in taps}
             student = self.stems[s](x) if self.cfg.chained else None
             for lv in range(levels[-1] + 1):
                 if self.cfg.chained:
@@ -195,9 +219,11 @@ class MSFI(AnomalyModel):
         }
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Σ over blocks of the mean ``‖f̂_t − f̂_s‖²`` (4 × the block map); each block's term is logged."""
+        """Σ over blocks of the mean ``‖f̂_t − f̂_s‖²`` (4 × the block map); each block's term is logged.
+        Uses ``batch["features"]`` (see :meth:`teacher_features`) when the batch has them."""
         names = self.block_names
-        terms = {names[i]: 4 * block_map(t, s).mean() for i, t, s in self.block_features(batch["image"])}
+        blocks = self.block_features(batch["image"], teacher=batch.get("features"))
+        terms = {names[i]: 4 * block_map(t, s).mean() for i, t, s in blocks}
         return {"loss": sum(terms.values()), **terms}
 
     def _search_step(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -271,6 +297,7 @@ class MSFI(AnomalyModel):
                     params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
                 ),
                 step=self.training_step,
+                features=self.teacher_features,
             )
         ]
         if cfg.weight_search.enabled:

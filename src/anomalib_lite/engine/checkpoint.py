@@ -1,0 +1,141 @@
+"""Checkpoints: written atomically and lean (a frozen network is named and fingerprinted, not stored).
+
+A model's frozen networks are its :class:`~anomalib_lite.models.backbones.Backbone` modules with
+no trainable parameter: their weights come from the backbone's own source (ImageNet file, pip
+package, or the fixed seed of ``weights=none``), so a checkpoint records each one's name, weight
+source and SHA-256 fingerprint under ``"frozen"`` and leaves its tensors out of ``"model"``. On load
+the rebuilt network's fingerprint must match. Checkpoints without ``"frozen"`` (full state) still load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from anomalib_lite.atomic import write_atomically
+from anomalib_lite.errors import WeightsError
+from anomalib_lite.models.backbones import Backbone, weight_fingerprint
+
+log = logging.getLogger(__name__)
+FrozenRecord = dict[str, dict[str, str]]
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> int:
+    """Write atomically: a crash mid-write never leaves a broken ``path`` behind. Returns the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: torch.save(state, file))
+    return path.stat().st_size
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely: tensors and plain data only (``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def frozen_networks(model: nn.Module) -> dict[str, Backbone]:
+    """Each frozen backbone of ``model`` under every name it is reachable by (a backbone shared by two
+    modules appears twice): the :class:`Backbone` modules none of whose parameters requires grad."""
+    return {
+        name: module
+        for name, module in model.named_modules(remove_duplicate=False)
+        if isinstance(module, Backbone) and not any(p.requires_grad for p in module.parameters())
+    }
+
+
+def frozen_record(model: nn.Module) -> FrozenRecord:
+    """Module name → ``{"network", "weights", "sha256"}`` of every frozen network of ``model``
+    (each distinct network hashed once)."""
+    hashes: dict[int, str] = {}
+    record = {}
+    for name, module in frozen_networks(model).items():
+        if id(module) not in hashes:
+            hashes[id(module)] = weight_fingerprint(module)
+        record[name] = {"network": module.network, "weights": module.weight_source, "sha256": hashes[id(module)]}
+    return record
+
+
+def _is_frozen(key: str, record: FrozenRecord) -> bool:
+    return any(key.startswith(f"{name}.") for name in record)
+
+
+def lean_state(model: nn.Module, record: FrozenRecord) -> dict[str, torch.Tensor]:
+    """``model``'s state dict without the tensors of the frozen networks in ``record``."""
+    return {key: value for key, value in model.state_dict().items() if not _is_frozen(key, record)}
+
+
+def _describe(entry: dict[str, str]) -> str:
+    return f"{entry['network']} ({entry['weights']} weights, sha256 {entry['sha256'][:16]}…)"
+
+
+def load_model_state(model: nn.Module, state: dict[str, Any], path: Path, record: FrozenRecord | None = None) -> None:
+    """Load checkpoint ``state``'s weights into ``model``.
+
+    A lean checkpoint's frozen networks are checked against ``model``'s own (``record``: their
+    :func:`frozen_record`, computed here when not given); a full checkpoint is loaded as is.
+
+    Raises:
+        WeightsError: a frozen network differs from the one the checkpoint was trained with (naming
+            both), or the checkpoint's tensors do not fit ``model``.
+    """
+    if "frozen" not in state:
+        model.load_state_dict(state["model"])
+        return
+    stored = state["frozen"]
+    here = frozen_record(model) if record is None else record
+    if stored.keys() != here.keys():
+        raise WeightsError(
+            f"{path} was trained with frozen networks {sorted(stored)}, but this model has {sorted(here)}"
+        )
+    for name, entry in stored.items():
+        if entry != here[name]:
+            raise WeightsError(
+                f"{path}: the frozen network '{name}' was {_describe(entry)} in training, but the one rebuilt "
+                f"here from the config is {_describe(here[name])}. Its weights file changed since training "
+                "(another file, package or library version); restore the one used for training, or retrain."
+            )
+    result = model.load_state_dict(state["model"], strict=False)
+    missing = [key for key in result.missing_keys if not _is_frozen(key, here)]
+    if missing or result.unexpected_keys:
+        raise WeightsError(
+            f"{path} does not fit this model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+class CheckpointWriter:
+    """Decides when to write ``path`` and writes it, counting what it wrote.
+
+    Args:
+        path: the checkpoint file (overwritten each time, atomically).
+        every: write after every ``every``-th epoch; ``None``: when at least ``seconds`` have passed
+            since the last write (or since the start). The last epoch of a stage is always written.
+    """
+
+    def __init__(self, path: Path, every: int | None, seconds: float) -> None:
+        self.path, self.every, self.seconds = path, every, seconds
+        self.last_write = time.monotonic()
+        self.count, self.bytes, self.write_seconds = 0, 0, 0.0
+
+    def due(self, epoch: int, stage_end: bool) -> bool:
+        """Whether to write after ``epoch`` (1-based, of the current stage)."""
+        if stage_end:
+            return True
+        if self.every is not None:
+            return epoch % self.every == 0
+        return time.monotonic() - self.last_write >= self.seconds
+
+    def write(self, state: dict[str, Any]) -> None:
+        """Save ``state`` to :attr:`path` atomically."""
+        start = time.monotonic()
+        self.bytes += save_checkpoint(state, self.path)
+        self.last_write = time.monotonic()
+        self.write_seconds += self.last_write - start
+        self.count += 1
+
+    def summary(self) -> str:
+        """``N checkpoint(s), X MB written in Y s``."""
+        return f"{self.count} checkpoint(s), {self.bytes / 1e6:.1f} MB written in {self.write_seconds:.1f} s"

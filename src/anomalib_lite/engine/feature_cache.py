@@ -1,0 +1,179 @@
+"""Frozen features computed once per run: a cache of a stage's :attr:`Stage.features`, by dataset index.
+
+A stage whose frozen network sees the un-augmented training images declares it with
+``Stage.features``; the engine then runs that function once over the stage's images (in order,
+in the training precision, so the features are stored in the dtype training would compute them
+in) and hands each batch its rows as ``batch["features"]``, looked up by ``batch["index"]``. The
+data loader is unchanged, so the batches' order is the uncached one.
+
+Where it lives: on the training device when it fits the budget; on CUDA, else in pinned host
+memory; else nowhere (``auto`` logs why and trains uncached; ``on`` raises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models.base import Stage
+
+log = logging.getLogger(__name__)
+MODES = ("auto", "on", "off")
+# Images read twice to detect random transforms (a random flip escapes all of them with chance 2^-8).
+PROBE_IMAGES = 8
+
+
+def available_host_bytes() -> int:
+    """Host memory available to new allocations (``MemAvailable`` of ``/proc/meminfo`` where present)."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def random_transform_reason(dataset: Dataset) -> str | None:
+    """Why ``dataset``'s items cannot be cached (no ``index`` entry, or images that differ between two
+    reads of the first :data:`PROBE_IMAGES` items: a random transform), or ``None``."""
+    if "index" not in dataset[0]:
+        return "its batches carry no 'index' entry"
+    for i in range(min(PROBE_IMAGES, len(dataset))):
+        if not torch.equal(dataset[i]["image"], dataset[i]["image"]):
+            return f"its training images are randomly transformed (two reads of image {i} differ)"
+    return None
+
+
+class FeatureCache:
+    """The features of every item of a dataset: name → ``N×…`` tensor, row ``i`` for dataset index ``i``.
+
+    Args:
+        tensors: the stored features (on ``device``, or in pinned host memory).
+        device: the training device the looked-up rows are delivered to.
+    """
+
+    def __init__(self, tensors: dict[str, Tensor], device: torch.device) -> None:
+        self.tensors, self.device = tensors, device
+        # On CUDA, tensors on the CPU are the pinned host tier (``cuda`` and ``cuda:0`` compare unequal).
+        self.pinned = device.type == "cuda" and next(iter(tensors.values())).is_cpu
+        self._staging: dict[str, Tensor] = {}
+        self._copied: torch.cuda.Event | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def lookup(self, index: Tensor) -> dict[str, Tensor]:
+        """The rows of dataset indices ``index`` (``B``), on the training device: name → ``B×…``."""
+        if not self.pinned:
+            index = index.to(self.device)
+            return {name: t.index_select(0, index) for name, t in self.tensors.items()}
+        # Pinned host memory: gather into a pinned staging buffer, then copy without blocking; the
+        # buffer is reused only once the previous copy is done.
+        if self._copied is not None:
+            self._copied.synchronize()
+        index = index.cpu()
+        rows = {}
+        for name, t in self.tensors.items():
+            staging = self._staging.get(name)
+            if staging is None or staging.shape[0] < len(index):
+                staging = self._staging[name] = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype).pin_memory()
+            torch.index_select(t, 0, index, out=staging[: len(index)])
+            rows[name] = staging[: len(index)].to(self.device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        return rows
+
+    def wrap(self, step: Callable[[dict], dict[str, Tensor]]) -> Callable[[dict], dict[str, Tensor]]:
+        """``step`` given each batch with its cached ``features`` added."""
+
+        def cached_step(batch: dict) -> dict[str, Tensor]:
+            return step({**batch, "features": self.lookup(batch["index"])})
+
+        return cached_step
+
+
+def _budget(place: str, budget_gb: float | None, device: torch.device) -> int:
+    """Bytes the cache may take in ``place`` (``device`` or ``host``): ``budget_gb``, or half the free memory."""
+    if budget_gb is not None:
+        return int(budget_gb * 1e9)
+    if place == "device" and device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return available_host_bytes() // 2
+
+
+def build_feature_cache(
+    stage: Stage,
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    precision: Callable[[], contextlib.AbstractContextManager],
+    mode: str = "auto",
+    budget_gb: float | None = None,
+) -> FeatureCache | None:
+    """Compute ``stage.features`` over ``dataset`` once, where it fits; ``None`` when not cached.
+
+    Args:
+        stage: the stage; nothing is cached when its ``features`` is ``None``.
+        dataset: the stage's images; items carry ``index`` and ``image``.
+        batch_size: images per forward pass while filling the cache.
+        device: the training device. precision: a new autocast context of training, per call.
+        mode: ``auto`` (cache when possible, else log why), ``on`` (cache or raise) or ``off``.
+        budget_gb: bytes (×10⁹) the cache may take; ``None``: half the free memory of where it goes.
+    Raises:
+        ConfigError: ``mode=on`` and the images are randomly transformed, or the cache fits nowhere.
+    """
+    if mode == "off" or stage.features is None:
+        return None
+
+    def decline(reason: str) -> None:
+        if mode == "on":
+            raise ConfigError(f"trainer.feature_cache=on, but stage '{stage.name}' cannot be cached: {reason}")
+        log.info("feature cache off for stage '%s': %s", stage.name, reason)
+
+    reason = random_transform_reason(dataset)
+    if reason is not None:
+        decline(reason)
+        return None
+    start = time.perf_counter()
+    with precision():
+        probe = stage.features(dataset[0]["image"][None].to(device))
+    need = len(dataset) * sum(t[0].numel() * t.element_size() for t in probe.values())
+    places = ["device"] + (["host"] if device.type == "cuda" else [])
+    place = next((p for p in places if need <= _budget(p, budget_gb, device)), None)
+    if place is None:
+        decline(
+            f"it needs {need / 1e9:.2f} GB, more than the budget in {' or '.join(places)} memory "
+            f"({_budget(places[-1], budget_gb, device) / 1e9:.2f} GB; set trainer.feature_cache_budget_gb)"
+        )
+        return None
+    pinned = place == "host"
+    tensors = {
+        name: torch.empty((len(dataset), *t.shape[1:]), dtype=t.dtype, device="cpu" if pinned else device)
+        for name, t in probe.items()
+    }
+    if pinned:
+        tensors = {name: t.pin_memory() for name, t in tensors.items()}
+    for batch in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):  # global RNG untouched
+        with precision():
+            features = stage.features(batch["image"].to(device, non_blocking=True))
+        index = batch["index"].to(tensors[next(iter(tensors))].device)
+        for name, value in features.items():
+            tensors[name].index_copy_(0, index, value.to(tensors[name].device))
+    cache = FeatureCache(tensors, device)
+    log.info(
+        "feature cache for stage '%s': %d images, %.1f MB (%s) in %s memory, built in %.1f s",
+        stage.name, len(dataset), cache.nbytes / 1e6, next(iter(tensors.values())).dtype,
+        "pinned host" if pinned else str(device), time.perf_counter() - start,
+    )  # fmt: skip
+    return cache

@@ -1,0 +1,129 @@
+"""The feature cache: training from cached frozen features equals training without it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from anomalib_lite.data import ImageSet
+from anomalib_lite.engine.trainer import Engine, TrainerConfig
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models import BackboneConfig, build_model
+from anomalib_lite.models.hfr.model import HFRConfig
+from anomalib_lite.models.msfi.model import MSFIConfig
+
+from conftest import tiny_datamodule
+
+
+def hfr():
+    torch.manual_seed(0)
+    return build_model(HFRConfig(epochs=2, conv_blocks=1), BackboneConfig("tf_efficientnet_lite0", weights="none"))
+
+
+def msfi(chained: bool = False):
+    torch.manual_seed(0)
+    config = MSFIConfig(scales=[32, 48], epochs=2, chained=chained)
+    return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+
+def frozen_network(model):
+    return model.encoder if hasattr(model, "encoder") else model.teacher
+
+
+def train(model, datamodule, tmp_path, **options):
+    """Fit ``model`` on CPU; return the loss terms of every step, whether the steps got cached features,
+    and how many batches the frozen network saw."""
+    losses, cached, calls = [], [], []
+    step = model.training_step
+
+    def recording_step(batch):
+        cached.append("features" in batch)
+        terms = step(batch)
+        losses.append({name: value.item() for name, value in terms.items()})
+        return terms
+
+    model.training_step = recording_step
+    frozen_network(model).register_forward_hook(lambda *_: calls.append(1))
+    cfg = TrainerConfig(device="cpu", progress=False, **options)
+    Engine(cfg, 3, tmp_path / f"{options.get('feature_cache')}.pt", {}).fit(model, datamodule)
+    return losses, cached, len(calls)
+
+
+@pytest.mark.parametrize("make", [hfr, msfi, lambda: msfi(chained=True)], ids=["hfr", "msfi", "msfi_chained"])
+def test_cached_training_equals_uncached_in_fp32(tmp_path, make):
+    datamodule = tiny_datamodule()
+    plain, cached_model = make(), make()
+    plain_losses, plain_cached, plain_calls = train(plain, datamodule, tmp_path, feature_cache="off")
+    losses, cached, calls = train(cached_model, datamodule, tmp_path, feature_cache="on")
+    steps = 2 * (10 // 4)  # 2 epochs, last partial batch dropped
+    assert len(losses) == len(plain_losses) == steps
+    assert not any(plain_cached) and all(cached)
+    scales = len(getattr(cached_model.cfg, "scales", [1]))
+    assert plain_calls == steps * scales and calls == (1 + 3) * scales  # probe + 3 batches of 4, per scale
+    for a, b in zip(losses, plain_losses):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name] == pytest.approx(b[name], abs=1e-6, rel=1e-6)
+    for (name, a), b in zip(cached_model.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_bf16_cache_is_stored_in_bf16_and_trains_within_tolerance(tmp_path, caplog):
+    datamodule = tiny_datamodule()
+    plain, cached_model = hfr(), hfr()
+    plain_losses, _, _ = train(plain, datamodule, tmp_path, feature_cache="off", precision="bf16")
+    with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
+        losses, cached, _ = train(cached_model, datamodule, tmp_path, feature_cache="on", precision="bf16")
+    assert all(cached) and "torch.bfloat16" in caplog.text
+    # The stated bf16 tolerance: losses within 1e-3 relative, weights within 1e-3 (the two paths run
+    # the same bf16 encoder on differently composed batches; on this CPU they agree exactly).
+    for a, b in zip(losses, plain_losses):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    for (name, a), b in zip(cached_model.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=name)
+
+
+class Flipping(ImageSet):
+    """A training set with a random horizontal flip (a random transform)."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        if torch.rand(()) < 0.5:
+            item["image"] = item["image"].flip(-1)
+        return item
+
+
+def test_random_transforms_turn_the_cache_off_or_are_refused(tmp_path, caplog):
+    datamodule = tiny_datamodule()
+    datamodule.train_set = Flipping(*(getattr(datamodule.train_set, k) for k in ("records", "images", "masks",
+                                                                                   "mask_valid")))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
+        _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", max_epochs=1)
+    assert not any(cached) and "randomly transformed" in caplog.text
+    with pytest.raises(ConfigError, match="feature_cache=on.*randomly transformed"):
+        train(hfr(), datamodule, tmp_path, feature_cache="on", max_epochs=1)
+
+
+def test_a_cache_over_budget_is_off_with_auto_and_refused_with_on(tmp_path, caplog):
+    datamodule = tiny_datamodule()
+    with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
+        _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", feature_cache_budget_gb=1e-6,
+                             max_epochs=1)  # fmt: skip
+    assert not any(cached) and "more than the budget" in caplog.text
+    with pytest.raises(ConfigError, match="more than the budget"):
+        train(hfr(), datamodule, tmp_path, feature_cache="on", feature_cache_budget_gb=1e-6, max_epochs=1)
+
+
+def test_a_resumed_cached_run_equals_an_uninterrupted_one(tmp_path):
+    datamodule = tiny_datamodule()
+    straight = hfr()
+    train(straight, datamodule, tmp_path / "a", feature_cache="on")
+    first = hfr()
+    train(first, datamodule, tmp_path / "b", feature_cache="on", max_epochs=1)  # stops after epoch 1
+    resumed = build_model(HFRConfig(epochs=2, conv_blocks=1), BackboneConfig("tf_efficientnet_lite0", weights="none"))
+    _, cached, _ = train(resumed, datamodule, tmp_path / "b", feature_cache="on", resume=True)
+    assert len(cached) == 10 // 4 and all(cached)  # the second epoch only, from a rebuilt cache
+    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
