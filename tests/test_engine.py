@@ -110,7 +110,7 @@ class NaNGradient(Toy):
 
 
 def test_nan_gradient_with_finite_loss_stops_naming_the_parameter(tmp_path, datamodule):
-    engine = Engine(TrainerConfig(progress=False), 0, tmp_path / "last.pt", {})
+    engine = Engine(TrainerConfig(progress=False, checkpoint_every=1), 0, tmp_path / "last.pt", {})
     with pytest.raises(
         TrainingError, match=r"Non-finite gradient in stage 'one', epoch 2 \(step 4\) of parameter\(s\) first\.weight\."
     ):
@@ -122,7 +122,7 @@ def test_nan_gradient_with_finite_loss_stops_naming_the_parameter(tmp_path, data
 def test_nan_found_at_the_epoch_end_is_never_checkpointed(tmp_path, datamodule):
     # log_every > steps per epoch: the NaN loss of epoch 2 goes through backward and optimiser steps
     # (NaN weights) before the epoch-end check finds it; the first bad step is still the one named.
-    engine = Engine(TrainerConfig(progress=False, log_every=1000), 0, tmp_path / "last.pt", {})
+    engine = Engine(TrainerConfig(progress=False, log_every=1000, checkpoint_every=1), 0, tmp_path / "last.pt", {})
     with pytest.raises(TrainingError, match=r"stage 'one', epoch 2: term 'extra' = nan \(step 4\)"):
         engine.fit(Toy(poison_at=1), datamodule)
     kept = load_checkpoint(tmp_path / "last.pt")
@@ -144,7 +144,7 @@ class NaNBuffer(Toy):
 
 
 def test_non_finite_weights_are_not_checkpointed(tmp_path, datamodule):
-    engine = Engine(TrainerConfig(progress=False), 0, tmp_path / "last.pt", {})
+    engine = Engine(TrainerConfig(progress=False, checkpoint_every=1), 0, tmp_path / "last.pt", {})
     with pytest.raises(TrainingError, match=r"Non-finite weights after stage 'one', epoch 2: centre; not checkpointed"):
         engine.fit(NaNBuffer(poison_at=2), datamodule)
     kept = load_checkpoint(tmp_path / "last.pt")

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from anomalib_lite.cli.common import hold_out_validation
+from anomalib_lite.cli.evaluation_outputs import hold_out_validation
 from anomalib_lite.data import DataConfig, build_datamodule
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, load_checkpoint
+from anomalib_lite.engine.checkpoint import load_checkpoint
+from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.metrics import collect_predictions, compute_metrics
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr import HFRConfig
@@ -116,7 +117,9 @@ def _train(family: str, root: Path, path: Path, kill: tuple[str, int] | None = N
     datamodule = _datamodule(root, model, batch_size=1 if family == "msfi" else 2)  # MSFI: 2 validation steps
     if kill is not None:
         _killed_at(model, *kill)
-    engine = Engine(TrainerConfig(progress=False, device="cpu", resume=resume), 11, path, {"family": family})
+    engine = Engine(
+        TrainerConfig(progress=False, device="cpu", resume=resume, checkpoint_every=1), 11, path, {"family": family}
+    )
     engine.fit(model, datamodule)
     return model, datamodule
 
