@@ -87,3 +87,12 @@ def test_a_full_disk_while_drawing_the_maps_keeps_the_metrics(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["categories"]["brick"]["n_images"] == 12
     assert torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)["finished"]
     assert not [p for p in run.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_run_folder_that_cannot_be_made_is_named_without_a_traceback(tmp_path):
+    (tmp_path / "file").write_text("a file where the run folder's parent should be")
+    for run_dir in (f"{tmp_path / 'file' / 'run'}", f"${{fresh_dir:{tmp_path / 'file' / 'run'}}}"):
+        result = run_entry("eval.py", "ckpt_path=absent.pt", f"hydra.run.dir={run_dir}")
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and "Cannot " in output and str(tmp_path / "file") in output
+        assert "Traceback" not in output
