@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,20 +24,26 @@ from conftest import REPO, TINY, run_entry
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_full_disk_leaves_the_earlier_file_and_no_partial_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing", ["write", "replace"])
+def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, monkeypatch, failing):
     metrics, checkpoint = tmp_path / "metrics.json", tmp_path / "last.pt"
     write_json({"a": 1}, metrics)
     save_checkpoint({"epoch": 1}, checkpoint)
     before = metrics.read_bytes(), checkpoint.read_bytes()
 
     def fill_the_disk(*args, **kwargs):
-        for arg in args:  # the open partial file, when the writer is given one
-            if hasattr(arg, "write"):
+        for arg in args:  # half a file written into the target given (a path or an open file), then a full disk
+            if isinstance(arg, (str, os.PathLike)):
+                Path(arg).write_bytes(b"half a file")
+            elif hasattr(arg, "write"):
                 arg.write(b"half a file")
         raise DISK_FULL
 
-    monkeypatch.setattr(evaluation_outputs.json, "dumps", fill_the_disk)
-    monkeypatch.setattr(trainer.torch, "save", fill_the_disk)
+    if failing == "write":
+        monkeypatch.setattr(evaluation_outputs.json, "dumps", fill_the_disk)
+        monkeypatch.setattr(trainer.torch, "save", fill_the_disk)
+    else:
+        monkeypatch.setattr(os, "replace", lambda *args: fill_the_disk())
     with pytest.raises(OSError, match="No space left"):
         write_json({"a": 2}, metrics)
     with pytest.raises(OSError, match="No space left"):
