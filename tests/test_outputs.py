@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,20 +24,26 @@ from conftest import REPO, TINY, run_entry
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_full_disk_leaves_the_earlier_file_and_no_partial_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing", ["write", "replace"])
+def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, monkeypatch, failing):
     metrics, checkpoint = tmp_path / "metrics.json", tmp_path / "last.pt"
     write_json({"a": 1}, metrics)
     save_checkpoint({"epoch": 1}, checkpoint)
     before = metrics.read_bytes(), checkpoint.read_bytes()
 
     def fill_the_disk(*args, **kwargs):
-        for arg in args:  # the open partial file, when the writer is given one
-            if hasattr(arg, "write"):
+        for arg in args:  # half a file written into the target given (a path or an open file), then a full disk
+            if isinstance(arg, (str, os.PathLike)):
+                Path(arg).write_bytes(b"half a file")
+            elif hasattr(arg, "write"):
                 arg.write(b"half a file")
         raise DISK_FULL
 
-    monkeypatch.setattr(evaluation_outputs.json, "dumps", fill_the_disk)
-    monkeypatch.setattr(trainer.torch, "save", fill_the_disk)
+    if failing == "write":
+        monkeypatch.setattr(evaluation_outputs.json, "dumps", fill_the_disk)
+        monkeypatch.setattr(trainer.torch, "save", fill_the_disk)
+    else:
+        monkeypatch.setattr(os, "replace", lambda *args: fill_the_disk())
     with pytest.raises(OSError, match="No space left"):
         write_json({"a": 2}, metrics)
     with pytest.raises(OSError, match="No space left"):
@@ -87,3 +94,12 @@ def test_a_full_disk_while_drawing_the_maps_keeps_the_metrics(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["categories"]["brick"]["n_images"] == 12
     assert torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)["finished"]
     assert not [p for p in run.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_run_folder_that_cannot_be_made_is_named_without_a_traceback(tmp_path):
+    (tmp_path / "file").write_text("a file where the run folder's parent should be")
+    for run_dir in (f"{tmp_path / 'file' / 'run'}", f"${{fresh_dir:{tmp_path / 'file' / 'run'}}}"):
+        result = run_entry("eval.py", "ckpt_path=absent.pt", f"hydra.run.dir={run_dir}")
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and "Cannot " in output and str(tmp_path / "file") in output
+        assert "Traceback" not in output

@@ -104,7 +104,8 @@ def check_run_folder(folder: Path, resume: bool = False, ignored: frozenset[str]
         resume_hint = "Pass trainer.resume=true to continue it, or choose" if "checkpoints" in held else "Choose"
         raise ConfigError(
             f"Run folder {folder} already holds a run ({', '.join(held[:5])}); nothing was written into it. "
-            f"{resume_hint} another folder (hydra.run.dir=…, or leave it out for a new dated one)."
+            f"{resume_hint} another folder (hydra.run.dir=…, hydra.sweep.dir=… for a sweep, or leave it out "
+            "for a new dated one)."
         )
 
 
@@ -182,6 +183,13 @@ def keep_swept_keys_in_names(config: DictConfig) -> None:
             config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(kept)}]")
 
 
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The ``OSError`` that a config error was raised while handling (OmegaConf does not chain it as the cause)."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__context__
+    return exc
+
+
 def _refuse(message: str) -> None:
     log.error("%s", message)
     sys.exit(1)
@@ -215,8 +223,8 @@ class RunFolderGuard(Callback):
             check(folder, config)
             check_writable(folder)
         except OmegaConfBaseException as exc:  # fresh_dir could not create the folder
-            cause = exc.__cause__
-            if not isinstance(cause, OSError):
+            cause = _os_error_behind(exc)
+            if cause is None:
                 raise
             _refuse(f"Cannot create the run folder {cause.filename}: {cause.strerror}. Choose a writable "
                     f"folder with {key}=…")  # fmt: skip

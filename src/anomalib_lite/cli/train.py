@@ -35,7 +35,7 @@ from anomalib_lite.models.backbones import cached_or_offline
 
 # Options a resumed run may change: they do not change what is trained (where the data is, how
 # it is loaded and shown, on which device).
-RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers")
+RESUME_FREE_KEYS = frozenset({"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers"})
 
 
 def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
@@ -82,7 +82,7 @@ def check_resume_config(folder: Path, config: dict[str, Any]) -> None:
     for checkpoint in sorted(folder.glob("checkpoints/*/last.pt")):
         stored = load_checkpoint(checkpoint)["config"]
         new = category_config(config, checkpoint.parent.name)
-        changed = [k for k in changed_keys(stored, new) if not k.startswith(RESUME_FREE_KEYS)]
+        changed = [k for k in changed_keys(stored, new) if k not in RESUME_FREE_KEYS]
         if changed:
             values = OmegaConf.create(stored), OmegaConf.create(new)
             details = ", ".join(
