@@ -14,6 +14,9 @@ nothing is downloaded), every training stage timed after warm-up, with peak memo
 inference: a trained checkpoint's ``predict`` per image, after warm-up, at its image size;
 ``--set`` replaces stored options (e.g. MSFI's weight search off, or another keep_k).
     python scripts/benchmark.py inference --ckpt outputs/.../last.pt [--set model.weight_search.apply=false]
+peer: our HFR and MSFI against anomalib's Reverse Distillation and STFPM on the same images
+(scripts/peer_benchmark.py; anomalib runs in the python given, e.g. a separate virtual environment).
+    python scripts/benchmark.py peer --anomalib-python .venv-peer/bin/python [--size 128 --epochs 3] [--set ...]
 """
 
 from __future__ import annotations
@@ -279,8 +282,13 @@ def main() -> None:
     inference.add_argument("--batch", type=int, default=8)
     inference.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     inference.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    import peer_benchmark  # scripts/peer_benchmark.py
+
+    peer_benchmark.add_parser(sub)
     args = parser.parse_args()
-    {"evaluator": bench_evaluator, "model": bench_model, "inference": bench_inference}[args.what](args)
+    runs = {"evaluator": bench_evaluator, "model": bench_model, "inference": bench_inference}
+    runs["peer"] = peer_benchmark.run
+    runs[args.what](args)
 
 
 if __name__ == "__main__":
