@@ -154,7 +154,10 @@ class Engine:
             log.info("resuming %s at stage %d, epoch %d", self.checkpoint_path, start_stage, start_epoch)
 
         for index, stage in enumerate(stages):
-            epochs = min(stage.epochs, self.cfg.max_epochs or stage.epochs)
+            epochs = (
+                stage.epochs if stage.steps is None else math.ceil(stage.steps / len(_loader(datamodule, stage.split)))
+            )
+            epochs = min(epochs, self.cfg.max_epochs or epochs)
             if index < start_stage or (index == start_stage and start_epoch >= epochs):
                 continue
             first_epoch = start_epoch if index == start_stage else 0

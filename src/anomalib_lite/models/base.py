@@ -43,6 +43,8 @@ class Stage:
         on_epoch_end: optional hook given the number of finished epochs.
         split: the images it trains on: ``train`` (normal training images) or ``validation``
             (held out from the test set, see :meth:`AnomalyModel.validation_split`).
+        steps: optional budget in optimiser steps instead of epochs (e.g. IGD's distillation, counted in
+            iterations by its paper): the stage runs ``ceil(steps / batches per epoch)`` epochs.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Stage:
     on_stage_start: Callable[[object], None] | None = None
     on_epoch_end: Callable[[int], None] | None = None
     split: str = "train"
+    steps: int | None = None
 
 
 class AnomalyModel(nn.Module):
