@@ -29,7 +29,7 @@ from anomalib_lite.visualize import sample_indices, save_overlays, save_stages
 log = logging.getLogger("anomalib_lite")
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 # Reported only by the models whose papers report them; a table shows them when a row has them.
-OPTIONAL_COLUMNS = ("iou",)
+OPTIONAL_COLUMNS = ("iou", "pixel_auroc_per_image", "image_accuracy")
 
 
 def metric_columns(rows: dict[str, dict[str, Any]]) -> tuple[str, ...]:
