@@ -73,7 +73,7 @@ def test_patches_match_slicing_and_fold_back_to_the_image():
 
 def test_critic_and_autoencoder_losses_move_only_their_own_parameters():
     torch.manual_seed(0)
-    model = IGD(IGDConfig(width=4, kd_steps=0, freeze_encoder=False), BackboneConfig(weights="none"))
+    model = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
     terms = model.local_step({"image": torch.randn(6, 3, 32, 32)})
     descriptor = model.local
 
@@ -92,7 +92,7 @@ def test_critic_and_autoencoder_losses_move_only_their_own_parameters():
 
 def test_predict_shapes_local_only_and_with_the_global_model():
     torch.manual_seed(0)
-    small = IGD(IGDConfig(width=4, kd_steps=0, freeze_encoder=False), BackboneConfig(weights="none")).eval()
+    small = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none")).eval()
     out = small.predict(torch.randn(3, 1, 32, 32))  # grey input is accepted
     assert out.anomaly_map.shape == (3, 32, 32) and out.score.shape == (3,)
     assert small.global_model is None and small.backbone is None
@@ -175,11 +175,14 @@ def test_one_local_step_leaves_the_distilled_encoder_body_unchanged():
     fresh = IGD(IGDConfig(width=4, kd_steps=1, kd_input_size=32), BackboneConfig(weights="none"))
     fresh.load_state_dict(model.state_dict())
     assert not any(p.requires_grad for p in fresh.local.encoder.body.parameters())
+    # Without distillation there is nothing to fix: the body trains (the paper's no-KD ablation).
+    no_kd = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
+    assert {id(p) for p in no_kd.local.encoder.body.parameters()} <= {id(p) for p in no_kd.stages()[0].parameters}
 
 
 def test_the_models_train_on_their_own_ms_ssim_and_combine_by_beta():
     torch.manual_seed(0)
-    one_class = IGD(IGDConfig(width=4, kd_steps=0, freeze_encoder=False), BackboneConfig(weights="none"))
+    one_class = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
     assert (one_class.local.ssim_weights, one_class.local.ssim_window) == (GLOBAL_WEIGHTS, 11)  # paper footnote 1
     for combine, share in (("beta", 0.1), ("equal", 0.5)):
         cfg = IGDConfig(image_size=64, width=4, kd_steps=1, combine=combine)
@@ -200,13 +203,13 @@ def test_the_models_train_on_their_own_ms_ssim_and_combine_by_beta():
 def test_reconstruction_error_follows_the_paper_formula_in_normalised_space():
     # ℓ_m = ρ·MAE/L + (1 − ρ)(1 − MS-SSIM) with L = 4.7579 on ImageNet-normalised images (paper L185).
     torch.manual_seed(0)
-    model = IGD(IGDConfig(width=4, kd_steps=0, freeze_encoder=False), BackboneConfig(weights="none"))
+    model = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
     x, y = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
     expected = 0.15 * (x - y).abs().mean(dim=(1, 2, 3)) / 4.7579 + 0.85 * (
         1 - ms_ssim(x, y, GLOBAL_WEIGHTS, 11, data_range=4.7579)
     )
     assert torch.allclose(model.local.reconstruction_error(x, y), expected, atol=1e-6)
-    unit = IGD(IGDConfig(width=4, kd_steps=0, freeze_encoder=False, ssim_space="unit"), BackboneConfig(weights="none"))
+    unit = IGD(IGDConfig(width=4, kd_steps=0, ssim_space="unit"), BackboneConfig(weights="none"))
     assert unit._targets(x).min() >= x.min() * 0.229 + 0.406 - 1e-6  # mapped to [0, 1] space
     with pytest.raises(ValueError, match="ssim_space"):
         IGDConfig(ssim_space="pixels")
@@ -215,7 +218,7 @@ def test_reconstruction_error_follows_the_paper_formula_in_normalised_space():
 def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
     seen = []
     for per_image, expected in ((None, 2 * 9), (4, 2 * 4)):
-        model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, freeze_encoder=False, patches_per_image=per_image),
+        model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, patches_per_image=per_image),
                     BackboneConfig(weights="none"))  # fmt: skip
         monkeypatch.setattr(model.local, "losses", lambda inputs, targets: seen.append(inputs.shape[0]))
         model.local_step({"image": torch.randn(2, 3, 64, 64)})

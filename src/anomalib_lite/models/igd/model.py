@@ -59,7 +59,8 @@ class IGDConfig:
             steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5);
             0 steps skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
         freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
-            trains it in the EM stage too (an option, not the paper).
+            trains it in the EM stage too (an option, not the paper). Without distillation (``kd_steps=0``,
+            the no-KD row of the paper's Table 5) there is nothing to fix and the body trains.
         width: channels of the first conv (ref-code 64). hidden, latent: 512-d distilled feature, 128-d code
             (paper L185/L189).
         local_size, patch_stride: the local model's input side and, on larger images, the patch stride
@@ -139,6 +140,11 @@ class IGDConfig:
         return self.image_size > self.local_size if self.use_global is None else self.use_global
 
     @property
+    def body_frozen(self) -> bool:
+        """Whether the local encoder body is fixed in the EM stage (after a distillation)."""
+        return self.freeze_encoder and self.kd_steps > 0
+
+    @property
     def global_share(self) -> float:
         """The global model's weight in the map and score: β (paper) or 0.5 (ref-code)."""
         return self.beta if self.combine == "beta" else 0.5
@@ -189,8 +195,8 @@ class GaussianDescriptor(nn.Module):
 
     def em_parameters(self) -> list[nn.Parameter]:
         """What the EM stage trains: the 512→128 layer, the decoder, the critic; the encoder body too
-        only with ``freeze_encoder=false`` (a frozen backbone never)."""
-        body = [p for p in self.encoder.body.parameters() if p.requires_grad] if not self.cfg.freeze_encoder else []
+        only when it is not fixed (:attr:`IGDConfig.body_frozen`; a frozen backbone never)."""
+        body = [p for p in self.encoder.body.parameters() if p.requires_grad] if not self.cfg.body_frozen else []
         rest = [self.encoder.to_latent, self.decoder, self.critic]
         return body + [p for module in rest for p in module.parameters()]
 
@@ -335,7 +341,7 @@ class IGD(AnomalyModel):
     def _em_hooks(self, descriptor: GaussianDescriptor, local: bool) -> tuple:
         def start(datamodule: object) -> None:
             self._datamodule = datamodule
-            if self.cfg.freeze_encoder and local:
+            if self.cfg.body_frozen and local:
                 descriptor.encoder.body.freeze()
             if not bool(descriptor.fitted):
                 descriptor.e_step(self._normalised_batches(local))
