@@ -287,3 +287,16 @@ def test_grey_images_go_back_to_their_unit_range_value():
     rgb = to_unit_range(grey)
     assert rgb.shape == (1, 3, 2, 2)
     assert torch.allclose(rgb, torch.full_like(rgb, 0.502), atol=1e-6)
+
+
+def test_the_mvtec_experiment_has_the_papers_budget():
+    # Paper L185/L189: 256 epochs on MVTec AD; 50 000 distillation steps at batch 64; every patch (ref-code).
+    from omegaconf import OmegaConf
+
+    from conftest import REPO
+
+    experiment = OmegaConf.load(REPO / "configs" / "experiment" / "igd_mvtec.yaml")
+    model = OmegaConf.load(REPO / "configs" / "model" / "igd.yaml")
+    assert experiment.model.epochs == 256 and experiment.data.image_size == 256
+    assert (model.kd_steps, model.kd_batch_size, model.patches_per_image, model.beta) == (50000, 64, None, 0.1)
+    assert IGDConfig().kd_steps == 50000 and IGDConfig().patches_per_image is None
