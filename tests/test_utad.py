@@ -140,6 +140,10 @@ def test_ie_net_optimiser_is_the_reference_codes_sgd_with_step_decay():
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.SGD)
     assert (group["lr"], group["weight_decay"], group["momentum"]) == (1e-3, 1e-4, 0.9)
+    assert optimizer.param_groups[1]["lr"] == 1e-3  # the MI discriminator: ie_lr unless mi_lr is set
+    fast = UTAD(UTADConfig(image_size=64, mi_lr=0.05), OFFLINE)
+    groups = fast.stages()[0].optimizer(fast.stages()[0].parameters).param_groups
+    assert groups[1]["lr"] == 0.05 and {id(p) for p in groups[1]["params"]} == {id(p) for p in fast.mi.parameters()}
     scheduler = stage.scheduler(optimizer, 800)  # 2 steps per epoch
     rates = []
     for _ in range(800):

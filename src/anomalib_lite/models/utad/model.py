@@ -50,6 +50,8 @@ class UTADConfig:
         ie_epochs, momentum: SGD of stage 1 (paper: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
             ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
             lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350.
+        mi_lr: SGD learning rate of the MI discriminator's own parameter group; ``None`` = ``ie_lr`` (choice: the
+            paper trains all of stage 1 with one SGD; the ref-code gives the discriminator its own optimiser).
         recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2 100 ref-code, KL to N(0, I) 0.1 ref-code,
             MI 1 choice; ``mi_weight=0`` is the paper's "without MI" ablation).
         expert_epochs, expert_lr, betas: Adam of stage 2 (lr 1e-4 paper, betas (0.5, 0.999) ref-code (MUNIT)).
@@ -75,6 +77,7 @@ class UTADConfig:
     ie_milestones: list[int] = field(default_factory=lambda: [200, 350])
     ie_lr_decay: float = 0.1
     momentum: float = 0.9
+    mi_lr: float | None = None
     recon_weight: float = 100.0
     kl_weight: float = 0.1
     mi_weight: float = 1.0
@@ -106,6 +109,8 @@ class UTADConfig:
             raise ValueError(f"model.image_size={self.image_size} must be a multiple of 4 (the Expert-Net)")
         if not 0 <= self.iou_threshold <= 1:
             raise ValueError(f"model.iou_threshold={self.iou_threshold} must be in [0, 1]")
+        if self.mi_lr is not None and self.mi_lr <= 0:
+            raise ValueError(f"model.mi_lr={self.mi_lr} must be > 0 (or null: ie_lr)")
         if self.mi_weight < 0:
             raise ValueError(f"model.mi_weight={self.mi_weight} must be ≥ 0")
 
@@ -204,6 +209,16 @@ class UTAD(AnomalyModel):
             loss = loss + cfg.detail_weight * detail_term
         return {"loss": loss, **terms}
 
+    def _ie_optimizer(self, params: list[nn.Parameter]) -> torch.optim.SGD:
+        """Stage 1's SGD: the IE-Net at ``ie_lr``, the MI discriminator in its own group at ``mi_lr``."""
+        cfg = self.cfg
+        discriminator = {id(p) for p in self.mi.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) not in discriminator]},
+            {"params": [p for p in params if id(p) in discriminator], "lr": cfg.mi_lr or cfg.ie_lr},
+        ]
+        return torch.optim.SGD(groups, lr=cfg.ie_lr, momentum=cfg.momentum, weight_decay=cfg.ie_weight_decay)
+
     def stages(self) -> list[Stage]:
         """``ie_net`` (SGD, step decay), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
         cfg = self.cfg
@@ -218,9 +233,7 @@ class UTAD(AnomalyModel):
                 name="ie_net",
                 epochs=cfg.ie_epochs,
                 parameters=list(self.ie_net.parameters()) + list(self.mi.parameters()),
-                optimizer=lambda params: torch.optim.SGD(
-                    params, lr=cfg.ie_lr, momentum=cfg.momentum, weight_decay=cfg.ie_weight_decay
-                ),
+                optimizer=self._ie_optimizer,
                 step=self.ie_step,
                 scheduler=step_decay,
             )
