@@ -9,15 +9,28 @@ import pytest
 import torch
 from torch import nn
 
+from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import cached_or_offline, torchvision_weights_path
+from anomalib_lite.models.base import AnomalyModel, Stage
 from anomalib_lite.models.igd.model import IGD, GaussianDescriptor, IGDConfig, fold_patches, to_patches
+from anomalib_lite.models.igd.networks import GlobalCritic, GlobalDecoder, ResidualBlock
+from anomalib_lite.models.layers import to_unit_range
+from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim
 
 from conftest import run_entry, write_mvtec_category
 
 
 class Identity(nn.Module):
     """An "encoder" whose code is its input: ``B×d`` → ``(h, z) = (x, x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.to_latent = nn.Identity(), nn.Identity()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, x
@@ -31,7 +44,7 @@ def test_e_step_fits_the_known_mean_and_variance():
     noise = (noise - noise.mean(0)) / noise.std(0, unbiased=False)  # exactly zero mean, unit variance
     codes = mean + 0.7 * noise
     cfg = IGDConfig(latent=d, width=4)
-    descriptor = GaussianDescriptor(Identity(), 32, cfg)
+    descriptor = GaussianDescriptor(Identity(), nn.Identity(), nn.Identity(), GLOBAL_WEIGHTS, 11, cfg)
     descriptor.e_step(iter(codes.split(1000)))
     # Components smaller than mu_min = 0.1 in magnitude are pushed out to ±0.1, keeping their sign.
     expected_mu = torch.tensor([2.0, -3.0, 0.5, 0.1, -0.1, 1.0, 0.1, -1.5])
@@ -60,7 +73,7 @@ def test_patches_match_slicing_and_fold_back_to_the_image():
 
 def test_critic_and_autoencoder_losses_move_only_their_own_parameters():
     torch.manual_seed(0)
-    model = IGD(IGDConfig(width=4, kd_epochs=0), BackboneConfig(weights="none"))
+    model = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
     terms = model.local_step({"image": torch.randn(6, 3, 32, 32)})
     descriptor = model.local
 
@@ -79,11 +92,11 @@ def test_critic_and_autoencoder_losses_move_only_their_own_parameters():
 
 def test_predict_shapes_local_only_and_with_the_global_model():
     torch.manual_seed(0)
-    small = IGD(IGDConfig(width=4, kd_epochs=0), BackboneConfig(weights="none")).eval()
+    small = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none")).eval()
     out = small.predict(torch.randn(3, 1, 32, 32))  # grey input is accepted
     assert out.anomaly_map.shape == (3, 32, 32) and out.score.shape == (3,)
     assert small.global_model is None and small.backbone is None
-    large = IGD(IGDConfig(image_size=64, width=4, kd_epochs=1), BackboneConfig(weights="none")).eval()
+    large = IGD(IGDConfig(image_size=64, width=4, kd_steps=1), BackboneConfig(weights="none")).eval()
     assert [s.name for s in large.stages()] == ["distill", "local", "global"]
     out = large.predict(torch.randn(2, 3, 64, 64))
     assert out.anomaly_map.shape == (2, 64, 64) and torch.isfinite(out.score).all()
@@ -130,10 +143,160 @@ def test_igd_trains_on_an_mvtec_layout_folder_with_pixel_metrics(tmp_path):
 @pytest.mark.slow
 def test_igd_runs_offline_on_mnist5k(tmp_path):
     result = run_entry(
-        "train.py", "model=igd", "data=mnist5k", "data.normal_class=3", "model.width=4", "model.kd_epochs=1",
+        "train.py", "model=igd", "data=mnist5k", "data.normal_class=3", "model.width=4", "model.kd_steps=1",
         "trainer.max_epochs=1", "trainer.progress=false", "eval.n_maps=2", f"hydra.run.dir={tmp_path / 'run'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["categories"]["3"]
     assert metrics["n_images"] == 1000 and metrics["n_anomalous"] == 900
     assert metrics["pixel_auroc"] is None and 0 <= metrics["image_auroc"] <= 1
+
+
+def test_one_local_step_leaves_the_distilled_encoder_body_unchanged():
+    # IGD L189: after distillation the encoder body is fixed; only 512→128, the decoder and the critic train.
+    torch.manual_seed(0)
+    model = IGD(IGDConfig(width=4, kd_steps=1, kd_input_size=32), BackboneConfig(weights="none"))
+    distill, local = model.stages()
+    assert distill.steps == 1 and local.name == "local"
+    body = model.local.encoder.body
+    assert not {id(p) for p in body.parameters()} & {id(p) for p in local.parameters}
+    local.on_stage_start(type("Data", (), {"train_set": [{"image": torch.randn(3, 32, 32)} for _ in range(8)]})())
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    head_before = model.local.encoder.to_latent.weight.clone()
+    optimizer = local.optimizer(local.parameters)
+    model.train()
+    local.step({"image": torch.randn(8, 3, 32, 32)})["loss"].backward()
+    optimizer.step()
+    after = body.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and batch-norm statistics
+    assert not body.training and not any(p.requires_grad for p in body.parameters())
+    assert not torch.equal(head_before, model.local.encoder.to_latent.weight)
+    # A checkpoint taken after distillation restores a frozen body.
+    fresh = IGD(IGDConfig(width=4, kd_steps=1, kd_input_size=32), BackboneConfig(weights="none"))
+    fresh.load_state_dict(model.state_dict())
+    assert not any(p.requires_grad for p in fresh.local.encoder.body.parameters())
+    # Without distillation there is nothing to fix: the body trains (the paper's no-KD ablation).
+    no_kd = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
+    assert {id(p) for p in no_kd.local.encoder.body.parameters()} <= {id(p) for p in no_kd.stages()[0].parameters}
+
+
+def test_the_models_train_on_their_own_ms_ssim_and_combine_by_beta():
+    torch.manual_seed(0)
+    one_class = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
+    assert (one_class.local.ssim_weights, one_class.local.ssim_window) == (GLOBAL_WEIGHTS, 11)  # paper footnote 1
+    for combine, share in (("beta", 0.1), ("equal", 0.5)):
+        cfg = IGDConfig(image_size=64, width=4, kd_steps=1, combine=combine)
+        model = IGD(cfg, BackboneConfig(weights="none")).eval()
+        assert (model.local.ssim_weights, model.local.ssim_window) == (LOCAL_WEIGHTS, 3)
+        assert (model.global_model.ssim_weights, model.global_model.ssim_window) == (GLOBAL_WEIGHTS, 11)
+        image = torch.randn(2, 3, 64, 64)
+        out = model.predict(image)
+        patches = to_patches(image, 32, 16).flatten(0, 1)
+        local_score, local_map = model.local.evaluate(patches, patches)
+        global_score, global_map = model.global_model.evaluate(image, image)
+        expected_map = share * global_map + (1 - share) * fold_patches(local_map.view(2, 9, 32, 32), 64, 16)
+        expected_score = share * global_score + (1 - share) * local_score.view(2, 9).amax(1)
+        assert torch.allclose(out.anomaly_map, expected_map, atol=1e-6)
+        assert torch.allclose(out.score, expected_score, atol=1e-6)
+
+
+def test_reconstruction_error_follows_the_paper_formula_in_normalised_space():
+    # ℓ_m = ρ·MAE/L + (1 − ρ)(1 − MS-SSIM) with L = 4.7579 on ImageNet-normalised images (paper L185).
+    torch.manual_seed(0)
+    model = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
+    x, y = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    expected = 0.15 * (x - y).abs().mean(dim=(1, 2, 3)) / 4.7579 + 0.85 * (
+        1 - ms_ssim(x, y, GLOBAL_WEIGHTS, 11, data_range=4.7579)
+    )
+    assert torch.allclose(model.local.reconstruction_error(x, y), expected, atol=1e-6)
+    unit = IGD(IGDConfig(width=4, kd_steps=0, ssim_space="unit"), BackboneConfig(weights="none"))
+    assert unit._targets(x).min() >= x.min() * 0.229 + 0.406 - 1e-6  # mapped to [0, 1] space
+    with pytest.raises(ValueError, match="ssim_space"):
+        IGDConfig(ssim_space="pixels")
+
+
+def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
+    seen = []
+    for per_image, expected in ((None, 2 * 9), (4, 2 * 4)):
+        model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, patches_per_image=per_image),
+                    BackboneConfig(weights="none"))  # fmt: skip
+        monkeypatch.setattr(model.local, "losses", lambda inputs, targets: seen.append(inputs.shape[0]))
+        model.local_step({"image": torch.randn(2, 3, 64, 64)})
+        assert seen[-1] == expected
+
+
+def test_the_distillation_stage_runs_its_steps_in_whole_epochs(tmp_path):
+    # IGD counts distillation in iterations (paper L189): 5 steps on a 2-batch loader = 3 epochs, 6 steps.
+    class Data:
+        def train_loader(self, generator=None):
+            return [{"image": torch.zeros(1)}, {"image": torch.zeros(1)}]
+
+    weight = nn.Parameter(torch.zeros(()))
+    calls = []
+
+    class Model(AnomalyModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = weight
+
+        def stages(self):
+            def step(batch):
+                calls.append(1)
+                return {"loss": (self.weight - 1) ** 2}
+
+            return [Stage("distill", 1, [self.weight], lambda p: torch.optim.SGD(p, lr=0.1), step, steps=5)]
+
+    Engine(TrainerConfig(device="cpu", progress=False), 0, tmp_path / "last.pt", {}).fit(Model(), Data())
+    assert len(calls) == 6
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_global_model_has_four_residual_blocks_and_the_ref_code_parameter_count():
+    # Paper L189 "four residual blocks"; ref-code p256/mvtec_module.py (twoin1Generator256, VisualDiscriminator256).
+    w, latent = 64, 128
+    decoder, critic = GlobalDecoder(256, w, latent), GlobalCritic(256, w)
+    for net in (decoder, critic):
+        assert sum(isinstance(m, ResidualBlock) for m in net.modules()) == 4
+
+    def conv(a, b, k):
+        return a * b * k * k + b
+
+    def block(a, b):  # norm(a), conv3 a→b, norm(b), conv3 b→b, 1×1 shortcut; each norm has 2 per channel
+        return 2 * a + conv(a, b, 3) + 2 * b + conv(b, b, 3) + conv(a, b, 1)
+
+    widths = [8 * w, 8 * w, 4 * w, 2 * w, w]
+    expected_decoder = (
+        (latent + 1) * 8 * w * 16
+        + conv(8 * w, 8 * w, 3)
+        + sum(block(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        + 2 * w
+        + conv(w, 3, 5)
+    )
+    down = [w, 2 * w, 4 * w, 8 * w, 8 * w]
+    expected_critic = conv(3, w, 5) + sum(block(a, b) for a, b in zip(down[:-1], down[1:])) + conv(8 * w, 8 * w, 3)
+    expected_critic += 8 * w * 16 + 1
+    assert sum(p.numel() for p in decoder.parameters()) == expected_decoder
+    assert sum(p.numel() for p in critic.parameters()) == expected_critic
+    assert decoder(torch.randn(2, latent)).shape == (2, 3, 256, 256)
+    assert critic(torch.randn(2, 3, 256, 256)).shape == (2,)
+
+
+def test_grey_images_go_back_to_their_unit_range_value():
+    # A grey pixel of 0.502 is normalised with the mean statistics (data.images); back, it is 0.502 in R, G, B.
+    grey = (torch.full((1, 1, 2, 2), 0.502) - torch.tensor(IMAGENET_MEAN).mean()) / torch.tensor(IMAGENET_STD).mean()
+    rgb = to_unit_range(grey)
+    assert rgb.shape == (1, 3, 2, 2)
+    assert torch.allclose(rgb, torch.full_like(rgb, 0.502), atol=1e-6)
+
+
+def test_the_mvtec_experiment_has_the_papers_budget():
+    # Paper L185/L189: 256 epochs on MVTec AD; 50 000 distillation steps at batch 64; every patch (ref-code).
+    from omegaconf import OmegaConf
+
+    from conftest import REPO
+
+    experiment = OmegaConf.load(REPO / "configs" / "experiment" / "igd_mvtec.yaml")
+    model = OmegaConf.load(REPO / "configs" / "model" / "igd.yaml")
+    assert experiment.model.epochs == 256 and experiment.data.image_size == 256
+    assert (model.kd_steps, model.kd_batch_size, model.patches_per_image, model.beta) == (50000, 64, None, 0.1)
+    assert IGDConfig().kd_steps == 50000 and IGDConfig().patches_per_image is None

@@ -270,3 +270,85 @@ def test_compute_metrics_pixel_figures_cover_only_images_with_a_known_mask():
         assert got["pixel_auroc"] == pytest.approx(roc_auc_score(kept, maps[mask_valid].ravel()), abs=1e-12)
         assert got["aupro"] == pytest.approx(naive_aupro(maps[mask_valid], masks[mask_valid]), abs=1e-12)
         assert got["n_pixel_images"] == mask_valid.sum()
+
+
+def test_per_image_pixel_auroc_is_the_mean_of_sklearns_auroc_image_by_image():
+    # The CAVGA protocol (IGD Table 4, UTAD Table 1): one ROC per anomalous image over its own pixels.
+    from anomalib_lite.metrics import per_image_pixel_auroc
+
+    rng = np.random.default_rng(11)
+    maps = np.round(rng.random((7, 20, 20)) * 50).astype(np.float32)  # ties
+    masks = np.zeros(maps.shape, dtype=bool)
+    masks[1, 3:9, 4:12] = True
+    masks[2, 15:, 15:] = True
+    masks[4, 0, 0] = True
+    masks[5] = True  # all anomalous: no normal pixel, AUROC undefined, left out
+    maps[masks] += rng.normal(5, 10, masks.sum()).astype(np.float32)
+    expected = np.mean([roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in (1, 2, 4)])
+    got = per_image_pixel_auroc(torch.from_numpy(maps), torch.from_numpy(masks))
+    assert got == pytest.approx(expected, abs=1e-12)
+    pooled = roc_auc_score(masks[:5].ravel(), maps[:5].ravel())
+    assert abs(got - pooled) > 1e-3  # not the pooled pixel AUROC
+    assert per_image_pixel_auroc(torch.from_numpy(maps), torch.zeros(7, 20, 20, dtype=torch.bool)) is None
+
+
+@pytest.mark.parametrize("threshold", [-0.5, 0.3, 0.71])
+def test_image_accuracy_equals_sklearn_accuracy_at_the_threshold(threshold):
+    from sklearn.metrics import accuracy_score
+
+    from anomalib_lite.metrics import image_accuracy
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 60)
+    scores = (rng.normal(size=60) + labels).round(1).astype(np.float32)
+    scores[:3] = np.float32(threshold)  # ties at the threshold count as anomalous
+    expected = accuracy_score(labels, scores >= np.float32(threshold))
+    assert image_accuracy(torch.from_numpy(scores), torch.from_numpy(labels), threshold) == pytest.approx(expected)
+
+
+def test_the_evaluator_reports_the_papers_metrics_and_normalises_the_iou_over_every_image():
+    from anomalib_lite.metrics import Predictions, compute_metrics
+
+    rng = np.random.default_rng(4)
+    maps = rng.random((6, 16, 16)).astype(np.float32)
+    masks = np.zeros(maps.shape, dtype=bool)
+    masks[3, 2:9, 2:9] = masks[4, 8:, 8:] = masks[5, :4, :] = True
+    maps[masks] += 0.8
+    maps[0] *= 3.0  # a normal image with the set's largest values: it sets the IoU scale
+    maps[5] += 4.0  # an anomalous image without a mask file: it sets the scale too, but has no IoU
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = maps.reshape(6, -1).max(1)
+    valid = np.array([True, True, True, True, True, False])
+    pred = Predictions(
+        torch.from_numpy(scores), torch.from_numpy(labels), torch.from_numpy(maps), torch.from_numpy(masks),
+        torch.from_numpy(valid),
+    )  # fmt: skip
+    metrics = compute_metrics(pred, iou_threshold=0.3)
+    scaled = (maps - maps.min()) / (maps.max() - maps.min())  # over all six images
+    expected_iou = np.mean([jaccard_score(masks[i].ravel(), scaled[i].ravel() >= 0.3) for i in (3, 4)])
+    assert metrics["iou"] == pytest.approx(expected_iou, abs=1e-12)
+    expected_auroc = np.mean([roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in (3, 4)])
+    assert metrics["pixel_auroc_per_image"] == pytest.approx(expected_auroc, abs=1e-12)
+    accuracy = np.mean((scores >= metrics["image_threshold"]) == labels)
+    assert metrics["image_accuracy"] == pytest.approx(accuracy)
+
+
+def test_segmentation_iou_normalisation_includes_images_without_a_known_mask():
+    maps = torch.zeros(2, 4, 4)
+    maps[0, :2, :2] = 1.0
+    maps[1] = 4.0  # unknown mask: only its values count, in the scale
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True
+    masks[1] = True
+    valid = torch.tensor([True, False])
+    assert segmentation_iou(maps, masks, 0.5, valid) == 0.0  # 1/4 < 0.5: nothing predicted on image 0
+    assert segmentation_iou(maps[:1], masks[:1], 0.5) == 1.0
+
+
+def test_igd_and_utad_tables_compare_with_their_papers_own_metrics():
+    from anomalib_lite.cli.reproduce import TABLES
+
+    igd = TABLES["igd_mvtec"].datasets[0].paper
+    utad = TABLES["utad_mvtec"].datasets[0].paper
+    assert igd == {"image_auroc": 0.901, "pixel_auroc_per_image": 0.91, "image_accuracy": 0.84}
+    assert utad == {"iou": 0.53, "pixel_auroc_per_image": 0.90}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from anomalib_lite.engine.checkpoint import save_checkpoint
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
@@ -13,9 +14,10 @@ from anomalib_lite.errors import TrainingError
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import torchvision_weights_path
 from anomalib_lite.models.utad import UTAD, UTADConfig
+from anomalib_lite.models.utad.networks import ResidualBlock
 from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
-from conftest import TINY, run_entry
+from conftest import REPO, TINY, run_entry
 
 OFFLINE = BackboneConfig(name="tf_efficientnet_lite0", weights="none")
 
@@ -55,6 +57,7 @@ def test_shapes_through_both_stages_and_the_ablations():
     assert torch.allclose(no_expert.predict(x).anomaly_map, expected)
     no_detail = UTAD(UTADConfig(image_size=64, use_detail=False), OFFLINE)
     assert no_detail.detail is None and "detail" not in no_detail.expert_step({"image": x})
+    assert no_detail.decoder.mlp is not None  # AdaIN is kept (fed random codes), not removed
 
 
 def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
@@ -104,3 +107,64 @@ def test_stage_two_reruns_alone_from_a_stage_one_run(tmp_path):
     b = torch.load(second / "checkpoints" / "brick" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("ie_net."))  # stage 1 reused as is
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))  # stage 2 retrained
+
+
+def test_small_images_get_one_residual_block_in_the_expert_net():
+    # Paper §4.2: on MNIST/FMNIST/CIFAR "we set the number of residual blocks to 1 in Expert-Net".
+    small, large = UTAD(UTADConfig(image_size=64), OFFLINE), UTAD(UTADConfig(image_size=128), OFFLINE)
+    for model, blocks in ((small, 1), (large, 2)):
+        for module in (model.content, model.naive_encoder):
+            assert sum(isinstance(m, ResidualBlock) for m in module.modules()) == blocks
+        assert len(model.decoder.blocks) == len(model.naive_decoder.blocks) == blocks
+
+
+def test_without_detail_guidance_adain_is_fed_standard_normal_codes():
+    # Paper Table 2 "without Guide": AdaIN's input is random N(0, I), not the detail extractor's code.
+    torch.manual_seed(0)
+    model = UTAD(UTADConfig(image_size=64, use_detail=False), OFFLINE).eval()
+    seen = []
+    model.decoder.mlp.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    x = torch.rand(4, 3, 64, 64)
+    torch.manual_seed(7)
+    model.expert(x, x)
+    torch.manual_seed(7)
+    assert torch.equal(seen[0], torch.randn(4, 8))
+    codes = torch.cat([model.detail_code(torch.zeros(500, 3, 4, 4)) for _ in range(4)])
+    assert abs(codes.mean().item()) < 0.03 and abs(codes.std().item() - 1) < 0.03
+
+
+def test_ie_net_optimiser_is_the_reference_codes_sgd_with_step_decay():
+    # The paper's learning rate is lost; ref-code: lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350.
+    cfg = UTADConfig(image_size=64, ie_epochs=400)
+    stage = UTAD(cfg, OFFLINE).stages()[0]
+    optimizer = stage.optimizer(stage.parameters)
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (group["lr"], group["weight_decay"], group["momentum"]) == (1e-3, 1e-4, 0.9)
+    assert optimizer.param_groups[1]["lr"] == 1e-3  # the MI discriminator: ie_lr unless mi_lr is set
+    fast = UTAD(UTADConfig(image_size=64, mi_lr=0.05), OFFLINE)
+    groups = fast.stages()[0].optimizer(fast.stages()[0].parameters).param_groups
+    assert groups[1]["lr"] == 0.05 and {id(p) for p in groups[1]["params"]} == {id(p) for p in fast.mi.parameters()}
+    scheduler = stage.scheduler(optimizer, 800)  # 2 steps per epoch
+    rates = []
+    for _ in range(800):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[399] == pytest.approx(1e-3) and rates[400] == pytest.approx(1e-4)
+    assert rates[699] == pytest.approx(1e-4) and rates[700] == pytest.approx(1e-5)
+
+
+def test_the_ablation_variants_switch_the_papers_components():
+    variants = REPO / "configs" / "variant"
+    expected = {
+        "utad_mi_en_guide": (1.0, True, True),
+        "utad_en_guide": (0.0, True, True),
+        "utad_mi": (1.0, False, False),
+        "utad_mi_en": (1.0, True, False),
+    }
+    for name, values in expected.items():
+        cfg = OmegaConf.load(variants / f"{name}.yaml")
+        assert (cfg.mi_weight, cfg.use_expert, cfg.use_detail) == values
+    sweep = OmegaConf.load(REPO / "configs" / "experiment" / "utad_ablation.yaml").hydra.sweeper.params
+    assert set(sweep["+variant"].split(",")) == set(expected)

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from anomalib_lite.models.utad.networks import (
+    LOG_VAR_BOUND,
     ContentEncoder,
     Decoder,
     DetailEncoder,
     IENet,
     InceptionBlock,
     MIDiscriminator,
+    ResidualBlock,
     adain,
     shuffled_partners,
 )
@@ -22,10 +24,11 @@ from anomalib_lite.models.utad.networks import (
 def test_ie_net_shapes(size, small, bottom):
     net = IENet(size, small).eval()
     x = torch.rand(2, 3, size, size)
-    mu, log_var, feature = net.encode(x)
-    assert mu.shape == log_var.shape == (2, 128) and feature.shape == (2, bottom[0])
+    mu, log_var, bottom_map = net.encode(x)
+    feature = bottom_map.mean(dim=(2, 3))
+    assert mu.shape == log_var.shape == (2, 128) and bottom_map.shape == (2, *bottom, bottom[1])
     assert net.bottom == bottom
-    impression = net.decode(mu)
+    impression = net.decode(mu, bottom_map)
     assert impression.shape == x.shape and impression.min() > 0 and impression.max() < 1
     assert MIDiscriminator(128, net.feature_size)(mu, feature).shape == (2,)
     assert InceptionBlock(3, 5)(x).shape == (2, 20, size, size)
@@ -70,3 +73,35 @@ def test_negative_pairs_are_really_shuffled():
     assert len({s for b, s in shifts if b == 8}) > 1  # not always the same partner
     with pytest.raises(ValueError):
         shuffled_partners(1)
+
+
+def test_latent_head_is_three_fc_layers_with_a_bounded_log_variance():
+    # Paper §4.1: μ and σ "estimated by a MLP ... a stack of three fully connected layers"; log σ² clamped.
+    torch.manual_seed(0)
+    net = IENet(64, small=True, head="paper")
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.mlp.modules()) == 3
+    with torch.no_grad():
+        net.mlp[-1].bias[128:] = 1e4  # a runaway log σ²
+    _, log_var, _ = net.encode(torch.rand(2, 3, 64, 64))
+    assert log_var.max() == LOG_VAR_BOUND
+    assert torch.isfinite(log_var.to(torch.bfloat16).exp()).all()
+    # The decoder reads the code: a different z gives a different impression.
+    mu, _, bottom = net.encode(torch.rand(2, 3, 64, 64))
+    assert not torch.allclose(net.decode(mu, bottom), net.decode(mu + 1, bottom))
+    # Reference-code variant: the decoder reads the bottom map; the latent is a side branch (one linear layer).
+    ref = IENet(64, small=True, head="ref")
+    assert isinstance(ref.mlp, torch.nn.Linear) and ref.expand is None
+    mu, _, bottom = ref.encode(torch.rand(2, 3, 64, 64))
+    assert torch.equal(ref.decode(mu, bottom), ref.decode(mu + 1, bottom))
+    with pytest.raises(ValueError, match="latent_head"):
+        IENet(64, small=True, head="vae")
+
+
+@pytest.mark.parametrize(("blocks", "convs"), [(1, 3), (2, 5)])
+def test_expert_net_block_and_detail_layer_counts(blocks, convs):
+    content, decoder = ContentEncoder(blocks), Decoder(8, blocks)
+    assert sum(isinstance(m, ResidualBlock) for m in content.modules()) == blocks
+    assert len(decoder.blocks) == blocks
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in DetailEncoder(8, convs).modules()) == convs + 1  # + 1×1 out
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert decoder(content(x), DetailEncoder(8, convs)(x)).shape == x.shape

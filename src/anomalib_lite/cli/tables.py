@@ -7,7 +7,7 @@ from typing import Any
 
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 # Reported only by the models whose papers report them; a table shows them when a row has them.
-OPTIONAL_COLUMNS = ("iou",)
+OPTIONAL_COLUMNS = ("iou", "pixel_auroc_per_image", "image_accuracy")
 
 
 def metric_columns(rows: dict[str, dict[str, Any]]) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,7 +211,10 @@ class Engine:
 
         checkpoints = CheckpointWriter(self.checkpoint_path, self.cfg.checkpoint_every, self.cfg.checkpoint_seconds)
         for index, stage in enumerate(stages):
-            epochs = min(stage.epochs, self.cfg.max_epochs or stage.epochs)
+            epochs = (
+                stage.epochs if stage.steps is None else math.ceil(stage.steps / len(_loader(datamodule, stage.split)))
+            )
+            epochs = min(epochs, self.cfg.max_epochs or epochs)
             if index < start_stage or (index == start_stage and start_epoch >= epochs):
                 continue
             first_epoch = start_epoch if index == start_stage else 0

@@ -1,9 +1,11 @@
-"""Exact anomaly-detection metrics in torch: AUROC, F1-max, pixel AUROC, AUPRO, segmentation IoU."""
+"""Exact anomaly-detection metrics in torch: AUROC, F1-max, pixel AUROC, AUPRO, segmentation IoU,
+per-image pixel AUROC and image accuracy."""
 
 from anomalib_lite.metrics.aupro import PixelMetrics, pixel_metrics, region_weights
 from anomalib_lite.metrics.auroc import auroc, f1_max
 from anomalib_lite.metrics.evaluator import Predictions, collect_predictions, compute_metrics
 from anomalib_lite.metrics.iou import segmentation_iou
+from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_auroc
 
 __all__ = [
     "PixelMetrics",
@@ -12,6 +14,8 @@ __all__ = [
     "collect_predictions",
     "compute_metrics",
     "f1_max",
+    "image_accuracy",
+    "per_image_pixel_auroc",
     "pixel_metrics",
     "region_weights",
     "segmentation_iou",

@@ -13,6 +13,7 @@ from anomalib_lite.errors import NonFiniteError
 from anomalib_lite.metrics.aupro import pixel_metrics
 from anomalib_lite.metrics.auroc import auroc, f1_max
 from anomalib_lite.metrics.iou import segmentation_iou
+from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_auroc
 
 
 @dataclass
@@ -62,8 +63,10 @@ def check_finite(pred: Predictions) -> None:
 def compute_metrics(
     pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None
 ) -> dict[str, float | int | None]:
-    """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO; with
-    ``iou_threshold`` also the segmentation ``iou`` (:func:`segmentation_iou`).
+    """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO, the mean per-anomalous-image
+    pixel AUROC (IGD/UTAD papers) and the image accuracy at the F1-max threshold (IGD Table 2; the paper
+    states no threshold, so this one is a choice); with ``iou_threshold`` also the segmentation ``iou``
+    (:func:`segmentation_iou`, normalised over the whole test set).
 
     Pixel metrics cover the images whose masks are known; metrics that are
     undefined on this test set (one class only) are ``None``.
@@ -87,9 +90,11 @@ def compute_metrics(
         "n_images": int(pred.labels.numel()),
         "n_anomalous": int(pred.labels.sum()),
         "n_pixel_images": int(valid.sum()),
+        "pixel_auroc_per_image": per_image_pixel_auroc(maps, masks),
+        "image_accuracy": None if f1 is None else image_accuracy(pred.scores, pred.labels, f1[1]),
     }
     if iou_threshold is not None:
-        metrics["iou"] = segmentation_iou(maps, masks, iou_threshold)
+        metrics["iou"] = segmentation_iou(pred.maps, pred.masks, iou_threshold, valid)
         metrics["iou_threshold"] = iou_threshold
     return metrics
 

@@ -48,6 +48,8 @@ class Stage:
             The engine may compute them once per run (``trainer.feature_cache``) and pass each
             batch its rows as ``batch["features"]``; ``step`` must then use them instead of
             computing them, with the same result.
+        steps: optional budget in optimiser steps instead of epochs (e.g. IGD's distillation, counted in
+            iterations by its paper): the stage runs ``ceil(steps / batches per epoch)`` epochs.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Stage:
     on_epoch_end: Callable[[int], None] | None = None
     split: str = "train"
     features: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+    steps: int | None = None
 
 
 class AnomalyModel(nn.Module):

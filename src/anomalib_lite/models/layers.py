@@ -56,8 +56,13 @@ def as_rgb(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_unit_range(image: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised ``B×C×H×W`` (C 1 or 3) → RGB ``B×3×H×W`` in [0, 1] (for reconstructing models)."""
-    image = as_rgb(image)
+    """ImageNet-normalised ``B×C×H×W`` (C 1 or 3) → RGB ``B×3×H×W`` in [0, 1] (for reconstructing models).
+
+    A grey image (C = 1) was normalised with the channel means of the statistics (``data.images``):
+    it is mapped back with those, then repeated to 3 channels.
+    """
+    if image.shape[1] == 1:
+        return as_rgb(image * _STD.mean().to(image) + _MEAN.mean().to(image))
     return image * _STD.to(image) + _MEAN.to(image)
 
 

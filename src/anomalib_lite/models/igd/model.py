@@ -1,16 +1,18 @@
-"""IGD: interpolated Gaussian descriptor (METHODS.md).
+"""IGD: interpolated Gaussian descriptor (METHODS.md, paper in ``shared/papers/igd.txt``).
 
 An autoencoder ``x̃ = g(f(x))`` whose latent codes are pulled towards a Gaussian
 descriptor (GSVDD, fitted by an E-step every few epochs) and whose decoder is
 regularised by ACAI interpolation against a critic. The local model works on 32×32
-inputs: whole images (MNIST, CIFAR-10) or 32×32 patches (stride 16) of a larger image;
-on larger images a global model on the whole image (frozen backbone encoder) joins it.
+inputs: whole images (MNIST, CIFAR-10) or every 32×32 patch (stride 16) of a larger
+image; on larger images a global model on the whole image (frozen backbone encoder)
+joins it, and β weighs the two (paper eq. 8 and 12).
 
-Stages: ``distill`` (the local encoder imitates a frozen ImageNet backbone's pooled
-feature), ``local``, then ``global`` when used. The critic is trained in the same
-optimiser step as the autoencoder: its loss sees detached reconstructions, and the
-generator term reaches the decoder through a detached copy of the critic's weights,
-so neither loss moves the other's parameters.
+Stages: ``distill`` (the local encoder body imitates a frozen ImageNet backbone's pooled
+feature, counted in iterations), ``local`` (the body is then frozen, paper L189: only the
+512→128 layer, the decoder and the critic train), then ``global`` when used. The critic is
+trained in the same optimiser step as the autoencoder: its loss sees detached
+reconstructions, and the generator term reaches the decoder through a detached copy of the
+critic's weights, so neither loss moves the other's parameters.
 """
 
 from __future__ import annotations
@@ -26,32 +28,55 @@ from torch.utils.data import DataLoader
 
 from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
-from anomalib_lite.models.igd.networks import Critic, Decoder, GlobalEncoder, LocalEncoder
+from anomalib_lite.models.igd.networks import (
+    Critic,
+    Decoder,
+    GlobalCritic,
+    GlobalDecoder,
+    GlobalEncoder,
+    LocalEncoder,
+)
 from anomalib_lite.models.layers import as_rgb, to_unit_range
 from anomalib_lite.models.registry import BackboneConfig, register_model
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map
 
 CHUNK = 256  # local-model inputs per forward pass outside training (E-step, predict)
+NORMALISED_RANGE = 4.7579  # paper L185: the range of ImageNet-normalised pixels, (1 − 0.406)/0.225 + 0.485/0.229
+SSIM_SPACES = ("normalised", "unit")
+COMBINE = ("beta", "equal")
 
 
 @dataclass
 class IGDConfig:
-    """IGD hyper-parameters (paper defaults; see METHODS.md).
+    """IGD hyper-parameters; labels say where each comes from (paper line, ref-code or choice).
 
     Attributes:
         image_size: side of the input images (set from ``data.image_size``).
-        epochs, lr, betas, weight_decay, lr_power: Adam with polynomial decay to 0, per model.
-        kd_epochs, kd_lr, kd_weight_decay, kd_input_size: distillation of the local encoder
-            (the input is resized to ``kd_input_size`` for the backbone). 0 epochs skips it.
-        width: channels of the first conv (64 in the reference code). hidden, latent: encoder sizes.
-        local_size, patch_stride: the local model's input side and, on larger images, patch stride.
-        patches_per_image: random patches per training image for the local model on larger images.
+        epochs: EM-stage epochs per model (paper L185: 128 one-class, 256 MVTec AD).
+        lr, weight_decay, lr_power: Adam 1e-4, wd 1e-6, polynomial decay to 0 (paper L185; the power 0.9
+            is ref-code). betas: Adam's betas; the paper is silent (choice: Adam's defaults; ref-code (0, 0.9)).
+        kd_steps, kd_batch_size, kd_lr, kd_weight_decay: distillation of the local encoder in optimiser
+            steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5);
+            0 steps skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
+        freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
+            trains it in the EM stage too (an option, not the paper). Without distillation (``kd_steps=0``,
+            the no-KD row of the paper's Table 5) there is nothing to fix and the body trains.
+        width: channels of the first conv (ref-code 64). hidden, latent: 512-d distilled feature, 128-d code
+            (paper L185/L189).
+        local_size, patch_stride: the local model's input side and, on larger images, the patch stride
+            (ref-code 32 and 16).
+        patches_per_image: ``None`` = every patch of every training image each epoch (ref-code); a number
+            = that many random patches per image (a smaller budget, for CPUs).
         use_global: train the global model too; ``None`` = when images are larger than ``local_size``.
-        rho: MAE weight of ℓ_m. beta: weight of the global MS-SSIM term (the rest is the local
-            one); ``None`` = 1.0 on ``local_size`` images (one-class), 0.1 otherwise (MVTec).
-        gamma, lam: ACAI mixing of real and reconstructed images, and the generator term weight.
-        kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1), |μ_i| ≥ mu_min, E-step period.
-        xi: score weight of ℓ_m (the rest is ℓ_h). global_weight: the global model's share.
+        rho: MAE weight of ℓ_m (paper L187: 0.15). beta: the global model's weight against the local one in
+            ℓ_m, the map and the score (paper eq. 8/12, L187: 0.1 on MVTec AD).
+        combine: ``beta`` (paper) or ``equal`` (ref-code: 0.5·local + 0.5·global at inference).
+        ssim_space: ``normalised`` = MS-SSIM and MAE on ImageNet-normalised images with L = 4.7579 (paper
+            L185; MAE divided by L as the ref-code); ``unit`` = on [0, 1] images with L = 1 (an option).
+        gamma, lam: ACAI mixing of real and reconstructed images, and the generator term weight (paper L185).
+        kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1) (paper L185), |μ_i| ≥ mu_min and
+            E-step every 10 epochs (ref-code).
+        xi: score weight of ℓ_m, the rest ℓ_h (paper L187: 0.5).
         offline_backbone: the backbone a run uses instead of a torchvision one whose weights are not
             in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config).
     """
@@ -63,40 +88,45 @@ class IGDConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 1e-6
     lr_power: float = 0.9
-    kd_epochs: int = 50
+    kd_steps: int = 50_000
+    kd_batch_size: int = 64
     kd_lr: float = 1e-4
     kd_weight_decay: float = 1e-5
     kd_input_size: int = 224
+    freeze_encoder: bool = True
     width: int = 64
     hidden: int = 512
     latent: int = 128
     local_size: int = 32
     patch_stride: int = 16
-    patches_per_image: int = 4
+    patches_per_image: int | None = None
     use_global: bool | None = None
     rho: float = 0.15
-    beta: float | None = None
+    beta: float = 0.1
+    combine: str = "beta"
+    ssim_space: str = "normalised"
     gamma: float = 0.2
     lam: float = 0.1
     kappa: float = 0.5
     mu_min: float = 0.1
     estep_every: int = 10
     xi: float = 0.5
-    global_weight: float = 0.5
     offline_backbone: str = "tf_efficientnet_lite0"
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "width", "hidden", "latent", "patch_stride", "patches_per_image", "estep_every"):
+        for key in ("epochs", "width", "hidden", "latent", "patch_stride", "estep_every", "kd_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
-        if self.kd_epochs < 0:
-            raise ValueError(f"model.kd_epochs={self.kd_epochs} must be ≥ 0")
+        if self.patches_per_image is not None and self.patches_per_image < 1:
+            raise ValueError(f"model.patches_per_image={self.patches_per_image} must be ≥ 1 (or null: all)")
+        if self.kd_steps < 0:
+            raise ValueError(f"model.kd_steps={self.kd_steps} must be ≥ 0")
         if self.image_size < self.local_size or (self.image_size - self.local_size) % self.patch_stride:
             raise ValueError(
                 f"model.image_size={self.image_size} must be model.local_size={self.local_size} plus a multiple "
                 f"of model.patch_stride={self.patch_stride}"
             )
-        for key in ("rho", "gamma", "xi", "global_weight") + (("beta",) if self.beta is not None else ()):
+        for key in ("rho", "gamma", "xi", "beta"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1]")
         for key in ("lr", "kd_lr", "kappa"):
@@ -115,6 +145,10 @@ class IGDConfig:
         for key, (side, what) in sides.items():
             if side < 4 or side & (side - 1):  # 4·2^k ⇔ a power of two ≥ 4
                 raise ValueError(f"{key}={side} ({what}) must be 4·2^k (32, 64, 128, 256, …) for IGD's networks")
+        if self.combine not in COMBINE:
+            raise ValueError(f"model.combine={self.combine!r}; choices: {', '.join(COMBINE)}")
+        if self.ssim_space not in SSIM_SPACES:
+            raise ValueError(f"model.ssim_space={self.ssim_space!r}; choices: {', '.join(SSIM_SPACES)}")
 
     @property
     def global_used(self) -> bool:
@@ -122,11 +156,19 @@ class IGDConfig:
         return self.image_size > self.local_size if self.use_global is None else self.use_global
 
     @property
-    def global_ssim_share(self) -> float:
-        """β of ℓ_m, resolved."""
-        if self.beta is not None:
-            return self.beta
-        return 1.0 if self.image_size == self.local_size else 0.1
+    def body_frozen(self) -> bool:
+        """Whether the local encoder body is fixed in the EM stage (after a distillation)."""
+        return self.freeze_encoder and self.kd_steps > 0
+
+    @property
+    def global_share(self) -> float:
+        """The global model's weight in the map and score: β (paper) or 0.5 (ref-code)."""
+        return self.beta if self.combine == "beta" else 0.5
+
+    @property
+    def data_range(self) -> float:
+        """``L`` of the SSIM constants and the MAE's divisor."""
+        return NORMALISED_RANGE if self.ssim_space == "normalised" else 1.0
 
 
 def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
@@ -149,52 +191,71 @@ class GaussianDescriptor(nn.Module):
     """One IGD autoencoder (encoder, decoder, critic) with its Gaussian descriptor ``μ, σ²``.
 
     Args:
-        encoder: ``B×3×S×S`` normalised → ``(h, z B×latent)``. size: input side ``S``.
+        encoder: ``B×3×S×S`` normalised → ``(h, z B×latent)``; its ``body`` gives ``h``, its ``to_latent`` ``z``.
+        decoder, critic: ``B×latent`` → ``B×3×S×S`` and ``B×3×S×S`` → ``B``.
+        ssim_weights, ssim_window: this model's MS-SSIM (paper L185–L187: the global one 5 scales, window 11;
+            the local one on MVTec AD patches 4 scales, window 3).
     """
 
-    def __init__(self, encoder: nn.Module, size: int, cfg: IGDConfig) -> None:
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, critic: nn.Module, ssim_weights: tuple, ssim_window: int,
+        cfg: IGDConfig,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.cfg = cfg
-        self.encoder = encoder
-        self.decoder = Decoder(size, cfg.width, cfg.latent)
-        self.critic = Critic(size, cfg.width)
+        self.encoder, self.decoder, self.critic = encoder, decoder, critic
+        self.ssim_weights, self.ssim_window = ssim_weights, ssim_window
         self.register_buffer("mu", torch.zeros(cfg.latent))
         self.register_buffer("sigma2", torch.ones(()))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
-    def trainable(self) -> list[nn.Parameter]:
-        """Parameters the EM stage trains (a frozen backbone inside the encoder is left out)."""
-        return [p for p in self.parameters() if p.requires_grad]
+    def em_parameters(self) -> list[nn.Parameter]:
+        """What the EM stage trains: the 512→128 layer, the decoder, the critic; the encoder body too
+        only when it is not fixed (:attr:`IGDConfig.body_frozen`; a frozen backbone never)."""
+        body = [p for p in self.encoder.body.parameters() if p.requires_grad] if not self.cfg.body_frozen else []
+        rest = [self.encoder.to_latent, self.decoder, self.critic]
+        return body + [p for module in rest for p in module.parameters()]
+
+    def frozen_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``h = body(x)`` ``B×hidden``: the only call of the frozen network (distilled body or backbone).
+
+        Without gradient when the body is frozen, so a feature cache can replace this one call.
+        """
+        if any(p.requires_grad for p in self.encoder.body.parameters()):
+            return self.encoder.features(inputs)
+        with torch.no_grad():
+            return self.encoder.features(inputs)
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Latent codes ``z`` ``B×latent`` of normalised inputs ``B×3×S×S``."""
+        return self.encoder.to_latent(self.frozen_features(inputs))
 
     def distance(self, z: torch.Tensor) -> torch.Tensor:
         """GSVDD ``ℓ_h = 1 − exp(−‖z − μ‖² / σ²)``: ``B×latent`` → ``B``."""
         return 1 - torch.exp(-((z.float() - self.mu) ** 2).sum(1) / self.sigma2)
 
     def reconstruction_error(self, recon: torch.Tensor, target: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
-        """``ℓ_m = ρ·MAE + (1 − ρ)(1 − (β·MS-SSIM_G + (1 − β)·MS-SSIM_L))`` of ``B×3×S×S`` pairs.
+        """``ℓ_m = ρ·MAE/L + (1 − ρ)(1 − MS-SSIM)`` of ``B×3×S×S`` pairs, with this model's MS-SSIM.
 
         Returns ``B`` values, or with ``per_pixel`` its per-pixel form ``B×S×S`` (absolute error
         averaged over channels, MS-SSIM maps per scale upsampled and weighted).
         """
-        cfg, beta = self.cfg, self.cfg.global_ssim_share
-
-        def dissimilarity(weights: tuple[float, ...], window: int) -> torch.Tensor:
-            if per_pixel:
-                return ms_ssim_map(recon, target, weights, window)
-            return 1 - ms_ssim(recon, target, weights, window)
-
+        cfg, data_range = self.cfg, self.cfg.data_range
         with torch.autocast(recon.device.type, enabled=False):
             recon, target = recon.float(), target.float()
-            error = (recon - target).abs().mean(1) if per_pixel else (recon - target).abs().mean(dim=(1, 2, 3))
-            structure = beta * dissimilarity(GLOBAL_WEIGHTS, 11) if beta > 0 else 0.0
-            if beta < 1:
-                structure = structure + (1 - beta) * dissimilarity(LOCAL_WEIGHTS, 3)
+            error = (recon - target).abs() / data_range
+            if per_pixel:
+                error = error.mean(1)
+                structure = ms_ssim_map(recon, target, self.ssim_weights, self.ssim_window, data_range=data_range)
+            else:
+                error = error.mean(dim=(1, 2, 3))
+                structure = 1 - ms_ssim(recon, target, self.ssim_weights, self.ssim_window, data_range=data_range)
             return cfg.rho * error + (1 - cfg.rho) * structure
 
     def losses(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training terms of one batch: normalised inputs and [0, 1] targets, both ``B×3×S×S``."""
+        """Training terms of one batch: normalised inputs and reconstruction targets, both ``B×3×S×S``."""
         cfg = self.cfg
-        _, z = self.encoder(inputs)
+        z = self.encode(inputs)
         recon = self.decoder(z)
         reconstruction = self.reconstruction_error(recon, targets).mean()
         descriptor = self.distance(z).mean()
@@ -217,7 +278,7 @@ class GaussianDescriptor(nn.Module):
         """Refit ``μ`` (``|μ_i| ≥ mu_min``) and ``σ² = max(κ·mean‖z − μ‖², 1)`` on normalised input batches."""
         was_training = self.training
         self.eval()
-        codes = torch.cat([self.encoder(batch)[1].float() for batch in batches])
+        codes = torch.cat([self.encode(batch).float() for batch in batches])
         self.train(was_training)
         mu = codes.mean(0)
         sign = torch.where(mu < 0, -1.0, 1.0)
@@ -228,7 +289,7 @@ class GaussianDescriptor(nn.Module):
     @torch.no_grad()
     def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score ``ξ·ℓ_m + (1 − ξ)·ℓ_h`` (``B``) and error map (``B×S×S``) of ``B×3×S×S`` inputs."""
-        _, z = self.encoder(inputs)
+        z = self.encode(inputs)
         recon = self.decoder(z)
         score = self.cfg.xi * self.reconstruction_error(recon, targets) + (1 - self.cfg.xi) * self.distance(z)
         return score, self.reconstruction_error(recon, targets, per_pixel=True)
@@ -246,31 +307,43 @@ class IGD(AnomalyModel):
     def __init__(self, cfg: IGDConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        needs_backbone = cfg.kd_epochs > 0 or cfg.global_used
+        needs_backbone = cfg.kd_steps > 0 or cfg.global_used
         self.backbone = Backbone(backbone_cfg.name, ["last"], backbone_cfg.weights) if needs_backbone else None
-        encoder = LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent)
-        self.local = GaussianDescriptor(encoder, cfg.local_size, cfg)
+        # One-class 32×32 images: the only model uses the 5-scale MS-SSIM (paper L185, footnote 1);
+        # patches of a larger image: the local 4-scale one with window 3 (paper L187, ref-code).
+        local_ssim = (LOCAL_WEIGHTS, 3) if cfg.global_used else (GLOBAL_WEIGHTS, 11)
+        self.local = GaussianDescriptor(
+            LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent),
+            Decoder(cfg.local_size, cfg.width, cfg.latent), Critic(cfg.local_size, cfg.width), *local_ssim, cfg,
+        )  # fmt: skip
         self.kd_head = None
-        if cfg.kd_epochs > 0:
+        if cfg.kd_steps > 0:
             channels = self.backbone.channels[0]
             self.kd_head = nn.Identity() if channels == cfg.hidden else nn.Linear(cfg.hidden, channels)
         self.global_model = None
         if cfg.global_used:
-            self.global_model = GaussianDescriptor(GlobalEncoder(self.backbone, cfg.latent), cfg.image_size, cfg)
+            self.global_model = GaussianDescriptor(
+                GlobalEncoder(self.backbone, cfg.latent), GlobalDecoder(cfg.image_size, cfg.width, cfg.latent),
+                GlobalCritic(cfg.image_size, cfg.width), GLOBAL_WEIGHTS, 11, cfg,
+            )  # fmt: skip
         self._datamodule = None
 
-    def _local_inputs(self, image: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised and [0, 1] local-model inputs ``N×3×s×s``: every patch, or ``patches_per_image``
-        random ones per image when ``sample``."""
+    def _targets(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Reconstruction targets of normalised RGB inputs: themselves (paper) or in [0, 1]."""
+        return inputs if self.cfg.ssim_space == "normalised" else to_unit_range(inputs)
+
+    def _local_inputs(self, image: torch.Tensor, per_image: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised local-model inputs and their targets, ``N×3×s×s``: every patch, or ``per_image``
+        random ones per image."""
         cfg = self.cfg
         image = as_rgb(image)
         patches = to_patches(image, cfg.local_size, cfg.patch_stride)
-        if sample and patches.shape[1] > 1:
+        if per_image is not None and per_image < patches.shape[1]:
             b, n = patches.shape[:2]
-            index = torch.rand(b, n, device=image.device).argsort(1)[:, : cfg.patches_per_image]
+            index = torch.rand(b, n, device=image.device).argsort(1)[:, :per_image]
             patches = patches[torch.arange(b, device=image.device)[:, None], index]
         patches = patches.flatten(0, 1)
-        return patches, to_unit_range(patches)
+        return patches, self._targets(patches)
 
     def _normalised_batches(self, local: bool) -> Iterator[torch.Tensor]:
         """The training set as normalised model inputs (every patch for the local model), in chunks."""
@@ -279,11 +352,13 @@ class IGD(AnomalyModel):
         loader = DataLoader(self._datamodule.train_set, batch_size=max(1, CHUNK // per_image))
         for batch in loader:
             image = batch["image"].to(self.local.mu.device)
-            yield self._local_inputs(image, sample=False)[0] if local else as_rgb(image)
+            yield self._local_inputs(image, None)[0] if local else as_rgb(image)
 
     def _em_hooks(self, descriptor: GaussianDescriptor, local: bool) -> tuple:
         def start(datamodule: object) -> None:
             self._datamodule = datamodule
+            if self.cfg.body_frozen and local:
+                descriptor.encoder.body.freeze()
             if not bool(descriptor.fitted):
                 descriptor.e_step(self._normalised_batches(local))
 
@@ -293,80 +368,83 @@ class IGD(AnomalyModel):
 
         return start, epoch_end
 
-    def distill_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``‖f_I(x) − head(h(x))‖²`` against the backbone's pooled deepest stage on resized inputs."""
-        inputs, _ = self._local_inputs(batch["image"], sample=True)
+    def teacher_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's pooled deepest stage ``B×C`` of normalised ``B×3×s×s`` inputs resized to
+        ``kd_input_size``: the distillation target (paper eq. 10)."""
         with torch.no_grad():
             resized = F.interpolate(inputs, size=self.cfg.kd_input_size, mode="bilinear", align_corners=False)
-            target = self.backbone(resized)[0].float().mean(dim=(2, 3))
-        hidden, _ = self.local.encoder(inputs)
-        loss = ((self.kd_head(hidden).float() - target) ** 2).sum(1).mean()
+            return self.backbone(resized)[0].float().mean(dim=(2, 3))
+
+    def distill_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``‖f_I(x) − head(h(x))‖²`` on ``kd_batch_size`` random local inputs (patches) of the batch."""
+        inputs, _ = self._local_inputs(batch["image"], None)
+        if inputs.shape[0] > self.cfg.kd_batch_size:
+            inputs = inputs[torch.randperm(inputs.shape[0], device=inputs.device)[: self.cfg.kd_batch_size]]
+        hidden = self.local.encoder.features(inputs)
+        loss = ((self.kd_head(hidden).float() - self.teacher_features(inputs)) ** 2).sum(1).mean()
         return {"loss": loss}
 
     def local_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The local model's EM-stage terms on (random patches of) the batch."""
-        return self.local.losses(*self._local_inputs(batch["image"], sample=True))
+        """The local model's EM-stage terms on the batch's patches (all, or ``patches_per_image``)."""
+        return self.local.losses(*self._local_inputs(batch["image"], self.cfg.patches_per_image))
 
     def global_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """The global model's EM-stage terms on whole images."""
         image = as_rgb(batch["image"])
-        return self.global_model.losses(image, to_unit_range(image))
+        return self.global_model.losses(image, self._targets(image))
 
-    def _adam_stage(self, name: str, epochs: int, parameters: list, step, lr: float, wd: float, hooks=(None, None)):
+    def _adam(self, lr: float, wd: float):
+        return lambda params: torch.optim.Adam(params, lr=lr, betas=tuple(self.cfg.betas), weight_decay=wd)
+
+    def _em_stage(self, name: str, descriptor: GaussianDescriptor, step, local: bool) -> Stage:
         cfg = self.cfg
+        start, epoch_end = self._em_hooks(descriptor, local)
         return Stage(
             name=name,
-            epochs=epochs,
-            parameters=parameters,
-            optimizer=lambda params: torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd),
+            epochs=cfg.epochs,
+            parameters=descriptor.em_parameters(),
+            optimizer=self._adam(cfg.lr, cfg.weight_decay),
             step=step,
             scheduler=lambda opt, total: torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda s: max(0.0, 1 - s / max(1, total)) ** cfg.lr_power
             ),
-            on_stage_start=hooks[0],
-            on_epoch_end=hooks[1],
+            on_stage_start=start,
+            on_epoch_end=epoch_end,
         )
 
     def stages(self) -> list[Stage]:
-        """``distill`` (if ``kd_epochs``), ``local``, and ``global`` (on larger images)."""
+        """``distill`` (``kd_steps`` optimiser steps, if any), ``local``, and ``global`` (on larger images)."""
         cfg = self.cfg
         stages = []
-        if cfg.kd_epochs > 0:
-            parameters = list(self.local.encoder.parameters()) + list(self.kd_head.parameters())
+        if cfg.kd_steps > 0:
+            parameters = list(self.local.encoder.body.parameters()) + list(self.kd_head.parameters())
             stages.append(
-                self._adam_stage(
-                    "distill", cfg.kd_epochs, parameters, self.distill_step, cfg.kd_lr, cfg.kd_weight_decay
-                )
-            )
-        stages.append(
-            self._adam_stage(
-                "local", cfg.epochs, self.local.trainable(), self.local_step, cfg.lr, cfg.weight_decay,
-                self._em_hooks(self.local, local=True),
-            )
-        )  # fmt: skip
-        if self.global_model is not None:
-            stages.append(
-                self._adam_stage(
-                    "global", cfg.epochs, self.global_model.trainable(), self.global_step, cfg.lr, cfg.weight_decay,
-                    self._em_hooks(self.global_model, local=False),
+                Stage(
+                    name="distill", epochs=1, steps=cfg.kd_steps, parameters=parameters, step=self.distill_step,
+                    optimizer=self._adam(cfg.kd_lr, cfg.kd_weight_decay),
                 )
             )  # fmt: skip
+        stages.append(self._em_stage("local", self.local, self.local_step, local=True))
+        if self.global_model is not None:
+            stages.append(self._em_stage("global", self.global_model, self.global_step, local=False))
         return stages
 
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> AnomalyOutput:
-        """Map: local patch maps folded back (overlaps averaged), mixed with the global map by
-        ``global_weight``. Score: ``ξ·ℓ_m + (1 − ξ)·ℓ_h``, the local one the maximum over patches."""
+        """Map: local patch maps folded back (overlaps averaged); score ``ξ·ℓ_m + (1 − ξ)·ℓ_h``, the local one
+        the maximum over patches (ref-code). With the global model both are ``share·global + (1 − share)·local``,
+        ``share`` = β (paper eq. 12) or 0.5 (``combine=equal``, ref-code)."""
         cfg = self.cfg
         b, side = image.shape[0], image.shape[-1]
-        inputs, targets = self._local_inputs(image, sample=False)
-        chunks = [self.local.evaluate(a, b) for a, b in zip(inputs.split(CHUNK), targets.split(CHUNK))]
+        inputs, targets = self._local_inputs(image, None)
+        chunks = [self.local.evaluate(a, t) for a, t in zip(inputs.split(CHUNK), targets.split(CHUNK))]
         scores, maps = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
         score = scores.view(b, -1).amax(1)
         anomaly_map = fold_patches(maps.view(b, -1, cfg.local_size, cfg.local_size), side, cfg.patch_stride)
         if self.global_model is not None:
             rgb = as_rgb(image)
-            global_score, global_map = self.global_model.evaluate(rgb, to_unit_range(rgb))
-            score = (1 - cfg.global_weight) * score + cfg.global_weight * global_score
-            anomaly_map = (1 - cfg.global_weight) * anomaly_map + cfg.global_weight * global_map
+            global_score, global_map = self.global_model.evaluate(rgb, self._targets(rgb))
+            share = cfg.global_share
+            score = (1 - share) * score + share * global_score
+            anomaly_map = (1 - share) * anomaly_map + share * global_map
         return AnomalyOutput(anomaly_map=anomaly_map.float(), score=score.float())

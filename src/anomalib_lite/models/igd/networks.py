@@ -1,7 +1,11 @@
-"""IGD's networks: residual encoder/decoder, the ACAI critic, and the frozen-backbone global encoder.
+"""IGD's networks: the local (32×32) and global (256×256) autoencoders and their ACAI critics.
 
-Channel widths are ``width·(1, 2, 4, 8)`` (the reference code's 64→512 for ``width=64``),
-capped at ``8·width`` for the deeper 256×256 global decoder and critic.
+Local model (IGD paper L189, ref-code ``p32/mvtec_module.py``): three pre-activation residual
+blocks in the encoder, decoder and critic, channel widths ``width·(1, 2, 4, 8)`` (64→512 for
+``width=64``). Global model (paper L189 "four residual blocks", ref-code ``p256/mvtec_module.py``):
+encoder = a frozen ImageNet backbone's pooled feature and a linear layer; decoder = linear →
+upsampling conv → four residual up blocks (512-512-256-128-64) → BN, ReLU → upsampling conv5;
+critic = conv5 stride 2 → four residual down blocks (128-256-512-512) → conv3 stride 2 → linear.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from torch import nn
 
 from anomalib_lite.models.backbones import Backbone
 
-BOTTOM = 4  # side of the smallest feature map: 4×4 for every input size
+BOTTOM = 4  # side of the local model's smallest feature map (4×4 for a 32×32 input)
+GLOBAL_REDUCTION = 64  # the global decoder/critic's smallest map is the input side / 64 (4×4 at 256 px)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
-    # GroupNorm with one group normalises over C×H×W: layer normalisation for conv features.
+    # GroupNorm with one group normalises over C×H×W: layer normalisation for conv features
+    # (choice: per-channel affine; the ref-code's LayerNorm([C, H, W]) has one per element).
     return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(1, channels)
 
 
@@ -51,7 +57,7 @@ def _widths(size: int, width: int) -> list[int]:
     """Channels at each side from ``size`` down to 4: ``width`` at the top, doubling, capped at ``8·width``."""
     steps = int(math.log2(size // BOTTOM))
     if BOTTOM * 2**steps != size:
-        raise ValueError(f"IGD needs an input side of 4·2^k (32, 64, …, 256), got {size}")
+        raise ValueError(f"IGD's local model needs an input side of 4·2^k (e.g. 32), got {size}")
     return [min(width * 2**i, 8 * width) for i in range(steps + 1)]
 
 
@@ -69,37 +75,73 @@ class DownPath(nn.Module):
         return self.net(x)
 
 
+class FrozenBody(nn.Module):
+    """Wraps the part of an encoder that ``freeze()`` fixes: parameters stop requiring grad and the
+    module stays in eval mode (batch-norm statistics fixed too), whatever ``train()`` is called with."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+
+    def freeze(self) -> None:
+        """Fix the parameters and statistics (IGD L189: "we fix the network parameters")."""
+        self.frozen.fill_(True)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenBody:
+        return super().train(mode and not bool(self.frozen))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if bool(self.frozen):  # a checkpoint taken after distillation: frozen again
+            self.freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class LocalEncoder(nn.Module):
-    """``B×3×S×S`` → ``(h B×hidden, z B×latent)``: the down path, linear to ``hidden`` (the 512-d
-    feature distilled from ImageNet), linear to the latent code."""
+    """``B×3×S×S`` → ``(h B×hidden, z B×latent)``: the body (down path, linear to the 512-d feature
+    ``h`` distilled from ImageNet), then the linear layer to the latent code ``z``."""
 
     def __init__(self, size: int, width: int, hidden: int, latent: int) -> None:
         super().__init__()
-        self.down = DownPath(size, width, "batch")
-        self.to_hidden = nn.Linear(self.down.features, hidden)
+        down = DownPath(size, width, "batch")
+        self.body = FrozenBody(nn.Sequential(down, nn.Linear(down.features, hidden)))
         self.to_latent = nn.Linear(hidden, latent)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The body's feature ``h`` ``B×hidden``."""
+        return self.body(x)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.to_hidden(self.down(x))
+        hidden = self.features(x)
         return hidden, self.to_latent(hidden)
 
 
 class GlobalEncoder(nn.Module):
     """``B×3×S×S`` (ImageNet-normalised) → ``(h, z)``: a frozen backbone's pooled deepest stage
-    ``h B×C``, then a trained linear map to the latent code ``z B×latent``."""
+    ``h B×C`` (ref-code: ResNet18 to its 512-d pooled feature), then a trained linear map to ``z``."""
 
     def __init__(self, backbone: Backbone, latent: int) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.body = backbone
         self.to_latent = nn.Linear(backbone.channels[0], latent)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled deepest stage ``h`` ``B×C``."""
+        return self.body(x)[0].mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.backbone(x)[0].mean(dim=(2, 3))
+        hidden = self.features(x)
         return hidden, self.to_latent(hidden)
 
 
 class Decoder(nn.Module):
-    """``B×latent`` → ``B×3×S×S``: linear to 4×4 maps, residual up blocks, BN, ReLU, conv3; no output activation."""
+    """Local decoder ``B×latent`` → ``B×3×S×S``: linear to 4×4 maps, residual up blocks, BN, ReLU, conv3;
+    no output activation."""
 
     def __init__(self, size: int, width: int, latent: int) -> None:
         super().__init__()
@@ -114,7 +156,7 @@ class Decoder(nn.Module):
 
 
 class Critic(nn.Module):
-    """ACAI critic: ``B×3×S×S`` → ``B`` in (0, 1), the estimated interpolation coefficient (layer norm)."""
+    """Local ACAI critic: ``B×3×S×S`` → ``B`` in (0, 1), the estimated interpolation coefficient (layer norm)."""
 
     def __init__(self, size: int, width: int) -> None:
         super().__init__()
@@ -123,3 +165,55 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.out(self.down(x)))[:, 0]
+
+
+def _global_bottom(size: int) -> int:
+    if size % GLOBAL_REDUCTION:
+        raise ValueError(f"IGD's global model needs an input side divisible by {GLOBAL_REDUCTION}, got {size}")
+    return size // GLOBAL_REDUCTION
+
+
+def _upsample_conv(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
+    )
+
+
+class GlobalDecoder(nn.Module):
+    """Global decoder ``B×latent`` → ``B×3×S×S`` (ref-code ``twoin1Generator256``): linear to
+    ``8w×S/64×S/64``, upsampling conv3, four residual up blocks ``8w→8w→4w→2w→w``, BN, ReLU,
+    upsampling conv5; no output activation."""
+
+    def __init__(self, size: int, width: int, latent: int) -> None:
+        super().__init__()
+        self.bottom = _global_bottom(size)
+        self.start = 8 * width
+        self.fc = nn.Linear(latent, self.start * self.bottom**2)
+        widths = [8 * width, 8 * width, 4 * width, 2 * width, width]
+        blocks = [ResidualBlock(a, b, "up") for a, b in zip(widths[:-1], widths[1:])]
+        self.net = nn.Sequential(
+            _upsample_conv(self.start, self.start, 3), *blocks, nn.BatchNorm2d(width), nn.ReLU(),
+            _upsample_conv(width, 3, 5),
+        )  # fmt: skip
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(-1, self.start, self.bottom, self.bottom))
+
+
+class GlobalCritic(nn.Module):
+    """Global ACAI critic ``B×3×S×S`` → ``B`` in (0, 1) (ref-code ``VisualDiscriminator256``):
+    conv5 stride 2, four residual down blocks ``w→2w→4w→8w→8w`` (layer norm), conv3 stride 2, linear."""
+
+    def __init__(self, size: int, width: int) -> None:
+        super().__init__()
+        bottom = _global_bottom(size)
+        widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
+        blocks = [ResidualBlock(a, b, "down", "layer") for a, b in zip(widths[:-1], widths[1:])]
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 5, stride=2, padding=2), *blocks,
+            nn.Conv2d(8 * width, 8 * width, 3, stride=2, padding=1), nn.Flatten(),
+        )  # fmt: skip
+        self.out = nn.Linear(8 * width * bottom**2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(self.net(x)))[:, 0]

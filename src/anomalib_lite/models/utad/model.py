@@ -9,8 +9,9 @@ image) pairs: ``x̂ = Dec(Enc_c(x_I), detail(x))`` restores the detail, and a na
 distance ``PM(x, x̂) + PM(x_I, x_N)`` on a frozen backbone's features (VGG-19
 ``conv1_2, conv2_2, conv3_4`` before ReLU in the paper).
 
-Ablations: ``use_expert=false`` maps ``PM(x, x_I)`` and skips stage 2; ``use_detail=false``
-decodes the impression's content without the detail code.
+Ablations (paper Table 2): ``mi_weight=0`` (without MI), ``use_expert=false`` (without Expert-Net:
+the map is ``PM(x, x_I)`` and stage 2 is skipped), ``use_detail=false`` (without detail guidance:
+no detail extractor, the AdaIN decoder is fed random ``N(0, I)`` codes).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import to_normalised, to_unit_range, upsample_sum
 from anomalib_lite.models.registry import BackboneConfig, register_model
 from anomalib_lite.models.utad.networks import (
+    LATENT_HEADS,
     ContentEncoder,
     Decoder,
     DetailEncoder,
@@ -37,19 +39,29 @@ from anomalib_lite.models.utad.networks import (
 
 @dataclass
 class UTADConfig:
-    """UTAD hyper-parameters (paper / reference-code defaults; see METHODS.md).
+    """UTAD hyper-parameters; labels say where each comes from (paper, ref-code configs, choice).
 
     Attributes:
-        image_size: input side (set from ``data.image_size``). small: the small-image IE-Net
-            (one inception block fewer); ``None`` = when ``image_size ≤ 64``.
-        latent: IE-Net code size. ie_epochs, ie_lr, momentum: SGD of stage 1.
-        recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2, KL to N(0, I), MI).
-        expert_epochs, expert_lr, betas: Adam of stage 2. detail_dim: detail code size.
-        image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes).
+        image_size: input side (set from ``data.image_size``). small: the small-image networks (paper §4.2:
+            one inception block fewer in the IE-Net, one residual block in the Expert-Net); ``None`` = when
+            ``image_size ≤ 64``.
+        latent: IE-Net code size (choice 128). latent_head, mlp_hidden: see :class:`IENet` (``paper``: three
+            FC layers; ``ref``: the reference code's side branch).
+        ie_epochs, momentum: SGD of stage 1 (paper: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
+            ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
+            lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350.
+        mi_lr: SGD learning rate of the MI discriminator's own parameter group; ``None`` = ``ie_lr`` (choice: the
+            paper trains all of stage 1 with one SGD; the ref-code gives the discriminator its own optimiser).
+        recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2 100 ref-code, KL to N(0, I) 0.1 ref-code,
+            MI 1 choice; ``mi_weight=0`` is the paper's "without MI" ablation).
+        expert_epochs, expert_lr, betas: Adam of stage 2 (lr 1e-4 paper, betas (0.5, 0.999) ref-code (MUNIT)).
+        detail_dim, detail_convs: detail code size (ref-code 8) and conv layers of the detail extractor (paper 3,
+            ref-code 5).
+        image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes; ref-code).
         use_expert, use_detail: ablations (see the module doc).
         score: ``max`` or ``mean`` of the map. iou_threshold: the evaluator's segmentation IoU
-            threshold on maps scaled to [0, 1] over the test set (our choice, see the README).
-            offline_backbone: the perceptual network used when VGG-19's weights are not in the torch
+            threshold on maps scaled to [0, 1] over the test set (choice, the paper's value is lost).
+        offline_backbone: the perceptual network used when VGG-19's weights are not in the torch
             cache (resolved by ``train.py``).
     """
 
@@ -57,9 +69,15 @@ class UTADConfig:
     image_size: int = 256
     small: bool | None = None
     latent: int = 128
+    latent_head: str = "paper"
+    mlp_hidden: int = 512
     ie_epochs: int = 200
-    ie_lr: float = 0.01
+    ie_lr: float = 1e-3
+    ie_weight_decay: float = 1e-4
+    ie_milestones: list[int] = field(default_factory=lambda: [200, 350])
+    ie_lr_decay: float = 0.1
     momentum: float = 0.9
+    mi_lr: float | None = None
     recon_weight: float = 100.0
     kl_weight: float = 0.1
     mi_weight: float = 1.0
@@ -67,6 +85,7 @@ class UTADConfig:
     expert_lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     detail_dim: int = 8
+    detail_convs: int = 3
     image_weight: float = 10.0
     naive_weight: float = 1.0
     detail_weight: float = 1.0
@@ -77,7 +96,7 @@ class UTADConfig:
     offline_backbone: str = "tf_efficientnet_lite0"
 
     def __post_init__(self) -> None:
-        for key in ("ie_epochs", "expert_epochs", "latent", "detail_dim"):
+        for key in ("ie_epochs", "expert_epochs", "latent", "detail_dim", "mlp_hidden"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
         if self.score not in ("max", "mean"):
@@ -99,13 +118,24 @@ class UTADConfig:
         for key in ("recon_weight", "kl_weight", "mi_weight", "image_weight", "naive_weight", "detail_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
+        if self.latent_head not in LATENT_HEADS:
+            raise ValueError(f"model.latent_head={self.latent_head!r}; choices: {', '.join(LATENT_HEADS)}")
+        if not 2 <= self.detail_convs <= 5:
+            raise ValueError(f"model.detail_convs={self.detail_convs} must be in 2..5")
         if not 0 <= self.iou_threshold <= 1:
             raise ValueError(f"model.iou_threshold={self.iou_threshold} must be in [0, 1]")
+        if self.mi_lr is not None and self.mi_lr <= 0:
+            raise ValueError(f"model.mi_lr={self.mi_lr} must be > 0 (or null: ie_lr)")
 
     @property
     def small_variant(self) -> bool:
-        """Whether the IE-Net has one inception block fewer."""
+        """Whether the small-image networks are used."""
         return self.image_size <= 64 if self.small is None else self.small
+
+    @property
+    def residual_blocks(self) -> int:
+        """Residual blocks of the Expert-Net's encoders and decoders: 1 on small images, else 2 (paper §4.1–4.2)."""
+        return 1 if self.small_variant else 2
 
 
 @register_model("utad", UTADConfig)
@@ -119,13 +149,14 @@ class UTAD(AnomalyModel):
     def __init__(self, cfg: UTADConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ie_net = IENet(cfg.image_size, cfg.small_variant, cfg.latent)
+        self.ie_net = IENet(cfg.image_size, cfg.small_variant, cfg.latent, cfg.latent_head, cfg.mlp_hidden)
         self.mi = MIDiscriminator(cfg.latent, self.ie_net.feature_size)
-        self.content = ContentEncoder()
-        self.detail = DetailEncoder(cfg.detail_dim) if cfg.use_detail else None
-        self.decoder = Decoder(cfg.detail_dim if cfg.use_detail else None)
-        self.naive_encoder = ContentEncoder()
-        self.naive_decoder = Decoder(None)
+        blocks = cfg.residual_blocks
+        self.content = ContentEncoder(blocks)
+        self.detail = DetailEncoder(cfg.detail_dim, cfg.detail_convs) if cfg.use_detail else None
+        self.decoder = Decoder(cfg.detail_dim, blocks)
+        self.naive_encoder = ContentEncoder(blocks)
+        self.naive_decoder = Decoder(None, blocks)
         self.perceptual = Backbone(backbone_cfg.name, backbone_cfg.layers, backbone_cfg.weights)
 
     def _expert_modules(self) -> list[nn.Module]:
@@ -137,13 +168,14 @@ class UTAD(AnomalyModel):
         shares the MI term (it makes codes tell their own image's feature from another's)."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
-        mu, log_var, feature = self.ie_net.encode(x)
+        mu, log_var, bottom = self.ie_net.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
-        impression = self.ie_net.decode(z)
+        impression = self.ie_net.decode(z, bottom)
         reconstruction = F.mse_loss(impression.float(), x.float())
         # Means over the code's dimensions, like the L2 over pixels (a sum over 128 dimensions
         # outweighs the reconstruction term and made SGD diverge in our runs).
-        kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).mean()
+        kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).float().mean()
+        feature = bottom.mean(dim=(2, 3))
         partners = shuffled_partners(x.shape[0], device=x.device)
         positive, negative = self.mi(z, feature).float(), self.mi(z, feature[partners]).float()
         mi = F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive)) + (
@@ -156,15 +188,20 @@ class UTAD(AnomalyModel):
         """The frozen IE-Net's impression (its code's mean, no sampling) of ``B×3×S×S`` in [0, 1]."""
         self.ie_net.eval()
         with torch.no_grad():
-            return self.ie_net.decode(self.ie_net.encode(x)[0])
+            return self.ie_net(x)
 
-    def expert(
-        self, x: torch.Tensor, impression: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(x̂, x_N, detail code of x)`` from the image and its impression, both ``B×3×S×S`` in [0, 1];
-        ``x̂`` and ``x_N`` are in [−1, 1], the code is ``B×detail_dim`` (``None`` without detail guidance)."""
+    def detail_code(self, x_pm: torch.Tensor) -> torch.Tensor:
+        """The AdaIN input of ``B×3×S×S`` images in [−1, 1]: their detail code ``B×detail_dim``, or random
+        ``N(0, I)`` codes without detail guidance (the paper's ablation)."""
+        if self.detail is None:
+            return torch.randn(x_pm.shape[0], self.cfg.detail_dim, device=x_pm.device, dtype=x_pm.dtype)
+        return self.detail(x_pm)
+
+    def expert(self, x: torch.Tensor, impression: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x̂, x_N, AdaIN code)`` from the image and its impression, both ``B×3×S×S`` in [0, 1];
+        ``x̂`` and ``x_N`` are in [−1, 1], the code is ``B×detail_dim`` (random without detail guidance)."""
         x_pm, impression_pm = 2 * x - 1, 2 * impression - 1
-        code = self.detail(x_pm) if self.detail is not None else None
+        code = self.detail_code(x_pm)
         restored = self.decoder(self.content(impression_pm), code)
         naive = self.naive_decoder(self.naive_encoder(x_pm))
         return restored, naive, code
@@ -179,22 +216,39 @@ class UTAD(AnomalyModel):
         naive_term = (naive - (2 * impression - 1)).abs().mean()
         terms = {"image": image_term, "naive": naive_term}
         loss = cfg.image_weight * image_term + cfg.naive_weight * naive_term
-        if code is not None:
+        if self.detail is not None:
             detail_term = (self.detail(restored) - code.detach()).abs().mean()
             terms["detail"] = detail_term
             loss = loss + cfg.detail_weight * detail_term
         return {"loss": loss, **terms}
 
-    def stages(self) -> list[Stage]:
-        """``ie_net`` (SGD), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
+    def _ie_optimizer(self, params: list[nn.Parameter]) -> torch.optim.SGD:
+        """Stage 1's SGD: the IE-Net at ``ie_lr``, the MI discriminator in its own group at ``mi_lr``."""
         cfg = self.cfg
+        discriminator = {id(p) for p in self.mi.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) not in discriminator]},
+            {"params": [p for p in params if id(p) in discriminator], "lr": cfg.mi_lr or cfg.ie_lr},
+        ]
+        return torch.optim.SGD(groups, lr=cfg.ie_lr, momentum=cfg.momentum, weight_decay=cfg.ie_weight_decay)
+
+    def stages(self) -> list[Stage]:
+        """``ie_net`` (SGD, step decay), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
+        cfg = self.cfg
+
+        def step_decay(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+            per_epoch = total / cfg.ie_epochs
+            milestones = [round(m * per_epoch) for m in cfg.ie_milestones]
+            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.ie_lr_decay)
+
         stages = [
             Stage(
                 name="ie_net",
                 epochs=cfg.ie_epochs,
                 parameters=list(self.ie_net.parameters()) + list(self.mi.parameters()),
-                optimizer=lambda params: torch.optim.SGD(params, lr=cfg.ie_lr, momentum=cfg.momentum),
+                optimizer=self._ie_optimizer,
                 step=self.ie_step,
+                scheduler=step_decay,
             )
         ]
         if cfg.use_expert:

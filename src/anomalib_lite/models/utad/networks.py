@@ -37,6 +37,8 @@ class InceptionBlock(nn.Module):
 
 # (inception width f, pooling after it): the encoder of METHODS.md; small images drop the last block.
 ENCODER_PLAN = [(32, 4), (32, 2), (64, 2), (128, 2)]
+LOG_VAR_BOUND = 10.0  # choice: |log σ²| ≤ 10, so exp() stays finite (and bf16-safe) whatever the head outputs
+LATENT_HEADS = ("paper", "ref")
 
 
 class IENet(nn.Module):
@@ -44,12 +46,21 @@ class IENet(nn.Module):
 
     Args:
         size: input side (256 on MVTec AD; 64 for the small-image variant).
-        small: one inception block fewer in the encoder and the decoder.
+        small: one inception block fewer in the encoder and the decoder (paper, small images).
         latent: size of the Gaussian code ``z``.
+        head: ``paper``: μ and log σ² from "a stack of three fully connected layers" (UTAD §4.1) on the
+            pooled encoder feature, and the decoder reconstructs from ``z`` (a linear layer back to the
+            bottom map, choice); ``ref``: the reference code's variant, where the decoder reads the encoder's
+            bottom map and the latent (one linear layer each for μ and log σ² on the pooled feature) is a
+            side branch used only by the KL and MI terms.
+        mlp_hidden: width of the paper head's hidden layers (choice: the paper gives none).
     """
 
-    def __init__(self, size: int, small: bool = False, latent: int = 128) -> None:
+    def __init__(self, size: int, small: bool = False, latent: int = 128, head: str = "paper", mlp_hidden: int = 512):
         super().__init__()
+        if head not in LATENT_HEADS:
+            raise ValueError(f"model.latent_head={head!r}; choices: {', '.join(LATENT_HEADS)}")
+        self.head = head
         plan = ENCODER_PLAN[:-1] if small else ENCODER_PLAN
         layers: list[nn.Module] = []
         channels = 3
@@ -63,10 +74,16 @@ class IENet(nn.Module):
         if size % reduction:
             raise ValueError(f"UTAD's IE-Net needs an input side divisible by {reduction}, got {size}")
         self.bottom = (channels, size // reduction)
-        flat = channels * (size // reduction) ** 2
-        self.mu = nn.Linear(flat, latent)
-        self.log_var = nn.Linear(flat, latent)
-        self.expand = nn.Linear(latent, flat)
+        if head == "paper":
+            self.mlp = nn.Sequential(
+                nn.Linear(channels, mlp_hidden), nn.LeakyReLU(0.1),
+                nn.Linear(mlp_hidden, mlp_hidden), nn.LeakyReLU(0.1),
+                nn.Linear(mlp_hidden, 2 * latent),
+            )  # fmt: skip
+            self.expand = nn.Linear(latent, channels * (size // reduction) ** 2)
+        else:
+            self.mlp = nn.Linear(channels, 2 * latent)
+            self.expand = None
         decoder: list[nn.Module] = []
         for f, pool in reversed(plan):
             decoder += [nn.Upsample(scale_factor=pool, mode="nearest"), InceptionBlock(channels, f)]
@@ -75,15 +92,23 @@ class IENet(nn.Module):
         self.feature_size = self.bottom[0]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(μ, log σ², feature)``: the code's Gaussian ``B×latent`` twice and the pooled encoder feature ``B×C``."""
+        """``(μ, log σ², bottom map)``: the code's Gaussian ``B×latent`` twice (log σ² within ±10) and the
+        encoder's ``B×C×s×s`` map."""
         h = self.encoder(x)
-        flat = h.flatten(1)
-        return self.mu(flat), self.log_var(flat), h.mean(dim=(2, 3))
+        mu, log_var = self.mlp(h.mean(dim=(2, 3))).chunk(2, dim=1)
+        return mu, log_var.clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND), h
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``B×latent`` → impression ``B×3×S×S``."""
+    def decode(self, z: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+        """Impression ``B×3×S×S`` from the code ``z`` ``B×latent`` (paper head) or the bottom map (ref head)."""
+        if self.expand is None:
+            return self.decoder(bottom)
         channels, side = self.bottom
         return self.decoder(self.expand(z).view(-1, channels, side, side))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The impression of ``x`` from its code's mean (no sampling): ``B×3×S×S`` → ``B×3×S×S``."""
+        mu, _, h = self.encode(x)
+        return self.decode(mu, h)
 
 
 class MIDiscriminator(nn.Module):
@@ -151,15 +176,16 @@ class ResidualBlock(nn.Module):
 
 
 class ContentEncoder(nn.Module):
-    """conv7(→64) → conv4 s2(→128) → conv4 s2(→256) → 2 residual blocks: ``B×3×S×S`` → ``B×256×S/4×S/4``."""
+    """conv7(→64) → conv4 s2(→128) → conv4 s2(→256) → ``blocks`` residual blocks (paper: 2, and 1 on
+    small images): ``B×3×S×S`` → ``B×256×S/4×S/4``."""
 
-    def __init__(self) -> None:
+    def __init__(self, blocks: int = 2) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, 64, 7, padding=3), nn.InstanceNorm2d(64), nn.ReLU(),
             nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.InstanceNorm2d(128), nn.ReLU(),
             nn.Conv2d(128, 256, 4, stride=2, padding=1), nn.InstanceNorm2d(256), nn.ReLU(),
-            ResidualBlock(256), ResidualBlock(256),
+            *(ResidualBlock(256) for _ in range(blocks)),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,11 +193,14 @@ class ContentEncoder(nn.Module):
 
 
 class DetailEncoder(nn.Module):
-    """conv7 → 4 × conv4 s2 → global average pool → conv1×1: ``B×3×S×S`` → detail code ``B×dim``."""
+    """conv7 → ``convs − 1`` × conv4 s2 → global average pool → conv1×1: ``B×3×S×S`` → detail code ``B×dim``.
 
-    def __init__(self, dim: int = 8) -> None:
+    ``convs``: 3 in the paper (§4.1 "3 convolutional layers"), 5 in the reference code (MUNIT's style encoder).
+    """
+
+    def __init__(self, dim: int = 8, convs: int = 3) -> None:
         super().__init__()
-        widths = [64, 128, 256, 256, 256]
+        widths = [64, 128, 256, 256, 256][:convs]
         layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 7, padding=3), nn.ReLU()]
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
@@ -182,15 +211,16 @@ class DetailEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """2 residual blocks (AdaIN when ``detail`` codes drive it) → 2 × (↑2, conv5, LayerNorm, ReLU) → conv7 → tanh.
+    """``blocks`` residual blocks (paper: 2, and 1 on small images; AdaIN when ``detail`` codes drive them)
+    → 2 × (↑2, conv5, LayerNorm, ReLU) → conv7 → tanh.
 
     ``B×256×S/4×S/4`` (and a detail code ``B×dim``) → ``B×3×S×S`` in [−1, 1].
     """
 
-    def __init__(self, detail_dim: int | None = 8) -> None:
+    def __init__(self, detail_dim: int | None = 8, blocks: int = 2) -> None:
         super().__init__()
         adaptive = detail_dim is not None
-        self.blocks = nn.ModuleList([ResidualBlock(256, adaptive), ResidualBlock(256, adaptive)])
+        self.blocks = nn.ModuleList([ResidualBlock(256, adaptive) for _ in range(blocks)])
         up: list[nn.Module] = []
         for a, b in ((256, 128), (128, 64)):
             up += [

@@ -1,0 +1,41 @@
+"""The metrics of IGD's and UTAD's papers: mean per-anomalous-image pixel AUROC, and image accuracy.
+
+The per-image pixel AUROC is the CAVGA protocol (IGD Table 4, UTAD Table 1 "AuROC"): one ROC
+per anomalous image over its own pixels, then the mean over those images. It differs from the
+pooled pixel AUROC (one ROC over every pixel of the test set), which the MVTec AD convention uses.
+
+Image accuracy (IGD Table 2) is the share of test images classified correctly by
+``score ≥ threshold``; the paper does not say which threshold, so the caller states it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anomalib_lite.metrics.auroc import auroc
+
+
+def per_image_pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float | None:
+    """Mean over the anomalous images of the exact pixel AUROC of each image's own map.
+
+    Args:
+        maps: ``N×H×W`` anomaly maps. masks: ``N×H×W`` bool ground truth.
+    Returns:
+        The mean, over images whose mask has both anomalous and normal pixels (an AUROC is undefined
+        otherwise), or ``None`` when there is no such image.
+    """
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ in shape")
+    values = [auroc(m, k) for m, k in zip(maps, masks.bool()) if k.any()]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def image_accuracy(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> float:
+    """Share of images with ``(score ≥ threshold) == label``.
+
+    Args:
+        scores: ``N`` image scores. labels: ``N`` labels in {0, 1}. threshold: the decision threshold.
+    """
+    predicted = scores.reshape(-1) >= threshold
+    return float((predicted == labels.reshape(-1).bool()).double().mean())
