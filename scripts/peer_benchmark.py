@@ -127,7 +127,7 @@ def measure_ours(variant: str, args: argparse.Namespace) -> Throughput:
     """Train one of our variants through the engine and time it (see the module docstring)."""
     from hydra import compose, initialize_config_dir
 
-    from anomalib_lite.cli.common import plain_config
+    from anomalib_lite.cli.run_folders import plain_config
     from anomalib_lite.config import validate
     from anomalib_lite.data import build_datamodule
     from anomalib_lite.engine.trainer import Engine, mixed_precision, seed_everything, to_device

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
@@ -228,8 +229,10 @@ def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
 def test_the_distillation_stage_runs_its_steps_in_whole_epochs(tmp_path):
     # IGD counts distillation in iterations (paper L189): 5 steps on a 2-batch loader = 3 epochs, 6 steps.
     class Data:
-        def train_loader(self, generator=None):
-            return [{"image": torch.zeros(1)}, {"image": torch.zeros(1)}]
+        batch_size = 1
+
+        def train_loader(self, generator=None, pin_memory=False):
+            return DataLoader([{"image": torch.zeros(1)}] * 2, batch_size=None)
 
     weight = nn.Parameter(torch.zeros(()))
     calls = []
