@@ -12,6 +12,7 @@ from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.model import HFRConfig
+from anomalib_lite.models.igd.model import IGDConfig
 from anomalib_lite.models.msfi.model import MSFIConfig
 
 from conftest import tiny_datamodule
@@ -126,4 +127,38 @@ def test_a_resumed_cached_run_equals_an_uninterrupted_one(tmp_path):
     _, cached, _ = train(resumed, datamodule, tmp_path / "b", feature_cache="on", resume=True)
     assert len(cached) == 10 // 4 and all(cached)  # the second epoch only, from a rebuilt cache
     for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_igd_global_stage_trains_from_cached_backbone_features_as_without_them(tmp_path):
+    # IGD's global encoder is a frozen backbone plus a trained linear map: its backbone features are cached.
+    datamodule = tiny_datamodule(size=64)
+    config = IGDConfig(image_size=64, epochs=2, kd_steps=0, width=8, hidden=32, latent=8, estep_every=1)
+
+    def igd():
+        torch.manual_seed(0)
+        return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+    runs = {}
+    for mode in ("off", "on"):
+        model, losses, cached = igd(), [], []
+        step = model.global_step
+
+        def recording_step(batch, step=step, losses=losses, cached=cached):
+            cached.append("features" in batch)
+            terms = step(batch)
+            losses.append({name: value.item() for name, value in terms.items()})
+            return terms
+
+        model.global_step = recording_step
+        Engine(TrainerConfig(device="cpu", progress=False, feature_cache=mode), 3, tmp_path / f"{mode}.pt", {}).fit(
+            model, datamodule
+        )
+        runs[mode] = (model, losses, cached)
+    (plain, plain_losses, plain_cached), (model, losses, cached) = runs["off"], runs["on"]
+    assert len(losses) == len(plain_losses) == 4 and all(cached) and not any(plain_cached)
+    for a, b in zip(losses, plain_losses):
+        for name in a:
+            assert a[name] == pytest.approx(b[name], abs=1e-6, rel=1e-6)
+    for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)

@@ -226,9 +226,10 @@ class GaussianDescriptor(nn.Module):
         with torch.no_grad():
             return self.encoder.features(inputs)
 
-    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Latent codes ``z`` ``B×latent`` of normalised inputs ``B×3×S×S``."""
-        return self.encoder.to_latent(self.frozen_features(inputs))
+    def encode(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent codes ``z`` ``B×latent`` of normalised inputs ``B×3×S×S``; ``hidden`` (``B×hidden``):
+        their :meth:`frozen_features` when already computed (a feature cache)."""
+        return self.encoder.to_latent(self.frozen_features(inputs) if hidden is None else hidden)
 
     def distance(self, z: torch.Tensor) -> torch.Tensor:
         """GSVDD ``ℓ_h = 1 − exp(−‖z − μ‖² / σ²)``: ``B×latent`` → ``B``."""
@@ -252,10 +253,13 @@ class GaussianDescriptor(nn.Module):
                 structure = 1 - ms_ssim(recon, target, self.ssim_weights, self.ssim_window, data_range=data_range)
             return cfg.rho * error + (1 - cfg.rho) * structure
 
-    def losses(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training terms of one batch: normalised inputs and reconstruction targets, both ``B×3×S×S``."""
+    def losses(
+        self, inputs: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Training terms of one batch: normalised inputs and reconstruction targets, both ``B×3×S×S``
+        (``hidden``: the inputs' frozen features, when cached)."""
         cfg = self.cfg
-        z = self.encode(inputs)
+        z = self.encode(inputs, hidden)
         recon = self.decoder(z)
         reconstruction = self.reconstruction_error(recon, targets).mean()
         descriptor = self.distance(z).mean()
@@ -388,15 +392,22 @@ class IGD(AnomalyModel):
         """The local model's EM-stage terms on the batch's patches (all, or ``patches_per_image``)."""
         return self.local.losses(*self._local_inputs(batch["image"], self.cfg.patches_per_image))
 
+    def global_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The global model's frozen-backbone features ``{"hidden": B×C}`` of ``B×C×S×S`` images: what
+        the engine's feature cache may compute once per run (:attr:`Stage.features`)."""
+        return {"hidden": self.global_model.frozen_features(as_rgb(image))}
+
     def global_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The global model's EM-stage terms on whole images."""
+        """The global model's EM-stage terms on whole images (from cached backbone features when the
+        batch has them)."""
         image = as_rgb(batch["image"])
-        return self.global_model.losses(image, self._targets(image))
+        hidden = batch["features"]["hidden"] if "features" in batch else None
+        return self.global_model.losses(image, self._targets(image), hidden)
 
     def _adam(self, lr: float, wd: float):
         return lambda params: torch.optim.Adam(params, lr=lr, betas=tuple(self.cfg.betas), weight_decay=wd)
 
-    def _em_stage(self, name: str, descriptor: GaussianDescriptor, step, local: bool) -> Stage:
+    def _em_stage(self, name: str, descriptor: GaussianDescriptor, step, local: bool, features=None) -> Stage:
         cfg = self.cfg
         start, epoch_end = self._em_hooks(descriptor, local)
         return Stage(
@@ -410,6 +421,7 @@ class IGD(AnomalyModel):
             ),
             on_stage_start=start,
             on_epoch_end=epoch_end,
+            features=features,
         )
 
     def stages(self) -> list[Stage]:
@@ -426,7 +438,8 @@ class IGD(AnomalyModel):
             )  # fmt: skip
         stages.append(self._em_stage("local", self.local, self.local_step, local=True))
         if self.global_model is not None:
-            stages.append(self._em_stage("global", self.global_model, self.global_step, local=False))
+            global_stage = self._em_stage("global", self.global_model, self.global_step, False, self.global_features)
+            stages.append(global_stage)
         return stages
 
     @torch.inference_mode()
