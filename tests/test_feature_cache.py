@@ -130,19 +130,27 @@ def test_a_resumed_cached_run_equals_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
 
 
-def test_igd_global_stage_trains_from_cached_backbone_features_as_without_them(tmp_path):
-    # IGD's global encoder is a frozen backbone plus a trained linear map: its backbone features are cached.
+IGD_CASES = {
+    # IGD's global encoder: a frozen backbone plus a trained linear map.
+    "global": IGDConfig(image_size=64, epochs=2, kd_steps=0, width=8, hidden=32, latent=8, estep_every=1),
+    # The local encoder body, fixed after distillation (paper L189), on 2 random patches of 4 per image.
+    "local": IGDConfig(image_size=64, epochs=2, kd_steps=2, kd_input_size=32, width=8, hidden=32, latent=8,
+                       patch_stride=32, patches_per_image=2, use_global=False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", IGD_CASES)
+def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, stage):
     datamodule = tiny_datamodule(size=64)
-    config = IGDConfig(image_size=64, epochs=2, kd_steps=0, width=8, hidden=32, latent=8, estep_every=1)
 
     def igd():
         torch.manual_seed(0)
-        return build_model(config, BackboneConfig("resnet18", weights="none"))
+        return build_model(IGD_CASES[stage], BackboneConfig("resnet18", weights="none"))
 
     runs = {}
     for mode in ("off", "on"):
         model, losses, cached = igd(), [], []
-        step = model.global_step
+        step = getattr(model, f"{stage}_step")
 
         def recording_step(batch, step=step, losses=losses, cached=cached):
             cached.append("features" in batch)
@@ -150,7 +158,7 @@ def test_igd_global_stage_trains_from_cached_backbone_features_as_without_them(t
             losses.append({name: value.item() for name, value in terms.items()})
             return terms
 
-        model.global_step = recording_step
+        setattr(model, f"{stage}_step", recording_step)
         Engine(TrainerConfig(device="cpu", progress=False, feature_cache=mode), 3, tmp_path / f"{mode}.pt", {}).fit(
             model, datamodule
         )

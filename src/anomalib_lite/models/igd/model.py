@@ -336,18 +336,23 @@ class IGD(AnomalyModel):
         """Reconstruction targets of normalised RGB inputs: themselves (paper) or in [0, 1]."""
         return inputs if self.cfg.ssim_space == "normalised" else to_unit_range(inputs)
 
-    def _local_inputs(self, image: torch.Tensor, per_image: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _local_inputs(
+        self, image: torch.Tensor, per_image: int | None, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Normalised local-model inputs and their targets, ``N×3×s×s``: every patch, or ``per_image``
-        random ones per image."""
+        random ones per image; with ``hidden`` (the patches' cached body features, ``B×P×hidden``), the
+        rows of the same patches, ``N×hidden`` (else ``None``)."""
         cfg = self.cfg
         image = as_rgb(image)
         patches = to_patches(image, cfg.local_size, cfg.patch_stride)
         if per_image is not None and per_image < patches.shape[1]:
             b, n = patches.shape[:2]
             index = torch.rand(b, n, device=image.device).argsort(1)[:, :per_image]
-            patches = patches[torch.arange(b, device=image.device)[:, None], index]
+            rows = torch.arange(b, device=image.device)[:, None]
+            patches = patches[rows, index]
+            hidden = None if hidden is None else hidden[rows, index]
         patches = patches.flatten(0, 1)
-        return patches, self._targets(patches)
+        return patches, self._targets(patches), None if hidden is None else hidden.flatten(0, 1)
 
     def _normalised_batches(self, local: bool) -> Iterator[torch.Tensor]:
         """The training set as normalised model inputs (every patch for the local model), in chunks."""
@@ -381,16 +386,24 @@ class IGD(AnomalyModel):
 
     def distill_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """``‖f_I(x) − head(h(x))‖²`` on ``kd_batch_size`` random local inputs (patches) of the batch."""
-        inputs, _ = self._local_inputs(batch["image"], None)
+        inputs = self._local_inputs(batch["image"], None)[0]
         if inputs.shape[0] > self.cfg.kd_batch_size:
             inputs = inputs[torch.randperm(inputs.shape[0], device=inputs.device)[: self.cfg.kd_batch_size]]
         hidden = self.local.encoder.features(inputs)
         loss = ((self.kd_head(hidden).float() - self.teacher_features(inputs)) ** 2).sum(1).mean()
         return {"loss": loss}
 
+    def local_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The fixed (distilled) encoder body's features of every patch, ``{"hidden": B×P×hidden}``, of
+        ``B×C×S×S`` images: what the engine's feature cache may compute once per run."""
+        patches = self._local_inputs(image, None)[0]
+        return {"hidden": self.local.frozen_features(patches).unflatten(0, (image.shape[0], -1))}
+
     def local_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The local model's EM-stage terms on the batch's patches (all, or ``patches_per_image``)."""
-        return self.local.losses(*self._local_inputs(batch["image"], self.cfg.patches_per_image))
+        """The local model's EM-stage terms on the batch's patches (all, or ``patches_per_image``), from
+        cached body features when the batch has them."""
+        cached = batch["features"]["hidden"] if "features" in batch else None
+        return self.local.losses(*self._local_inputs(batch["image"], self.cfg.patches_per_image, cached))
 
     def global_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The global model's frozen-backbone features ``{"hidden": B×C}`` of ``B×C×S×S`` images: what
@@ -436,7 +449,9 @@ class IGD(AnomalyModel):
                     optimizer=self._adam(cfg.kd_lr, cfg.kd_weight_decay),
                 )
             )  # fmt: skip
-        stages.append(self._em_stage("local", self.local, self.local_step, local=True))
+        # The body's features are fixed (cacheable) only once it is distilled and frozen (paper L189).
+        local_features = self.local_features if cfg.body_frozen else None
+        stages.append(self._em_stage("local", self.local, self.local_step, True, local_features))
         if self.global_model is not None:
             global_stage = self._em_stage("global", self.global_model, self.global_step, False, self.global_features)
             stages.append(global_stage)
@@ -449,7 +464,7 @@ class IGD(AnomalyModel):
         ``share`` = β (paper eq. 12) or 0.5 (``combine=equal``, ref-code)."""
         cfg = self.cfg
         b, side = image.shape[0], image.shape[-1]
-        inputs, targets = self._local_inputs(image, None)
+        inputs, targets, _ = self._local_inputs(image, None)
         chunks = [self.local.evaluate(a, t) for a, t in zip(inputs.split(CHUNK), targets.split(CHUNK))]
         scores, maps = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
         score = scores.view(b, -1).amax(1)
