@@ -221,7 +221,7 @@ def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
     for per_image, expected in ((None, 2 * 9), (4, 2 * 4)):
         model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, patches_per_image=per_image),
                     BackboneConfig(weights="none"))  # fmt: skip
-        monkeypatch.setattr(model.local, "losses", lambda inputs, targets: seen.append(inputs.shape[0]))
+        monkeypatch.setattr(model.local, "losses", lambda inputs, targets, hidden=None: seen.append(inputs.shape[0]))
         model.local_step({"image": torch.randn(2, 3, 64, 64)})
         assert seen[-1] == expected
 
