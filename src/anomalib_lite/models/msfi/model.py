@@ -290,9 +290,7 @@ class MSFI(AnomalyModel):
             Stage(
                 name="students",
                 epochs=cfg.epochs,
-                parameters=[
-                    p for group in (self.students, self.stems) if group is not None for p in group.parameters()
-                ],
+                parameters=self._student_parameters(),
                 optimizer=lambda params: torch.optim.SGD(
                     params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
                 ),
