@@ -211,16 +211,14 @@ class Engine:
 
         checkpoints = CheckpointWriter(self.checkpoint_path, self.cfg.checkpoint_every, self.cfg.checkpoint_seconds)
         for index, stage in enumerate(stages):
-            epochs = (
-                stage.epochs if stage.steps is None else math.ceil(stage.steps / len(_loader(datamodule, stage.split)))
-            )
+            batches = _loader(datamodule, stage.split)  # the stage's batches per epoch, and its images
+            epochs = stage.epochs if stage.steps is None else math.ceil(stage.steps / len(batches))
             epochs = min(epochs, self.cfg.max_epochs or epochs)
             if index < start_stage or (index == start_stage and start_epoch >= epochs):
                 continue
             first_epoch = start_epoch if index == start_stage else 0
             optimizer = stage.optimizer(stage.parameters)
-            steps_per_epoch = len(_loader(datamodule, stage.split))
-            scheduler = stage.scheduler(optimizer, epochs * steps_per_epoch) if stage.scheduler else None
+            scheduler = stage.scheduler(optimizer, epochs * len(batches)) if stage.scheduler else None
             if resumed is not None and index == start_stage:
                 optimizer.load_state_dict(resumed["optimizer"])
                 if scheduler is not None:
@@ -228,7 +226,7 @@ class Engine:
             if stage.on_stage_start:
                 stage.on_stage_start(datamodule)
             cache = build_feature_cache(
-                stage, _loader(datamodule, stage.split).dataset, datamodule.batch_size, self.device,
+                stage, batches.dataset, datamodule.batch_size, self.device,
                 lambda: mixed_precision(self.cfg.precision, self.device),
                 self.cfg.feature_cache, self.cfg.feature_cache_budget_gb,
             )  # fmt: skip
