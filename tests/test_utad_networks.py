@@ -105,3 +105,61 @@ def test_expert_net_block_and_detail_layer_counts(blocks, convs):
     assert sum(isinstance(m, torch.nn.Conv2d) for m in DetailEncoder(8, convs).modules()) == convs + 1  # + 1×1 out
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert decoder(content(x), DetailEncoder(8, convs)(x)).shape == x.shape
+
+
+def _inception(c_in: int, f: int) -> int:
+    # four bias-free convs (1×1, 3×3, 5×5, 1×1 after the pool) with BatchNorm (weight and bias) each
+    return f * c_in * (1 + 9 + 25 + 1) + 4 * 2 * f
+
+
+def _linear(a: int, b: int) -> int:
+    return a * b + b
+
+
+def _conv(a: int, b: int, k: int) -> int:
+    return a * b * k * k + b
+
+
+def test_ie_net_parameter_counts_follow_the_layer_formula_at_256_px():
+    # Encoder IB(3,32) ↓4 IB(128,32) ↓2 IB(128,64) ↓2 IB(256,128) ↓2; the ref-code decoder (inceptionCAE.py)
+    # IB(512,128) ↑2 IB(512,64) ↑4 IB(256,64) ↑2 IB(256,32) ↑2, conv1×1 without bias (1 627 520 and 4 426 368
+    # parameters there). Paper head: 512 → 512 → 512 → 2·128, and a linear layer from z back to the 512×8×8 map.
+    net = IENet(256)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    encoder = _inception(3, 32) + _inception(128, 32) + _inception(128, 64) + _inception(256, 128)
+    decoder = _inception(512, 128) + _inception(512, 64) + _inception(256, 64) + _inception(256, 32) + 128 * 3
+    head = _linear(512, 512) + _linear(512, 512) + _linear(512, 256)
+    assert (count(net.encoder), count(net.decoder), count(net.mlp)) == (encoder, decoder, head)
+    assert count(net.expand) == _linear(128, 512 * 8 * 8)
+    assert count(IENet(256, head="ref").mlp) == _linear(512, 256)  # ref-code: encoder_mean + encoder_log_var
+    assert count(MIDiscriminator(128, 512)) == _linear(640, 128) + 2 * _linear(128, 128) + _linear(128, 1)
+    small = IENet(64, small=True)
+    assert count(small.decoder) == _inception(256, 64) + _inception(256, 64) + _inception(256, 32) + 128 * 3
+
+
+def test_ie_net_decoder_runs_its_inception_blocks_below_full_resolution():
+    # ref-code order: inception block, then nearest upsampling (2, 4, 2, 2); the last block works at S/2.
+    sides = []
+    net = IENet(256)
+    for module in net.decoder:
+        if isinstance(module, InceptionBlock):
+            module.register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
+    mu, _, bottom = net.encode(torch.rand(1, 3, 256, 256))
+    assert net.decode(mu, bottom).shape == (1, 3, 256, 256)
+    assert sides == [8, 16, 64, 128]
+
+
+def test_expert_net_parameter_counts_follow_the_layer_formula_at_256_px():
+    # MUNIT layers: content encoder conv7 3→64, conv4 64→128, conv4 128→256, 2 residual blocks (two conv3 each);
+    # decoder 2 residual blocks, conv5 256→128 + LayerNorm, conv5 128→64 + LayerNorm, conv7 64→3, AdaIN MLP
+    # 8→256→256→(2 blocks × 2 AdaIN × γ, β of 256); detail extractor conv7, conv4 ×2, conv1×1 → 8 (paper: 3 convs).
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    residual = 2 * _conv(256, 256, 3)
+    content = _conv(3, 64, 7) + _conv(64, 128, 4) + _conv(128, 256, 4) + 2 * residual
+    up = _conv(256, 128, 5) + 2 * 128 + _conv(128, 64, 5) + 2 * 64 + _conv(64, 3, 7)
+    mlp = _linear(8, 256) + _linear(256, 256) + _linear(256, 2 * 2 * 2 * 256)
+    detail = _conv(3, 64, 7) + _conv(64, 128, 4) + _conv(128, 256, 4) + _conv(256, 8, 1)
+    assert count(ContentEncoder(2)) == content
+    assert count(Decoder(8, 2)) == 2 * residual + up + mlp
+    assert count(Decoder(None, 2)) == 2 * residual + up
+    assert count(DetailEncoder(8, 3)) == detail

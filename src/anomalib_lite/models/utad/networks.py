@@ -35,8 +35,11 @@ class InceptionBlock(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-# (inception width f, pooling after it): the encoder of METHODS.md; small images drop the last block.
+# (inception width f, pooling after it): the encoder of METHODS.md (ref-code widths); small images drop the last block.
 ENCODER_PLAN = [(32, 4), (32, 2), (64, 2), (128, 2)]
+# (inception width f, nearest upsampling after it): the ref-code decoder (inceptionCAE.py: widths 128, 64, 64, 32,
+# upsampling 2, 4, 2, 2); the paper gives neither. Small images drop the first block.
+DECODER_PLAN = [(128, 2), (64, 4), (64, 2), (32, 2)]
 LOG_VAR_BOUND = 10.0  # choice: |log σ²| ≤ 10, so exp() stays finite (and bf16-safe) whatever the head outputs
 LATENT_HEADS = ("paper", "ref")
 
@@ -85,10 +88,10 @@ class IENet(nn.Module):
             self.mlp = nn.Linear(channels, 2 * latent)
             self.expand = None
         decoder: list[nn.Module] = []
-        for f, pool in reversed(plan):
-            decoder += [nn.Upsample(scale_factor=pool, mode="nearest"), InceptionBlock(channels, f)]
+        for f, scale in DECODER_PLAN[1:] if small else DECODER_PLAN:
+            decoder += [InceptionBlock(channels, f), nn.Upsample(scale_factor=scale, mode="nearest")]
             channels = 4 * f
-        self.decoder = nn.Sequential(*decoder, nn.Conv2d(channels, 3, 1), nn.Sigmoid())
+        self.decoder = nn.Sequential(*decoder, nn.Conv2d(channels, 3, 1, bias=False), nn.Sigmoid())  # ref-code: no bias
         self.feature_size = self.bottom[0]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,13 +115,14 @@ class IENet(nn.Module):
 
 
 class MIDiscriminator(nn.Module):
-    """Scores whether a code and an encoder feature come from the same image: 4-layer MLP → ``B`` logits.
+    """Scores whether a code and an encoder feature come from the same image: 4-layer MLP (paper §4.1; hidden
+    width 128 as the ref-code's ``LatentDiscriminaor``) → ``B`` logits.
 
     The sigmoid of METHODS.md is applied by the loss (``binary_cross_entropy_with_logits``),
     which is the same function, computed stably.
     """
 
-    def __init__(self, latent: int, feature: int, hidden: int = 256) -> None:
+    def __init__(self, latent: int, feature: int, hidden: int = 128) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(latent + feature, hidden), nn.LeakyReLU(0.1),
