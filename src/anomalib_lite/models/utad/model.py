@@ -35,6 +35,9 @@ from anomalib_lite.models.utad.networks import (
     MIDiscriminator,
     shuffled_partners,
 )
+from anomalib_lite.models.utad.optimizer import OptimizerChain
+
+MI_OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
@@ -50,8 +53,10 @@ class UTADConfig:
         ie_epochs, momentum: SGD of stage 1 (paper: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
             ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
             lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350.
-        mi_lr: SGD learning rate of the MI discriminator's own parameter group; ``None`` = ``ie_lr`` (choice: the
-            paper trains all of stage 1 with one SGD; the ref-code gives the discriminator its own optimiser).
+        mi_optimizer, mi_lr: the MI discriminator's own optimiser. ``adam`` (choice: the ref-code's training script
+            is not released; its config gives the feature discriminators their own rate, ``d_feat_lr``) with
+            ``betas``, or ``sgd`` (a parameter group of the IE-Net's SGD, the setting in which its BCE stayed at
+            chance). ``mi_lr``: 1e-3 (choice; the ref-code's ``d_feat_lr`` is 1e-4).
         recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2 100 ref-code, KL to N(0, I) 0.1 ref-code,
             MI 1 choice; ``mi_weight=0`` is the paper's "without MI" ablation).
         expert_epochs, expert_lr, betas: Adam of stage 2 (lr 1e-4 paper, betas (0.5, 0.999) ref-code (MUNIT)).
@@ -77,7 +82,8 @@ class UTADConfig:
     ie_milestones: list[int] = field(default_factory=lambda: [200, 350])
     ie_lr_decay: float = 0.1
     momentum: float = 0.9
-    mi_lr: float | None = None
+    mi_optimizer: str = "adam"
+    mi_lr: float = 1e-3
     recon_weight: float = 100.0
     kl_weight: float = 0.1
     mi_weight: float = 1.0
@@ -108,7 +114,7 @@ class UTADConfig:
                 f"model.image_size={self.image_size} (data.image_size) must be a multiple of {reduction} "
                 f"for the {variant}"
             )
-        for key in ("ie_lr", "expert_lr"):
+        for key in ("ie_lr", "expert_lr", "mi_lr"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
         if not 0 <= self.momentum < 1:
@@ -124,8 +130,8 @@ class UTADConfig:
             raise ValueError(f"model.detail_convs={self.detail_convs} must be in 2..5")
         if not 0 <= self.iou_threshold <= 1:
             raise ValueError(f"model.iou_threshold={self.iou_threshold} must be in [0, 1]")
-        if self.mi_lr is not None and self.mi_lr <= 0:
-            raise ValueError(f"model.mi_lr={self.mi_lr} must be > 0 (or null: ie_lr)")
+        if self.mi_optimizer not in MI_OPTIMIZERS:
+            raise ValueError(f"model.mi_optimizer={self.mi_optimizer!r}; choices: {', '.join(MI_OPTIMIZERS)}")
 
     @property
     def small_variant(self) -> bool:
@@ -222,15 +228,21 @@ class UTAD(AnomalyModel):
             loss = loss + cfg.detail_weight * detail_term
         return {"loss": loss, **terms}
 
-    def _ie_optimizer(self, params: list[nn.Parameter]) -> torch.optim.SGD:
-        """Stage 1's SGD: the IE-Net at ``ie_lr``, the MI discriminator in its own group at ``mi_lr``."""
+    def _ie_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """Stage 1: SGD for the IE-Net at ``ie_lr``; the MI discriminator by Adam at ``mi_lr`` (the two chained),
+        or in its own group of that SGD (``mi_optimizer=sgd``)."""
         cfg = self.cfg
         discriminator = {id(p) for p in self.mi.parameters()}
-        groups = [
-            {"params": [p for p in params if id(p) not in discriminator]},
-            {"params": [p for p in params if id(p) in discriminator], "lr": cfg.mi_lr or cfg.ie_lr},
-        ]
-        return torch.optim.SGD(groups, lr=cfg.ie_lr, momentum=cfg.momentum, weight_decay=cfg.ie_weight_decay)
+        ie_params = [p for p in params if id(p) not in discriminator]
+        mi_params = [p for p in params if id(p) in discriminator]
+
+        def sgd(groups: list[dict]) -> torch.optim.SGD:
+            return torch.optim.SGD(groups, lr=cfg.ie_lr, momentum=cfg.momentum, weight_decay=cfg.ie_weight_decay)
+
+        if cfg.mi_optimizer == "sgd":
+            return sgd([{"params": ie_params}, {"params": mi_params, "lr": cfg.mi_lr}])
+        adam = torch.optim.Adam(mi_params, lr=cfg.mi_lr, betas=tuple(cfg.betas))
+        return OptimizerChain(sgd([{"params": ie_params}]), adam)
 
     def stages(self) -> list[Stage]:
         """``ie_net`` (SGD, step decay), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
