@@ -3,7 +3,7 @@
 Stage ``ie_net`` trains an inception autoencoder whose output, the *impression* ``x_I``,
 is an anomaly-free version of the input (L2 reconstruction, KL of the Gaussian code,
 a mutual-information discriminator on (code, feature) pairs with batch-shuffled
-negatives). Stage ``expert_net`` freezes it and trains the Expert-Net on (impression,
+negatives, trained by its own Adam). Stage ``expert_net`` freezes it and trains the Expert-Net on (impression,
 image) pairs: ``x̂ = Dec(Enc_c(x_I), detail(x))`` restores the detail, and a naïve branch
 ``x_N = Dec'(Enc'(x))`` imitates the impression. The anomaly map is the perceptual
 distance ``PM(x, x̂) + PM(x_I, x_N)`` on a frozen backbone's features (VGG-19
