@@ -56,6 +56,10 @@ class PaperTableData:
         """Row label → the figure of ``column``."""
         return {row: self.value(row, column) for row in self.rows}
 
+    def column_of_row(self, row: str) -> dict[str, float | None]:
+        """Column label → the figure of ``row`` (for tables whose columns are categories)."""
+        return {column: self.value(row, column) for column in self.columns}
+
     def cite(self) -> str:
         """Where the figures come from, for reports: ``HFR table1 (PAPER_TABLES.md L21-36)``."""
         file, first, last = self.source
