@@ -31,6 +31,7 @@ from anomalib_lite.cli.reproduce_tables import NAMES, STAND_IN_DATA, TABLES, Arm
 from anomalib_lite.data.mvtec import categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
+from anomalib_lite.models.backbones import BACKBONES, torchvision_weights_path
 
 ONE_CLASS_STAND_IN_CATEGORIES = [str(c) for c in range(10)]
 
@@ -98,6 +99,20 @@ class Options:
     collect: bool = False
 
 
+def absent_weights(backbone: str) -> str | None:
+    """Why the paper's ``backbone`` cannot run here (its ImageNet weights are not cached, with the command
+    that fetches them), or ``None`` when it can."""
+    spec = BACKBONES.get(backbone)
+    if spec is None or spec.pip_package:
+        return None
+    path = torchvision_weights_path(backbone)[1]
+    if path.is_file():
+        return None
+    return (f"the paper's backbone {backbone} has no ImageNet weights in the torch cache ({path}); fetch them with "
+            f"python scripts/prepare_data.py weights --name {backbone}, or run the offline stand-in, marked and not "
+            "compared, with --allow-stand-in")  # fmt: skip
+
+
 def arm_folder(arm: Arm) -> str:
     """A folder name for an arm: its label with anything but letters, digits, ``.``, ``-`` as ``_``."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", arm.label).strip("_") or "arm"
@@ -132,10 +147,18 @@ def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
                     f" ({arm.note})" if arm.note else ""
                 )
                 continue
-            if not plan.categories:
-                continue
             result.sweep = options.out / arm_folder(arm) / data
-            if not options.collect:
+            if options.collect:  # the data the runs used, whatever is present now
+                result.notes = []
+                datasets = {r.setting["dataset"] for r in read_runs(result.sweep) if r.setting}
+                result.data_used = datasets.pop() if len(datasets) == 1 else plan.data_used
+            elif not plan.categories:
+                continue
+            elif not options.allow_stand_in and absent_weights(arm.backbone):
+                result.reason = f"not run: {absent_weights(arm.backbone)}"
+                print(f"{arm.label}: {result.reason}", file=sys.stderr)
+                continue
+            else:
                 command = sweep_command(table, arm, plan, result.sweep, options, repo)
                 print("$ " + " ".join(command[1:]), flush=True)
                 if options.dry_run:
