@@ -64,9 +64,9 @@ def test_absent_data_falls_back_to_its_stand_in_or_is_skipped(tmp_path):
     assert cifar.data_used is None and not cifar.categories and "test_batch" in cifar.note
 
 
-def test_the_papers_setting_gives_differences_per_category_and_for_the_mean():
+def test_the_papers_setting_gives_differences_per_category_and_for_the_mean(tmp_path):
     runs = [Run(Path(c), setting(), {c: scores(0.9 + i / 1000)}) for i, c in enumerate(MVTEC_CATEGORIES)]
-    cells, _ = hfr_result(runs)
+    cells, result = hfr_result(runs)
     screw = cells[("screw", "image_auroc")]
     expected = 0.9 + MVTEC_CATEGORIES.index("screw") / 1000 - paper_table("hfr", "table1").value("screw", HFR_B)
     assert screw.reason is None and screw.difference == pytest.approx(expected)
@@ -74,6 +74,15 @@ def test_the_papers_setting_gives_differences_per_category_and_for_the_mean():
     ours = statistics.fmean(0.9 + i / 1000 for i in range(15))
     assert mean.difference == pytest.approx(ours - paper_table("hfr", "table4").value("mean", HFR_B))
     assert mean.paper["paper col A"] == paper_table("hfr", "table4").value("mean", "HFR col A (unlabelled)")
+    markdown = write_report(HFR, [result], tmp_path, [])
+    assert "| category | image_auroc ours | image_auroc paper | image_auroc paper col A | image_auroc difference |" in (
+        markdown
+    )
+    assert (
+        f"| screw | {0.9 + MVTEC_CATEGORIES.index('screw') / 1000:.4f} | 0.9600 | 0.8760 | {expected:+.4f} |"
+        in markdown
+    )
+    assert "Not comparable" not in markdown and "backbone wide_resnet50_2; image size 256" in markdown
 
 
 def test_a_reproduction_whose_backbone_differs_prints_no_difference(tmp_path):
