@@ -1,15 +1,25 @@
-"""scripts/reproduce.py: what runs where data is present, stand-ins and skips, and the comparison table."""
+"""scripts/reproduce.py: what runs where data is present, stand-ins, and a difference only where like meets like."""
 
 from __future__ import annotations
 
 import csv
+import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from anomalib_lite.cli.reproduce import TABLES, Dataset, Plan, comparison_rows, plan_dataset
+from anomalib_lite.cli.reproduce import plan_dataset
+from anomalib_lite.cli.reproduce_report import write_report
+from anomalib_lite.cli.reproduce_results import MEAN, ArmResult, Run, build_cells
+from anomalib_lite.cli.reproduce_tables import TABLES
+from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
+from anomalib_lite.paper_tables import paper_table
 
 from conftest import REPO, run_entry, write_mvtec_category
+
+HFR = TABLES["hfr_mvtec"]
+HFR_B = "HFR col B (unlabelled, headline)"
 
 
 def make_mvtec(root, category):
@@ -18,51 +28,140 @@ def make_mvtec(root, category):
     write_mvtec_category(root, category, np.random.default_rng(0), mask_for_all=True)
 
 
+def setting(backbone="wide_resnet50_2", stand_in=False, seed=0, dataset="mvtec"):
+    return {"dataset": dataset, "seed": seed, "image_size": 256, "precision": "fp32", "commit": "abc",
+            "schedule": {"x": [{"stage": "s", "epochs": 1, "steps": 2}]},
+            "backbone": {"requested": "wide_resnet50_2", "used": backbone, "stand_in": stand_in}}  # fmt: skip
+
+
+def hfr_result(runs, data_used="mvtec"):
+    result = ArmResult(HFR.arms[0], "mvtec", data_used, runs=runs)
+    build_cells(HFR, result)
+    return {(c.category, c.metric): c for c in result.cells}, result
+
+
+def scores(value):
+    return {"image_auroc": value, "pixel_auroc": value, "aupro": value}
+
+
 def test_present_categories_run_and_absent_ones_are_listed(tmp_path):
     make_mvtec(tmp_path / "mvtec", "screw")
-    plan = plan_dataset(TABLES["hfr_mvtec"].datasets[0], {"mvtec": str(tmp_path / "mvtec")}, None, REPO)
-    assert plan.data == "mvtec" and plan.categories == ["screw"] and not plan.stand_in
+    plan = plan_dataset(HFR, "mvtec", {"mvtec": str(tmp_path / "mvtec")}, None, REPO)
+    assert plan.data_used == "mvtec" and plan.categories == ["screw"] and not plan.stand_in
     assert len(plan.absent) == 14 and "bottle" in plan.absent
 
 
 def test_absent_data_falls_back_to_its_stand_in_or_is_skipped(tmp_path):
     roots = {"mvtec": str(tmp_path / "none"), "mnist": str(tmp_path / "none"), "cifar10": str(tmp_path / "none")}
-    mvtec = plan_dataset(TABLES["utad_mvtec"].datasets[0], roots, ["brick", "bottle"], REPO)
-    assert mvtec.data == "synthetic" and mvtec.stand_in and mvtec.categories == ["brick"]
+    mvtec = plan_dataset(TABLES["utad_mvtec"], "mvtec", roots, ["brick", "bottle"], REPO)
+    assert mvtec.data_used == "synthetic" and mvtec.stand_in and mvtec.categories == ["brick"]
     assert "stand-in" in mvtec.note and "prepare_data.py mvtec" in mvtec.note
-    mnist = plan_dataset(TABLES["igd_one_class"].datasets[0], roots, ["3"], REPO)
-    assert mnist.data == "mnist5k" and mnist.categories == ["3"]
-    nothing = plan_dataset(TABLES["utad_mvtec"].datasets[0], roots, ["bottle"], REPO)  # not a synthetic category
-    assert nothing.data is None and "skipped" in nothing.note
-    cifar = plan_dataset(TABLES["igd_one_class"].datasets[2], roots, None, REPO)
-    assert cifar.data is None and not cifar.categories
-    assert "skipped" in cifar.note and "test_batch" in cifar.note
+    mnist = plan_dataset(TABLES["igd_one_class"], "mnist", roots, ["3"], REPO)
+    assert mnist.data_used == "mnist5k" and mnist.categories == ["3"]
+    nothing = plan_dataset(TABLES["utad_mvtec"], "mvtec", roots, ["bottle"], REPO)  # not a synthetic category
+    assert nothing.data_used is None and "skipped" in nothing.note
+    cifar = plan_dataset(TABLES["igd_one_class"], "cifar10", roots, None, REPO)
+    assert cifar.data_used is None and not cifar.categories and "test_batch" in cifar.note
 
 
-def test_the_difference_is_given_only_against_the_real_data():
-    real = Plan(Dataset("mvtec", {"pixel_auroc": 0.9}), "mvtec", ["bottle"])
-    stand_in = Plan(Dataset("mnist", {"image_auroc": 0.99}, "mnist5k"), "mnist5k", ["0"])
-    results = {"mvtec": {"mean": {"pixel_auroc": 0.8765}, "runs": 1}, "mnist": {"mean": {"image_auroc": 0.95}}}
-    rows = comparison_rows([real, stand_in], results)
-    assert rows[0]["difference"] == "-0.0235" and rows[0]["ours"] == "0.8765"
-    assert rows[1]["difference"] == "-" and rows[1]["ours"] == "0.9500" and rows[1]["data used"] == "mnist5k"
+def test_the_papers_setting_gives_differences_per_category_and_for_the_mean(tmp_path):
+    runs = [Run(Path(c), setting(), {c: scores(0.9 + i / 1000)}) for i, c in enumerate(MVTEC_CATEGORIES)]
+    cells, result = hfr_result(runs)
+    screw = cells[("screw", "image_auroc")]
+    expected = 0.9 + MVTEC_CATEGORIES.index("screw") / 1000 - paper_table("hfr", "table1").value("screw", HFR_B)
+    assert screw.reason is None and screw.difference == pytest.approx(expected)
+    mean = cells[(MEAN, "aupro")]
+    ours = statistics.fmean(0.9 + i / 1000 for i in range(15))
+    assert mean.difference == pytest.approx(ours - paper_table("hfr", "table4").value("mean", HFR_B))
+    assert mean.paper["paper col A"] == paper_table("hfr", "table4").value("mean", "HFR col A (unlabelled)")
+    markdown = write_report(HFR, [result], tmp_path, [])
+    assert "| category | image_auroc ours | image_auroc paper | image_auroc paper col A | image_auroc difference |" in (
+        markdown
+    )
+    assert (
+        f"| screw | {0.9 + MVTEC_CATEGORIES.index('screw') / 1000:.4f} | 0.9600 | 0.8760 | {expected:+.4f} |"
+        in markdown
+    )
+    assert "Not comparable" not in markdown and "backbone wide_resnet50_2; image size 256" in markdown
 
 
-def test_reproduce_runs_the_sweep_and_writes_the_comparison(tmp_path):
+def test_a_reproduction_whose_backbone_differs_prints_no_difference(tmp_path):
+    runs = [Run(Path(c), setting("tf_efficientnet_lite0", stand_in=True), {c: scores(0.9)}) for c in MVTEC_CATEGORIES]
+    cells, result = hfr_result(runs)
+    assert all(cell.difference is None for cell in cells.values())
+    assert "backbone tf_efficientnet_lite0 (stand-in), not the paper's wide_resnet50_2" in cells[(MEAN, "aupro")].reason
+    other = [Run(Path("a"), setting("resnet18"), {"bottle": scores(0.9)})]  # another backbone, not a stand-in
+    assert all(c.difference is None for c in hfr_result(other)[0].values())
+    markdown = write_report(HFR, [result], tmp_path, [])
+    assert "n/c" in markdown and "+0." not in markdown and "-0." not in markdown
+    assert "- every cell: backbone tf_efficientnet_lite0 (stand-in)" in markdown
+    assert "tf_efficientnet_lite0 (stand-in for wide_resnet50_2)" in markdown  # the setting line
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert rows and all(r["difference"] == "" and "backbone" in r["not comparable because"] for r in rows)
+
+
+def test_stand_in_data_and_runs_without_a_setting_are_not_compared():
+    cells, _ = hfr_result([Run(Path("a"), setting(dataset="synthetic"), {"brick": scores(0.9)})], "synthetic")
+    assert all(c.difference is None for c in cells.values()) and ("brick", "aupro") in cells
+    assert "stand-in data synthetic" in cells[(MEAN, "aupro")].reason
+    cells, _ = hfr_result([Run(Path("a"), None, {"bottle": scores(0.9)})])
+    assert cells[("bottle", "aupro")].difference is None and "no setting" in cells[("bottle", "aupro")].reason
+
+
+def test_a_subset_of_categories_compares_each_but_not_the_mean():
+    cells, _ = hfr_result([Run(Path("a"), setting(), {"bottle": scores(0.9)})])
+    assert cells[("bottle", "pixel_auroc")].difference is not None
+    assert cells[(MEAN, "pixel_auroc")].difference is None
+    assert "covers 1 of the table's 15 categories" in cells[(MEAN, "pixel_auroc")].reason
+    assert cells[("screw", "pixel_auroc")].reason == "not run"
+
+
+def test_seeds_give_mean_and_sample_std_per_cell_and_for_the_mean():
+    values = {0: (0.80, 0.60), 1: (0.90, 0.70), 2: (0.95, 0.20)}  # seed -> (bottle, screw)
+    runs = [Run(Path(f"{c}{s}"), setting(seed=s), {c: scores(values[s][i])})
+            for s in values for i, c in enumerate(("bottle", "screw"))]  # fmt: skip
+    cells, _ = hfr_result(runs)
+    bottle = cells[("bottle", "image_auroc")].ours
+    assert bottle.n == 3 and bottle.mean == pytest.approx(np.mean([0.8, 0.9, 0.95]))
+    assert bottle.std == pytest.approx(np.std([0.8, 0.9, 0.95], ddof=1))
+    per_seed = [np.mean(v) for v in values.values()]
+    mean = cells[(MEAN, "image_auroc")].ours
+    assert mean.mean == pytest.approx(np.mean(per_seed)) and mean.std == pytest.approx(np.std(per_seed, ddof=1))
+    assert "± " in str(mean)
+
+
+def test_an_arm_whose_option_does_not_exist_is_listed_not_run(tmp_path):
+    table = TABLES["igd_ablation"]
+    assert table.arms[0].missing("igd") == [] and table.arms[1].missing("igd") == ["model.ablation"]
+    result = run_entry("scripts/reproduce.py", "igd_ablation", "--dry-run", "--out", str(tmp_path / "r"),
+                       "--root", f"cifar10={tmp_path / 'none'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "needs model.ablation, not in this code" in result.stdout
+    listing = run_entry("scripts/reproduce.py", "--list")
+    assert all(name in listing.stdout for name in TABLES) and "msfi_scales" in listing.stdout
+
+
+@pytest.mark.slow
+def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_stand_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached WideResNet-50 weights
     make_mvtec(tmp_path / "mvtec", "bottle")
-    out = tmp_path / "report"
-    result = run_entry("scripts/reproduce.py", "hfr_mvtec", "--root", f"mvtec={tmp_path / 'mvtec'}", "--only",
-                       "bottle,screw", "--out", str(out), "data.image_size=64", "data.batch_size=4",
-                       "trainer.max_epochs=1", "trainer.progress=false")  # fmt: skip
+    tiny = ["data.image_size=64", "data.batch_size=4", "trainer.max_epochs=1", "trainer.progress=false",
+            "eval.n_maps=0"]  # fmt: skip
+    common = ["scripts/reproduce.py", "hfr_mvtec", "--root", f"mvtec={tmp_path / 'mvtec'}", "--only", "bottle,screw"]
+    stopped = run_entry(*common, "--out", str(tmp_path / "a"), *tiny)
+    assert "prepare_data.py weights --name wide_resnet50_2" in stopped.stderr
+    assert "--allow-stand-in" in stopped.stdout and not (tmp_path / "a" / "HFR").exists()  # stopped before any work
+    out = tmp_path / "b"
+    result = run_entry(*common, "--out", str(out), "--allow-stand-in", "--seeds", "0,1", *tiny)
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = (out / "results.md").read_text()
-    assert "categories absent, not run: screw" in markdown
-    assert "Runs: only bottle, screw (--only)" in markdown and "trainer.max_epochs=1" in markdown
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert "categories absent, not run: screw" in markdown and "seeds 0, 1 (--seeds)" in markdown
+    assert "tf_efficientnet_lite0 (stand-in for wide_resnet50_2)" in markdown
+    rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["category"] == "bottle"]
     assert [r["metric"] for r in rows] == ["image_auroc", "pixel_auroc", "aupro"]
-    for row in rows:
-        assert row["data used"] == "mvtec" and row["runs"] == "1"
-        assert float(row["difference"]) == pytest.approx(float(row["ours"]) - float(row["paper"]), abs=1.5e-4)
-    assert (out / "mvtec" / "bottle" / "metrics.json").is_file()
+    assert all(r["runs"] == "2" and r["difference"] == "" and "stand-in" in r["not comparable because"] for r in rows)
+    assert len(list(out.rglob("metrics.json"))) == 2
     again = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--dry-run")
     assert again.returncode != 0 and "already holds files" in again.stderr
+    collected = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--collect", "--only", "bottle")
+    assert collected.returncode == 0 and "2 runs" in collected.stdout

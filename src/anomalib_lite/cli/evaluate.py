@@ -8,7 +8,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from anomalib_lite.cli.evaluation_outputs import evaluate_category, hold_out_validation, save_maps, write_json
+from anomalib_lite.cli.evaluation_outputs import (
+    evaluate_category,
+    hold_out_validation,
+    save_maps,
+    write_json,
+    write_scores,
+)
 from anomalib_lite.cli.run_folders import report_errors, run_folder
 from anomalib_lite.cli.tables import format_table
 from anomalib_lite.config import RunConfig, validate
@@ -75,6 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "categories": {category: metrics},
     }
     write_json(results, folder / "metrics.json")
+    write_scores(predictions, folder / "scores" / f"{category}.csv")
     save_maps(model, datamodule, predictions, device, run.eval.n_maps, folder / "maps" / category)
     print(f"\n{run.model.name} on {run.data.name} — {path}\n{format_table({category: metrics})}")
     return results

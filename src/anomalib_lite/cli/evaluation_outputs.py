@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -23,6 +25,21 @@ log = logging.getLogger("anomalib_lite")
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write JSON atomically (never a half-written file, no partial file left when the write fails)."""
     write_atomically(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
+
+
+SCORE_COLUMNS = ("path", "label", "score")
+
+
+def write_scores(pred: Predictions, path: Path) -> None:
+    """Write each test image's ``path,label,score`` (CSV, atomically) for paired tests between runs
+    (``scripts/compare.py``)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(SCORE_COLUMNS)
+    for name, label, score in zip(pred.paths, pred.labels.tolist(), pred.scores.tolist()):
+        writer.writerow([name, int(label), repr(float(score))])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: file.write(text.getvalue().encode()))
 
 
 def hold_out_validation(model: AnomalyModel, datamodule: DataModule) -> None:

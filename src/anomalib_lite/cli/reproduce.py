@@ -1,19 +1,22 @@
-"""``python scripts/reproduce.py TABLE``: run a paper's headline table through Hydra and compare.
+"""``python scripts/reproduce.py TABLE``: run (or collect) a paper table and set ours beside the paper's.
 
-Each table is a list of datasets with the paper's mean figures. For every dataset the
-script finds what is present (MVTec AD categories under ``data/mvtec``, the one-class
-files under ``data/<name>``), runs one multirun of ``train.py +experiment=<table>`` over
-them, collects the run folders, and writes ``results.md`` / ``results.csv`` with our
-mean beside the paper's and the difference. A dataset that is absent is replaced by
-its offline stand-in where it has one (``synthetic`` for MVTec AD, ``mnist5k`` for
-MNIST), marked as such and never compared with the paper; otherwise it is skipped.
-Both are listed in the table, as are absent categories.
+Each table (``--list``) runs one or more configurations (arms) of ``configs/experiment/<experiment>.yaml``
+with ``train.py`` (one multirun per arm and dataset, one job per category and seed), then writes
+``results.md`` / ``results.csv``: per category, ours (mean ± std over ``--seeds``), the paper's figure
+(from ``anomalib_lite/paper_tables/<paper>.yaml``) and the difference. The difference is printed only
+where the runs match the paper's setting (its dataset, backbone, metric and, for the mean, every category
+of its table); every other cell says why it is not comparable.
+
+Absent data is replaced by its offline stand-in where it has one (``synthetic`` for MVTec AD, ``mnist5k``
+for MNIST), marked and never compared. The experiments use the paper's backbone, or stop before any work
+with the command that fetches its weights; ``--allow-stand-in`` runs the offline backbone instead, marked
+in ``metrics.json`` and in the report, never compared.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import re
 import subprocess
 import sys
 import time
@@ -22,71 +25,32 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from anomalib_lite.cli.collect import collect_sweep
-from anomalib_lite.cli.tables import format_table, mean_metrics
-from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in
+from anomalib_lite.cli.reproduce_report import write_report
+from anomalib_lite.cli.reproduce_results import ArmResult, build_cells, read_runs
+from anomalib_lite.cli.reproduce_tables import NAMES, STAND_IN_DATA, TABLES, Arm, ReproTable
+from anomalib_lite.data.mvtec import categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
+from anomalib_lite.models.backbones import BACKBONES, torchvision_weights_path
 
-ONE_CLASS = [str(c) for c in range(10)]
-NAMES = {"mvtec": "MVTec AD", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-
-
-@dataclass
-class Dataset:
-    """One dataset of a paper table: its data config, the paper's means, and its offline stand-in."""
-
-    data: str
-    paper: dict[str, float]
-    stand_in: str | None = None
-
-
-@dataclass
-class PaperTable:
-    """A headline table: the experiment config (``configs/experiment/<name>.yaml``) and its datasets."""
-
-    name: str
-    title: str
-    datasets: list[Dataset]
-
-
-TABLES = {
-    t.name: t
-    for t in [
-        PaperTable("hfr_mvtec", "HFR, MVTec AD means",
-                   [Dataset("mvtec", {"image_auroc": 0.986, "pixel_auroc": 0.977, "aupro": 0.925}, "synthetic")]),
-        PaperTable("msfi_mvtec", "MSFI, MVTec AD means (WRN-50, multi-scale)",
-                   [Dataset("mvtec", {"pixel_auroc": 0.983, "aupro": 0.927}, "synthetic")]),
-        PaperTable("igd_one_class", "IGD, one-class mean image AUROC",
-                   [Dataset("mnist", {"image_auroc": 0.9912}, "mnist5k"),
-                    Dataset("fashion_mnist", {"image_auroc": 0.9332}),
-                    Dataset("cifar10", {"image_auroc": 0.8234})]),
-        PaperTable("igd_mvtec", "IGD, MVTec AD means",
-                   [Dataset("mvtec", {"image_auroc": 0.901, "pixel_auroc_per_image": 0.91, "image_accuracy": 0.84},
-                            "synthetic")]),  # Tables 3, 4 (per anomalous image, CAVGA protocol), 2
-        PaperTable("utad_one_class", "UTAD, one-class mean image AUROC",
-                   [Dataset("mnist", {"image_auroc": 0.994}, "mnist5k"),
-                    Dataset("fashion_mnist", {"image_auroc": 0.899}),
-                    Dataset("cifar10", {"image_auroc": 0.884})]),
-        PaperTable("utad_mvtec", "UTAD, MVTec AD means",
-                   [Dataset("mvtec", {"iou": 0.53, "pixel_auroc_per_image": 0.90}, "synthetic")]),  # Table 1
-    ]
-}  # fmt: skip
+ONE_CLASS_STAND_IN_CATEGORIES = [str(c) for c in range(10)]
 
 
 @dataclass
 class Plan:
-    """What runs for one dataset: the data config used, the categories (or normal classes), what is absent."""
+    """What runs for one dataset of a table: the data config used, the categories (or normal classes), and
+    what is absent."""
 
-    dataset: Dataset
-    data: str | None
+    data: str
+    data_used: str | None
     categories: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     note: str = ""
 
     @property
     def stand_in(self) -> bool:
-        return self.data is not None and self.data != self.dataset.data
+        """The data used is an offline stand-in, not the paper's."""
+        return self.data_used is not None and self.data_used != self.data
 
 
 def data_root(data: str, roots: dict[str, str], repo: Path) -> Path:
@@ -97,130 +61,146 @@ def data_root(data: str, roots: dict[str, str], repo: Path) -> Path:
     return repo / OmegaConf.load(repo / "configs" / "data" / f"{data}.yaml").root
 
 
-def plan_dataset(dataset: Dataset, roots: dict[str, str], only: list[str] | None, repo: Path) -> Plan:
-    """Decide what runs for ``dataset``: the real data where present, else the stand-in, else nothing."""
-    root = data_root(dataset.data, roots, repo)
-    if dataset.data == "mvtec":
+def plan_dataset(table: ReproTable, data: str, roots: dict[str, str], only: list[str] | None, repo: Path) -> Plan:
+    """Decide what runs for ``data``: the real data where present, else its stand-in, else nothing."""
+    root = data_root(data, roots, repo)
+    wanted = [c for c in table.categories if only is None or c in only]
+    if data == "mvtec":
         present = categories_in(root)
-        wanted = [c for c in MVTEC_CATEGORIES if only is None or c in only]
-        plan = Plan(dataset, "mvtec", [c for c in wanted if c in present], [c for c in wanted if c not in present])
+        plan = Plan(data, data, [c for c in wanted if c in present], [c for c in wanted if c not in present])
     else:
-        files = {**split_files(dataset.data, root, train=True), **split_files(dataset.data, root, train=False)}
-        wanted = [c for c in ONE_CLASS if only is None or c in only]
+        files = {**split_files(data, root, train=True), **split_files(data, root, train=False)}
         absent = [n for n, p in files.items() if p is None]
-        plan = Plan(dataset, dataset.data, [] if absent else wanted)
-        if absent:
-            plan.note = f"{root}: missing {', '.join(absent)}"
+        plan = Plan(data, data, [] if absent else wanted, note=f"{root}: missing {', '.join(absent)}" if absent else "")
     if plan.categories:
         return plan
-    how = f"python scripts/prepare_data.py {dataset.data}"
+    how = f"python scripts/prepare_data.py {data}"
     missing = plan.note or f"no category under {root}"
-    choices = {"synthetic": SYNTHETIC_CATEGORIES, "mnist5k": ONE_CLASS}.get(dataset.stand_in or "", [])
-    stand_in = [c for c in choices if only is None or c in only]
-    if not stand_in:
-        return Plan(dataset, None, note=f"skipped: {missing} (get it with: {how})")
-    note = f"stand-in data {dataset.stand_in}, not comparable with the paper: {missing} (get it with: {how})"
-    return Plan(dataset, dataset.stand_in, stand_in, note=note)
+    stand_in = STAND_IN_DATA.get(data)
+    choices = {"synthetic": SYNTHETIC_CATEGORIES, "mnist5k": ONE_CLASS_STAND_IN_CATEGORIES}.get(stand_in or "", [])
+    categories = [c for c in choices if only is None or c in only]
+    if not categories:
+        return Plan(data, None, note=f"skipped: {missing} (get it with: {how})")
+    note = f"stand-in data {stand_in}, not comparable with the paper: {missing} (get it with: {how})"
+    return Plan(data, stand_in, categories, note=note)
 
 
-def sweep_command(
-    table: str, plan: Plan, sweep_dir: Path, roots: dict[str, str], overrides: list[str], repo: Path
-) -> list[str]:
-    """The ``train.py`` multirun of one dataset: one job folder per category (or normal class)."""
-    key = "category" if plan.data in ("mvtec", "synthetic") else "data.normal_class"
-    root = [f"data.root={roots[plan.data]}"] if plan.data in roots else []
-    return [sys.executable, str(repo / "train.py"), "-m", f"+experiment={table}", f"data={plan.data}",
-            f"{key}={','.join(plan.categories)}", *root, f"hydra.sweep.dir={sweep_dir}",
-            f"hydra.sweep.subdir=${{{key}}}", *overrides]  # fmt: skip
+@dataclass
+class Options:
+    """What the command line asked for, beside the table."""
+
+    out: Path
+    roots: dict[str, str] = field(default_factory=dict)
+    only: list[str] | None = None
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] | None = None
+    allow_stand_in: bool = False
+    dry_run: bool = False
+    collect: bool = False
 
 
-def comparison_rows(plans: list[Plan], results: dict[str, dict]) -> list[dict[str, str]]:
-    """One row per dataset and paper metric: ours (mean over runs), the paper's, the difference."""
-    rows = []
-    for plan in plans:
-        name = NAMES[plan.dataset.data]
-        ours = results.get(plan.dataset.data, {})
-        for metric, paper in plan.dataset.paper.items():
-            value = ours.get("mean", {}).get(metric)
-            compare = value is not None and not plan.stand_in
-            rows.append({
-                "dataset": name,
-                "data used": plan.data or "-",
-                "runs": str(ours.get("runs", 0)),
-                "metric": metric,
-                "ours": "-" if value is None else f"{value:.4f}",
-                "paper": f"{paper:.4f}",
-                "difference": f"{value - paper:+.4f}" if compare else "-",
-            })  # fmt: skip
-    return rows
+def absent_weights(backbone: str) -> str | None:
+    """Why the paper's ``backbone`` cannot run here (its ImageNet weights are not cached, with the command
+    that fetches them), or ``None`` when it can."""
+    spec = BACKBONES.get(backbone)
+    if spec is None or spec.pip_package:
+        return None
+    path = torchvision_weights_path(backbone)[1]
+    if path.is_file():
+        return None
+    return (f"the paper's backbone {backbone} has no ImageNet weights in the torch cache ({path}); fetch them with "
+            f"python scripts/prepare_data.py weights --name {backbone}, or run the offline stand-in, marked and not "
+            "compared, with --allow-stand-in")  # fmt: skip
 
 
-def write_report(
-    table: PaperTable, plans: list[Plan], results: dict[str, dict], out: Path, settings: list[str] | None = None
-) -> str:
-    """Write ``results.md`` and ``results.csv`` under ``out``; return the Markdown.
-
-    Args:
-        settings: what limited or changed the runs (``--only``, extra overrides), stated under the title.
-    """
-    rows = comparison_rows(plans, results)
-    columns = list(rows[0]) if rows else []
-    lines = [f"# {table.title}", "", *(f"Runs: {s}" for s in settings or []), ""]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
-    notes = [f"- {NAMES[p.dataset.data]}: {p.note}" for p in plans if p.note]
-    notes += [f"- {NAMES[p.dataset.data]}: categories absent, not run: {', '.join(p.absent)}"
-              for p in plans if p.absent and p.categories]  # fmt: skip
-    for data, result in results.items():
-        if result.get("missing"):
-            notes.append(f"- {NAMES[data]}: runs that wrote no metrics.json: {', '.join(result['missing'])}")
-    if notes:
-        lines += ["", *notes]
-    for data, result in results.items():
-        if result.get("rows"):
-            lines += ["", f"## {NAMES[data]}: per run ({result['sweep']})", "", format_table(result["rows"], "run")]
-    markdown = "\n".join(lines) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown)
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return markdown
+def arm_folder(arm: Arm) -> str:
+    """A folder name for an arm: its label with anything but letters, digits, ``.``, ``-`` as ``_``."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", arm.label).strip("_") or "arm"
 
 
-def reproduce(table: PaperTable, out: Path, roots: dict[str, str], only: list[str] | None, overrides: list[str],
-              repo: Path, dry_run: bool = False) -> str:  # fmt: skip
-    """Plan, run (unless ``dry_run``) and report one table with the ``train.py`` of ``repo``;
+def sweep_command(table: ReproTable, arm: Arm, plan: Plan, sweep_dir: Path, options: Options, repo: Path) -> list[str]:
+    """The ``train.py`` multirun of one arm on one dataset: one job folder per category and seed."""
+    key = "category" if plan.data_used in ("mvtec", "synthetic") else "data.normal_class"
+    root = [f"data.root={options.roots[plan.data_used]}"] if plan.data_used in options.roots else []
+    seeds = [f"seed={','.join(map(str, options.seeds))}"] if options.seeds else []
+    return [sys.executable, str(repo / "train.py"), "-m", f"+experiment={table.experiment}", f"data={plan.data_used}",
+            f"{key}={','.join(plan.categories)}", *seeds, *arm.overrides,
+            *(["backbone.allow_stand_in=true"] if options.allow_stand_in else []), *root,
+            f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir=${{{key}}}/seed${{seed}}",
+            *options.overrides]  # fmt: skip
+
+
+def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
+    """Plan, run (unless ``dry_run`` or ``collect``) and report one table with the ``train.py`` of ``repo``;
     return the report's Markdown."""
-    plans = [plan_dataset(d, roots, only, repo) for d in table.datasets]
-    results: dict[str, dict] = {}
-    for plan in plans:
-        if not plan.categories:
-            continue
-        sweep = out / plan.dataset.data
-        command = sweep_command(table.name, plan, sweep, roots, overrides, repo)
-        print("$ " + " ".join(command[1:]), flush=True)
-        if dry_run:
-            continue
-        status = subprocess.run(command, cwd=repo).returncode
-        try:
-            collected = collect_sweep(sweep)
-        except FileNotFoundError:
-            collected = None
-        if collected is None or not collected.rows:
-            plan.note = (plan.note + "; " if plan.note else "") + f"the sweep failed (exit {status}), no metrics"
-            continue
-        results[plan.dataset.data] = {
-            "rows": collected.rows,
-            "mean": mean_metrics(collected.rows),
-            "runs": len(collected.rows),
-            "missing": collected.missing,
-            "sweep": sweep,
-        }
-    settings = [f"only {', '.join(only)} (--only)"] if only else []
-    settings += [f"with {' '.join(overrides)}"] if overrides else []
-    return write_report(table, plans, results, out, settings)
+    results = []
+    plans = {data: plan_dataset(table, data, options.roots, options.only, repo) for data in table.datasets}
+    for arm in table.arms:
+        for data, plan in plans.items():
+            result = ArmResult(arm, data, plan.data_used, notes=[n for n in [plan.note] if n])
+            if plan.absent and plan.categories:
+                result.notes.append(f"categories absent, not run: {', '.join(plan.absent)}")
+            results.append(result)
+            missing = arm.missing(table.model)
+            if missing:
+                result.reason = f"not run: needs {', '.join(missing)}, not in this code" + (
+                    f" ({arm.note})" if arm.note else ""
+                )
+                continue
+            result.sweep = options.out / arm_folder(arm) / data
+            if options.collect:  # the data the runs used, whatever is present now
+                result.notes = []
+                datasets = {r.setting["dataset"] for r in read_runs(result.sweep) if r.setting}
+                result.data_used = datasets.pop() if len(datasets) == 1 else plan.data_used
+            elif not plan.categories:
+                continue
+            elif not options.allow_stand_in and absent_weights(arm.backbone):
+                result.reason = f"not run: {absent_weights(arm.backbone)}"
+                print(f"{arm.label}: {result.reason}", file=sys.stderr)
+                continue
+            else:
+                command = sweep_command(table, arm, plan, result.sweep, options, repo)
+                print("$ " + " ".join(command[1:]), flush=True)
+                if options.dry_run:
+                    continue
+                status = subprocess.run(command, cwd=repo).returncode
+                if status != 0:
+                    result.notes.append(f"the sweep exited with status {status}: see its run folders' logs")
+            result.runs = read_runs(result.sweep)
+            folders = {p.parent for p in result.sweep.rglob(".hydra")} if result.sweep.is_dir() else set()
+            failed = sorted(str(f.relative_to(result.sweep)) for f in folders - {r.folder for r in result.runs})
+            if failed:
+                result.notes.append(f"runs that wrote no metrics.json: {', '.join(failed)}")
+    for result in results:
+        build_cells(table, result)
+    settings = [f"only {', '.join(options.only)} (--only)"] if options.only else []
+    settings += [f"seeds {', '.join(map(str, options.seeds))} (--seeds)"] if options.seeds else []
+    settings += ["--allow-stand-in: the offline backbone stands in where the paper's weights are absent"] * bool(
+        options.allow_stand_in
+    )
+    settings += [f"with {' '.join(options.overrides)}"] if options.overrides else []
+    return write_report(table, results, options.out, settings)
+
+
+def list_tables() -> str:
+    """``--list``: every table, its arms, and the paper tables its figures come from."""
+    lines = []
+    for table in TABLES.values():
+        lines.append(f"{table.name}: {table.title}")
+        datasets = ", ".join(NAMES[d] for d in table.datasets)
+        arms = ", ".join(a.label for a in table.arms)
+        lines.append(f"    experiment {table.experiment}; data {datasets}; arms: {arms}")
+        missing = sorted({m for a in table.arms for m in a.missing(table.model)})
+        if missing:
+            lines.append(f"    options not in this code yet (those arms are listed, not run): {', '.join(missing)}")
+    return "\n".join(lines)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
 def main(repo: Path, argv: list[str] | None = None) -> int:
@@ -228,25 +208,43 @@ def main(repo: Path, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Examples:\n  python scripts/reproduce.py hfr_mvtec\n"
+        epilog="Examples:\n  python scripts/reproduce.py --list\n"
+        "  python scripts/reproduce.py hfr_mvtec --seeds 0,1,2\n"
+        "  python scripts/reproduce.py hfr_mvtec --allow-stand-in --only brick   (offline: synthetic data, Lite0)\n"
+        "  python scripts/reproduce.py msfi_scales --root mvtec=/data/mvtec_ad trainer.device=cuda\n"
         "  python scripts/reproduce.py igd_one_class --only 0,1 hydra/launcher=parallel\n"
-        "  python scripts/reproduce.py utad_mvtec --root mvtec=/data/mvtec_ad --dry-run",
+        "  python scripts/reproduce.py hfr_mvtec --collect --out outputs/reproduce/hfr_mvtec/<time>",
     )
-    parser.add_argument("table", choices=sorted(TABLES), help="the paper table to reproduce")
+    parser.add_argument("table", nargs="?", choices=sorted(TABLES), help="the paper table to reproduce (--list)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. trainer.device=cuda)")
+    parser.add_argument("--list", action="store_true", help="list the tables and exit")
     parser.add_argument("--out", type=Path, help="report folder (default outputs/reproduce/<table>/<date>_<time>)")
     parser.add_argument("--root", action="append", default=[], metavar="DATA=PATH",
                         help="where a dataset lives, e.g. mvtec=/data/mvtec_ad (repeatable)")  # fmt: skip
     parser.add_argument("--only", help="comma-separated categories or normal classes to run (default: all)")
+    parser.add_argument("--seeds", type=_seeds, help="comma-separated seeds: every cell is mean ± std over them")
+    parser.add_argument("--allow-stand-in", action="store_true",
+                        help="run the offline backbone where the paper's weights are absent (marked)")  # fmt: skip
+    parser.add_argument("--collect", action="store_true", help="run nothing: report the runs already under --out")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     args = parser.parse_intermixed_args(argv)
+    if args.list:
+        print(list_tables())
+        return 0
+    if args.table is None:
+        parser.error("name a table (see --list)")
     bad = [r for r in args.root if "=" not in r]
     if bad:
         parser.error(f"--root {bad[0]}: expected DATA=PATH, e.g. mvtec=/data/mvtec_ad")
-    roots = dict(r.split("=", 1) for r in args.root)
+    if args.collect and not args.out:
+        parser.error("--collect needs --out: the report folder of an earlier reproduction")
     out = args.out or repo / "outputs" / "reproduce" / args.table / time.strftime("%Y-%m-%d_%H-%M-%S")
-    if out.exists() and any(out.iterdir()):
-        parser.error(f"--out {out} already holds files; nothing was overwritten. Choose another folder.")
-    only = args.only.split(",") if args.only else None
-    print(reproduce(TABLES[args.table], out, roots, only, args.overrides, repo, args.dry_run))
+    if args.collect and not out.is_dir():
+        parser.error(f"--out {out}: no such folder to collect")
+    if not args.collect and out.exists() and any(out.iterdir()):
+        parser.error(f"--out {out} already holds files; nothing was overwritten. Choose another folder, "
+                     "or report its runs with --collect.")  # fmt: skip
+    options = Options(out, dict(r.split("=", 1) for r in args.root), args.only.split(",") if args.only else None,
+                      args.overrides, args.seeds, args.allow_stand_in, args.dry_run, args.collect)  # fmt: skip
+    print(reproduce(TABLES[args.table], options, repo))
     return 0

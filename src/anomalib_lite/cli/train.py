@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from anomalib_lite.cli.evaluation_outputs import evaluate_category, hold_out_validation, save_maps, write_json
+from anomalib_lite.cli.evaluation_outputs import (
+    evaluate_category,
+    hold_out_validation,
+    save_maps,
+    write_json,
+    write_scores,
+)
 from anomalib_lite.cli.run_folders import (
     HYDRA_FILES,
     RunFolderGuard,
@@ -25,10 +32,11 @@ from anomalib_lite.cli.run_folders import (
     run_folder,
     task_config,
 )
+from anomalib_lite.cli.run_setting import run_setting
 from anomalib_lite.cli.tables import format_table, mean_metrics
 from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
-from anomalib_lite.engine.trainer import Engine, load_checkpoint, seed_everything
+from anomalib_lite.engine.trainer import Engine, load_checkpoint, resolve_device, seed_everything
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import build_model
 from anomalib_lite.models.backbones import cached_or_offline
@@ -43,7 +51,8 @@ def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
     used, so that eval.py rebuilds the same network from a checkpoint).
 
     Raises:
-        ConfigError: an invalid option (named).
+        ConfigError: an invalid option (named), or the backbone's weights are not cached and
+            ``backbone.allow_stand_in`` is false (with the command that fetches them).
     """
     run = validate(cfg)
     config = plain_config(cfg)
@@ -108,12 +117,12 @@ class TrainingRunGuard(RunFolderGuard):
 
 def train_category(
     run: RunConfig, category: str, config: dict[str, Any], folder: Path
-) -> tuple[dict[str, Any], Callable[[], None]]:
-    """Train, checkpoint and evaluate one category.
+) -> tuple[dict[str, Any], Callable[[], None], list[dict[str, Any]], torch.device]:
+    """Train, checkpoint and evaluate one category; write its per-image scores to ``scores/<category>.csv``.
 
     Returns:
-        Its metrics, and the function that saves its overlays into ``maps/<category>/`` (called
-        once the metrics are in ``metrics.json``).
+        Its metrics, the function that saves its overlays into ``maps/<category>/`` (called once the
+        metrics are in ``metrics.json``), the stages the engine ran (``Engine.schedule``) and its device.
     """
     config = category_config(config, category)
     checkpoint = folder / "checkpoints" / category / "last.pt"
@@ -135,20 +144,23 @@ def train_category(
         log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
         engine.fit(model, datamodule)
         metrics, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
+        write_scores(predictions, folder / "scores" / f"{category}.csv")
         for name, value in metrics.items():
             if isinstance(value, float):
                 writer.add_scalar(f"metrics/{name}", value)
-    return metrics, lambda: save_maps(
-        model, datamodule, predictions, engine.device, run.eval.n_maps, folder / "maps" / category
+    save = functools.partial(
+        save_maps, model, datamodule, predictions, engine.device, run.eval.n_maps, folder / "maps" / category
     )
+    return metrics, save, engine.schedule, engine.device
 
 
 @report_errors
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate the config, then train and evaluate every requested category.
 
-    Writes ``metrics.json`` (updated after each category), ``checkpoints/<category>/last.pt``,
-    ``tensorboard/<category>/`` and ``maps/<category>/`` into the run folder.
+    Writes ``metrics.json`` (updated after each category; its ``setting`` says what ran, see
+    :func:`anomalib_lite.cli.run_setting.run_setting`), ``scores/<category>.csv`` (per-image scores),
+    ``checkpoints/<category>/last.pt``, ``tensorboard/<category>/`` and ``maps/<category>/`` into the run folder.
 
     Returns:
         The content of ``metrics.json``.
@@ -162,13 +174,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if run.trainer.resume:
         check_resume_config(folder, config)
     metrics_path = folder / "metrics.json"
-    done = json.loads(metrics_path.read_text())["categories"] if metrics_path.exists() else {}
+    previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    done = previous.get("categories", {})
+    schedule = previous.get("setting", {}).get("schedule", {})
+    device = resolve_device(run.trainer.device)
     results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}
     for category in wanted:
         save_category_maps = None
         if category not in done:
-            done[category], save_category_maps = train_category(run, category, config, folder)
-        results.update(categories=done, mean=mean_metrics(done))
+            done[category], save_category_maps, schedule[category], device = train_category(
+                run, category, config, folder
+            )
+        setting = run_setting(run, wanted, device, schedule)
+        results.update(setting=setting, categories=done, mean=mean_metrics(done))
         write_json(results, metrics_path)
         if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
             save_category_maps()

@@ -129,9 +129,14 @@ def _loader(
     return datamodule.train_loader(generator, pin_memory)
 
 
+def precision_used(precision: str, device: torch.device) -> str:
+    """What ``trainer.precision`` means on ``device``: ``bf16`` for ``bf16``, or ``auto`` on CUDA; else ``fp32``."""
+    return "bf16" if precision == "bf16" or (precision == "auto" and device.type == "cuda") else "fp32"
+
+
 def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
-    """The autocast context of training: bf16 for ``precision=bf16``, or ``auto`` on CUDA; else off (fp32)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """The autocast context of training: bf16 as :func:`precision_used` says, else off (fp32)."""
+    use_bf16 = precision_used(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
@@ -180,6 +185,8 @@ class Engine:
         self.config = config
         self.writer = writer
         self.device = resolve_device(cfg.device)
+        # What fit() ran: per stage, its epochs and optimiser steps (after trainer.max_epochs).
+        self.schedule: list[dict[str, Any]] = []
         self._compiled: dict[int, Callable[[dict], dict[str, torch.Tensor]]] = {}
 
     def fit(self, model: AnomalyModel, datamodule: DataModule) -> None:
@@ -214,6 +221,7 @@ class Engine:
             batches = _loader(datamodule, stage.split)  # the stage's batches per epoch, and its images
             epochs = stage.epochs if stage.steps is None else math.ceil(stage.steps / len(batches))
             epochs = min(epochs, self.cfg.max_epochs or epochs)
+            self.schedule.append({"stage": stage.name, "epochs": epochs, "steps": epochs * len(batches)})
             if index < start_stage or (index == start_stage and start_epoch >= epochs):
                 continue
             first_epoch = start_epoch if index == start_stage else 0

@@ -121,11 +121,16 @@ def fetch_torchvision_weights(name: str) -> Path:
 
 
 def cached_or_offline(backbone: BackboneConfig, offline: str) -> BackboneConfig:
-    """``backbone`` when its weights need no download, else the ``offline`` backbone (with a warning).
+    """``backbone`` when its weights need no download, else the ``offline`` backbone (with a warning),
+    whose ``stand_in_for`` names the backbone it replaces.
 
     For models whose paper backbone is a torchvision network but which must run offline
     (never downloading at run time): a torchvision backbone whose ImageNet weights are not
     in the torch cache is replaced by ``offline``, whose weights install with pip.
+
+    Raises:
+        ConfigError: the weights are not cached and ``backbone.allow_stand_in`` is false; the message
+            gives the command that fetches them.
     """
     spec = BACKBONES.get(backbone.name)
     if spec is None or spec.pip_package or backbone.weights != "imagenet":
@@ -133,12 +138,20 @@ def cached_or_offline(backbone: BackboneConfig, offline: str) -> BackboneConfig:
     url, path = torchvision_weights_path(backbone.name)
     if path.is_file():
         return backbone
+    if not backbone.allow_stand_in:
+        raise ConfigError(
+            f"backbone.name={backbone.name}: its ImageNet weights are not in the torch cache ({path}), and this "
+            f"run uses the paper's backbone only (backbone.allow_stand_in=false). Fetch them with: "
+            f"python scripts/prepare_data.py weights --name {backbone.name}  (or download {url} to that path); "
+            f"or run with the offline {offline} instead, marked as a stand-in: backbone.allow_stand_in=true "
+            "(scripts/reproduce.py --allow-stand-in)."
+        )
     log.warning(
         "ImageNet weights of %s are not in the torch cache (%s); using the offline %s instead. To use %s, "
         "run: python scripts/prepare_data.py weights --name %s  (or download %s to that path).",
         backbone.name, path, offline, backbone.name, backbone.name, url,
     )  # fmt: skip
-    return dataclasses.replace(backbone, name=offline, layers=None)
+    return dataclasses.replace(backbone, name=offline, layers=None, stand_in_for=backbone.name)
 
 
 def pip_weights_path(package: str) -> Path:

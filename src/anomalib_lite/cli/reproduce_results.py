@@ -1,0 +1,195 @@
+"""Our runs beside the paper's figures, cell by cell, with a difference only where like meets like.
+
+A cell is one arm of a table, one dataset, one metric, one category (or the mean over the categories).
+Ours is the mean ± standard deviation over the runs (seeds) of that cell; the difference (ours − paper)
+is given only when the runs match the paper's setting: the paper's dataset (not a stand-in), the
+paper's backbone (as ``metrics.json``'s ``setting`` records it, not a stand-in), the paper's metric, and,
+for the mean, every category of the paper's table. Every other cell says why it is not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomalib_lite.cli.reproduce_tables import NAMES, Arm, ReproTable
+
+MEAN = "mean"
+
+
+@dataclass
+class Run:
+    """One run folder's ``metrics.json``: its setting (``None`` for runs that predate it) and metrics."""
+
+    folder: Path
+    setting: dict[str, Any] | None
+    categories: dict[str, dict[str, Any]]
+
+
+def read_runs(sweep: Path) -> list[Run]:
+    """Every run (a folder with ``metrics.json``) at or below ``sweep``, sorted by folder."""
+    runs = []
+    for path in sorted(sweep.rglob("metrics.json")) if sweep.is_dir() else []:
+        content = json.loads(path.read_text())
+        runs.append(Run(path.parent, content.get("setting"), content.get("categories", {})))
+    return runs
+
+
+@dataclass
+class Stat:
+    """Mean and sample standard deviation (``None`` for one value) of ``n`` values."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat | None:
+        """The statistic of ``values``, or ``None`` when there is none."""
+        if not values:
+            return None
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f} (n={self.n})"
+
+
+@dataclass
+class Cell:
+    """One metric of one category (or the mean) of one arm on one dataset."""
+
+    category: str
+    metric: str
+    ours: Stat | None
+    paper: dict[str, float | None]  # label of the paper figure → figure; the first is compared
+    reason: str | None = None  # why no difference is given; None = comparable
+
+    @property
+    def difference(self) -> float | None:
+        """Ours − the paper's first figure, when comparable."""
+        first = next(iter(self.paper.values()), None)
+        if self.reason is not None or self.ours is None or first is None:
+            return None
+        return self.ours.mean - first
+
+
+@dataclass
+class ArmResult:
+    """One arm on one dataset: the data that ran, the runs, the cells, and what the runs had in common."""
+
+    arm: Arm
+    data: str
+    data_used: str | None
+    runs: list[Run] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+    reason: str | None = None  # why no cell of this arm is comparable
+    sweep: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def describe_setting(runs: list[Run]) -> str:
+    """The settings of ``runs`` in one line (values that differ between runs are joined with ``/``)."""
+
+    def values(get) -> str:
+        found = []
+        for run in runs:
+            value = get(run.setting) if run.setting else "not recorded"
+            if value not in found:
+                found.append(value)
+        return " / ".join(str(v) for v in found)
+
+    def backbone(s: dict[str, Any]) -> str:
+        b = s["backbone"]
+        return f"{b['used']} (stand-in for {b['requested']})" if b["stand_in"] else b["used"]
+
+    def schedule(s: dict[str, Any]) -> str:
+        stages = next(iter(s["schedule"].values()), [])
+        return ", ".join(f"{st['stage']} {st['epochs']} epochs ({st['steps']} steps)" for st in stages)
+
+    if not runs:
+        return "no run"
+    return "; ".join([
+        f"dataset {values(lambda s: s['dataset'])}",
+        f"backbone {values(backbone)}",
+        f"image size {values(lambda s: s['image_size'])}",
+        f"precision {values(lambda s: s['precision'])}",
+        f"schedule {values(schedule)}",
+        f"seeds {values(lambda s: s['seed'])}",
+        f"commit {values(lambda s: s['commit'])}",
+        f"{len(runs)} runs",
+    ])  # fmt: skip
+
+
+def arm_reason(table: ReproTable, result: ArmResult) -> str | None:
+    """Why no cell of the arm can be compared (data, backbone, missing setting), or ``None``."""
+    if not result.runs:
+        return None
+    reasons = []
+    if result.data_used != result.data:
+        reasons.append(f"stand-in data {result.data_used}, not {NAMES[result.data]}")
+    if any(run.setting is None for run in result.runs):
+        reasons.append("a run's metrics.json records no setting (it predates them): backbone unknown")
+    used = sorted(
+        {(r.setting["backbone"]["used"], r.setting["backbone"]["stand_in"]) for r in result.runs if r.setting}
+    )
+    wrong = [f"{name}{' (stand-in)' if stand_in else ''}" for name, stand_in in used
+             if stand_in or name != result.arm.backbone]  # fmt: skip
+    if wrong:
+        reasons.append(f"backbone {', '.join(wrong)}, not the paper's {result.arm.backbone}")
+    return "; ".join(reasons) or None
+
+
+def build_cells(table: ReproTable, result: ArmResult) -> None:
+    """Fill ``result.cells`` (per category in the paper's order, then ours, then the mean) and ``result.reason``
+    (kept when already set, e.g. an arm that could not run)."""
+    result.reason = result.reason or arm_reason(table, result)
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for run in result.runs:
+        for category, metrics in run.categories.items():
+            by_category.setdefault(category, []).append(metrics)
+    ran = list(by_category)
+    categories = [c for c in table.categories] + [c for c in ran if c not in table.categories]
+    for metric, refs in result.arm.paper.items():
+        figures = [ref.figures(result.data) for ref in refs]
+        for category in categories:
+            values = [m[metric] for m in by_category.get(category, []) if m.get(metric) is not None]
+            paper = {ref.label: per_category.get(category) for ref, (per_category, _) in zip(refs, figures)}
+            if not values and all(v is None for v in paper.values()):
+                continue
+            cell = Cell(category, metric, Stat.of(values), paper)
+            cell.reason = result.reason or cell_reason(cell, category in table.categories, category in by_category)
+            result.cells.append(cell)
+        seeds = _per_seed_means(result.runs, metric)
+        paper = {ref.label: mean for ref, (_, mean) in zip(refs, figures)}
+        cell = Cell(MEAN, metric, Stat.of(seeds), paper)
+        missing = [c for c in table.categories if c not in ran]
+        cell.reason = result.reason or cell_reason(cell, True, bool(ran))
+        if cell.reason is None and missing:
+            covered = len(table.categories) - len(missing)
+            cell.reason = f"our mean covers {covered} of the table's {len(table.categories)} categories"
+        result.cells.append(cell)
+
+
+def _per_seed_means(runs: list[Run], metric: str) -> list[float]:
+    """Per seed, the mean of ``metric`` over the categories run with that seed (one value per seed)."""
+    by_seed: dict[Any, list[float]] = {}
+    for run in runs:
+        seed = run.setting["seed"] if run.setting else str(run.folder)
+        by_seed.setdefault(seed, []).extend(m[metric] for m in run.categories.values() if m.get(metric) is not None)
+    return [statistics.fmean(v) for v in by_seed.values() if v]
+
+
+def cell_reason(cell: Cell, in_table: bool, ran: bool) -> str | None:
+    """Why one cell is not comparable, once data and backbone match; ``None`` when it is."""
+    if not ran:
+        return "not run"
+    if not in_table:
+        return "not a category of the paper's table"
+    if next(iter(cell.paper.values()), None) is None:
+        return "the paper gives no figure"
+    if cell.ours is None:
+        return f"our runs did not compute {cell.metric}"
+    return None

@@ -1,0 +1,241 @@
+"""The paper tables ``scripts/reproduce.py`` reproduces: what runs for each, and where its figures are.
+
+A table is one command (``scripts/reproduce.py <name>``). It runs one or more *arms* (configurations,
+e.g. MSFI's 128 px students) on one or more datasets, on top of ``configs/experiment/<experiment>.yaml``,
+and sets each metric beside the paper's figure, read from ``anomalib_lite/paper_tables/<paper>.yaml``
+through a :class:`PaperRef` (this module holds no figure). An arm whose model option does not exist
+in this code yet is listed, with the option it needs, and not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
+from anomalib_lite.models.backbones import BACKBONES
+from anomalib_lite.models.registry import model_config_class
+from anomalib_lite.paper_tables import paper_table
+
+ONE_CLASS = [str(c) for c in range(10)]
+NAMES = {"mvtec": "MVTec AD", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+# The column label of a one-class dataset in the papers' tables (IGD Table 1, UTAD Table 2).
+COLUMN_OF_DATA = {"mnist": "MNIST", "fashion_mnist": "FMNIST", "cifar10": "CIFAR-10"}
+# Offline stand-ins: never compared with the paper.
+STAND_IN_DATA = {"mvtec": "synthetic", "mnist": "mnist5k"}
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """Where the paper's figure of one metric is.
+
+    Attributes:
+        paper, table: the data file and its table (e.g. ``hfr``, ``table1``).
+        column: the column; ``{data}`` is replaced by the dataset's column label (:data:`COLUMN_OF_DATA`).
+        mean_row: the row of the mean over the table's categories (or the only figure of a mean-only table);
+            with ``categories="columns"``, the row holding the per-category figures.
+        categories: where the table has one figure per category: ``rows`` (rows named by category),
+            ``columns`` (columns named by category, no mean), or ``none`` (the mean only).
+        label: shown in the report when an arm gives several figures for one metric (e.g. ``col A``).
+    """
+
+    paper: str
+    table: str
+    column: str
+    mean_row: str = "mean"
+    categories: str = "rows"
+    label: str = "paper"
+
+    def figures(self, data: str) -> tuple[dict[str, float | None], float | None]:
+        """Per-category figures (empty for a mean-only table) and the mean (``None`` where the paper gives
+        none), for dataset ``data``."""
+        table = paper_table(self.paper, self.table)
+        if self.categories == "columns":
+            return table.column_of_row(self.mean_row), None
+        column = self.column.format(data=COLUMN_OF_DATA.get(data, data))
+        rows = [c for c in table.rows if c != self.mean_row] if self.categories == "rows" else []
+        return {c: table.value(c, column) for c in rows}, table.value(self.mean_row, column)
+
+    def cite(self) -> str:
+        """``HFR table1 (PAPER_TABLES.md L21-36), column …``."""
+        return f"{paper_table(self.paper, self.table).cite()}, column {self.column!r}"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of a table: its label, overrides, the paper's backbone, and its figures.
+
+    Attributes:
+        label: the column of the table it reproduces (e.g. ``128 px``).
+        overrides: Hydra overrides on top of the experiment config.
+        backbone: the backbone the paper used for it; a run with another one is not compared.
+        paper: metric → the paper's figures (the first is compared, the others shown beside it).
+        requires: model options (``model.<name>``) or backbones (``backbone=<name>``) the arm needs.
+        note: what the arm is, where the setting comes from.
+    """
+
+    label: str
+    overrides: tuple[str, ...] = ()
+    backbone: str = ""
+    paper: dict[str, tuple[PaperRef, ...]] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    note: str = ""
+
+    def missing(self, model: str) -> list[str]:
+        """The options of :attr:`requires` this code lacks for ``model``."""
+        fields = {f.name for f in dataclasses.fields(model_config_class(model))}
+        absent = []
+        for need in self.requires:
+            if need.startswith("backbone="):
+                absent += [] if need.split("=", 1)[1] in BACKBONES else [need]
+            elif need.split(".")[1].split("=")[0] not in fields:
+                absent.append(need)
+        return absent
+
+
+@dataclass(frozen=True)
+class ReproTable:
+    """A table as one command.
+
+    Attributes:
+        name: the command (``scripts/reproduce.py <name>``). title: shown in the report.
+        experiment: ``configs/experiment/<experiment>.yaml``, the paper's setting. model: its model family.
+        datasets: where it runs (``mvtec`` or one-class ``mnist``/``fashion_mnist``/``cifar10``).
+        arms: its configurations. categories: the categories (or normal classes) of the paper's table.
+    """
+
+    name: str
+    title: str
+    experiment: str
+    model: str
+    datasets: tuple[str, ...]
+    arms: tuple[Arm, ...]
+    categories: tuple[str, ...] = tuple(MVTEC_CATEGORIES)
+
+
+def _hfr(column: str, label: str = "paper") -> dict[str, tuple[PaperRef, ...]]:
+    tables = (("image_auroc", "table1"), ("pixel_auroc", "table3"), ("aupro", "table4"))
+    return {metric: (PaperRef("hfr", table, column, label=label),) for metric, table in tables}
+
+
+HFR_B, HFR_A = "HFR col B (unlabelled, headline)", "HFR col A (unlabelled)"
+WRN, R18, R50, VGG = "wide_resnet50_2", "resnet18", "resnet50", "vgg19"
+MSFI_LEVELS = {"[2,3,4]": "model.levels=3", "[2,3,4,5]": "model.levels=4"}
+MSFI_BACKBONES = {"ResNet-18": R18, "ResNet-50": R50, "WideResNet-50": WRN}
+ONE_CLASS_DATA = ("mnist", "fashion_mnist", "cifar10")
+UTAD_VARIANTS = {  # our ablation variants (configs/variant/) → the paper's Table 2 row, where identifiable
+    "full (MI + EN + Guide)": ("+variant=utad_mi_en_guide", "all"),
+    "baseline (no MI, EN, Guide)": ("model.mi_weight=0 model.use_expert=false model.use_detail=false", "baseline"),
+    "without MI": ("+variant=utad_en_guide", None),
+    "without EN": ("+variant=utad_mi", None),
+    "without Guide": ("+variant=utad_mi_en", None),
+}
+
+
+def _both_hfr() -> dict[str, tuple[PaperRef, ...]]:
+    return {m: refs + _hfr(HFR_A, "paper col A")[m] for m, refs in _hfr(HFR_B).items()}
+
+
+TABLES: dict[str, ReproTable] = {t.name: t for t in [
+    ReproTable("hfr_mvtec", "HFR Tables 1, 3, 4: image AUROC, pixel AUROC, AUPRO per category (MVTec AD)",
+               "hfr_mvtec", "hfr", ("mvtec",),
+               (Arm("HFR", backbone=WRN, paper=_both_hfr(),
+                    note="compared with the headline column (col B); col A (the other unlabelled HFR variant) "
+                         "beside it"),)),
+    ReproTable("msfi_mvtec", "MSFI Table I: MVTec AD means (WRN-50, multi-scale, no weight search)",
+               "msfi_mvtec", "msfi", ("mvtec",),
+               (Arm("multi-scale", backbone=WRN,
+                    paper={m: (PaperRef("msfi", "table1", m, "Ours", categories="none"),)
+                           for m in ("pixel_auroc", "aupro")}),)),
+    ReproTable("msfi_levels", "MSFI Table II: pixel AUROC by feature levels and backbone, single scale 256 px",
+               "msfi_mvtec", "msfi", ("mvtec",),
+               tuple(Arm(f"{levels} {name}", (level_option, f"backbone={backbone}", "model.scales=[256]"), backbone,
+                         {"pixel_auroc": (PaperRef("msfi", "table2", name, levels, categories="none"),)},
+                         requires=("model.levels", f"backbone={backbone}"),
+                         note="model.levels and backbone resnet50 are being added on branch msfi")
+                     for levels, level_option in MSFI_LEVELS.items() for name, backbone in MSFI_BACKBONES.items())),
+    ReproTable("msfi_scales", "MSFI Table III: pixel AUROC per input size, ResNet-50",
+               "msfi_mvtec", "msfi", ("mvtec",),
+               tuple(Arm(label, (f"model.scales={scales}", f"backbone={R50}"), R50,
+                         {"pixel_auroc": (PaperRef("msfi", "table3", label),)}, requires=(f"backbone={R50}",),
+                         note="backbone resnet50 is being added on branch msfi")
+                     for label, scales in (("128", "[128]"), ("256", "[256]"), ("384", "[384]"),
+                                           ("multi-scale", "[128,256,384]")))),
+    ReproTable("msfi_coverage", "MSFI Table IV: pixel AUROC vs. defect-category coverage of the validation set",
+               "msfi_mvtec", "msfi", ("mvtec",),
+               tuple(Arm(share, ("model.weight_search=paper", f"model.coverage={fraction}", f"backbone={R50}"), R50,
+                         {"pixel_auroc": (PaperRef("msfi", "table4", share, "test", categories="none"),
+                                          PaperRef("msfi", "table4", share, "val", categories="none",
+                                                   label="paper val"))},
+                         requires=("model.coverage", f"backbone={R50}"),
+                         note="model.weight_search=paper and model.coverage are being added on branch msfi; "
+                              "ours is on the test set less the validation images")
+                     for share, fraction in (("0%", 0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("100%", 1)))),
+    ReproTable("msfi_k", "MSFI Table V: pixel AUROC by module weighting (weight search)",
+               "msfi_mvtec", "msfi", ("mvtec",),
+               tuple(Arm(label, ("model.weight_search.enabled=true", *options), WRN,
+                         {"pixel_auroc": (PaperRef("msfi", "table5", label, "Ours", categories="none"),)},
+                         note="today's calibrated weight search (model.weight_search.*); the paper's own search "
+                              "(model.weight_search=paper) is being added on branch msfi")
+                     for label, options in (("Weight Avg", ("model.weight_search.apply=false",)),
+                                            ("Weight assignment", ("model.weight_search.keep_k=null",)),
+                                            ("K=4", ("model.weight_search.keep_k=4",)),
+                                            ("K=5", ("model.weight_search.keep_k=5",)),
+                                            ("K=6", ("model.weight_search.keep_k=6",))))),
+    ReproTable("igd_one_class", "IGD Table 1: one-class mean image AUROC over the 10 classes",
+               "igd_one_class", "igd", ONE_CLASS_DATA,
+               (Arm("IGD (single model)", backbone=R18,
+                    paper={"image_auroc": (PaperRef("igd", "table1", "{data}", "Ours (single model)", "none"),
+                                           PaperRef("igd", "table1", "{data}", "Ours (ensemble of 5)", "none",
+                                                    "paper ensemble"))}),),
+               tuple(ONE_CLASS)),
+    ReproTable("igd_mvtec", "IGD Tables 2, 3, 4: image accuracy and AUROC per category, mean per-image pixel AUROC",
+               "igd_mvtec", "igd", ("mvtec",),
+               (Arm("IGD", backbone=R18,
+                    paper={"image_auroc": (PaperRef("igd", "table3", "Ours"),),
+                           "image_accuracy": (PaperRef("igd", "table2", "Ours"),),
+                           "pixel_auroc_per_image": (PaperRef("igd", "table4", "Ours", categories="none"),)},
+                    note="accuracy at our F1-optimal threshold: the paper gives none"),)),
+    ReproTable("igd_ablation", "IGD Table 5: ablation, CIFAR-10 mean image AUROC",
+               "igd_one_class", "igd", ("cifar10",),
+               tuple(Arm(label, options, R18,
+                         {"image_auroc": (PaperRef("igd", "table5", label, "Ours", categories="none"),)},
+                         requires=requires, note=note)
+                     for label, options, requires, note in (
+                         ("+ KD + GSVDD + INTER", (), (), "the full model"),
+                         *((label, (), ("model.ablation",), "no option in this code removes this part of IGD")
+                           for label in ("MS-SSIM", "+ KD", "+ KD + DSVDD", "+ KD + GSVDD")))),
+               tuple(ONE_CLASS)),
+    ReproTable("utad_mvtec", "UTAD Table 1: IoU per category, mean per-image pixel AuROC (MVTec AD)",
+               "utad_mvtec", "utad", ("mvtec",),
+               (Arm("UTAD", backbone=VGG,
+                    paper={"iou": (PaperRef("utad", "table1", "Ours"),),
+                           "pixel_auroc_per_image": (PaperRef("utad", "table1", "Ours", "mean_pixel_auroc_per_image",
+                                                              categories="none"),)},
+                    note="IoU at model.iou_threshold on maps min-max scaled over the test set (the paper's tau "
+                         "is lost)"),)),
+    ReproTable("utad_one_class", "UTAD Table 2: one-class mean image AuROC, the full model",
+               "utad_one_class", "utad", ONE_CLASS_DATA,
+               (Arm("UTAD", backbone=VGG,
+                    paper={"image_auroc": (PaperRef("utad", "table2", "{data}", "Ours (full)", "none"),)}),),
+               tuple(ONE_CLASS)),
+    ReproTable("utad_ablation", "UTAD Table 2: the ablation (one-class mean image AuROC)",
+               "utad_one_class", "utad", ONE_CLASS_DATA,
+               tuple(Arm(label, tuple(options.split()), VGG,
+                         {"image_auroc": (PaperRef("utad", "table2_ablation", "{data}", row, "none"),)} if row else {},
+                         note="" if row else "the paper's row of this variant is not identifiable (its ticks are lost)")
+                     for label, (options, row) in UTAD_VARIANTS.items()),
+               tuple(ONE_CLASS)),
+    ReproTable("utad_measures", "UTAD Table 3: IoU of the perceptual measurement (PM)",
+               "utad_mvtec", "utad", ("mvtec",),
+               (Arm("PM", backbone=VGG, paper={"iou": (PaperRef("utad", "table3", "", "pm", "columns"),)},
+                    note="the other rows (pixel measures, single VGG layers) have no option in this code"),),
+               ("bottle", "cable", "capsule", "hazelnut")),
+    ReproTable("utad_capacity", "UTAD Table 4: model capacity, hazelnut", "utad_mvtec", "utad", ("mvtec",),
+               (Arm("UTAD", backbone=VGG,
+                    paper={"iou": (PaperRef("utad", "table4", "Ours", "iou", "none"),),
+                           "pixel_auroc_per_image": (PaperRef("utad", "table4", "Ours", "pixel_auroc_per_image",
+                                                              "none"),)},
+                    note="the AE and UnSt baselines are not in this code"),),
+               ("hazelnut",)),
+]}  # fmt: skip

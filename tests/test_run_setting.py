@@ -1,0 +1,72 @@
+"""metrics.json records what really ran; paper experiments stop without the paper's backbone unless allowed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from anomalib_lite.cli.run_setting import git_commit
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models.backbones import cached_or_offline
+from anomalib_lite.models.registry import BackboneConfig
+
+from conftest import REPO, TINY
+
+
+def train(tmp_path, *overrides):
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}  # no cached torchvision weights
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "+experiment=hfr_mvtec", "data=synthetic", "category=brick",
+         f"data.root={tmp_path / 'data'}", *TINY, "eval.n_maps=0", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+
+
+def test_an_uncached_paper_backbone_stops_unless_a_stand_in_is_allowed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    paper = BackboneConfig(name="wide_resnet50_2", allow_stand_in=False)
+    with pytest.raises(ConfigError, match=r"prepare_data\.py weights --name wide_resnet50_2"):
+        cached_or_offline(paper, "tf_efficientnet_lite0")
+    allowed = cached_or_offline(BackboneConfig(name="wide_resnet50_2"), "tf_efficientnet_lite0")
+    assert allowed.name == "tf_efficientnet_lite0" and allowed.stand_in_for == "wide_resnet50_2"
+
+
+def test_the_experiment_stops_before_any_work_with_the_fetch_command(tmp_path):
+    result = train(tmp_path, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "python scripts/prepare_data.py weights --name wide_resnet50_2" in result.stdout + result.stderr
+    assert "backbone.allow_stand_in=true" in result.stdout + result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_metrics_json_records_the_setting_and_scores_are_saved_per_image(tmp_path):
+    run = tmp_path / "run"
+    result = train(tmp_path, "backbone.allow_stand_in=true", "seed=3", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    content = json.loads((run / "metrics.json").read_text())
+    setting = content["setting"]
+    assert setting["backbone"] == {"requested": "wide_resnet50_2", "used": "tf_efficientnet_lite0", "stand_in": True,
+                                   "weights": "imagenet", "layers": None}  # fmt: skip
+    assert setting["dataset"] == "synthetic" and setting["categories"] == ["brick"]
+    assert setting["image_size"] == 64 and setting["map_size"] == 64 and setting["precision"] == "fp32"
+    assert setting["seed"] == 3 and setting["device"] == "cpu"
+    assert setting["schedule"]["brick"][0]["epochs"] == 1 and setting["schedule"]["brick"][0]["steps"] == 2
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", setting["commit"])
+    with (run / "scores" / "brick.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    labels, scores = np.array([int(r["label"]) for r in rows]), np.array([float(r["score"]) for r in rows])
+    assert len(rows) == 4 + 4 * 2 and all(r["path"].endswith(".png") for r in rows)
+    assert roc_auc_score(labels, scores) == pytest.approx(content["categories"]["brick"]["image_auroc"], abs=1e-6)
+
+
+def test_the_commit_is_unknown_outside_a_git_checkout(tmp_path):
+    assert git_commit(tmp_path) == "unknown"
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", git_commit(REPO))
