@@ -18,7 +18,7 @@ from sklearn.metrics import log_loss
 from anomalib_lite.config import validate
 from anomalib_lite.data.datamodule import DataModule, ImageRecord, ImageSet, ValidationSplit
 from anomalib_lite.data.images import to_model_input
-from anomalib_lite.errors import ConfigError, WeightsError
+from anomalib_lite.errors import ConfigError, DataError, WeightsError
 from anomalib_lite.models import BackboneConfig, backbones
 from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.msfi.model import MSFI, MSFIConfig, WeightSearchConfig
@@ -250,6 +250,14 @@ def test_paper_split_holds_out_ten_percent_of_each_chosen_defect_kind(coverage, 
     assert all(sum(r.defect == k for r in held) == 2 for k in kinds)  # 10 % of each chosen kind's 20
     kept = {str(r.path) for r in dm.test_set.records}
     assert not kept & {str(r.path) for r in held} and kept | {str(r.path) for r in held} == everything
+
+
+def test_paper_split_leaves_every_defect_kind_in_the_test_set():
+    dm = _defect_set(kinds=3, per_kind=2, normal=2)
+    dm.split_validation(ValidationSplit(0.1, seed=0, by_defect=True))
+    assert len(dm.validation_set) == 3 and {r.defect for r in dm.test_set.records} == {"good", "d0", "d1", "d2"}
+    with pytest.raises(DataError, match="validation split is empty"):
+        _defect_set(kinds=2, per_kind=1, normal=2).split_validation(ValidationSplit(0.1, seed=0, by_defect=True))
 
 
 def _cross_entropy(maps: np.ndarray, gt: np.ndarray, logits: np.ndarray) -> float:

@@ -226,12 +226,12 @@ class DataModule:
 
         ``split.by_defect`` false: a seeded ``fraction`` of the anomalous images that have masks and,
         separately, of the normal images, so both kinds are represented. True (MSFI's paper): a seeded
-        ``coverage`` share of the defect kinds (at least one), and ``fraction`` (at least one image) of
-        each chosen kind's anomalous images with masks; no normal image. Either way the reported
-        metrics then use the rest of the test set only.
+        ``coverage`` share of the defect kinds (at least one), and ``fraction`` (at least one image, and
+        never a kind's last one) of each chosen kind's anomalous images with masks; no normal image.
+        Either way the reported metrics then use the rest of the test set only.
 
         Raises:
-            DataError: no anomalous test image has a mask.
+            DataError: no anomalous test image has a mask, or the split would be empty.
         """
         records = self.test_set.records
         labels = torch.tensor([r.label for r in records])
@@ -248,8 +248,15 @@ class DataModule:
             groups = [masked, torch.nonzero(labels == 0)[:, 0]]
         chosen: list[int] = []
         for group in groups:
-            n = min(len(group), max(1, round(len(group) * split.fraction))) if len(group) else 0
+            # Per defect kind, one image at least stays in the test set (a kind of one image gives none).
+            most = len(group) - 1 if split.by_defect else len(group)
+            n = min(most, max(1, round(len(group) * split.fraction))) if len(group) else 0
             chosen += group[torch.randperm(len(group), generator=generator)[:n]].tolist()
+        if not chosen:
+            raise DataError(
+                f"{self.name}: the validation split is empty: each chosen defect kind has a single anomalous "
+                "test image with a mask, which stays in the test set; raise model.weight_search.coverage"
+            )
         chosen.sort()
         kept = sorted(set(range(len(records))) - set(chosen))
         self.validation_set = self.test_set.subset(chosen)
