@@ -85,7 +85,6 @@ def _lite(n: int) -> _Spec:
     )
 
 
-
 def _resnet(make: Callable[[], nn.Module]) -> _Spec:
     return _Spec(make, _resnet_steps, ["layer1", "layer2", "layer3"], fourth_layer="layer4")
 
