@@ -72,3 +72,20 @@ def test_only_the_decoder_trains(hfr):
 def test_bad_hyper_parameter_is_named():
     with pytest.raises(ValueError, match="model.kernel_size"):
         HFRConfig(kernel_size=2)
+
+
+def test_learning_rate_is_constant_by_default_cosine_decay_one_option_away():
+    assert build_model(HFRConfig(), BackboneConfig("resnet18", weights="none")).stages()[0].scheduler is None
+    (stage,) = build_model(HFRConfig(lr_schedule="cosine"), BackboneConfig("resnet18", weights="none")).stages()
+    optimizer = stage.optimizer(stage.parameters)
+    scheduler = stage.scheduler(optimizer, 10)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    rates.append(optimizer.param_groups[0]["lr"])
+    expected = [0.5 * 0.4 * (1 + np.cos(np.pi * k / 10)) for k in range(11)]  # 0.4 at step 0, 0 at the end
+    np.testing.assert_allclose(rates, expected, atol=1e-9)
+    with pytest.raises(ValueError, match="model.lr_schedule='step'; choices: constant, cosine"):
+        HFRConfig(lr_schedule="step")

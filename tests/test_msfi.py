@@ -1,17 +1,29 @@
-"""MSFI: students fed by the teacher, independent blocks, pruning, the held-out validation split, shapes."""
+"""MSFI: students fed by the teacher, independent blocks, pruning, the held-out validation split, shapes, the image
+pyramid, three or four levels, the paper's weight search."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+from sklearn.metrics import log_loss
 
-from anomalib_lite.data.datamodule import DataModule, ImageRecord, ImageSet
-from anomalib_lite.models import BackboneConfig
+from anomalib_lite.config import validate
+from anomalib_lite.data.datamodule import DataModule, ImageRecord, ImageSet, ValidationSplit
+from anomalib_lite.data.images import to_model_input
+from anomalib_lite.errors import ConfigError, DataError, WeightsError
+from anomalib_lite.models import BackboneConfig, backbones
+from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.msfi.model import MSFI, MSFIConfig, WeightSearchConfig
 
-from conftest import TINY, run_entry
+from conftest import REPO, TINY, run_entry
 
 
 def _model(**options) -> MSFI:
@@ -33,7 +45,7 @@ def test_students_receive_teacher_features_not_student_outputs():
     x = torch.randn(2, 3, 64, 64)
     model.block_maps(x)
     for s, scale in enumerate(model.cfg.scales):
-        resized = x if scale == 64 else torch.nn.functional.interpolate(x, size=scale, mode="bilinear")
+        resized = x if scale == 64 else torch.nn.functional.interpolate(x, size=scale, mode="bilinear", antialias=True)
         teacher = model.teacher(resized, model.inputs)
         for lv in range(3):
             assert torch.equal(seen[(s, lv)], teacher[lv]), (scale, lv)
@@ -75,7 +87,7 @@ def test_pruned_blocks_are_not_run_and_maps_have_the_input_size():
 
 
 def test_weight_search_puts_the_largest_weight_on_the_block_that_finds_the_defects(monkeypatch):
-    model = _model(weight_search=WeightSearchConfig(enabled=True, keep_k=2))
+    model = _model(weight_search=WeightSearchConfig(enabled=True, method="calibrated", keep_k=2))
     mask = torch.zeros(4, 1, 64, 64)
     mask[:, :, 10:30, 20:40] = 1
     noise = torch.rand(6, 4, 64, 64) * 0.5
@@ -104,7 +116,7 @@ def test_the_validation_split_is_removed_from_the_test_set():
     valid = torch.tensor([i < 10 or i % 2 == 0 for i in range(30)])  # odd anomalous images have no mask
     test = ImageSet(records, images, masks, valid)
     dm = DataModule(test, test, batch_size=4, name="toy")
-    dm.split_validation(0.3, seed=0)
+    dm.split_validation(ValidationSplit(0.3, seed=0))
     held = {str(r.path) for r in dm.validation_set.records}
     kept = {str(r.path) for r in dm.test_set.records}
     assert not held & kept and len(held | kept) == 30
@@ -112,7 +124,7 @@ def test_the_validation_split_is_removed_from_the_test_set():
     assert all(dm.validation_set.mask_valid)  # anomalous ones are drawn among those with masks
     assert sum(r.label == 1 for r in dm.validation_set.records) == 3  # 30 % of the 10 with masks
     again = DataModule(test, test, batch_size=4, name="toy")
-    again.split_validation(0.3, seed=0)
+    again.split_validation(ValidationSplit(0.3, seed=0))
     assert {str(r.path) for r in again.validation_set.records} == held
 
 
@@ -121,7 +133,7 @@ def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_tes
     common = [*TINY, "category=brick", f"data.root={tmp_path / 'data'}", "model=msfi", "backbone=resnet18",
               "backbone.weights=none", "model.scales=[32,64]"]  # fmt: skip
     result = run_entry("train.py", *common, "model.weight_search.enabled=true", "model.weight_search.keep_k=2",
-                       f"hydra.run.dir={run}")  # fmt: skip
+                       "model.weight_search.method=calibrated", f"hydra.run.dir={run}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
     # TINY: 4 normal + 8 anomalous test images; 30 % of each held out (1 and 2).
@@ -137,3 +149,169 @@ def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_tes
     assert result.returncode == 0, result.stderr[-2000:]
     before = json.loads((tmp_path / "before" / "metrics.json").read_text())["categories"]["brick"]
     assert before["n_images"] == metrics["n_images"]
+
+
+def _decode(image: Image.Image, side: int) -> torch.Tensor:
+    """The reference decode: PIL's bilinear resize of ``image`` to ``side`` (PIL averages the covered pixels
+    when it reduces), normalised as the data layer does: ``1×3×side×side``."""
+    return to_model_input(torch.from_numpy(np.array(image.resize((side, side), Image.Resampling.BILINEAR))))[None]
+
+
+def test_pyramid_inputs_are_the_largest_decode_and_its_antialiased_downsamples(tmp_path):
+    path = tmp_path / "fine.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)).save(path)
+    decoded = ImageSet.load([ImageRecord(path, 0)], 384)[0]["image"][None]  # the data layer at the largest scale
+    model = _model(scales=[128, 256, 384], image_size=384)
+    seen = {}
+    model.teacher.register_forward_pre_hook(lambda m, args: seen.__setitem__(args[0].shape[-1], args[0]))
+    model.block_maps(decoded)
+    original = Image.open(path).convert("RGB")
+    torch.testing.assert_close(seen[384], _decode(original, 384), rtol=0, atol=0)  # the 384 decode itself
+    largest = Image.fromarray(np.array(original.resize((384, 384), Image.Resampling.BILINEAR)))
+    for side in (128, 256):  # PIL's antialiased reduction of that decode, up to its uint8 rounding
+        torch.testing.assert_close(seen[side], _decode(largest, side), rtol=0, atol=0.025)
+    # What the test tells apart: a 256 decode upsampled to 384, and downsamples without antialiasing.
+    upsampled = F.interpolate(_decode(original, 256), size=384, mode="bilinear")
+    assert (upsampled - seen[384]).abs().max() > 0.5
+    assert (F.interpolate(seen[384], size=128, mode="bilinear") - _decode(largest, 128)).abs().max() > 0.5
+
+
+def test_msfi_refuses_to_upsample_its_largest_scale_and_its_recipes_decode_at_it():
+    with pytest.raises(ValueError, match=r"data.image_size=256.*data.image_size=384 eval.map_size=256"):
+        MSFIConfig(scales=[128, 256, 384], image_size=256)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        for data in ("mvtec", "synthetic"):
+            run = validate(compose("train", overrides=["model=msfi", f"data={data}"]))
+            assert (run.data.image_size, run.eval.map_size, run.model.image_size) == (384, 256, 384), data
+        with pytest.raises(ConfigError, match="upsampled decode"):
+            validate(compose("train", overrides=["model=msfi", "data=mvtec", "data.image_size=256"]))
+    GlobalHydra.instance().clear()
+
+
+def test_three_levels_by_default_four_one_option_away():
+    x = torch.randn(1, 3, 64, 64)
+    three, four = _model(scales=[64]), _model(scales=[64], levels=4)
+    assert three.teacher.layers == ["layer1", "layer2", "layer3"] and len(three.block_names) == 3
+    assert four.teacher.layers == ["layer1", "layer2", "layer3", "layer4"] and len(four.block_names) == 4
+    seen = _record_inputs(four)
+    maps = four.block_maps(x)
+    assert set(maps) == {0, 1, 2, 3} and all(m.shape == (1, 64, 64) for m in maps.values())
+    # the fourth block has layer4's structure and imitates layer4 from the teacher's layer3
+    assert [type(m) for m in four.students[0][3][0].modules()] == [type(m) for m in four.teacher.steps[4].modules()]
+    torch.testing.assert_close(seen[(0, 3)], four.teacher(x, ["layer3"])[0])
+    lite = MSFI(MSFIConfig(scales=[64], levels=4), BackboneConfig(name="tf_efficientnet_lite0", weights="none"))
+    assert lite.teacher.strides == [4, 8, 16, 32]
+    with pytest.raises(ConfigError, match="model.levels=4"):
+        MSFI(MSFIConfig(levels=4), BackboneConfig(name="resnet18", layers=["layer1", "layer2"], weights="none"))
+    with pytest.raises(ConfigError, match="4 feature levels of backbone vgg19"):
+        MSFI(MSFIConfig(levels=4), BackboneConfig(name="vgg19", weights="none"))
+    with pytest.raises(ValueError, match="model.levels=5"):
+        MSFIConfig(levels=5)
+
+
+def test_resnet50_is_a_backbone_with_the_usual_offline_rule(tmp_path, monkeypatch, caplog):
+    assert Backbone("resnet50", weights="none").channels == [256, 512, 1024]
+    missing = tmp_path / "cache" / "resnet50-11ad3fa6.pth"
+    unreachable = (tmp_path / "nowhere" / missing.name).as_uri()
+    monkeypatch.setattr(backbones, "torchvision_weights_path", lambda name: (unreachable, missing))
+    with pytest.raises(WeightsError, match=r"resnet50-11ad3fa6\.pth[\s\S]*backbone\.name=tf_efficientnet_lite0"):
+        Backbone("resnet50")
+    with caplog.at_level(logging.WARNING):
+        chosen = backbones.cached_or_offline(BackboneConfig(name="resnet50"), "tf_efficientnet_lite0")
+    assert chosen.name == "tf_efficientnet_lite0" and "prepare_data.py weights --name resnet50" in caplog.text
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        assert validate(compose("train", overrides=["model=msfi", "backbone=resnet50"])).backbone.name == "resnet50"
+    GlobalHydra.instance().clear()
+
+
+def _defect_set(kinds: int, per_kind: int, normal: int) -> DataModule:
+    records = [ImageRecord(f"good/{i}.png", 0) for i in range(normal)]
+    records += [
+        ImageRecord(f"d{k}/{i}.png", 1, f"gt{k}/{i}.png", f"d{k}") for k in range(kinds) for i in range(per_kind)
+    ]
+    n = len(records)
+    test = ImageSet(records, torch.zeros(n, 8, 8, 3, dtype=torch.uint8), torch.zeros(n, 8, 8, dtype=torch.bool),
+                    torch.ones(n, dtype=torch.bool))  # fmt: skip
+    return DataModule(test, test, batch_size=4, name="toy")
+
+
+@pytest.mark.parametrize("coverage, n_kinds", [(0.25, 1), (0.5, 2), (0.75, 3), (1.0, 4)])
+def test_paper_split_holds_out_ten_percent_of_each_chosen_defect_kind(coverage, n_kinds):
+    dm = _defect_set(kinds=4, per_kind=20, normal=10)
+    everything = {str(r.path) for r in dm.test_set.records}
+    search = WeightSearchConfig(enabled=True, coverage=coverage)  # method=paper, val_fraction 10 %
+    model = _model(weight_search=search)
+    dm.split_validation(model.validation_split())
+    held = dm.validation_set.records
+    kinds = {r.defect for r in held}
+    assert len(kinds) == n_kinds and all(r.label == 1 for r in held)  # anomalous images only
+    assert all(sum(r.defect == k for r in held) == 2 for k in kinds)  # 10 % of each chosen kind's 20
+    kept = {str(r.path) for r in dm.test_set.records}
+    assert not kept & {str(r.path) for r in held} and kept | {str(r.path) for r in held} == everything
+
+
+def test_paper_split_leaves_every_defect_kind_in_the_test_set():
+    dm = _defect_set(kinds=3, per_kind=2, normal=2)
+    dm.split_validation(ValidationSplit(0.1, seed=0, by_defect=True))
+    assert len(dm.validation_set) == 3 and {r.defect for r in dm.test_set.records} == {"good", "d0", "d1", "d2"}
+    with pytest.raises(DataError, match="validation split is empty"):
+        _defect_set(kinds=2, per_kind=1, normal=2).split_validation(ValidationSplit(0.1, seed=0, by_defect=True))
+
+
+def _cross_entropy(maps: np.ndarray, gt: np.ndarray, logits: np.ndarray) -> float:
+    """sklearn's log loss of ``φ = Σ softmax(logits)_i maps_i`` against ``gt`` (the paper's eq. 8-10)."""
+    weights = np.exp(logits) / np.exp(logits).sum()
+    phi = np.tensordot(weights, maps, axes=1)
+    return log_loss(gt.ravel(), phi.ravel(), labels=[0, 1])
+
+
+def test_paper_search_is_plain_gradient_descent_on_the_pixel_cross_entropy(monkeypatch):
+    model = _model(weight_search=WeightSearchConfig(enabled=True, lr=5.0))
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.zeros(3, 1, 64, 64)
+    mask[:, :, 8:24, 30:50] = 1
+    maps = torch.rand(6, 3, 64, 64, generator=gen, dtype=torch.float64).float() * 0.3
+    maps[2] = (mask[:, 0] * 0.7 + 0.05).float()  # block 2 finds the defects
+    monkeypatch.setattr(model, "block_maps", lambda image: dict(enumerate(maps)))
+    search = model.stages()[-1]
+    assert search.parameters == [model.search_logits]
+    optimizer = search.optimizer(search.parameters)
+    batch = {"image": torch.zeros(3, 3, 64, 64), "mask": mask, "mask_valid": torch.ones(3, dtype=torch.bool)}
+    gt, m = mask[:, 0].numpy().astype(np.float64), maps.numpy().astype(np.float64)
+    before = model.search_logits.detach().double().numpy().copy()
+    assert search.step(batch)["loss"].item() == pytest.approx(_cross_entropy(m, gt, before), rel=1e-5)
+    # Each step is ω − ξ ∇L_val (no momentum, no adaptive scaling), the gradient by central differences of
+    # the independent reference at the current ω.
+    h = 1e-5
+    logits = before
+    for _ in range(2):
+        numeric = np.array([(_cross_entropy(m, gt, logits + h * e) - _cross_entropy(m, gt, logits - h * e)) / (2 * h)
+                            for e in np.eye(6)])  # fmt: skip
+        optimizer.zero_grad()
+        search.step(batch)["loss"].backward()
+        optimizer.step()
+        logits = logits - 5.0 * numeric
+        np.testing.assert_allclose(model.search_logits.detach().double().numpy(), logits, atol=1e-5)
+    for _ in range(50):
+        optimizer.zero_grad()
+        search.step(batch)["loss"].backward()
+        optimizer.step()
+    after = model.search_logits.detach().double().numpy()
+    assert _cross_entropy(m, gt, after) < _cross_entropy(m, gt, before) - 0.01
+    assert after.argmax() == 2
+
+
+@pytest.mark.slow
+def test_paper_weight_search_end_to_end_reports_on_the_test_set_without_the_held_out_images(tmp_path):
+    run = tmp_path / "run"
+    result = run_entry(*["train.py", *TINY, "category=brick", f"data.root={tmp_path / 'data'}", "model=msfi",
+                         "backbone=resnet18", "backbone.weights=none", "model.scales=[32,64]", "eval.map_size=null",
+                         "model.weight_search.enabled=true", f"hydra.run.dir={run}"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
+    # TINY: 4 normal + 2 images of each of the 4 defect kinds; the paper's split holds out 1 of each kind.
+    assert (metrics["n_images"], metrics["n_anomalous"]) == (12 - 4, 8 - 4)
+    state = torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)
+    assert np.ptp(state["model"]["block_weights"].numpy()) > 1e-4  # the search moved the weights

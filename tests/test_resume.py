@@ -37,7 +37,7 @@ CASES = {
         MSFIConfig(
             scales=[32, 64],
             epochs=1,
-            weight_search=WeightSearchConfig(enabled=True, epochs=3, keep_k=3, val_fraction=0.4),
+            weight_search=WeightSearchConfig(enabled=True, method="calibrated", epochs=3, keep_k=3, val_fraction=0.4),
         ),
         RANDOM_RESNET,
         "weight_search",

@@ -46,10 +46,12 @@ def hold_out_validation(model: AnomalyModel, datamodule: DataModule) -> None:
     """Carve the model's validation split (if it asks for one) out of the test set, logging its size."""
     split = model.validation_split()
     if split is not None:
-        datamodule.split_validation(*split)
+        datamodule.split_validation(split)
+        held_out = datamodule.validation_set.records
+        kinds = sorted({r.defect for r in held_out})
         log.info(
-            "%s: %d test images held out for validation, %d left for the metrics",
-            datamodule.name, len(datamodule.validation_set), len(datamodule.test_set),
+            "%s: %d test images held out for validation (%s), %d left for the metrics",
+            datamodule.name, len(held_out), ", ".join(kinds), len(datamodule.test_set),
         )  # fmt: skip
 
 

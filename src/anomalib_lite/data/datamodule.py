@@ -35,6 +35,22 @@ class ImageRecord:
     defect: str = "good"
 
 
+@dataclass(frozen=True)
+class ValidationSplit:
+    """Which test images a model holds out as its validation set (see :meth:`DataModule.split_validation`).
+
+    Attributes:
+        fraction: share of each group of images drawn. seed: the draw's seed.
+        by_defect: draw per defect kind, anomalous images only (MSFI's paper), instead of from the
+            anomalous and the normal images. coverage: with ``by_defect``, the share of defect kinds drawn from.
+    """
+
+    fraction: float
+    seed: int
+    by_defect: bool = False
+    coverage: float = 1.0
+
+
 class ImageSet(Dataset):
     """A split held in memory at a fixed size; items follow the batch contract, plus ``index`` (the
     item's position in the split: long ``B`` in a batch).
@@ -205,26 +221,42 @@ class DataModule:
             pin_memory=pin_memory,
         )
 
-    def split_validation(self, fraction: float, seed: int) -> None:
-        """Move a seeded ``fraction`` of the test images into :attr:`validation_set`, out of the test set.
+    def split_validation(self, split: ValidationSplit) -> None:
+        """Move the images ``split`` draws from the test set into :attr:`validation_set`, out of the test set.
 
-        Drawn separately from the anomalous images that have masks and from the normal images,
-        so both kinds are represented; the reported metrics then use the rest of the test set only.
+        ``split.by_defect`` false: a seeded ``fraction`` of the anomalous images that have masks and,
+        separately, of the normal images, so both kinds are represented. True (MSFI's paper): a seeded
+        ``coverage`` share of the defect kinds (at least one), and ``fraction`` (at least one image, and
+        never a kind's last one) of each chosen kind's anomalous images with masks; no normal image.
+        Either way the reported metrics then use the rest of the test set only.
 
         Raises:
-            DataError: no anomalous test image has a mask.
+            DataError: no anomalous test image has a mask, or the split would be empty.
         """
         records = self.test_set.records
         labels = torch.tensor([r.label for r in records])
         masked = torch.nonzero((labels == 1) & self.test_set.mask_valid)[:, 0]
-        normal = torch.nonzero(labels == 0)[:, 0]
         if len(masked) == 0:
             raise DataError(f"{self.name}: a validation split needs anomalous test images with masks; none has one")
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(split.seed)
+        if split.by_defect:
+            kinds = sorted({records[i].defect for i in masked.tolist()})
+            n_kinds = max(1, round(len(kinds) * split.coverage))
+            chosen_kinds = [kinds[i] for i in torch.randperm(len(kinds), generator=generator)[:n_kinds].tolist()]
+            groups = [torch.tensor([i for i in masked.tolist() if records[i].defect == kind]) for kind in chosen_kinds]
+        else:
+            groups = [masked, torch.nonzero(labels == 0)[:, 0]]
         chosen: list[int] = []
-        for group in (masked, normal):
-            n = min(len(group), max(1, round(len(group) * fraction))) if len(group) else 0
+        for group in groups:
+            # Per defect kind, one image at least stays in the test set (a kind of one image gives none).
+            most = len(group) - 1 if split.by_defect else len(group)
+            n = min(most, max(1, round(len(group) * split.fraction))) if len(group) else 0
             chosen += group[torch.randperm(len(group), generator=generator)[:n]].tolist()
+        if not chosen:
+            raise DataError(
+                f"{self.name}: the validation split is empty: each chosen defect kind has a single anomalous "
+                "test image with a mask, which stays in the test set; raise model.weight_search.coverage"
+            )
         chosen.sort()
         kept = sorted(set(range(len(records))) - set(chosen))
         self.validation_set = self.test_set.subset(chosen)

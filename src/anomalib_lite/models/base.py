@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from anomalib_lite.data.datamodule import ValidationSplit
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 
@@ -76,8 +78,8 @@ class AnomalyModel(nn.Module):
         """The training recipe, in order."""
         raise NotImplementedError
 
-    def validation_split(self) -> tuple[float, int] | None:
-        """``(fraction, seed)`` of the test set to hold out for a ``validation`` stage, or ``None``.
+    def validation_split(self) -> ValidationSplit | None:
+        """The test images to hold out for a ``validation`` stage, or ``None``.
 
         The held-out images never count in the reported metrics.
         """

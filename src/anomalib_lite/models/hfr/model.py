@@ -19,13 +19,22 @@ from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import gaussian_blur, normalized_distance, upsample_sum
 from anomalib_lite.models.registry import BackboneConfig, register_model
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay from the initial learning rate to 0 over ``total_steps`` optimiser steps."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
 
 @dataclass
 class HFRConfig:
     """HFR hyper-parameters (paper defaults; see METHODS.md).
 
     Attributes:
-        epochs: training epochs. lr, momentum, weight_decay: SGD.
+        epochs: training epochs (choice: the paper gives none). lr, momentum, weight_decay: SGD (paper L55).
+        lr_schedule: ``constant`` (default, choice: the paper's "initial learning rate 0.4" implies a
+            schedule it never gives) or ``cosine`` (decay to 0 over the stage's steps, an option).
         conv_blocks: conv → BN → LeakyReLU blocks per decoder level.
         kernel_size: their kernel size (the paper does not print it; 3 is our choice).
         leaky_slope: LeakyReLU slope.
@@ -37,6 +46,7 @@ class HFRConfig:
     name: str = "hfr"
     epochs: int = 200
     lr: float = 0.4
+    lr_schedule: str = "constant"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     conv_blocks: int = 3
@@ -53,6 +63,8 @@ class HFRConfig:
             raise ValueError(f"model.kernel_size={self.kernel_size} must be odd")
         if self.lr <= 0:
             raise ValueError(f"model.lr={self.lr} must be > 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"model.lr_schedule={self.lr_schedule!r}; choices: {', '.join(LR_SCHEDULES)}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"model.momentum={self.momentum} must be in [0, 1)")
         for key in ("weight_decay", "leaky_slope", "sigma"):
@@ -120,7 +132,7 @@ class HFR(AnomalyModel):
         return {"loss": torch.stack(level_losses).mean(), **terms}
 
     def stages(self) -> list[Stage]:
-        """One stage: the decoder, SGD as in the paper."""
+        """One stage: the decoder, SGD as in the paper (constant learning rate, or ``lr_schedule=cosine``)."""
         cfg = self.cfg
         return [
             Stage(
@@ -131,6 +143,7 @@ class HFR(AnomalyModel):
                     params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
                 ),
                 step=self.training_step,
+                scheduler=cosine_schedule if cfg.lr_schedule == "cosine" else None,
                 features=self.encode,
             )
         ]

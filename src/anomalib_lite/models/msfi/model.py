@@ -1,12 +1,16 @@
 """MSFI: multi-scale feature imitation (METHODS.md).
 
 A frozen teacher backbone and, for each input size of an image pyramid, a group of
-student blocks. Block ``S^l`` copies the structure of the teacher's stage ``l`` (the
-teacher steps after the previous level, up to level ``l``), starts from random weights
-and is fed the **teacher's** feature of the previous level (the stem's output for the
-first level), so blocks never feed each other: each can be weighted or dropped alone.
-``chained=true`` gives the plain teacher–student baseline (STFPM) instead: one student
-network with its own stem, each block fed the previous student block.
+student blocks. The pyramid is built from the input as decoded (at the largest scale,
+``data.image_size``): each smaller scale is an antialiased downsample of it, so every scale
+sees the detail its resolution holds (never an upsampled smaller decode).
+
+Block ``S^l`` copies the structure of the teacher's stage ``l`` (the teacher steps after
+the previous level, up to level ``l``), starts from random weights and is fed the
+**teacher's** feature of the previous level (the stem's output for the first level), so
+blocks never feed each other: each can be weighted or dropped alone. ``chained=true``
+gives the plain teacher–student baseline (STFPM) instead: one student network with its
+own stem, each block fed the previous student block.
 
 Per block, the map is ``0.25·‖f̂_t − f̂_s‖²`` of channel-wise L2-normalised features
 (in [0, 1]) upsampled to the input size; the model's map is the weighted mean over
@@ -23,45 +27,82 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anomalib_lite.models.backbones import BACKBONES, Backbone
+from anomalib_lite.data.datamodule import ValidationSplit
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models.backbones import Backbone, level_layers
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import normalized_distance
 from anomalib_lite.models.registry import BackboneConfig, register_model
 
+SEARCH_METHODS = ("paper", "calibrated")
+# The held-out share of the test set when ``val_fraction`` is unset, per method.
+DEFAULT_VAL_FRACTION = {"paper": 0.1, "calibrated": 0.3}
+# The step size when ``lr`` is unset: plain gradient descent (paper), Adam (calibrated).
+DEFAULT_SEARCH_LR = {"paper": 20.0, "calibrated": 0.05}
+
 
 @dataclass
 class WeightSearchConfig:
-    """The optional module weight search (``model.weight_search.*``).
+    """The optional module weight search (``model.weight_search.*``), MSFI paper §II-A.4 (L97-111).
 
     Attributes:
         enabled: run the search as a last stage.
-        val_fraction, seed: share of the test images (anomalous-with-mask and normal, each)
-            held out as the validation set, and the seed that draws them; they are removed
-            from the images the reported metrics use.
-        keep_k: blocks kept after the search (``null``: all, weighted).
-        epochs, lr: Adam on the block logits (and the loss's calibration, see ``MSFI._search_step``).
+        method: ``paper`` (default, the paper's own search): plain gradient descent on the block logits
+            of ``CE(φ, gt)``, the pixel cross-entropy of the weighted map ``φ = Σ_i w_i φ_i`` (in [0, 1])
+            against the masks (eq. 8-10); validation set = ``val_fraction`` of each chosen defect kind's
+            anomalous images, ``coverage`` of the kinds chosen (L158-160, Table IV). ``calibrated`` (our
+            variant): Adam on a class-balanced cross-entropy of ``σ(a·φ + b)`` with a learned calibration,
+            validation set = ``val_fraction`` of the anomalous images with masks and of the normal ones.
+        val_fraction: share held out (``None``: 0.1, the paper's 10 %, for ``paper``; 0.3 for ``calibrated``).
+        coverage: share of the defect kinds the paper's validation set draws from (Table IV: 0.25-1).
+        seed: seed of those draws. The held-out images are removed from those the reported metrics use.
+        keep_k: blocks kept after the search (``null``: all, weighted); paper Table V: 6 of 9.
+        epochs: passes over the validation set (the paper gives none: choice).
+        lr: the step ``ξ`` of eq. 9 (``paper``) or Adam's (``calibrated``); ``None``: 20.0 (``paper``:
+            choice, the paper gives none; the CE's gradients on the logits are of order 1e-3) or 0.05.
         apply: use the learned weights and the pruning at inference (``false``: equal weights,
             every block; for the before/after comparison with ``eval.py``, where ``keep_k`` can
             also be changed).
     """
 
     enabled: bool = False
-    val_fraction: float = 0.3
+    method: str = "paper"
+    val_fraction: float | None = None
+    coverage: float = 1.0
     seed: int = 0
     keep_k: int | None = 6
     epochs: int = 30
-    lr: float = 0.05
+    lr: float | None = None
     apply: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.val_fraction < 1:
+        if self.method not in SEARCH_METHODS:
+            raise ValueError(f"model.weight_search.method={self.method!r}; choices: {', '.join(SEARCH_METHODS)}")
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise ValueError(f"model.weight_search.val_fraction={self.val_fraction} must be in (0, 1)")
+        if not 0 < self.coverage <= 1:
+            raise ValueError(f"model.weight_search.coverage={self.coverage} must be in (0, 1]")
+        if self.coverage < 1 and self.method != "paper":
+            raise ValueError(
+                f"model.weight_search.coverage={self.coverage} applies to method=paper (the calibrated "
+                "variant holds out a share of every anomalous and normal image)"
+            )
         if self.keep_k is not None and self.keep_k < 1:
             raise ValueError(f"model.weight_search.keep_k={self.keep_k} must be ≥ 1 (or null)")
         if self.epochs < 1:
             raise ValueError(f"model.weight_search.epochs={self.epochs} must be ≥ 1")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ValueError(f"model.weight_search.lr={self.lr} must be > 0")
+
+    @property
+    def fraction(self) -> float:
+        """The held-out share in use (``val_fraction``, or the method's default)."""
+        return DEFAULT_VAL_FRACTION[self.method] if self.val_fraction is None else self.val_fraction
+
+    @property
+    def step_size(self) -> float:
+        """The learning rate in use (``lr``, or the method's default)."""
+        return DEFAULT_SEARCH_LR[self.method] if self.lr is None else self.lr
 
 
 @dataclass
@@ -70,6 +111,10 @@ class MSFIConfig:
 
     Attributes:
         scales: input sides of the image pyramid, one student group each.
+        image_size: the side the images are decoded at (``data.image_size``; ``None``: not checked). It
+            must be at least the largest scale: the pyramid downsamples it, never upsamples.
+        levels: teacher levels per group: 3 (``layer1..3``, the paper's Table II best) or 4 (``layer1..4``,
+            the paper's conv2_x..conv5_x, L117); ``backbone.layers``, when set, must name that many.
         chained: STFPM baseline (students fed by students) instead of MSFI's separate blocks.
         epochs, lr, momentum, weight_decay: SGD on the students.
         weight_search: :class:`WeightSearchConfig`.
@@ -79,6 +124,8 @@ class MSFIConfig:
 
     name: str = "msfi"
     scales: list[int] = field(default_factory=lambda: [128, 256, 384])
+    image_size: int | None = None
+    levels: int = 3
     chained: bool = False
     epochs: int = 600
     lr: float = 0.5
@@ -90,6 +137,16 @@ class MSFIConfig:
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) < 32:
             raise ValueError(f"model.scales={self.scales} must list input sides ≥ 32")
+        if self.image_size is not None and self.image_size < max(self.scales):
+            raise ValueError(
+                f"model.scales={self.scales} go up to {max(self.scales)} px but the images are decoded at "
+                f"data.image_size={self.image_size}: the largest scale would be an upsampled decode, with no "
+                f"detail the smaller ones lack. Decode at the largest scale and compare maps at the reference "
+                f"size: data.image_size={max(self.scales)} eval.map_size=256 (configs/recipe/msfi_*.yaml do), "
+                f"or use scales ≤ {self.image_size}"
+            )
+        if self.levels not in (3, 4):
+            raise ValueError(f"model.levels={self.levels} must be 3 (layer1..3) or 4 (layer1..4)")
         if self.epochs < 1:
             raise ValueError(f"model.epochs={self.epochs} must be ≥ 1")
         if self.lr <= 0:
@@ -117,9 +174,16 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
-def resized(image: torch.Tensor, side: int) -> torch.Tensor:
-    """``image`` (``B×C×H×W``) bilinearly resized to ``side×side`` (itself when already that wide)."""
-    return image if image.shape[-1] == side else F.interpolate(image, size=side, mode="bilinear")
+def pyramid_input(image: torch.Tensor, side: int) -> torch.Tensor:
+    """One level of the image pyramid: ``image`` (``B×C×H×W``, decoded at the largest scale) at ``side×side``.
+
+    Itself at its own size; a smaller side is a bilinear downsample with antialiasing (each output pixel
+    averages the input pixels it covers, as PIL's resize does), so no aliasing of fine detail. A larger
+    side (refused by :class:`MSFIConfig` for runs) would be a plain bilinear upsample.
+    """
+    if tuple(image.shape[-2:]) == (side, side):
+        return image
+    return F.interpolate(image, size=(side, side), mode="bilinear", antialias=side < min(image.shape[-2:]))
 
 
 def block_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
@@ -138,7 +202,12 @@ class MSFI(AnomalyModel):
     def __init__(self, cfg: MSFIConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        levels = backbone_cfg.layers or BACKBONES[backbone_cfg.name].default_layers
+        levels = backbone_cfg.layers or level_layers(backbone_cfg.name, cfg.levels)
+        if len(levels) != cfg.levels:
+            raise ConfigError(
+                f"backbone.layers={levels} names {len(levels)} levels but model.levels={cfg.levels}; "
+                "set backbone.layers=null to take the backbone's own levels"
+            )
         self.teacher = Backbone(backbone_cfg.name, levels, backbone_cfg.weights)
         names = self.teacher.names
         # Level l's student copies the teacher steps after level l−1 (after the stem for l = 1).
@@ -173,7 +242,7 @@ class MSFI(AnomalyModel):
         features = {}
         for scale in self.cfg.scales:
             with torch.no_grad():
-                maps = self.teacher(resized(image, scale), taps)
+                maps = self.teacher(pyramid_input(image, scale), taps)
             features.update({f"{scale}px/{tap}": f for tap, f in zip(taps, maps)})
         return features
 
@@ -196,7 +265,7 @@ class MSFI(AnomalyModel):
             if not levels:
                 continue
             taps = self._taps(levels[-1])
-            x = resized(image, scale) if teacher is None or self.cfg.chained else None
+            x = pyramid_input(image, scale) if teacher is None or self.cfg.chained else None
             if teacher is None:
                 with torch.no_grad():
                     feats = dict(zip(taps, self.teacher(x, taps)))
@@ -226,15 +295,9 @@ class MSFI(AnomalyModel):
         terms = {names[i]: 4 * block_map(t, s).mean() for i, t, s in blocks}
         return {"loss": sum(terms.values()), **terms}
 
-    def _search_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Class-balanced pixel cross-entropy of ``σ(a·φ + b)``, ``φ = Σ_i softmax(logits)_i φ_i``,
-        against the validation batch's masks.
-
-        The learned calibration ``a = exp(log_scale) > 0, b`` lets the loss judge how well ``φ``
-        separates defect pixels from normal ones rather than how close its raw values (a few
-        hundredths on normal pixels) are to 0 and 1; balancing keeps the rare defect pixels from
-        being outweighed. Neither changes the map, which stays ``φ``.
-        """
+    def _weighted_validation_map(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """``φ = Σ_i softmax(logits)_i φ_i`` over the validation batch's pixels whose masks are known, and
+        their ground truth (both flat, float32); the frozen students' maps carry no gradient."""
         self.students.eval()  # frozen students: their batch-norm statistics must not move
         if self.stems is not None:
             self.stems.eval()
@@ -243,11 +306,28 @@ class MSFI(AnomalyModel):
         stacked = torch.stack([maps[i] for i in range(len(maps))], dim=1).float()
         weights = torch.softmax(self.search_logits.float(), 0)
         combined = (stacked * weights[None, :, None, None]).sum(1)
+        valid = batch["mask_valid"]
+        return combined[valid].flatten(), batch["mask"][:, 0].float()[valid].flatten()
+
+    def _paper_search_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The paper's ``L_val = CE(φ, gt)`` (eq. 10): the mean pixel binary cross-entropy of the weighted
+        map ``φ`` (in [0, 1], clamped away from 0 and 1 for the logarithms) against the masks."""
+        phi, target = self._weighted_validation_map(batch)
+        phi = phi.clamp(1e-6, 1 - 1e-6)
+        loss = -(target * phi.log() + (1 - target) * (1 - phi).log()).mean()
+        return {"loss": loss}
+
+    def _calibrated_search_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Class-balanced pixel cross-entropy of ``σ(a·φ + b)`` against the validation batch's masks.
+
+        The learned calibration ``a = exp(log_scale) > 0, b`` lets the loss judge how well ``φ``
+        separates defect pixels from normal ones rather than how close its raw values (a few
+        hundredths on normal pixels) are to 0 and 1; balancing keeps the rare defect pixels from
+        being outweighed. Neither changes the map, which stays ``φ``.
+        """
+        combined, target = self._weighted_validation_map(batch)
         log_scale, bias = self.search_calibration.float()
         logits = log_scale.exp() * combined + bias
-        valid = batch["mask_valid"]
-        target = batch["mask"][:, 0].float()[valid]
-        logits = logits[valid]
         positive, negative = target > 0.5, target <= 0.5
         if not positive.any() or not negative.any():
             return {"loss": logits.sum() * 0}
@@ -278,13 +358,18 @@ class MSFI(AnomalyModel):
         groups = [self.students] + ([self.stems] if self.stems is not None else [])
         return [p for group in groups for p in group.parameters()]
 
-    def validation_split(self) -> tuple[float, int] | None:
-        """The weight search's held-out share of the test set, when the search is enabled."""
+    def validation_split(self) -> ValidationSplit | None:
+        """The weight search's held-out test images, when the search is enabled: per defect kind
+        (``coverage`` of the kinds) for the paper's method, anomalous and normal images for the calibrated one."""
         search = self.cfg.weight_search
-        return (search.val_fraction, search.seed) if search.enabled else None
+        if not search.enabled:
+            return None
+        by_defect = search.method == "paper"
+        return ValidationSplit(search.fraction, search.seed, by_defect=by_defect, coverage=search.coverage)
 
     def stages(self) -> list[Stage]:
-        """``students`` (SGD), then ``weight_search`` (Adam on the block logits) when enabled."""
+        """``students`` (SGD), then ``weight_search`` when enabled (plain gradient descent on the block
+        logits for the paper's method, Adam for the calibrated one)."""
         cfg = self.cfg
         stages = [
             Stage(
@@ -298,14 +383,19 @@ class MSFI(AnomalyModel):
                 features=self.teacher_features,
             )
         ]
-        if cfg.weight_search.enabled:
+        search = cfg.weight_search
+        if search.enabled:
+            paper = search.method == "paper"
             stages.append(
                 Stage(
                     name="weight_search",
-                    epochs=cfg.weight_search.epochs,
-                    parameters=[self.search_logits, self.search_calibration],
-                    optimizer=lambda params: torch.optim.Adam(params, lr=cfg.weight_search.lr),
-                    step=self._search_step,
+                    epochs=search.epochs,
+                    parameters=[self.search_logits] if paper else [self.search_logits, self.search_calibration],
+                    # paper eq. 9: plain gradient descent, ω ← ω − ξ ∇L_val
+                    optimizer=(lambda params: torch.optim.SGD(params, lr=search.step_size))
+                    if paper
+                    else (lambda params: torch.optim.Adam(params, lr=search.step_size)),
+                    step=self._paper_search_step if paper else self._calibrated_search_step,
                     on_epoch_end=self._record_search,
                     split="validation",
                 )
