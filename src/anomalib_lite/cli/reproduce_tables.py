@@ -132,6 +132,17 @@ UTAD_VARIANTS = {  # our ablation variants (configs/variant/) → the paper's Ta
 }
 
 
+def _msfi_paper_search(coverage: float) -> tuple[str, ...]:
+    """Overrides for MSFI's weight search the paper's way with ``coverage`` of the defect kinds (0: no search)."""
+    if coverage == 0:
+        return ("model.weight_search.enabled=false",)
+    return (
+        "model.weight_search.enabled=true",
+        "model.weight_search.method=paper",
+        f"model.weight_search.coverage={coverage}",
+    )
+
+
 def _both_hfr() -> dict[str, tuple[PaperRef, ...]]:
     return {m: refs + _hfr(HFR_A, "paper col A")[m] for m, refs in _hfr(HFR_B).items()}
 
@@ -151,32 +162,29 @@ TABLES: dict[str, ReproTable] = {t.name: t for t in [
                "msfi_mvtec", "msfi", ("mvtec",),
                tuple(Arm(f"{levels} {name}", (level_option, f"backbone={backbone}", "model.scales=[256]"), backbone,
                          {"pixel_auroc": (PaperRef("msfi", "table2", name, levels, categories="none"),)},
-                         requires=("model.levels", f"backbone={backbone}"),
-                         note="model.levels and backbone resnet50 are being added on branch msfi")
+                         requires=("model.levels", f"backbone={backbone}"))
                      for levels, level_option in MSFI_LEVELS.items() for name, backbone in MSFI_BACKBONES.items())),
     ReproTable("msfi_scales", "MSFI Table III: pixel AUROC per input size, ResNet-50",
                "msfi_mvtec", "msfi", ("mvtec",),
                tuple(Arm(label, (f"model.scales={scales}", f"backbone={R50}"), R50,
-                         {"pixel_auroc": (PaperRef("msfi", "table3", label),)}, requires=(f"backbone={R50}",),
-                         note="backbone resnet50 is being added on branch msfi")
+                         {"pixel_auroc": (PaperRef("msfi", "table3", label),)}, requires=(f"backbone={R50}",))
                      for label, scales in (("128", "[128]"), ("256", "[256]"), ("384", "[384]"),
                                            ("multi-scale", "[128,256,384]")))),
     ReproTable("msfi_coverage", "MSFI Table IV: pixel AUROC vs. defect-category coverage of the validation set",
                "msfi_mvtec", "msfi", ("mvtec",),
-               tuple(Arm(share, ("model.weight_search=paper", f"model.coverage={fraction}", f"backbone={R50}"), R50,
+               tuple(Arm(share, (*_msfi_paper_search(fraction), f"backbone={R50}"), R50,
                          {"pixel_auroc": (PaperRef("msfi", "table4", share, "test", categories="none"),
                                           PaperRef("msfi", "table4", share, "val", categories="none",
                                                    label="paper val"))},
-                         requires=("model.coverage", f"backbone={R50}"),
-                         note="model.weight_search=paper and model.coverage are being added on branch msfi; "
+                         requires=("model.weight_search", f"backbone={R50}"),
+                         note="the paper's weight search; 0 % = no search (equal weights); "
                               "ours is on the test set less the validation images")
                      for share, fraction in (("0%", 0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("100%", 1)))),
     ReproTable("msfi_k", "MSFI Table V: pixel AUROC by module weighting (weight search)",
                "msfi_mvtec", "msfi", ("mvtec",),
-               tuple(Arm(label, ("model.weight_search.enabled=true", *options), WRN,
+               tuple(Arm(label, (*_msfi_paper_search(1), *options), WRN,
                          {"pixel_auroc": (PaperRef("msfi", "table5", label, "Ours", categories="none"),)},
-                         note="today's calibrated weight search (model.weight_search.*); the paper's own search "
-                              "(model.weight_search=paper) is being added on branch msfi")
+                         note="the paper's weight search (model.weight_search.method=paper), every defect kind")
                      for label, options in (("Weight Avg", ("model.weight_search.apply=false",)),
                                             ("Weight assignment", ("model.weight_search.keep_k=null",)),
                                             ("K=4", ("model.weight_search.keep_k=4",)),
