@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from anomalib_lite.cli.evaluation_outputs import evaluate_category, hold_out_validation, save_maps, write_json
+from anomalib_lite.cli.evaluation_outputs import evaluate_category, hold_out_validation, save_outputs, write_json
 from anomalib_lite.cli.run_folders import (
     HYDRA_FILES,
     RunFolderGuard,
@@ -32,10 +32,14 @@ from anomalib_lite.engine.trainer import Engine, load_checkpoint, seed_everythin
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import build_model
 from anomalib_lite.models.backbones import cached_or_offline
+from anomalib_lite.report import write_report
 
 # Options a resumed run may change: they do not change what is trained (where the data is, how
-# it is loaded and shown, on which device).
-RESUME_FREE_KEYS = frozenset({"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers"})
+# it is loaded and shown, on which device, which extra results evaluation gives).
+RESUME_FREE_KEYS = frozenset(
+    {"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers", "eval.per_defect",
+     "eval.curves"}
+)  # fmt: skip
 
 
 def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
@@ -112,8 +116,8 @@ def train_category(
     """Train, checkpoint and evaluate one category.
 
     Returns:
-        Its metrics, and the function that saves its overlays into ``maps/<category>/`` (called
-        once the metrics are in ``metrics.json``).
+        Its metrics, and the function that saves its curves, overlays and TensorBoard images (see
+        :func:`~anomalib_lite.cli.evaluation_outputs.save_outputs`; called once the metrics are in ``metrics.json``).
     """
     config = category_config(config, category)
     checkpoint = folder / "checkpoints" / category / "last.pt"
@@ -134,12 +138,9 @@ def train_category(
         engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
         log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
         engine.fit(model, datamodule)
-        metrics, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
-        for name, value in metrics.items():
-            if isinstance(value, float):
-                writer.add_scalar(f"metrics/{name}", value)
-    return metrics, lambda: save_maps(
-        model, datamodule, predictions, engine.device, run.eval.n_maps, folder / "maps" / category
+        evaluation, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
+    return evaluation.metrics, lambda: save_outputs(
+        model, datamodule, evaluation, predictions, engine.device, run.eval, folder, category
     )
 
 
@@ -148,7 +149,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate the config, then train and evaluate every requested category.
 
     Writes ``metrics.json`` (updated after each category), ``checkpoints/<category>/last.pt``,
-    ``tensorboard/<category>/`` and ``maps/<category>/`` into the run folder.
+    ``tensorboard/<category>/``, ``curves/<category>/``, ``maps/<category>/`` and ``report.html`` (rewritten
+    after each category) into the run folder.
 
     Returns:
         The content of ``metrics.json``.
@@ -172,6 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(results, metrics_path)
         if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
             save_category_maps()
+        write_report(folder, dataclasses.asdict(run))
         if torch.cuda.is_available():
             # Parallel launchers reuse worker processes: hand the cached GPU memory back.
             torch.cuda.empty_cache()
