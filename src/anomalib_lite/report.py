@@ -29,8 +29,10 @@ tr.defect td { color: #555; background: #fafafa; } tr.defect td:first-child { pa
 tr.mean td { font-weight: bold; border-top: 2px solid #999; }
 table.setting td { text-align: left; }
 img { max-width: 100%; height: auto; }
-.overlays { display: flex; flex-wrap: wrap; gap: 10px; }
-figure { margin: 0; } figcaption { font-size: 0.8em; color: #555; }
+.overlays { display: flex; flex-wrap: wrap; gap: 12px; }
+.overlays figure { margin: 0; flex: 0 1 calc(50% - 12px); }
+.overlays img { width: 100%; image-rendering: pixelated; }  /* small test images drawn large, not blurred */
+figcaption { font-size: 0.8em; color: #555; }
 .note { color: #555; font-size: 0.9em; }
 """
 
