@@ -165,3 +165,22 @@ def test_plot_draws_several_runs_on_one_figure_and_names_a_folder_without_runs(t
     assert list(run_curves([trained_run, second], None)["brick"]) == ["run (hfr)", "second_run (hfr)"]
     absent = run_entry("scripts/plot.py", str(tmp_path / "figures"))
     assert absent.returncode == 1 and "no metrics.json" in absent.stderr and "Traceback" not in absent.stderr
+
+
+@pytest.mark.slow
+def test_eval_writes_the_same_per_defect_metrics_curves_and_its_own_report(trained_run, tmp_path):
+    run = tmp_path / "eval"
+    checkpoint = trained_run / "checkpoints" / "brick" / "last.pt"
+    result = run_entry("eval.py", f"ckpt_path={checkpoint}", "progress=false", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((trained_run / "metrics.json").read_text())["categories"]["brick"]["per_defect"]
+    evaluated = json.loads((run / "metrics.json").read_text())["categories"]["brick"]["per_defect"]
+    assert list(evaluated) == list(trained)
+    for defect, values in trained.items():
+        assert evaluated[defect] == pytest.approx(values, abs=1e-6)
+    assert (run / "curves" / "brick" / "pro.csv").read_text() == (
+        trained_run / "curves" / "brick" / "pro.csv"
+    ).read_text()
+    page = parse(run / "report.html")
+    assert page.images and all(src.startswith("data:") for src in page.images)
+    assert {row[0] for row in page.rows if row} >= {"brick", "stain vs good", "model", "seed"}
