@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from anomalib_lite.data import DataModule, ImageSet
 from anomalib_lite.data.datamodule import ImageRecord
 from anomalib_lite.metrics import Predictions, collect_predictions, compute_metrics, per_defect_metrics, pixel_metrics
+from anomalib_lite.metrics import per_defect as per_defect_module
 from anomalib_lite.models.base import AnomalyOutput
 
 
@@ -79,3 +80,37 @@ def test_test_batches_carry_the_defect_type_into_the_predictions(tmp_path):
     datamodule = DataModule(test, test, batch_size=2)
     pred = collect_predictions(ScoreByBrightness(), datamodule.test_loader(), torch.device("cpu"), progress=False)
     assert pred.defects == ["good", "good", "crack", "stain", "crack"]
+
+
+@pytest.mark.parametrize("limit", [0.02, 0.3, 1.0])
+@pytest.mark.parametrize("levels", [None, 3])
+@pytest.mark.parametrize("seed", range(3))
+def test_ranks_beside_the_shared_sorted_good_pixels_equal_the_subsets_own_metrics(seed, levels, limit):
+    defects, scores, labels, maps, masks, mask_valid = defect_case(seed)
+    if levels is not None:  # ties within and across the good and the defect images, and −0.0 beside +0.0
+        maps = (np.round(maps * levels) / levels).astype(np.float32)
+        maps[0, 0, :3], maps[5, 0, :3] = -0.0, 0.0
+    good, kind = slice(0, 4), slice(4, 7)
+    normal_sorted = torch.sort(torch.from_numpy(maps[good]).reshape(-1)).values
+    got = per_defect_module.pixel_metrics_beside(normal_sorted, torch.from_numpy(maps[kind]),
+                                                 torch.from_numpy(masks[kind]), limit)  # fmt: skip
+    both = np.concatenate([maps[good], maps[kind]]), np.concatenate([masks[good], masks[kind]])
+    expected = pixel_metrics(torch.from_numpy(both[0]), torch.from_numpy(both[1]), limit)
+    assert got.pixel_auroc == pytest.approx(roc_auc_score(both[1].ravel(), both[0].ravel()), abs=1e-12)
+    assert got.aupro == pytest.approx(expected.aupro, abs=1e-12)
+
+
+@pytest.mark.parametrize("good_defect", [False, True])
+def test_a_type_without_masks_or_a_good_image_with_a_defect_pixel_still_gives_the_subsets_metrics(good_defect):
+    defects, scores, labels, maps, masks, mask_valid = defect_case(1)
+    if good_defect:
+        masks[0, 2:4, 2:4] = True  # the shared sort of the good pixels would be wrong: each subset on its own
+    mask_valid[7:10] = False  # stain: no known mask
+    tensors = [torch.from_numpy(a) for a in (scores, labels, maps, masks, mask_valid)]
+    got = per_defect_metrics(*tensors, defects)
+    kinds = np.array(defects)
+    for kind in ("crack", "hole", "stain"):
+        known = ((kinds == "good") | (kinds == kind)) & mask_valid
+        subset = pixel_metrics(torch.from_numpy(maps[known].copy()), torch.from_numpy(masks[known].copy()))
+        assert (got[kind]["pixel_auroc"], got[kind]["aupro"]) == pytest.approx((subset.pixel_auroc, subset.aupro))
+    assert (got["stain"]["aupro"] is None) is not good_defect
