@@ -51,3 +51,36 @@ def test_collect_by_an_override_averages_over_the_others(tmp_path):
     assert "| model.scales=[128] (mean of 2) | 0.7000 | - | - | 0.5000 |" in result.stdout
     assert "| model.scales=[128,256] (mean of 1) | 1.0000 | - | - | 0.5000 |" in result.stdout
     assert "| mean |" not in result.stdout
+
+
+def test_every_table_has_a_row_per_defect_type_beside_the_overall_one(tmp_path):
+    from anomalib_lite.cli.tables import format_table
+
+    per_defect = {
+        "crack": {"image_auroc": 0.25, "pixel_auroc": 0.5, "aupro": 0.125, "n_images": 5},
+        "hole": {"image_auroc": 0.75, "pixel_auroc": None, "aupro": None, "n_images": 4},
+    }
+    metrics = {"image_auroc": 0.5, "pixel_auroc": 0.5, "aupro": 0.25, "image_f1_max": 0.5, "per_defect": per_defect}
+    other = {"image_auroc": 1.0, "pixel_auroc": 1.0, "aupro": 1.0, "image_f1_max": 1.0}
+    lines = format_table({"bottle": metrics, "screw": other}).splitlines()
+    assert lines[2:6] == [
+        "| bottle | 0.5000 | 0.5000 | 0.2500 | 0.5000 |",
+        "| bottle [crack] | 0.2500 | 0.5000 | 0.1250 | - |",
+        "| bottle [hole] | 0.7500 | - | - | - |",
+        "| screw | 1.0000 | 1.0000 | 1.0000 | 1.0000 |",
+    ]
+    assert lines[6] == "| mean | 0.7500 | 0.7500 | 0.6250 | 0.7500 |"  # over the categories, not the defect rows
+
+    sweep = tmp_path / "sweep"
+    for name, record in (("category=bottle", metrics), ("category=screw", other)):
+        (sweep / name / ".hydra").mkdir(parents=True)
+        (sweep / name / "metrics.json").write_text(json.dumps({"categories": {name[9:]: record}}))
+    result = run_entry("scripts/collect.py", str(sweep))
+    assert result.returncode == 0, result.stderr
+    assert "| category=bottle [hole] | 0.7500 | - | - | - |" in result.stdout.splitlines()
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert [(r["run"], r["defect"]) for r in rows] == [
+        ("category=bottle", ""), ("category=bottle", "crack"), ("category=bottle", "hole"),
+        ("category=screw", ""), ("mean", ""),
+    ]  # fmt: skip
+    assert float(rows[1]["aupro"]) == 0.125 and float(rows[-1]["aupro"]) == 0.625

@@ -29,11 +29,16 @@ class EvalConfig:
         map_size: side at which pixel metrics are computed (``None``: the input size).
         fpr_limit: upper FPR bound of AUPRO.
         n_maps: how many test images get a PNG overlay in ``maps/``.
+        per_defect: also the metrics of each defect type against the good images (``per_defect`` in
+            ``metrics.json``).
+        curves: also the exact ROC (image, pixel) and PRO curves (``curves/<category>/``).
     """
 
     map_size: int | None = None
     fpr_limit: float = 0.3
     n_maps: int = 8
+    per_defect: bool = True
+    curves: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.fpr_limit <= 1:

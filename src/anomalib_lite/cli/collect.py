@@ -89,7 +89,9 @@ def collect_sweep(folder: Path) -> SweepTable:
 
 
 def write_tables(table: SweepTable, stem: Path) -> str:
-    """Write ``<stem>.md`` and ``<stem>.csv`` (rows, then the mean unless grouped); return the Markdown."""
+    """Write ``<stem>.md`` and ``<stem>.csv`` (rows, each followed by its per-defect rows, then the mean over
+    the rows unless grouped); return the Markdown. The CSV's ``defect`` column names a per-defect row's type
+    (empty for a whole row)."""
     markdown = format_table(table.rows, label="run", mean=table.with_mean)
     if table.missing:
         markdown += "\n\nNo metrics.json (failed or unfinished): " + ", ".join(table.missing)
@@ -97,10 +99,15 @@ def write_tables(table: SweepTable, stem: Path) -> str:
     with stem.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.writer(f)
         columns = metric_columns(table.rows)
-        writer.writerow(["run", *columns])
-        rows = {**table.rows, "mean": mean_metrics(table.rows)} if table.rows and table.with_mean else table.rows
-        for label, metrics in rows.items():
-            writer.writerow([label, *("" if metrics.get(c) is None else metrics[c] for c in columns)])
+        writer.writerow(["run", "defect", *columns])
+        rows = []
+        for label, metrics in table.rows.items():
+            rows.append((label, "", metrics))
+            rows += [(label, defect, values) for defect, values in (metrics.get("per_defect") or {}).items()]
+        if table.rows and table.with_mean:
+            rows.append(("mean", "", mean_metrics(table.rows)))
+        for label, defect, metrics in rows:
+            writer.writerow([label, defect, *("" if metrics.get(c) is None else metrics[c] for c in columns)])
     return markdown
 
 

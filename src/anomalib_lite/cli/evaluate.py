@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomalib_lite.cli.evaluation_outputs import (
     evaluate_category,
     hold_out_validation,
-    save_maps,
+    save_outputs,
     write_json,
     write_scores,
 )
@@ -23,6 +23,7 @@ from anomalib_lite.engine.checkpoint import load_checkpoint, load_model_state
 from anomalib_lite.engine.trainer import resolve_device
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
+from anomalib_lite.report import write_report
 
 
 def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, AnomalyModel]:
@@ -54,8 +55,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Load ``cfg.ckpt_path``, rebuild its model and data, and compute every metric.
 
     The frozen backbone's weights come from where training took them (see :func:`load_trained`).
-    Writes ``metrics.json``, then ``maps/``, into this run's folder (a new one: an earlier run's
-    folder is refused before anything is written, see :class:`anomalib_lite.cli.run_folders.RunFolderGuard`).
+    Writes ``metrics.json``, then ``curves/``, ``maps/``, ``tensorboard/`` and ``report.html``, into this
+    run's folder (a new one: an earlier run's folder is refused before anything is written, see
+    :class:`anomalib_lite.cli.run_folders.RunFolderGuard`).
 
     Returns:
         The content of ``metrics.json``.
@@ -73,7 +75,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(run.data, category)
     hold_out_validation(model, datamodule)
     folder = run_folder()
-    metrics, predictions = evaluate_category(model, datamodule, device, run.eval, cfg.progress)
+    evaluation, predictions = evaluate_category(model, datamodule, device, run.eval, cfg.progress)
+    metrics = evaluation.metrics
     results = {
         "checkpoint": str(path),
         "model": run.model.name,
@@ -82,6 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(results, folder / "metrics.json")
     write_scores(predictions, folder / "scores" / f"{category}.csv")
-    save_maps(model, datamodule, predictions, device, run.eval.n_maps, folder / "maps" / category)
+    save_outputs(model, datamodule, evaluation, predictions, device, run.eval, folder, category)
+    write_report(folder, dataclasses.asdict(run))
     print(f"\n{run.model.name} on {run.data.name} — {path}\n{format_table({category: metrics})}")
     return results

@@ -1,4 +1,5 @@
-"""Evaluation with its outputs: the test-split metrics, ``metrics.json``, and the overlay images."""
+"""Evaluation with its outputs: the test-split metrics, ``metrics.json``, the curves, the overlay images and
+their TensorBoard copies."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 
 from anomalib_lite.atomic import write_atomically
 from anomalib_lite.config import EvalConfig
+from anomalib_lite.curves import read_curves, write_curves
 from anomalib_lite.data import DataModule
-from anomalib_lite.metrics import Predictions, collect_predictions, compute_metrics
+from anomalib_lite.metrics import Evaluation, Predictions, collect_predictions, evaluate_predictions
 from anomalib_lite.models import AnomalyModel
+from anomalib_lite.plots import plot_curves
 from anomalib_lite.visualize import sample_indices, save_overlays, save_stages
 
 log = logging.getLogger("anomalib_lite")
@@ -61,18 +67,21 @@ def evaluate_category(
     device: torch.device,
     cfg: EvalConfig,
     progress: bool = True,
-) -> tuple[dict[str, Any], Predictions]:
-    """Metrics of one category's test split (with the inference time per image).
+) -> tuple[Evaluation, Predictions]:
+    """Metrics of one category's test split (with the inference time per image; per defect type and the
+    exact curves as ``cfg.per_defect`` and ``cfg.curves`` say).
 
     Returns:
-        The metrics, and the predictions they came from (for :func:`save_maps`).
+        The evaluation (``.metrics`` for ``metrics.json``, ``.curves``), and the predictions it came from
+        (for :func:`save_outputs`).
     """
     start = time.perf_counter()
     pred = collect_predictions(model, datamodule.test_loader(), device, cfg.map_size, progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(pred, cfg.fpr_limit, model.iou_threshold())
+    evaluation = evaluate_predictions(pred, cfg.fpr_limit, model.iou_threshold(), cfg.curves, cfg.per_defect)
+    metrics = evaluation.metrics
     # Wall time of predicting the test split (batches, transfers, map resizing included).
     metrics["inference_ms_per_image"] = 1000 * seconds / max(1, len(pred.labels))
     notes = []
@@ -90,19 +99,59 @@ def evaluate_category(
         )
     if notes:
         metrics["note"] = "; ".join(notes)
-    return metrics, pred
+    return evaluation, pred
+
+
+def save_outputs(
+    model: AnomalyModel,
+    datamodule: DataModule,
+    evaluation: Evaluation,
+    pred: Predictions,
+    device: torch.device,
+    cfg: EvalConfig,
+    folder: Path,
+    category: str,
+) -> None:
+    """One category's optional outputs in the run ``folder``: ``curves/<category>/`` (a CSV per curve and
+    ``curves.png``), ``maps/<category>/`` (overlays), and in ``tensorboard/<category>/`` the metrics as
+    scalars (per defect type as ``metrics/<defect>/<name>``), the curve figure and the overlays as images.
+
+    Callers write ``metrics.json`` first, so a full disk here loses no metric.
+    """
+    curve_dir = folder / "curves" / category
+    write_curves(evaluation.curves, curve_dir)
+    overlays = save_maps(model, datamodule, pred, device, cfg.n_maps, folder / "maps" / category)
+    title = f"{model.__class__.__name__}, {datamodule.name}"
+    figure = plot_curves({category: read_curves(curve_dir)}, curve_dir / "curves.png", title, cfg.fpr_limit)
+    with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
+        log_evaluation(writer, evaluation.metrics, [figure] if figure else [], overlays)
+
+
+def log_evaluation(writer: SummaryWriter, metrics: dict[str, Any], figures: list[Path], overlays: list[Path]) -> None:
+    """TensorBoard: every float metric as ``metrics/<name>`` (per defect type ``metrics/<defect>/<name>``),
+    the curve figures as ``curves/<file stem>`` and the overlays as ``overlays/<file stem>`` images."""
+    scalars = {f"metrics/{name}": value for name, value in metrics.items() if isinstance(value, float)}
+    for defect, values in (metrics.get("per_defect") or {}).items():
+        scalars.update({f"metrics/{defect}/{n}": v for n, v in values.items() if isinstance(v, float)})
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value)
+    for group, paths in (("curves", figures), ("overlays", overlays)):
+        for path in paths:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            writer.add_image(f"{group}/{path.stem}", image, dataformats="HWC")
 
 
 def save_maps(
     model: AnomalyModel, datamodule: DataModule, pred: Predictions, device: torch.device, n_maps: int, maps_dir: Path
-) -> None:
+) -> list[Path]:
     """Overlays (and the model's intermediate stages) for a sample of ``n_maps`` test images in ``maps_dir``.
 
-    Optional outputs: callers write ``metrics.json`` first, so a full disk here loses no metric.
+    Returns:
+        The overlay files (not the stage images).
     """
     test = datamodule.test_set
     chosen = sample_indices(pred.labels, n_maps)
-    save_overlays(test.images, pred.maps, test.masks, pred.paths, chosen, maps_dir)
+    overlays = save_overlays(test.images, pred.maps, test.masks, pred.paths, chosen, maps_dir)
     if chosen:
         batch = torch.stack([test[i]["image"] for i in chosen]).to(device)
         model.eval()
@@ -110,3 +159,4 @@ def save_maps(
             stages = model.intermediates(batch)
         if stages:
             save_stages(stages, pred.maps[chosen], [pred.paths[i] for i in chosen], maps_dir)
+    return overlays

@@ -1,4 +1,4 @@
-"""Metric tables: the columns, the mean over categories or runs, and the Markdown table."""
+"""Metric tables: the columns, the mean over categories or runs, the per-defect rows, and the Markdown table."""
 
 from __future__ import annotations
 
@@ -24,8 +24,26 @@ def mean_metrics(per_category: dict[str, dict[str, Any]]) -> dict[str, float | N
     return means
 
 
+def defect_label(row: str, defect: str) -> str:
+    """The label of ``defect``'s row under the row ``row`` (a category or a run)."""
+    return f"{row} [{defect}]"
+
+
+def with_defect_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``rows`` with, after each row that has ``per_defect`` metrics, one row per defect type
+    (:func:`defect_label`; each defect type against the good images)."""
+    expanded: dict[str, dict[str, Any]] = {}
+    for name, metrics in rows.items():
+        expanded[name] = metrics
+        for defect, values in (metrics.get("per_defect") or {}).items():
+            expanded[defect_label(name, defect)] = values
+    return expanded
+
+
 def format_table(per_category: dict[str, dict[str, Any]], label: str = "category", mean: bool = True) -> str:
-    """A Markdown table: one row per category (or run) and, with ``mean``, a mean row; undefined metrics: ``-``."""
+    """A Markdown table: one row per category (or run), each followed by its per-defect rows (``name [defect]``:
+    that defect type against the good images), and, with ``mean``, the mean over the categories; undefined
+    metrics: ``-``."""
 
     def cell(value: Any) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
@@ -33,7 +51,9 @@ def format_table(per_category: dict[str, dict[str, Any]], label: str = "category
     columns = metric_columns(per_category)
     header = f"| {label} | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
-    rows = {**per_category, "mean": mean_metrics(per_category)} if mean and len(per_category) > 1 else per_category
+    rows = with_defect_rows(per_category)
+    if mean and len(per_category) > 1:
+        rows["mean"] = mean_metrics(per_category)
     for name, metrics in rows.items():
         lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in columns) + " |")
     by_note: dict[str, list[str]] = {}

@@ -16,7 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 from anomalib_lite.cli.evaluation_outputs import (
     evaluate_category,
     hold_out_validation,
-    save_maps,
+    save_outputs,
     write_json,
     write_scores,
 )
@@ -40,10 +40,14 @@ from anomalib_lite.engine.trainer import Engine, load_checkpoint, resolve_device
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import build_model
 from anomalib_lite.models.backbones import cached_or_offline
+from anomalib_lite.report import write_report
 
 # Options a resumed run may change: they do not change what is trained (where the data is, how
-# it is loaded and shown, on which device).
-RESUME_FREE_KEYS = frozenset({"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers"})
+# it is loaded and shown, on which device, which extra results evaluation gives).
+RESUME_FREE_KEYS = frozenset(
+    {"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers", "eval.per_defect",
+     "eval.curves"}
+)  # fmt: skip
 
 
 def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
@@ -121,8 +125,9 @@ def train_category(
     """Train, checkpoint and evaluate one category; write its per-image scores to ``scores/<category>.csv``.
 
     Returns:
-        Its metrics, the function that saves its overlays into ``maps/<category>/`` (called once the
-        metrics are in ``metrics.json``), the stages the engine ran (``Engine.schedule``) and its device.
+        Its metrics, the function that saves its curves, overlays and TensorBoard images (see
+        :func:`~anomalib_lite.cli.evaluation_outputs.save_outputs`; called once the metrics are in ``metrics.json``),
+        the stages the engine ran (``Engine.schedule``) and its device.
     """
     config = category_config(config, category)
     checkpoint = folder / "checkpoints" / category / "last.pt"
@@ -143,15 +148,12 @@ def train_category(
         engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
         log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
         engine.fit(model, datamodule)
-        metrics, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
+        evaluation, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
         write_scores(predictions, folder / "scores" / f"{category}.csv")
-        for name, value in metrics.items():
-            if isinstance(value, float):
-                writer.add_scalar(f"metrics/{name}", value)
     save = functools.partial(
-        save_maps, model, datamodule, predictions, engine.device, run.eval.n_maps, folder / "maps" / category
+        save_outputs, model, datamodule, evaluation, predictions, engine.device, run.eval, folder, category
     )
-    return metrics, save, engine.schedule, engine.device
+    return evaluation.metrics, save, engine.schedule, engine.device
 
 
 @report_errors
@@ -160,7 +162,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Writes ``metrics.json`` (updated after each category; its ``setting`` says what ran, see
     :func:`anomalib_lite.cli.run_setting.run_setting`), ``scores/<category>.csv`` (per-image scores),
-    ``checkpoints/<category>/last.pt``, ``tensorboard/<category>/`` and ``maps/<category>/`` into the run folder.
+    ``checkpoints/<category>/last.pt``, ``tensorboard/<category>/``, ``curves/<category>/``, ``maps/<category>/``
+    and ``report.html`` (rewritten after each category) into the run folder.
 
     Returns:
         The content of ``metrics.json``.
@@ -190,6 +193,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(results, metrics_path)
         if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
             save_category_maps()
+        write_report(folder, dataclasses.asdict(run))
         if torch.cuda.is_available():
             # Parallel launchers reuse worker processes: hand the cached GPU memory back.
             torch.cuda.empty_cache()

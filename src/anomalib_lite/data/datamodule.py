@@ -53,7 +53,7 @@ class ValidationSplit:
 
 class ImageSet(Dataset):
     """A split held in memory at a fixed size; items follow the batch contract, plus ``index`` (the
-    item's position in the split: long ``B`` in a batch).
+    item's position in the split: long ``B`` in a batch) and ``defect`` (the record's defect type).
 
     Args:
         records: one per image. images: ``N×H×W×C`` uint8, ``C`` 3 (RGB) or 1 (grey).
@@ -143,6 +143,7 @@ class ImageSet(Dataset):
             "mask": self.masks[index][None].float(),
             "mask_valid": self.mask_valid[index],
             "path": str(record.path),
+            "defect": record.defect,  # the test sub-folder (``good`` for normal images), for per-defect metrics
             "index": index,  # the item's position, by which the engine's feature cache finds its features
         }
 

@@ -3,18 +3,28 @@ per-image pixel AUROC and image accuracy."""
 
 from anomalib_lite.metrics.aupro import PixelMetrics, pixel_metrics, region_weights
 from anomalib_lite.metrics.auroc import auroc, f1_max
-from anomalib_lite.metrics.evaluator import Predictions, collect_predictions, compute_metrics
+from anomalib_lite.metrics.evaluator import (
+    Evaluation,
+    Predictions,
+    collect_predictions,
+    compute_metrics,
+    evaluate_predictions,
+)
 from anomalib_lite.metrics.iou import segmentation_iou
+from anomalib_lite.metrics.per_defect import per_defect_metrics
 from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_auroc
 
 __all__ = [
+    "Evaluation",
     "PixelMetrics",
     "Predictions",
     "auroc",
     "collect_predictions",
     "compute_metrics",
+    "evaluate_predictions",
     "f1_max",
     "image_accuracy",
+    "per_defect_metrics",
     "per_image_pixel_auroc",
     "pixel_metrics",
     "region_weights",

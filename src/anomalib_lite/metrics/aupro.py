@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from anomalib_lite.metrics.auroc import auroc_from_ranks
 from anomalib_lite.metrics.profiling import phase
-from anomalib_lite.metrics.ranks import PositiveRanks, rank_positives
+from anomalib_lite.metrics.ranks import PositiveRanks, RankCurve, curve_from_ranks, rank_positives, ranks_descending
 
 
 def region_weights(masks: torch.Tensor) -> torch.Tensor:
@@ -52,10 +52,14 @@ def region_weights(masks: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PixelMetrics:
-    """Pixel AUROC and AUPRO; ``None`` where undefined (no anomalous or no normal pixel)."""
+    """Pixel AUROC and AUPRO; ``None`` where undefined (no anomalous or no normal pixel). When asked for,
+    also the exact pixel ROC curve and the PRO curve up to the FPR limit (``y`` = PRO), whose trapezoidal
+    areas are ``pixel_auroc`` and ``aupro × fpr_limit``."""
 
     pixel_auroc: float | None
     aupro: float | None
+    roc: RankCurve | None = None
+    pro: RankCurve | None = None
 
 
 def crossing_rank(n_normal: int, fpr_limit: float) -> int | None:
@@ -94,13 +98,17 @@ def aupro_from_ranks(ranks: PositiveRanks, weights: torch.Tensor, fpr_limit: flo
     return area / fpr_limit
 
 
-def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.3) -> PixelMetrics:
+def pixel_metrics(
+    maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.3, curves: bool = False
+) -> PixelMetrics:
     """Exact pixel AUROC and AUPRO of anomaly maps against ground-truth masks.
 
     Args:
         maps: ``N×H×W`` anomaly scores (any float dtype), on any device.
         masks: ``N×H×W`` ground truth (bool or {0, 1}), same shape.
         fpr_limit: upper FPR bound of the PRO integral, in (0, 1].
+        curves: also return the pixel ROC and PRO curves (from the same ranks: one sort of the
+            anomalous pixels more).
     Returns:
         :class:`PixelMetrics`.
     """
@@ -117,7 +125,13 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.
         ranks = rank_positives(maps.float().reshape(-1), anomalous.reshape(-1), crossing_rank(n_normal, fpr_limit))
         weights = labelled.result()
     with phase("metrics from ranks"):
-        return PixelMetrics(auroc_from_ranks(ranks), aupro_from_ranks(ranks, weights, fpr_limit))
+        metrics = PixelMetrics(auroc_from_ranks(ranks), aupro_from_ranks(ranks, weights, fpr_limit))
+    if curves:
+        with phase("curves from ranks"):
+            ordered, order = ranks_descending(ranks)
+            metrics.roc = curve_from_ranks(ordered)
+            metrics.pro = curve_from_ranks(ordered, weights[order], fpr_limit)
+    return metrics
 
 
 def _timed_region_weights(masks: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from anomalib_lite.metrics.ranks import PositiveRanks, rank_positives
+from anomalib_lite.metrics.ranks import PositiveRanks, RankCurve, curve_from_ranks, rank_positives
 
 
 def auroc_from_ranks(ranks: PositiveRanks) -> float:
@@ -34,6 +34,22 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     if n_pos == 0 or n_pos == positive.numel():
         return None
     return auroc_from_ranks(rank_positives(scores, positive))
+
+
+def roc_curve(scores: torch.Tensor, labels: torch.Tensor) -> RankCurve | None:
+    """The exact ROC curve (every corner, tied scores merged), whose trapezoidal area is :func:`auroc`.
+
+    Args:
+        scores: ``N`` scores, higher = more anomalous. labels: ``N`` labels in {0, 1} (bool or integer).
+    Returns:
+        The curve (``y`` = TPR), or ``None`` when only one class is present.
+    """
+    scores = scores.reshape(-1).float()
+    positive = labels.reshape(-1).bool()
+    n_pos = int(torch.count_nonzero(positive))
+    if n_pos == 0 or n_pos == positive.numel():
+        return None
+    return curve_from_ranks(rank_positives(scores, positive))
 
 
 def f1_max(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float] | None:

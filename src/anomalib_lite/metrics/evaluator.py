@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +12,11 @@ from tqdm import tqdm
 
 from anomalib_lite.errors import NonFiniteError
 from anomalib_lite.metrics.aupro import pixel_metrics
-from anomalib_lite.metrics.auroc import auroc, f1_max
+from anomalib_lite.metrics.auroc import auroc, f1_max, roc_curve
 from anomalib_lite.metrics.iou import segmentation_iou
+from anomalib_lite.metrics.per_defect import per_defect_metrics
 from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_auroc
+from anomalib_lite.metrics.ranks import RankCurve
 
 
 @dataclass
@@ -24,7 +27,7 @@ class Predictions:
         scores: ``N`` image scores. labels: ``N`` image labels.
         maps: ``N×H×W`` anomaly maps. masks: ``N×H×W`` bool ground truth.
         mask_valid: ``N`` bool, False for anomalous images that have no mask file.
-        paths: ``N`` image paths.
+        paths: ``N`` image paths. defects: ``N`` defect types (the test sub-folders; empty when unknown).
     """
 
     scores: torch.Tensor
@@ -33,6 +36,21 @@ class Predictions:
     masks: torch.Tensor
     mask_valid: torch.Tensor
     paths: list[str] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_predictions` gives.
+
+    Attributes:
+        metrics: name → value, as in ``metrics.json`` (see :func:`compute_metrics`).
+        curves: the exact curves that were asked for and are defined: ``image_roc``, ``pixel_roc``,
+            ``pro`` (up to the FPR limit; ``y`` = PRO).
+    """
+
+    metrics: dict[str, Any]
+    curves: dict[str, RankCurve] = field(default_factory=dict)
 
 
 def check_finite(pred: Predictions) -> None:
@@ -61,12 +79,14 @@ def check_finite(pred: Predictions) -> None:
 
 
 def compute_metrics(
-    pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None
-) -> dict[str, float | int | None]:
+    pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None, per_defect: bool = True
+) -> dict[str, Any]:
     """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO, the mean per-anomalous-image
     pixel AUROC (IGD/UTAD papers) and the image accuracy at the F1-max threshold (IGD Table 2; the paper
     states no threshold, so this one is a choice); with ``iou_threshold`` also the segmentation ``iou``
-    (:func:`segmentation_iou`, normalised over the whole test set).
+    (:func:`segmentation_iou`, normalised over the whole test set); with ``per_defect`` and
+    ``pred.defects``, ``per_defect``: each defect type against the good images
+    (:func:`~anomalib_lite.metrics.per_defect.per_defect_metrics`; absent with fewer than two types).
 
     Pixel metrics cover the images whose masks are known; metrics that are
     undefined on this test set (one class only) are ``None``.
@@ -75,12 +95,29 @@ def compute_metrics(
         NonFiniteError: a score or map is NaN/inf (such values would be ranked as numbers);
             the message names those images.
     """
+    return evaluate_predictions(pred, fpr_limit, iou_threshold, curves=False, per_defect=per_defect).metrics
+
+
+def evaluate_predictions(
+    pred: Predictions,
+    fpr_limit: float = 0.3,
+    iou_threshold: float | None = None,
+    curves: bool = True,
+    per_defect: bool = True,
+) -> Evaluation:
+    """:func:`compute_metrics`' metrics and, with ``curves``, the exact image ROC, pixel ROC and PRO curves
+    (from the same ranks as the metrics; their trapezoidal areas are image AUROC, pixel AUROC and
+    ``aupro × fpr_limit``).
+
+    Raises:
+        NonFiniteError: as :func:`compute_metrics`.
+    """
     check_finite(pred)
     f1 = f1_max(pred.scores, pred.labels)
     valid = pred.mask_valid
     # Boolean indexing copies the maps (0.45 GB at MVTec AD size): skip it when every mask is known.
     maps, masks = (pred.maps, pred.masks) if bool(valid.all()) else (pred.maps[valid], pred.masks[valid])
-    pixel = pixel_metrics(maps, masks, fpr_limit)
+    pixel = pixel_metrics(maps, masks, fpr_limit, curves)
     metrics = {
         "image_auroc": auroc(pred.scores, pred.labels),
         "image_f1_max": None if f1 is None else f1[0],
@@ -96,7 +133,14 @@ def compute_metrics(
     if iou_threshold is not None:
         metrics["iou"] = segmentation_iou(pred.maps, pred.masks, iou_threshold, valid)
         metrics["iou_threshold"] = iou_threshold
-    return metrics
+    if per_defect and pred.defects:
+        defects = per_defect_metrics(pred.scores, pred.labels, pred.maps, pred.masks, valid, pred.defects, fpr_limit)
+        if defects:
+            metrics["per_defect"] = defects
+    found: dict[str, RankCurve | None] = {}
+    if curves:
+        found = {"image_roc": roc_curve(pred.scores, pred.labels), "pixel_roc": pixel.roc, "pro": pixel.pro}
+    return Evaluation(metrics, {name: curve for name, curve in found.items() if curve is not None})
 
 
 def collect_predictions(
@@ -111,13 +155,13 @@ def collect_predictions(
     Args:
         model: an :class:`~anomalib_lite.models.base.AnomalyModel`.
         loader: batches following the data contract (``image``, ``label``, ``mask``,
-            ``mask_valid``, ``path``).
+            ``mask_valid``, ``path``; ``defect`` where known).
         device: where the model runs and the results are gathered.
         map_size: resize maps and masks to this side (maps bilinear, masks nearest)
             before the metrics; ``None`` keeps the input resolution.
     """
     model.eval()
-    parts: dict[str, list] = {k: [] for k in ("scores", "labels", "maps", "masks", "mask_valid", "paths")}
+    parts: dict[str, list] = {k: [] for k in ("scores", "labels", "maps", "masks", "mask_valid", "paths", "defects")}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
         out = model.predict(batch["image"].to(device))
         maps = out.anomaly_map.float()
@@ -131,5 +175,6 @@ def collect_predictions(
         parts["masks"].append(masks > 0.5)
         parts["mask_valid"].append(batch["mask_valid"].to(device))
         parts["paths"].extend(batch["path"])
-    paths = parts.pop("paths")
-    return Predictions(**{k: torch.cat(v) for k, v in parts.items()}, paths=paths)
+        parts["defects"].extend(batch.get("defect", []))
+    paths, defects = parts.pop("paths"), parts.pop("defects")
+    return Predictions(**{k: torch.cat(v) for k, v in parts.items()}, paths=paths, defects=defects)

@@ -244,3 +244,95 @@ def _empty_int32(shape: torch.Size, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return torch.from_numpy(np.empty(shape, dtype=np.int32))
     return torch.empty(shape, dtype=torch.int32, device=device)
+
+
+@dataclass
+class RankCurve:
+    """A curve swept over the thresholds ``score ≥ t`` from high to low ``t``: ROC (``y`` = TPR) or PRO
+    (``y`` = the PRO weight of the anomalous pixels at or above ``t``).
+
+    Attributes:
+        fpr: ``K`` float64, the share of negatives at or above each point's threshold; ascending, from 0.
+        y: ``K`` float64, non-decreasing, from 0.
+        thresholds: ``K`` float32; point ``k`` counts the scores ``≥ thresholds[k]`` (``+inf`` at (0, 0),
+            ``-inf`` at the last point (every score), NaN at a point interpolated at an FPR limit).
+    """
+
+    fpr: torch.Tensor
+    y: torch.Tensor
+    thresholds: torch.Tensor
+
+    def area(self) -> float:
+        """Trapezoidal area under the curve (float64)."""
+        return float(torch.trapezoid(self.y, self.fpr))
+
+
+def ranks_descending(ranks: PositiveRanks) -> tuple[PositiveRanks, torch.Tensor]:
+    """The same ranks with the positives sorted by descending score, and the permutation applied
+    (``new[i] = old[order[i]]``; reorder per-positive weights with it)."""
+    order = torch.argsort(ranks.positives, descending=True)
+    return PositiveRanks(ranks.positives[order], ranks.below[order], ranks.equal[order], ranks.n_negative, None), order
+
+
+def curve_from_ranks(
+    ranks: PositiveRanks, weights: torch.Tensor | None = None, fpr_limit: float | None = None
+) -> RankCurve:
+    """The exact curve (every corner, tied scores merged) from the positives' ranks among the negatives.
+
+    At each distinct positive score ``v`` the curve has two corners: just above ``v`` (FPR from the
+    negatives ``> v``, ``y`` from the positives ``> v``) and at ``v`` (``≥ v``). Between the corners of
+    neighbouring positive scores only negatives pass the threshold, so the curve is horizontal there,
+    and its trapezoidal area is the Mann-Whitney AUROC (ROC), or ``fpr_limit`` × the AUPRO (PRO).
+
+    Args:
+        ranks: from :func:`rank_positives`, the positives in any order (see also :func:`ranks_descending`).
+        weights: ``P`` float64 weight of each positive, in the order of ``ranks.positives``
+            (PRO: :func:`~anomalib_lite.metrics.aupro.region_weights`); ``None`` = ``1 / P`` each (ROC).
+        fpr_limit: cut the curve at this FPR, with a point linearly interpolated there (PRO: 0.3).
+    Returns:
+        :class:`RankCurve` from (0, 0) to (1, Σ weights), or to the point at ``fpr_limit``.
+    """
+    n_negative, n_positive = ranks.n_negative, ranks.positives.numel()
+    values, below, equal = ranks.positives, ranks.below, ranks.equal
+    if n_positive > 1 and bool((values[1:] > values[:-1]).any()):
+        ranks, order = ranks_descending(ranks)
+        values, below, equal = ranks.positives, ranks.below, ranks.equal
+        weights = None if weights is None else weights[order]
+    device = values.device
+    last_of_tie = torch.ones(n_positive, dtype=torch.bool, device=device)
+    last_of_tie[:-1] = values[1:] != values[:-1]
+    ends = torch.nonzero(last_of_tie).flatten()
+    # ROC: from integer counts, so that the area is the exact AUROC up to float64 rounding.
+    y_at = (ends + 1).double() / n_positive if weights is None else torch.cumsum(weights.double(), 0)[ends]
+    y_above = torch.cat([y_at.new_zeros(1), y_at[:-1]])
+    fpr_at = (n_negative - below[ends]).double() / n_negative
+    fpr_above = (n_negative - below[ends] - equal[ends]).double() / n_negative
+    value = values[ends].float()
+    just_above = torch.nextafter(value, torch.full_like(value, float("inf")))
+    zero, one = fpr_at.new_zeros(1), fpr_at.new_ones(1)
+    total = y_at[-1:] if n_positive else zero
+    fpr = torch.cat([zero, torch.stack([fpr_above, fpr_at], 1).flatten(), one])
+    y = torch.cat([zero, torch.stack([y_above, y_at], 1).flatten(), total])
+    first, last = value.new_full((1,), float("inf")), value.new_full((1,), -float("inf"))
+    thresholds = torch.cat([first, torch.stack([just_above, value], 1).flatten(), last])
+    keep = torch.ones_like(fpr, dtype=torch.bool)
+    keep[1:] = (fpr[1:] != fpr[:-1]) | (y[1:] != y[:-1])  # a corner shared by two ties, or an empty step
+    curve = RankCurve(fpr[keep], y[keep], thresholds[keep])
+    return curve if fpr_limit is None else cut_curve(curve, fpr_limit)
+
+
+def cut_curve(curve: RankCurve, fpr_limit: float) -> RankCurve:
+    """The part of ``curve`` with FPR ≤ ``fpr_limit``, ended by a point linearly interpolated at the limit
+    (threshold NaN) when the curve goes beyond it."""
+    limit = torch.tensor([fpr_limit], dtype=curve.fpr.dtype, device=curve.fpr.device)
+    inside = int(torch.searchsorted(curve.fpr, limit, right=True))
+    if inside == curve.fpr.numel() or curve.fpr[inside - 1] == fpr_limit:
+        return RankCurve(curve.fpr[:inside], curve.y[:inside], curve.thresholds[:inside])
+    x0, x1 = curve.fpr[inside - 1], curve.fpr[inside]
+    y0, y1 = curve.y[inside - 1], curve.y[inside]
+    y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
+    return RankCurve(
+        torch.cat([curve.fpr[:inside], limit]),
+        torch.cat([curve.y[:inside], y_limit[None]]),
+        torch.cat([curve.thresholds[:inside], curve.thresholds.new_full((1,), float("nan"))]),
+    )

@@ -1,0 +1,8 @@
+"""Several runs' curves on one figure: ``python scripts/plot.py RUN [RUN…] [--category C] [--out DIR]``."""
+
+import sys
+
+from anomalib_lite.cli.plot import main
+
+if __name__ == "__main__":
+    sys.exit(main())
