@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anomalib_lite.data.conversion import BTAD_CATEGORIES, BTAD_HOW_TO_GET, VISA_CATEGORIES, VISA_HOW_TO_GET
 from anomalib_lite.data.datamodule import DataModule, ImageRecord
 from anomalib_lite.data.images import list_images
-from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in, check_category, find_mask, mvtec_records
+from anomalib_lite.data.mvtec import (
+    HOW_TO_GET,
+    MVTEC_CATEGORIES,
+    categories_in,
+    check_category,
+    find_mask,
+    mvtec_records,
+)
 from anomalib_lite.data.one_class import ONE_CLASS_DATASETS, load_split, mnist5k_splits, one_class_datamodule
 from anomalib_lite.data.synthetic import DIFFICULTIES, SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
@@ -142,9 +150,15 @@ class Mnist5kConfig(OneClassConfig):
         _check_share("test_split", self.test_split)
 
 
+# Datasets in the MVTec AD layout: their own categories, and how to get them when absent.
+MVTEC_LAYOUT_DATASETS = {
+    "mvtec": (MVTEC_CATEGORIES, HOW_TO_GET),
+    "visa": (VISA_CATEGORIES, VISA_HOW_TO_GET),
+    "btad": (BTAD_CATEGORIES, BTAD_HOW_TO_GET),
+}
 DATA_CONFIGS: dict[str, type[DataConfig]] = {
     "synthetic": SyntheticConfig,
-    "mvtec": DataConfig,
+    **{name: DataConfig for name in MVTEC_LAYOUT_DATASETS},
     "folder": FolderConfig,
     **{name: OneClassConfig for name in ONE_CLASS_DATASETS},
     "mnist5k": Mnist5kConfig,
@@ -176,9 +190,10 @@ def categories(cfg: DataConfig) -> list[str]:
             choices = ", ".join(SYNTHETIC_CATEGORIES)
             raise ConfigError(f"category={bad[0]!r} is not a synthetic category; choices: {choices}")
         return wanted
-    wanted = _requested(cfg, categories_in(root) or MVTEC_CATEGORIES)
+    known, how_to_get = MVTEC_LAYOUT_DATASETS[cfg.name]
+    wanted = _requested(cfg, categories_in(root) or known)
     for category in wanted:
-        check_category(root, category, MVTEC_CATEGORIES)
+        check_category(root, category, known, how_to_get)
     return wanted
 
 

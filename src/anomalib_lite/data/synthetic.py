@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data as skdata
 from tqdm import tqdm
 
+from anomalib_lite.data.folders import install_folder
 from anomalib_lite.errors import DataError
 
 GENERATOR_VERSION = 3
@@ -228,17 +229,6 @@ def _exclusive(root: Path) -> Iterator[None]:
         yield
 
 
-def _install(partial: Path, final: Path) -> None:
-    """Put the complete ``partial`` folder at ``final`` by renames, replacing an earlier generation there."""
-    if final.is_dir() and _stamp(final) is not None:
-        stale = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.stale-"))
-        final.rename(stale / final.name)
-        partial.rename(final)
-        shutil.rmtree(stale)
-    else:
-        partial.rename(final)  # an absent or empty folder is replaced in one step
-
-
 def ensure_synthetic(
     root: Path, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int, difficulty: str = "easy"
 ) -> Path:
@@ -283,7 +273,7 @@ def ensure_synthetic(
             try:
                 generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size, difficulty)
                 (partial / STAMP).write_text(json.dumps(params))
-                _install(partial, folder / category)
+                install_folder(partial, folder / category)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
     return folder
