@@ -36,10 +36,11 @@ def _image(rng: np.random.Generator, fmt: str) -> bytes:
 
 
 def _defect_labels(rng: np.random.Generator) -> np.ndarray:
-    """A VisA-style label mask: small class ids (0 background, 1 and 2 two defects)."""
+    """A VisA-style label mask: class ids (0 background; 1, 2 and 255 three defects: every non-zero id counts)."""
     labels = np.zeros((24, 32), np.uint8)
     labels[rng.integers(0, 10) :][:6, 3:9] = 1
     labels[15:20, rng.integers(10, 25) :][:, :4] = 2
+    labels[22:, :3] = 255
     return labels
 
 

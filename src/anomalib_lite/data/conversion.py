@@ -76,7 +76,7 @@ BTAD_DOWNLOAD = DownloadFile(
     "btad.zip", "https://avires.dimi.uniud.it/papers/btad/btad.zip", "c1fa4d56ac50dd50908ce04e81037a8e"
 )
 VISA_HOW_TO_GET = (
-    "VisA: `python scripts/prepare_data.py visa --root <root>` downloads it (about 1.8 GB, from "
+    "VisA: `python scripts/prepare_data.py visa --root <root>` downloads it (from "
     f"{VISA_DOWNLOAD.url}) and converts it with its 1-class split into this layout; or point data.root at a "
     "copy converted the same way."
 )
