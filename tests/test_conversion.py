@@ -191,7 +191,7 @@ def test_an_archive_that_does_not_match_gives_a_clear_error_and_writes_nothing(t
     only_two = {k: v for k, v in _btad_files(np.random.default_rng(3))[0].items() if "/03/" not in k}
     with pytest.raises(DataError, match=r"holds the btad categories 01, 02; btad has 01, 02, 03"):
         convert_archive("btad", _zip(tmp_path / "btad2.zip", only_two), tmp_path / "btad", progress=False)
-    with pytest.raises(DataError, match=r"holds no split_csv/1cls\.csv: it is not the VisA archive"):
+    with pytest.raises(DataError, match=r"holds no split_csv/1cls\.csv: it is incomplete or not the VisA archive"):
         convert_archive("visa", _zip(tmp_path / "other.zip", only_two), root, progress=False)
 
 
@@ -201,6 +201,12 @@ def test_a_damaged_archive_names_itself(tmp_path):
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(DataError, match=rf"cannot read {archive} \(BadZipFile[\s\S]*delete it to download it again"):
         convert_archive("btad", archive, tmp_path / "btad", progress=False)
+    visa = _visa_files(np.random.default_rng(4))[0]
+    tar = _tar(tmp_path / "VisA_20220922.tar", {"split_csv/1cls.csv": visa.pop("split_csv/1cls.csv"), **visa})
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size * 3 // 5])  # the split file whole, images cut
+    with pytest.raises(DataError, match=rf"{tar}.* (incomplete|cannot read).*[Dd]elete it"):
+        convert_archive("visa", tar, tmp_path / "visa", progress=False)
+    assert list((tmp_path / "visa").iterdir()) == []
 
 
 def test_a_folder_the_conversion_did_not_write_is_left_alone(tmp_path):

@@ -168,7 +168,10 @@ def visa_entries(archive: ArchiveReader) -> list[Entry]:
     """
     split = next((n for n in sorted(archive.names()) if n == VISA_SPLIT or n.endswith(f"/{VISA_SPLIT}")), None)
     if split is None:
-        raise DataError(f"{archive.path} holds no {VISA_SPLIT}: it is not the VisA archive (VisA_20220922.tar)")
+        raise DataError(
+            f"{archive.path} holds no {VISA_SPLIT}: it is incomplete or not the VisA archive ({VISA_DOWNLOAD.name}). "
+            "Delete it to download it again."
+        )
     prefix = split[: -len(VISA_SPLIT)]  # the archive's top folder, if it has one
     rows = list(csv.reader(io.StringIO(archive.read(split).decode("utf-8-sig"))))
     if not rows or [c.strip() for c in rows[0]] != VISA_SPLIT_COLUMNS:
