@@ -126,8 +126,8 @@ class ArchiveReader:
     def _error(self, exc: BaseException, member: str = "") -> DataError:
         where = f"{self.path}: {member}" if member else str(self.path)
         return DataError(
-            f"cannot read {where} ({type(exc).__name__}: {exc}); nothing was converted. If the archive is damaged, "
-            "delete it to download it again."
+            f"cannot read {where} ({type(exc).__name__}: {exc}); no half-converted category was left. If the "
+            "archive is damaged, delete it to download it again."
         )
 
     def names(self) -> set[str]:
