@@ -60,8 +60,8 @@ class DefectStrength:
     contrast: float
 
 
-# *choice*: easy = the original generator; hard = tuned so that the model families no longer all score
-# ≥ 0.98 image AUROC (README, "Synthetic difficulty", gives the measured figures).
+# *choice*: easy = the original generator; hard = half the size and a third of the contrast: still visible to
+# the eye, faint enough that the model families no longer all score ≥ 0.98 (issue 12, item 9).
 DIFFICULTIES = {"easy": DefectStrength(scale=1.0, contrast=1.0), "hard": DefectStrength(scale=0.5, contrast=0.35)}
 
 
