@@ -1,4 +1,4 @@
-"""Fetch a dataset or backbone weights: ``python scripts/prepare_data.py mnist|fashion_mnist|cifar10|mvtec|weights``."""
+"""Fetch a dataset or backbone weights: ``python scripts/prepare_data.py NAME`` (``--help`` lists the names)."""
 
 import sys
 

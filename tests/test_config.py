@@ -128,7 +128,7 @@ def test_help_lists_the_config_groups():
     assert result.returncode == 0
     for line in (
         "model: hfr",
-        "data: cifar10, fashion_mnist, folder, mnist, mnist5k, mvtec, synthetic",
+        "data: btad, cifar10, fashion_mnist, folder, mnist, mnist5k, mvtec, synthetic, visa",
         "backbone: resnet18",
     ):
         assert line in result.stdout

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage.morphology import dilation, disk
 
 from anomalib_lite.data import DataModule, ImageRecord, categories, synthetic
 from anomalib_lite.data.images import read_image, read_mask
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, mvtec_records
 from anomalib_lite.data.sources import DataConfig, FolderConfig, SyntheticConfig, build_datamodule
-from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.data.synthetic import DEFECTS, SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
 
 
@@ -104,6 +105,41 @@ def test_synthetic_datamodule_and_unknown_category(tmp_path):
         categories(SyntheticConfig(root=str(tmp_path), category="nope"))
 
 
+def _defect_area_and_contrast(folder, defect: str) -> tuple[float, float]:
+    """Mean share of the image a ``defect`` covers, and mean contrast: the largest per-channel difference
+    between the mean colour inside its mask and in a 3-pixel ring around it (over every category)."""
+    areas, contrasts = [], []
+    for category in SYNTHETIC_CATEGORIES:
+        for mask_path in sorted((folder / category / "ground_truth" / defect).glob("*_mask.png")):
+            mask = np.asarray(Image.open(mask_path)) > 127
+            image = np.asarray(Image.open(folder / category / "test" / defect / mask_path.name.replace("_mask", "")))
+            ring = dilation(mask, disk(3)) & ~mask
+            areas.append(mask.mean())
+            contrasts.append(np.abs(image[mask].mean(0) - image[ring].mean(0)).max())
+    return float(np.mean(areas)), float(np.mean(contrasts))
+
+
+def test_hard_synthetic_defects_are_smaller_and_fainter_and_kept_apart(tmp_path):
+    args = dict(seed=3, n_train=1, n_test_good=1, n_per_defect=3, size=96)
+    easy = ensure_synthetic(tmp_path, **args)
+    easy_files = _category_files(easy / "grass")
+    hard = ensure_synthetic(tmp_path, **args, difficulty="hard")
+    assert easy == tmp_path and hard == tmp_path / "hard"
+    assert _category_files(easy / "grass") == easy_files  # the easy set is untouched...
+    assert ensure_synthetic(tmp_path, **args) == easy and _category_files(easy / "grass") == easy_files  # ...and kept
+    assert json.loads((hard / "grass" / "generation.json").read_text())["difficulty"] == "hard"
+    for defect in DEFECTS:
+        easy_area, easy_contrast = _defect_area_and_contrast(easy, defect)
+        hard_area, hard_contrast = _defect_area_and_contrast(hard, defect)
+        assert 0 < hard_area < 0.6 * easy_area, defect
+        assert hard_contrast < 0.6 * easy_contrast, defect
+    cfg = SyntheticConfig(root=str(tmp_path), category="grass", n_train=1, n_test_good=1, n_per_defect=3,
+                          source_size=96, image_size=32, difficulty="hard")  # fmt: skip
+    assert all(str(hard) in str(record.path) for record in build_datamodule(cfg, "grass").test_set.records)
+    with pytest.raises(ValueError, match=r"data\.difficulty='medium' is unknown; choices: easy, hard"):
+        SyntheticConfig(difficulty="medium")
+
+
 def test_folder_dataset_holds_out_normals_and_matches_masks(tmp_path):
     rng = np.random.default_rng(0)
     for sub in ("ok", "ng", "masks"):
@@ -170,7 +206,7 @@ _GENERATE_AND_CHECK = """
 import sys
 from pathlib import Path
 from anomalib_lite.data.mvtec import mvtec_records
-from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.data.synthetic import DEFECTS, SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.data.datamodule import ImageSet
 root = Path(sys.argv[1])
 ensure_synthetic(root, seed=3, n_train=6, n_test_good=2, n_per_defect=2, size=64)

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Download a dataset into data/<name> (or --root) in the layout train.py reads, or the "
         "ImageNet weights of a torchvision backbone into the torch cache. Needs the internet (or --mirror).",
         epilog="Examples: prepare_data.py mnist | prepare_data.py cifar10 --root /datasets/cifar10 | "
-        "prepare_data.py mvtec | prepare_data.py weights --name resnet18",
+        "prepare_data.py mvtec | prepare_data.py visa | prepare_data.py btad | prepare_data.py weights --name resnet18",
     )
     parser.add_argument("target", choices=[*DATASETS, "weights"], help="what to fetch")
     parser.add_argument("--root", type=Path, help="dataset folder (default: data/<target>); pass it as data.root")

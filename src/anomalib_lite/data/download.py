@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from anomalib_lite.data.conversion import CHECKSUM_SOURCE, CONVERTED_DATASETS, convert_archive
 from anomalib_lite.data.mvtec import categories_in
 from anomalib_lite.data.one_class import ONE_CLASS_DATASETS, DownloadFile, load_split
 from anomalib_lite.errors import DataError
@@ -36,7 +37,7 @@ MVTEC_DOWNLOAD = DownloadFile(
     "mvtec_anomaly_detection.tar.xz",
     "",  # not published by MVTec; the computed md5 is logged
 )
-DATASETS = (*ONE_CLASS_DATASETS, "mvtec")
+DATASETS = (*ONE_CLASS_DATASETS, "mvtec", *CONVERTED_DATASETS)
 
 
 def _recorded_md5(dest: Path) -> Path:
@@ -51,12 +52,12 @@ def _verified(dest: Path, md5: str) -> bool:
     return bool(expected) and dest.is_file() and file_md5(dest) == expected
 
 
-def download(url: str, dest: Path, md5: str = "", progress: bool = True) -> Path:
+def download(url: str, dest: Path, md5: str = "", progress: bool = True, md5_note: str = "") -> Path:
     """Fetch ``url`` (``http(s)://`` or ``file://``) to ``dest``, checking its md5 when given.
 
     The file is written as ``<dest>.partial-<pid>``, removed on any failure or interruption, and
     renamed to ``dest`` once complete and checked. Without a published md5, the computed one is
-    recorded in ``<dest>.md5``.
+    recorded in ``<dest>.md5``. ``md5_note`` (where the expected md5 comes from) ends a mismatch's message.
 
     Returns:
         ``dest``. An existing ``dest`` whose md5 matches (the given one, or the one recorded) is kept
@@ -79,7 +80,9 @@ def download(url: str, dest: Path, md5: str = "", progress: bool = True) -> Path
                     digest.update(chunk)
                     bar.update(len(chunk))
         if md5 and digest.hexdigest() != md5:
-            raise DataError(f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}; nothing was kept")
+            raise DataError(
+                f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}; nothing was kept. {md5_note}".strip()
+            )
         if not md5:  # recorded first: a record without its file (or with an older one) verifies nothing
             log.info("%s: md5 %s", dest.name, digest.hexdigest())
             _recorded_md5(dest).write_text(digest.hexdigest())
@@ -137,6 +140,8 @@ def _source(file: DownloadFile, mirror: str | None) -> str:
 def prepare_dataset(name: str, root: Path, mirror: str | None = None, progress: bool = True) -> str:
     """Download and unpack dataset ``name`` (see :data:`DATASETS`) under ``root``, then check it loads.
 
+    VisA and BTAD are converted from their archive into the MVTec AD layout (:mod:`.conversion`).
+
     Args:
         mirror: a base URL holding the same file names (e.g. ``file:///mnt/datasets``), used instead
             of the published locations.
@@ -152,6 +157,10 @@ def prepare_dataset(name: str, root: Path, mirror: str | None = None, progress: 
         if not found:
             raise DataError(f"{archive} unpacked into {root}, but no category in the MVTec AD layout was found")
         return f"mvtec: {len(found)} categories under {root}: {', '.join(found)}"
+    if name in CONVERTED_DATASETS:
+        file = CONVERTED_DATASETS[name].download
+        archive = download(_source(file, mirror), root / file.name, file.md5, progress, md5_note=CHECKSUM_SOURCE)
+        return convert_archive(name, archive, root, progress)
     if name not in ONE_CLASS_DATASETS:
         raise DataError(f"unknown dataset {name!r}; choices: {', '.join(DATASETS)}")
     for file in ONE_CLASS_DATASETS[name].downloads:

@@ -77,7 +77,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _mask_values(image: Image.Image) -> np.ndarray:
+def mask_values(image: Image.Image) -> np.ndarray:
     """One value per pixel, unscaled: the grey level (alpha dropped), or the brightest channel of a colour
     or palette mask (a red-on-black mask counts like a white one)."""
     if image.mode == "1":
@@ -126,7 +126,7 @@ def read_mask(path: Path, size: int) -> np.ndarray:
     Raises:
         DataError: naming the file, when it cannot be decoded.
     """
-    foreground = mask_foreground(_mask_values(_open(path)))
+    foreground = mask_foreground(mask_values(_open(path)))
     resized = Image.fromarray(foreground.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(resized) > 0
 

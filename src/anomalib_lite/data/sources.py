@@ -7,11 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anomalib_lite.data.conversion import BTAD_CATEGORIES, BTAD_HOW_TO_GET, VISA_CATEGORIES, VISA_HOW_TO_GET
 from anomalib_lite.data.datamodule import DataModule, ImageRecord
 from anomalib_lite.data.images import list_images
-from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, categories_in, check_category, find_mask, mvtec_records
+from anomalib_lite.data.mvtec import (
+    HOW_TO_GET,
+    MVTEC_CATEGORIES,
+    categories_in,
+    check_category,
+    find_mask,
+    mvtec_records,
+)
 from anomalib_lite.data.one_class import ONE_CLASS_DATASETS, load_split, mnist5k_splits, one_class_datamodule
-from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.data.synthetic import DIFFICULTIES, SYNTHETIC_CATEGORIES, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
 
 
@@ -51,7 +59,11 @@ class DataConfig:
 
 @dataclass
 class SyntheticConfig(DataConfig):
-    """The embedded dataset, generated under ``root`` on first use (see :mod:`.synthetic`)."""
+    """The embedded dataset, generated under ``root`` on first use (see :mod:`.synthetic`).
+
+    Attributes:
+        difficulty: ``easy`` (the default) or ``hard`` (smaller, lower-contrast defects, kept in ``root/hard``).
+    """
 
     name: str = "synthetic"
     root: str = "data/synthetic"
@@ -60,9 +72,12 @@ class SyntheticConfig(DataConfig):
     n_test_good: int = 16
     n_per_defect: int = 6
     source_size: int = 256
+    difficulty: str = "easy"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"data.difficulty={self.difficulty!r} is unknown; choices: {', '.join(DIFFICULTIES)}")
         for key in ("n_train", "n_test_good", "n_per_defect"):
             if getattr(self, key) < 1:
                 raise ValueError(f"data.{key}={getattr(self, key)} must be ≥ 1")
@@ -135,9 +150,15 @@ class Mnist5kConfig(OneClassConfig):
         _check_share("test_split", self.test_split)
 
 
+# Datasets in the MVTec AD layout: their own categories, and how to get them when absent.
+MVTEC_LAYOUT_DATASETS = {
+    "mvtec": (MVTEC_CATEGORIES, HOW_TO_GET),
+    "visa": (VISA_CATEGORIES, VISA_HOW_TO_GET),
+    "btad": (BTAD_CATEGORIES, BTAD_HOW_TO_GET),
+}
 DATA_CONFIGS: dict[str, type[DataConfig]] = {
     "synthetic": SyntheticConfig,
-    "mvtec": DataConfig,
+    **{name: DataConfig for name in MVTEC_LAYOUT_DATASETS},
     "folder": FolderConfig,
     **{name: OneClassConfig for name in ONE_CLASS_DATASETS},
     "mnist5k": Mnist5kConfig,
@@ -169,9 +190,10 @@ def categories(cfg: DataConfig) -> list[str]:
             choices = ", ".join(SYNTHETIC_CATEGORIES)
             raise ConfigError(f"category={bad[0]!r} is not a synthetic category; choices: {choices}")
         return wanted
-    wanted = _requested(cfg, categories_in(root) or MVTEC_CATEGORIES)
+    known, how_to_get = MVTEC_LAYOUT_DATASETS[cfg.name]
+    wanted = _requested(cfg, categories_in(root) or known)
     for category in wanted:
-        check_category(root, category, MVTEC_CATEGORIES)
+        check_category(root, category, known, how_to_get)
     return wanted
 
 
@@ -215,7 +237,9 @@ def build_datamodule(cfg: DataConfig, category: str) -> DataModule:
             cfg.name, splits, cfg.normal_class, cfg.image_size, cfg.grey_to_rgb, cfg.batch_size, cfg.num_workers
         )
     if isinstance(cfg, SyntheticConfig):
-        ensure_synthetic(root, cfg.seed, cfg.n_train, cfg.n_test_good, cfg.n_per_defect, cfg.source_size)
+        root = ensure_synthetic(
+            root, cfg.seed, cfg.n_train, cfg.n_test_good, cfg.n_per_defect, cfg.source_size, cfg.difficulty
+        )
     if isinstance(cfg, FolderConfig):
         train, test = _folder_records(cfg)
     else:

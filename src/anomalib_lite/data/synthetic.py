@@ -8,6 +8,10 @@ procedural defect, of one of four kinds and of random size, with its pixel mask:
 - ``hole``: a dark, noisy ellipse;
 - ``patch``: a rectangle cut from another category's photograph and pasted in;
 - ``stain``: an irregular blob tinted with a saturated colour.
+
+Two difficulties (``data.difficulty``, see :data:`DIFFICULTIES`): ``easy``, the default, and ``hard``,
+with the same kinds of defect at half the size and blended into the surface at a third of the contrast,
+generated into its own folder (:func:`synthetic_folder`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data as skdata
 from tqdm import tqdm
 
+from anomalib_lite.data.folders import install_folder
 from anomalib_lite.errors import DataError
 
 GENERATOR_VERSION = 3
@@ -39,6 +45,36 @@ SYNTHETIC_CATEGORIES = list(SOURCES)
 # Patches are cut from a photograph that looks plainly different from the category's own.
 DONORS = {"brick": "gravel", "grass": "tissue", "gravel": "brick", "tissue": "grass"}
 DEFECTS = ("scratch", "hole", "patch", "stain")
+
+
+@dataclass(frozen=True)
+class DefectStrength:
+    """How pronounced the procedural defects are.
+
+    Attributes:
+        scale: multiplies every defect's size (length, width, radius, side).
+        contrast: weight of the defect's own pixels against the surface beneath (1 = replaces it).
+    """
+
+    scale: float
+    contrast: float
+
+
+# *choice*: easy = the original generator; hard = half the size and a third of the contrast: still visible to
+# the eye, faint enough that the model families no longer all score ≥ 0.98 (issue 12, item 9).
+DIFFICULTIES = {"easy": DefectStrength(scale=1.0, contrast=1.0), "hard": DefectStrength(scale=0.5, contrast=0.35)}
+
+
+def synthetic_folder(root: Path, difficulty: str) -> Path:
+    """Where the synthetic set of ``difficulty`` lives: ``root`` (easy) or ``root/<difficulty>``, never shared."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"data.difficulty={difficulty!r} is unknown; choices: {', '.join(DIFFICULTIES)}")
+    return root if difficulty == "easy" else root / difficulty
+
+
+def _blend(surface: np.ndarray, defect: np.ndarray, contrast: float) -> np.ndarray:
+    """``defect`` laid over ``surface`` with weight ``contrast`` (exactly ``defect`` at 1)."""
+    return surface * (1 - contrast) + defect * contrast
 
 
 def _rgb(array: np.ndarray) -> np.ndarray:
@@ -69,9 +105,11 @@ def _blob_mask(size: int, rng: np.random.Generator, radius: float, parts: int) -
     return np.asarray(canvas) > 127
 
 
-def _scratch(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _scratch(
+    image: np.ndarray, rng: np.random.Generator, donor: np.ndarray, strength: DefectStrength
+) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
-    length = rng.uniform(0.15, 0.5) * size
+    length = rng.uniform(0.15, 0.5) * size * strength.scale
     start = rng.uniform(0.2, 0.8, 2) * size
     angle = rng.uniform(0, 2 * np.pi)
     end = start + length * np.array([np.cos(angle), np.sin(angle)])
@@ -79,42 +117,49 @@ def _scratch(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> 
     t = np.linspace(0, 1, 64)[:, None]
     points = (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t**2 * end
     canvas = Image.new("L", (size, size), 0)
-    width = max(1, round(rng.integers(4, 9) * size / 256))
+    width = max(1, round(rng.integers(4, 9) * size / 256 * strength.scale))
     ImageDraw.Draw(canvas).line([tuple(p) for p in points], fill=255, width=width)
     mask = np.asarray(canvas) > 127
     value = 15.0 if image[mask].mean() > 110 else 240.0
     out = image.copy()
-    out[mask] = value + rng.normal(0, 8, (int(mask.sum()), 3))
+    out[mask] = _blend(image[mask], value + rng.normal(0, 8, (int(mask.sum()), 3)), strength.contrast)
     return out, mask
 
 
-def _hole(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mask = _blob_mask(image.shape[0], rng, rng.uniform(8, 30) * image.shape[0] / 256, parts=1)
+def _hole(
+    image: np.ndarray, rng: np.random.Generator, donor: np.ndarray, strength: DefectStrength
+) -> tuple[np.ndarray, np.ndarray]:
+    mask = _blob_mask(image.shape[0], rng, rng.uniform(8, 30) * image.shape[0] / 256 * strength.scale, parts=1)
     out = image.copy()
-    out[mask] = image[mask] * 0.15 + rng.normal(10, 6, (int(mask.sum()), 3))
+    dark = image[mask] * 0.15 + rng.normal(10, 6, (int(mask.sum()), 3))
+    out[mask] = _blend(image[mask], dark, strength.contrast)
     return out, mask
 
 
-def _patch(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _patch(
+    image: np.ndarray, rng: np.random.Generator, donor: np.ndarray, strength: DefectStrength
+) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
-    h, w = (rng.integers(24, 60, 2) * size / 256).round().astype(int).clip(2)
+    h, w = (rng.integers(24, 60, 2) * size / 256 * strength.scale).round().astype(int).clip(2)
     margin = size // 32
     y, x = rng.integers(margin, size - h - margin), rng.integers(margin, size - w - margin)
     sy, sx = rng.integers(0, donor.shape[0] - h), rng.integers(0, donor.shape[1] - w)
     out = image.copy()
-    out[y : y + h, x : x + w] = donor[sy : sy + h, sx : sx + w]
+    out[y : y + h, x : x + w] = _blend(image[y : y + h, x : x + w], donor[sy : sy + h, sx : sx + w], strength.contrast)
     mask = np.zeros((size, size), dtype=bool)
     mask[y : y + h, x : x + w] = True
     return out, mask
 
 
-def _stain(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mask = _blob_mask(image.shape[0], rng, rng.uniform(10, 36) * image.shape[0] / 256, parts=4)
+def _stain(
+    image: np.ndarray, rng: np.random.Generator, donor: np.ndarray, strength: DefectStrength
+) -> tuple[np.ndarray, np.ndarray]:
+    mask = _blob_mask(image.shape[0], rng, rng.uniform(10, 36) * image.shape[0] / 256 * strength.scale, parts=4)
     colour = np.array([(220, 30, 30), (30, 60, 220), (40, 200, 40), (230, 200, 20)][rng.integers(0, 4)])
     alpha = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1.5)))
-    alpha = alpha[..., None].astype(np.float32) / 255 * 0.7
-    out = image * (1 - alpha) + colour * alpha
-    return out, alpha[..., 0] > 0.35
+    coverage = alpha[..., None].astype(np.float32) / 255
+    out = _blend(image, colour, coverage * (0.7 * strength.contrast))
+    return out, coverage[..., 0] > 0.5
 
 
 MAKE_DEFECT = {"scratch": _scratch, "hole": _hole, "patch": _patch, "stain": _stain}
@@ -126,9 +171,21 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 
 def generate_category(
-    folder: Path, category: str, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int
+    folder: Path,
+    category: str,
+    seed: int,
+    n_train: int,
+    n_test_good: int,
+    n_per_defect: int,
+    size: int,
+    difficulty: str = "easy",
 ) -> None:
-    """Write one category in the MVTec AD layout under ``folder`` (which must be empty or absent)."""
+    """Write one category in the MVTec AD layout under ``folder`` (which must be empty or absent).
+
+    The normal images and the draws that place the defects do not depend on ``difficulty``: only the
+    defects' size and contrast do (:data:`DIFFICULTIES`).
+    """
+    strength = DIFFICULTIES[difficulty]
     index = SYNTHETIC_CATEGORIES.index(category)
     rng = np.random.default_rng([seed, index])
     source = _rgb(SOURCES[category]())
@@ -139,7 +196,7 @@ def generate_category(
         _save(_crop(source, size, rng), folder / "test" / "good" / f"{i:03d}.png")
     for defect in DEFECTS:
         for i in range(n_per_defect):
-            image, mask = MAKE_DEFECT[defect](_crop(source, size, rng), rng, donor)
+            image, mask = MAKE_DEFECT[defect](_crop(source, size, rng), rng, donor, strength)
             _save(image, folder / "test" / defect / f"{i:03d}.png")
             _save(mask.astype(np.float32) * 255, folder / "ground_truth" / defect / f"{i:03d}_mask.png")
 
@@ -172,53 +229,51 @@ def _exclusive(root: Path) -> Iterator[None]:
         yield
 
 
-def _install(partial: Path, final: Path) -> None:
-    """Put the complete ``partial`` folder at ``final`` by renames, replacing an earlier generation there."""
-    if final.is_dir() and _stamp(final) is not None:
-        stale = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.stale-"))
-        final.rename(stale / final.name)
-        partial.rename(final)
-        shutil.rmtree(stale)
-    else:
-        partial.rename(final)  # an absent or empty folder is replaced in one step
+def ensure_synthetic(
+    root: Path, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int, difficulty: str = "easy"
+) -> Path:
+    """Generate every synthetic category of ``difficulty`` unless the same generation is already there.
 
+    The categories go to :func:`synthetic_folder` ``(root, difficulty)``. Each is written to a fresh
+    hidden folder next to it and renamed into place only when complete, so an interrupted generation
+    leaves nothing that looks like a category. Generation holds a lock on that folder: concurrent jobs
+    wait, then find the complete set. An earlier generation with other parameters is replaced (jobs
+    that need different parameters need different roots); a folder this generator did not write (no
+    stamp) is never deleted.
 
-def ensure_synthetic(root: Path, seed: int, n_train: int, n_test_good: int, n_per_defect: int, size: int) -> None:
-    """Generate every synthetic category under ``root`` unless the same generation is already there.
-
-    Each category is written to a fresh hidden folder next to it and renamed into place only when
-    complete, so an interrupted generation leaves nothing that looks like a category. Generation holds
-    a lock on ``root``: concurrent jobs wait, then find the complete set. An earlier generation with
-    other parameters is replaced (jobs that need different parameters need different roots); a folder
-    this generator did not write (no stamp) is never deleted.
-
+    Returns:
+        The folder holding the categories.
     Raises:
-        DataError: ``root/<category>`` holds files but no stamp (user data), naming it.
+        DataError: a category folder holds files but no stamp (user data), naming it.
+        ValueError: an unknown ``difficulty``.
     """
+    folder = synthetic_folder(root, difficulty)
     params = {
-        "version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
-        "n_test_good": n_test_good, "n_per_defect": n_per_defect, "size": size,
+        "version": GENERATOR_VERSION, "seed": seed, "n_train": n_train, "n_test_good": n_test_good,
+        "n_per_defect": n_per_defect, "size": size, "difficulty": difficulty,
+        "strength": asdict(DIFFICULTIES[difficulty]),
     }  # fmt: skip
 
     def todo() -> list[str]:
-        return [category for category in SYNTHETIC_CATEGORIES if _stamp(root / category) != params]
+        return [category for category in SYNTHETIC_CATEGORIES if _stamp(folder / category) != params]
 
     missing = todo()
     for category in missing:
-        _check_ours(root / category)
+        _check_ours(folder / category)
     if not missing:
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(root):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
         # Under the lock, hidden work folders can only be left over from a generation that was killed.
-        for leftover in [*root.glob(".*.partial-*"), *root.glob(".*.stale-*")]:
+        for leftover in [*folder.glob(".*.partial-*"), *folder.glob(".*.stale-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
-        for category in tqdm(todo(), desc=f"generate synthetic data in {root}", leave=False):
-            _check_ours(root / category)
-            partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{category}.partial-"))
+        for category in tqdm(todo(), desc=f"generate synthetic data in {folder}", leave=False):
+            _check_ours(folder / category)
+            partial = Path(tempfile.mkdtemp(dir=folder, prefix=f".{category}.partial-"))
             try:
-                generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size)
+                generate_category(partial, category, seed, n_train, n_test_good, n_per_defect, size, difficulty)
                 (partial / STAMP).write_text(json.dumps(params))
-                _install(partial, root / category)
+                install_folder(partial, folder / category)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
+    return folder
