@@ -60,13 +60,20 @@ def find_inputs(source: Path) -> tuple[Path, list[Path]]:
     return source, files
 
 
-def stored_threshold(ckpt_path: Path, category: str) -> float | None:
+def stored_threshold(ckpt_path: Path, category: str) -> tuple[float | None, str]:
     """The F1-optimal image threshold that evaluation stored in the run's ``metrics.json``
-    (``<run>/checkpoints/<category>/last.pt`` → ``<run>/metrics.json``), or ``None``."""
+    (``<run>/checkpoints/<category>/last.pt`` → ``<run>/metrics.json``), or ``None``.
+
+    Returns:
+        The threshold, and where it came from (or why there is none).
+    """
     metrics = ckpt_path.parent.parent.parent / "metrics.json"
     if not metrics.is_file():
-        return None
-    return json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
+        return None, f"none: no {metrics} (the run was not evaluated)"
+    threshold = json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
+    if threshold is None:
+        return None, f"none: {metrics} has no image_threshold for {category} (undefined without anomalous test images)"
+    return threshold, f"F1-optimal image threshold stored by evaluation in {metrics}"
 
 
 class ScoreWriter:
@@ -161,7 +168,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     run, model = load_trained(path)
     root, files = find_inputs(Path(cfg.input))
     category = str(run.category)  # a checkpoint stores its own category; the data need not be here
-    threshold = cfg.threshold if cfg.threshold is not None else stored_threshold(path, category)
+    threshold = cfg.threshold if cfg.threshold is not None else stored_threshold(path, category)[0]
     device = resolve_device(cfg.device)
     model.to(device).eval()
     channels = 1 if getattr(run.data, "grey_to_rgb", True) is False else 3
