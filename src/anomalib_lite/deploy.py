@@ -284,7 +284,8 @@ class ExportedModel:
 
 
 def load_exported(path: Path, device: torch.device | None = None) -> ExportedModel:
-    """Load an ONNX (onnxruntime; CUDA when ``device`` is a GPU and onnxruntime has it) or TorchScript file.
+    """Load an ONNX file (onnxruntime; its CUDA provider when ``device`` is a GPU and onnxruntime has it)
+    or a TorchScript file (on the CPU, where it was traced: its shape-derived constants live there).
 
     Raises:
         ConfigError: no such file; onnx packages missing; a file without our settings.
@@ -310,13 +311,13 @@ def load_exported(path: Path, device: torch.device | None = None) -> ExportedMod
 
         return ExportedModel(path, json.loads(props[METADATA_KEY]), run)
     extra = {f"{METADATA_KEY}.json": ""}
-    module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    with quiet_tracing():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     if not extra[f"{METADATA_KEY}.json"]:
         raise ConfigError(f"{path}: a TorchScript file without anomalib_lite's settings (not written by export.py)")
 
     def run_script(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            anomaly_map, score = module(pixels.to(device))
-        return anomaly_map.cpu(), score.cpu()
+            return module(pixels.cpu())
 
     return ExportedModel(path, json.loads(extra[f"{METADATA_KEY}.json"]), run_script)
