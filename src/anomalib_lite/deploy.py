@@ -224,10 +224,18 @@ def check_export(exported: ExportedModel, core: PixelsToAnomaly, size: int) -> N
     shows).
 
     Raises:
-        ExportError: a map or score differs by more than :data:`TOLERANCE` of its largest value.
+        ExportError: the file fails on that batch, or a map or score differs by more than :data:`TOLERANCE`
+            of its largest value.
     """
     pixels = _pixels(CHECK_BATCH, size, seed=1)
-    got = exported(pixels)
+    try:
+        got = exported(pixels)
+    except Exception as exc:  # onnxruntime and TorchScript raise their own types
+        first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ExportError(
+            f"the exported {exported.path.name} fails on a batch of {CHECK_BATCH} images (traced with "
+            f"{EXAMPLE_BATCH}): {first_line}"
+        ) from exc
     with torch.inference_mode():
         expected_map, expected_score = core(pixels)
     for name, a, b in (("anomaly_map", got.anomaly_map, expected_map), ("score", got.score, expected_score)):
