@@ -276,12 +276,12 @@ def bench_export(args: argparse.Namespace) -> None:
 
     from anomalib_lite.cli.evaluate import load_trained
     from anomalib_lite.cli.predict import checkpoint_scorer, exported_scorer
-    from anomalib_lite.deploy import export_model, load_exported, metadata
+    from anomalib_lite.deploy import export_model, load_exported, metadata, trained_on_grey
 
     for ckpt in args.ckpt:
         run, model = load_trained(Path(ckpt))
         model.eval()
-        size, channels = run.data.image_size, 1 if getattr(run.data, "grey_to_rgb", True) is False else 3
+        size, channels = run.data.image_size, 1 if trained_on_grey(run) else 3
         pixels = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8)
         # As predict.py scores a batch read from files: a checkpoint's predict, or an exported file.
         scorer = checkpoint_scorer(model, channels, torch.device("cpu"))

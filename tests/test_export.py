@@ -242,3 +242,10 @@ def test_predict_on_an_exported_file_equals_predict_on_the_checkpoint(tmp_path):
             relative = row["file"].removeprefix(f"{images}/")
             got, want = (np.load(outputs[n] / "maps" / f"{relative}.npy") for n in (name, "checkpoint"))
             assert np.abs(got - want).max() <= TOLERANCE * np.abs(want).max()
+
+
+def test_export_py_refuses_an_unknown_format_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    result = run_entry("export.py", f"ckpt_path={tmp_path / 'last.pt'}", "format=tflite", f"hydra.run.dir={out}")
+    assert result.returncode == 1 and "format=tflite; choices: onnx, torchscript" in result.stderr + result.stdout
+    assert not out.exists()

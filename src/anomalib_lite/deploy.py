@@ -48,6 +48,14 @@ class ExportError(AnomalibLiteError):
     """A model cannot be exported, or its exported file does not reproduce ``predict``."""
 
 
+def check_format(fmt: str) -> None:
+    """Raise a :class:`ConfigError` for an unknown format, or for ``onnx`` without its packages."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt}; choices: {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require_onnx()
+
+
 def require_onnx() -> None:
     """Raise a :class:`ConfigError` naming the extra to install when ``onnx`` or ``onnxruntime`` is missing."""
     missing = [name for name in ("onnx", "onnxruntime") if not _importable(name)]
@@ -107,7 +115,7 @@ class CheckedInput(nn.Module):
 
 def metadata(run: RunConfig, fmt: str, threshold: float | None, threshold_note: str, checkpoint: Path) -> dict:
     """The settings an exported file carries (see the module doc)."""
-    size, grey = run.data.image_size, _grey(run)
+    size, grey = run.data.image_size, trained_on_grey(run)
     dtype = "float32 in [0, 1]" if fmt == "onnx" else "uint8 in [0, 255], or float in [0, 1]"
     return {
         "format": fmt,
@@ -138,8 +146,8 @@ def metadata(run: RunConfig, fmt: str, threshold: float | None, threshold_note: 
     }
 
 
-def _grey(run: RunConfig) -> bool:
-    """Whether the run's model was trained on grey ``B×1×H×W`` images."""
+def trained_on_grey(run: RunConfig) -> bool:
+    """Whether the run's model was trained on grey ``B×1×H×W`` images (``data.grey_to_rgb=false``)."""
     return getattr(run.data, "grey_to_rgb", True) is False
 
 
@@ -156,15 +164,12 @@ def export_model(model: AnomalyModel, run: RunConfig, fmt: str, path: Path, info
         ConfigError: unknown format; onnx packages missing.
         ExportError: the model cannot be exported (the message says why), or the file's outputs differ.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt!r}; choices: {', '.join(FORMATS)}")
-    if fmt == "onnx":
-        require_onnx()
+    check_format(fmt)
     refusal = model.export_refusal()
     if refusal:
         raise ExportError(f"{run.model.name} cannot be exported: {refusal}")
     size = run.data.image_size
-    core = PixelsToAnomaly(model, _grey(run))
+    core = PixelsToAnomaly(model, trained_on_grey(run))
     example = _pixels(EXAMPLE_BATCH, size, seed=0)
     text = json.dumps(info, indent=2)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 from anomalib_lite.cli.evaluate import load_trained
 from anomalib_lite.cli.predict import stored_threshold
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
-from anomalib_lite.deploy import FORMATS, export_model, metadata, require_onnx
-from anomalib_lite.errors import ConfigError
+from anomalib_lite.deploy import FORMATS, check_format, export_model, metadata
 
 
 @report_errors
@@ -29,10 +28,7 @@ def export(cfg: DictConfig) -> Path:
         ExportError: the model cannot be exported (the message says why).
     """
     fmt = str(cfg.format)
-    if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt}; choices: {', '.join(FORMATS)}")
-    if fmt == "onnx":
-        require_onnx()
+    check_format(fmt)
     path = Path(cfg.ckpt_path)
     run, model = load_trained(path)
     category = str(run.category)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from anomalib_lite.cli.evaluate import load_trained
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
 from anomalib_lite.data.images import IMAGE_SUFFIXES, read_image, to_model_input
-from anomalib_lite.deploy import ExportedModel, is_exported, load_exported
+from anomalib_lite.deploy import ExportedModel, is_exported, load_exported, trained_on_grey
 from anomalib_lite.engine.trainer import resolve_device
 from anomalib_lite.errors import ConfigError, DataError
 from anomalib_lite.models import AnomalyModel
@@ -197,7 +197,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     else:
         run, model = load_trained(path)
         model.to(device).eval()
-        channels = 1 if getattr(run.data, "grey_to_rgb", True) is False else 3
+        channels = 1 if trained_on_grey(run) else 3
         score, size = checkpoint_scorer(model, channels, device), run.data.image_size
         # a checkpoint stores its own category; the data need not be here
         stored, source = stored_threshold(path, str(run.category))[0], "stored by evaluation"
