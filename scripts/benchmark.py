@@ -14,6 +14,9 @@ nothing is downloaded), every training stage timed after warm-up, with peak memo
 inference: a trained checkpoint's ``predict`` per image, after warm-up, at its image size;
 ``--set`` replaces stored options (e.g. MSFI's weight search off, or another keep_k).
     python scripts/benchmark.py inference --ckpt outputs/.../last.pt [--set model.weight_search.apply=false]
+export: per checkpoint, the time of export.py (ONNX and TorchScript, with its check against predict) and
+inference ms per image of the ONNX file in onnxruntime and the TorchScript file beside predict's (CPU).
+    python scripts/benchmark.py export --ckpt A/last.pt [B/last.pt ...] [--images 32 --batch 8]
 peer: our HFR and MSFI against anomalib's Reverse Distillation and STFPM on the same images
 (scripts/peer_benchmark.py; anomalib runs in the python given, e.g. a separate virtual environment).
     python scripts/benchmark.py peer --anomalib-python .venv-peer/bin/python [--size 128 --epochs 3] [--set ...]
@@ -257,6 +260,46 @@ def bench_inference(args: argparse.Namespace) -> None:
           f"{1000 * seconds / (batches * args.batch):.1f} ms per image")  # fmt: skip
 
 
+def _ms_per_image(score, batch: np.ndarray, images: int, warmup: int) -> float:
+    """Mean wall time per image (ms) of ``score(batch)`` over ``images`` images, after ``warmup`` calls."""
+    for _ in range(warmup):
+        score(batch)
+    calls = max(1, images // len(batch))
+    start = time.perf_counter()
+    for _ in range(calls):
+        score(batch)
+    return 1000 * (time.perf_counter() - start) / (calls * len(batch))
+
+
+def bench_export(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from anomalib_lite.cli.evaluate import load_trained
+    from anomalib_lite.cli.predict import checkpoint_scorer, exported_scorer
+    from anomalib_lite.deploy import export_model, load_exported, metadata, trained_on_grey
+
+    for ckpt in args.ckpt:
+        run, model = load_trained(Path(ckpt))
+        model.eval()
+        size, channels = run.data.image_size, 1 if trained_on_grey(run) else 3
+        pixels = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8)
+        # As predict.py scores a batch read from files: a checkpoint's predict, or an exported file.
+        scorer = checkpoint_scorer(model, channels, torch.device("cpu"))
+        figures = {"predict": _ms_per_image(scorer, pixels, args.images, args.warmup)}
+        line = []
+        with tempfile.TemporaryDirectory() as folder:
+            for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
+                path = Path(folder) / name
+                start = time.perf_counter()
+                export_model(model, run, fmt, path, metadata(run, fmt, None, "benchmark", Path(ckpt)))
+                line.append(f"export {fmt} {time.perf_counter() - start:.1f} s (with its check)")
+                scorer = exported_scorer(load_exported(path))
+                figures[fmt] = _ms_per_image(scorer, pixels, args.images, args.warmup)
+        print(f"{run.model.name} {size}×{size} ({ckpt}): " + ", ".join(line))
+        print(f"  ms per image, batches of {args.batch}, {torch.get_num_threads()} torch threads: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -282,11 +325,17 @@ def main() -> None:
     inference.add_argument("--batch", type=int, default=8)
     inference.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     inference.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    export = sub.add_parser("export", help="time export.py and the exported files' inference beside predict")
+    export.add_argument("--ckpt", nargs="+", required=True, help="checkpoints written by train.py")
+    export.add_argument("--images", type=int, default=32, help="images to time (after warm-up)")
+    export.add_argument("--batch", type=int, default=8)
+    export.add_argument("--warmup", type=int, default=3,
+                        help="untimed batches first (TorchScript optimises over the first calls)")  # fmt: skip
     import peer_benchmark  # scripts/peer_benchmark.py
 
     peer_benchmark.add_parser(sub)
     args = parser.parse_args()
-    runs = {"evaluator": bench_evaluator, "model": bench_model, "inference": bench_inference}
+    runs = {"evaluator": bench_evaluator, "model": bench_model, "inference": bench_inference, "export": bench_export}
     runs["peer"] = peer_benchmark.run
     runs[args.what](args)
 

@@ -88,18 +88,18 @@ def test_predict_needs_only_the_checkpoint_not_the_training_data(tmp_path, mvtec
     assert len(rows) == 3 and all(row["score"] and row["anomalous"] in ("0", "1") for row in rows)
 
 
-class StopsAtTheSecondBatch(torch.nn.Module):
-    """A model whose second ``predict`` call is interrupted (as by Ctrl-C)."""
+class StopsAtTheSecondBatch:
+    """A scorer whose second call is interrupted (as by Ctrl-C)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.calls = 0
 
-    def predict(self, images):
+    def __call__(self, images):
         self.calls += 1
         if self.calls == 2:
             raise KeyboardInterrupt
-        return SimpleNamespace(score=images.mean(dim=(1, 2, 3)), anomaly_map=images[:, 0])
+        images = torch.from_numpy(images).float()
+        return SimpleNamespace(score=images.mean(dim=(1, 2, 3)), anomaly_map=images[..., 0])
 
 
 def test_an_interrupted_call_keeps_the_scores_of_the_batches_done(tmp_path):
@@ -109,8 +109,8 @@ def test_an_interrupted_call_keeps_the_scores_of_the_batches_done(tmp_path):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(files[-1])
     scores_path = tmp_path / "scores.csv"
     with scores_path.open("w", newline="") as table, pytest.raises(KeyboardInterrupt):
-        score_files(StopsAtTheSecondBatch(), files, tmp_path, 8, 3, torch.device("cpu"), 2, tmp_path / "maps",
-                    ScoreWriter(table, threshold=None), progress=False)  # fmt: skip
+        score_files(StopsAtTheSecondBatch(), files, tmp_path, 8, 2, tmp_path / "maps", ScoreWriter(table, None),
+                    progress=False)  # fmt: skip
     rows = list(csv.DictReader(scores_path.open()))
     assert [row["file"] for row in rows] == [str(files[0]), str(files[1])]
     assert all(row["score"] for row in rows)

@@ -1,6 +1,7 @@
-"""``python predict.py ckpt_path=… input=…``: score new images with a trained checkpoint.
+"""``python predict.py ckpt_path=… input=…``: score new images with a trained checkpoint, or with a
+file written by ``export.py`` (``.onnx`` or TorchScript ``.pt``; same outputs).
 
-Needs only the checkpoint and the images (not the training data). Writes into a new run
+Needs only the checkpoint (or exported file) and the images (not the training data). Writes into a new run
 folder: ``scores.csv`` (one row per file: score, decision at the threshold, or the reason it
 could not be read; written batch by batch, so an interrupted call keeps what it scored),
 ``maps/<file>.npy`` (the anomaly map at the model's resolution, float32) and ``maps/<file>.png``
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -26,8 +28,11 @@ from tqdm import tqdm
 from anomalib_lite.cli.evaluate import load_trained
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
 from anomalib_lite.data.images import IMAGE_SUFFIXES, read_image, to_model_input
+from anomalib_lite.deploy import ExportedModel, is_exported, load_exported, trained_on_grey
 from anomalib_lite.engine.trainer import resolve_device
 from anomalib_lite.errors import ConfigError, DataError
+from anomalib_lite.models import AnomalyModel
+from anomalib_lite.models.base import AnomalyOutput
 from anomalib_lite.visualize import overlay_panel
 
 
@@ -60,13 +65,20 @@ def find_inputs(source: Path) -> tuple[Path, list[Path]]:
     return source, files
 
 
-def stored_threshold(ckpt_path: Path, category: str) -> float | None:
+def stored_threshold(ckpt_path: Path, category: str) -> tuple[float | None, str]:
     """The F1-optimal image threshold that evaluation stored in the run's ``metrics.json``
-    (``<run>/checkpoints/<category>/last.pt`` → ``<run>/metrics.json``), or ``None``."""
+    (``<run>/checkpoints/<category>/last.pt`` → ``<run>/metrics.json``), or ``None``.
+
+    Returns:
+        The threshold, and where it came from (or why there is none).
+    """
     metrics = ckpt_path.parent.parent.parent / "metrics.json"
     if not metrics.is_file():
-        return None
-    return json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
+        return None, f"none: no {metrics} (the run was not evaluated)"
+    threshold = json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
+    if threshold is None:
+        return None, f"none: {metrics} has no image_threshold for {category} (undefined without anomalous test images)"
+    return threshold, f"F1-optimal image threshold stored by evaluation in {metrics}"
 
 
 class ScoreWriter:
@@ -90,13 +102,31 @@ class ScoreWriter:
         self.file.flush()
 
 
+Scorer = Callable[[np.ndarray], AnomalyOutput]
+
+
+def checkpoint_scorer(model: AnomalyModel, channels: int, device: torch.device) -> Scorer:
+    """Scores ``B×S×S×3`` uint8 RGB images with a trained model: as grey (channel mean rounded to
+    8 bits) for a model trained on grey images (``channels`` 1), normalised, on ``device``."""
+
+    def score(images: np.ndarray) -> AnomalyOutput:
+        if channels == 1:
+            images = images.mean(-1, keepdims=True).round().astype(np.uint8)
+        return model.predict(to_model_input(torch.from_numpy(images)).to(device))
+
+    return score
+
+
+def exported_scorer(exported: ExportedModel) -> Scorer:
+    """Scores ``B×S×S×3`` uint8 RGB images with an exported file (which normalises them itself)."""
+    return lambda images: exported(torch.from_numpy(images).permute(0, 3, 1, 2))
+
+
 def score_files(
-    model: torch.nn.Module,
+    score: Scorer,
     files: list[Path],
     root: Path,
     size: int,
-    channels: int,
-    device: torch.device,
     batch_size: int,
     maps_dir: Path,
     scores: ScoreWriter,
@@ -107,7 +137,8 @@ def score_files(
     Unreadable files keep their error instead.
 
     Args:
-        size: the model's input side. channels: 3, or 1 for a model trained on grey images.
+        score: the model, given ``B×size×size×3`` uint8 RGB images (:func:`checkpoint_scorer`,
+            :func:`exported_scorer`). size: the model's input side.
     Returns:
         One :class:`Prediction` per file, in order, and the range of every map (the colour scale).
     """
@@ -117,17 +148,16 @@ def score_files(
         for path in files[start : start + batch_size]:
             item = Prediction(path, str(path.relative_to(root)))
             try:
-                image = read_image(path, size)
-                images.append(image if channels == 3 else image.mean(-1, keepdims=True).round().astype(np.uint8))
+                images.append(read_image(path, size))
                 batch.append(item)
             except DataError as exc:
                 item.error = str(exc)
                 log.warning("skipped %s", exc)
             chunk.append(item)
         if batch:
-            out = model.predict(to_model_input(torch.from_numpy(np.stack(images))).to(device))
-            for item, score, anomaly_map in zip(batch, out.score.cpu(), out.anomaly_map.float().cpu(), strict=True):
-                item.score = float(score)
+            out = score(np.stack(images))
+            for item, value, anomaly_map in zip(batch, out.score.cpu(), out.anomaly_map.float().cpu(), strict=True):
+                item.score = float(value)
                 target = maps_dir / f"{item.name}.npy"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 np.save(target, anomaly_map.numpy())
@@ -150,7 +180,8 @@ def write_overlays(results: list[Prediction], maps_dir: Path, size: int, scale: 
 
 @report_errors
 def predict(cfg: DictConfig) -> list[Prediction]:
-    """Score ``cfg.input`` (a file or a folder) with the checkpoint ``cfg.ckpt_path``.
+    """Score ``cfg.input`` (a file or a folder) with ``cfg.ckpt_path``: a training checkpoint, or a file
+    written by ``export.py`` (``.onnx``, or TorchScript ``.pt``: told apart from a checkpoint by its content).
 
     Returns:
         One :class:`Prediction` per file found.
@@ -158,23 +189,27 @@ def predict(cfg: DictConfig) -> list[Prediction]:
         DataError: not one file could be read (``scores.csv`` still names them all).
     """
     path = Path(cfg.ckpt_path)
-    run, model = load_trained(path)
-    root, files = find_inputs(Path(cfg.input))
-    category = str(run.category)  # a checkpoint stores its own category; the data need not be here
-    threshold = cfg.threshold if cfg.threshold is not None else stored_threshold(path, category)
     device = resolve_device(cfg.device)
-    model.to(device).eval()
-    channels = 1 if getattr(run.data, "grey_to_rgb", True) is False else 3
-    size = run.data.image_size
+    if path.is_file() and is_exported(path):
+        exported = load_exported(path, device)
+        score, size = exported_scorer(exported), exported.size
+        stored, source = exported.info["threshold"], f"stored in {path.name}"
+    else:
+        run, model = load_trained(path)
+        model.to(device).eval()
+        channels = 1 if trained_on_grey(run) else 3
+        score, size = checkpoint_scorer(model, channels, device), run.data.image_size
+        # a checkpoint stores its own category; the data need not be here
+        stored, source = stored_threshold(path, str(run.category))[0], "stored by evaluation"
+    root, files = find_inputs(Path(cfg.input))
+    threshold = cfg.threshold if cfg.threshold is not None else stored
     folder = run_folder()
     with (folder / "scores.csv").open("w", newline="") as table:
         scores = ScoreWriter(table, threshold)
-        results, scale = score_files(
-            model, files, root, size, channels, device, cfg.batch_size, folder / "maps", scores, cfg.progress
-        )
+        results, scale = score_files(score, files, root, size, cfg.batch_size, folder / "maps", scores, cfg.progress)
     write_overlays(results, folder / "maps", size, scale)
     failed = [r for r in results if r.error]
-    how = "given" if cfg.threshold is not None else "stored by evaluation" if threshold is not None else "none found"
+    how = "given" if cfg.threshold is not None else source if threshold is not None else "none found"
     log.info("%s images scored, %s unreadable; threshold %s (%s); results in %s",
              len(results) - len(failed), len(failed), threshold, how, folder / "scores.csv")  # fmt: skip
     for item in failed:

@@ -28,7 +28,7 @@ from anomalib_lite.errors import AnomalibLiteError, ConfigError
 
 log = logging.getLogger("anomalib_lite")
 # What Hydra itself writes into a run folder (its config record and the job's log).
-HYDRA_FILES = frozenset({".hydra", "train.log", "eval.log", "predict.log"})
+HYDRA_FILES = frozenset({".hydra", "train.log", "eval.log", "predict.log", "export.log"})
 # An output that cannot be written: disk full, over quota, read-only or forbidden folder.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 

@@ -136,7 +136,12 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
 
     ``C`` is 3 (RGB) or 1 (grey, normalised with the channel means of the ImageNet statistics).
     """
-    x = images.movedim(-1, -3).float() / 255.0
+    return normalise(images.movedim(-1, -3).float() / 255.0)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1], ``…×C×H×W`` (``C`` 3 or 1, as :func:`to_model_input`) → ImageNet-normalised."""
+    mean, std = _MEAN.to(x), _STD.to(x)
     if x.shape[-3] == 1:
-        return (x - _MEAN.mean()) / _STD.mean()
-    return (x - _MEAN) / _STD
+        return (x - mean.mean()) / std.mean()
+    return (x - mean) / std

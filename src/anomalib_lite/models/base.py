@@ -98,3 +98,11 @@ class AnomalyModel(nn.Module):
     def predict(self, image: torch.Tensor) -> AnomalyOutput:
         """Anomaly maps and scores for ``B×3×H×W`` normalised images (call in eval mode)."""
         raise NotImplementedError
+
+    def export_refusal(self) -> str | None:
+        """Why ``predict`` cannot be exported as a fixed graph (``deploy.py``), or ``None`` when it can.
+
+        ``predict`` is traced at the training size: it may branch on shapes and settings, not on the
+        values of its input, and must be deterministic.
+        """
+        return None

@@ -39,7 +39,8 @@ def _fitting_width(width: int, side: int) -> int:
 
 def _filter(x: torch.Tensor, window: torch.Tensor, pad: bool) -> torch.Tensor:
     """Separable Gaussian filter of ``B×C×H×W``; ``pad`` keeps the size (reflect), else "valid"."""
-    channels, width = x.shape[1], window.numel()
+    # int(): a constant even when traced for export (the kernel's shape must be known there).
+    channels, width = int(x.shape[1]), window.numel()
     if pad and width > 1:
         x = F.pad(x, [width // 2] * 4, mode="reflect")
     kernel = window.to(x)
@@ -65,7 +66,7 @@ def ssim_maps(
     Returns:
         ``(ssim, cs)``, each ``B×C×H'×W'``.
     """
-    kernel = gaussian_window(_fitting_width(window, min(x.shape[-2:])), sigma)
+    kernel = gaussian_window(_fitting_width(window, min(int(side) for side in x.shape[-2:])), sigma)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_x, mu_y = _filter(x, kernel, pad), _filter(y, kernel, pad)
     var_x = _filter(x * x, kernel, pad) - mu_x**2

@@ -180,7 +180,8 @@ def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
 
 def fold_patches(maps: torch.Tensor, side: int, stride: int) -> torch.Tensor:
     """Per-patch maps ``B×L×s×s`` → ``B×side×side``, overlaps averaged."""
-    b, n, s, _ = maps.shape
+    b, n = maps.shape[:2]
+    s = int(maps.shape[-1])  # int(): a constant even when traced for export (fold needs a known kernel size)
     columns = maps.reshape(b, n, s * s).transpose(1, 2)
     total = F.fold(columns, (side, side), s, stride=stride)
     count = F.fold(torch.ones_like(columns), (side, side), s, stride=stride)
@@ -463,9 +464,11 @@ class IGD(AnomalyModel):
         the maximum over patches (ref-code). With the global model both are ``share·global + (1 − share)·local``,
         ``share`` = β (paper eq. 12) or 0.5 (``combine=equal``, ref-code)."""
         cfg = self.cfg
-        b, side = image.shape[0], image.shape[-1]
+        b, side = image.shape[0], int(image.shape[-1])
         inputs, targets, _ = self._local_inputs(image, None)
-        chunks = [self.local.evaluate(a, t) for a, t in zip(inputs.split(CHUNK), targets.split(CHUNK))]
+        # One pass when traced for export: a traced split would replay the example batch's number of chunks.
+        pairs = [(inputs, targets)] if torch.jit.is_tracing() else zip(inputs.split(CHUNK), targets.split(CHUNK))
+        chunks = [self.local.evaluate(a, t) for a, t in pairs]
         scores, maps = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
         score = scores.view(b, -1).amax(1)
         anomaly_map = fold_patches(maps.view(b, -1, cfg.local_size, cfg.local_size), side, cfg.patch_stride)

@@ -285,6 +285,15 @@ class UTAD(AnomalyModel):
         """UTAD's paper reports a segmentation IoU: the evaluator adds it at this threshold."""
         return self.cfg.iou_threshold
 
+    def export_refusal(self) -> str | None:
+        """Without detail guidance the AdaIN codes are random at inference too: no fixed graph reproduces it."""
+        if self.detail is None:
+            return (
+                "model.use_detail=false (the paper's ablation) feeds the decoder random codes at inference, so its "
+                "maps change from call to call and no exported file can reproduce them"
+            )
+        return None
+
     def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Impression, naïve impression and reconstruction of normalised ``B×C×S×S`` images, in [0, 1]."""
         x = to_unit_range(image)
