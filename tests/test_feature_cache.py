@@ -110,8 +110,7 @@ def test_random_transforms_turn_the_cache_off_or_are_refused(tmp_path, caplog):
 def test_a_cache_over_budget_is_off_with_auto_and_refused_with_on(tmp_path, caplog):
     datamodule = tiny_datamodule()
     with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
-        _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", feature_cache_budget_gb=1e-6,
-                             max_epochs=1)  # fmt: skip
+        _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", feature_cache_budget_gb=1e-6)
     assert not any(cached) and "more than the budget" in caplog.text
     with pytest.raises(ConfigError, match="more than the budget"):
         train(hfr(), datamodule, tmp_path, feature_cache="on", feature_cache_budget_gb=1e-6, max_epochs=1)
@@ -131,6 +130,9 @@ def test_a_resumed_cached_run_equals_an_uninterrupted_one(tmp_path):
 
 
 IGD_CASES = {
+    # IGD's distillation: the frozen backbone's target for 4 random patches of the batch's 16 (4 per image).
+    "distill": IGDConfig(image_size=64, epochs=1, kd_steps=4, kd_batch_size=4, kd_input_size=32, width=8, hidden=32,
+                         latent=8, patch_stride=32, use_global=False),
     # IGD's global encoder: a frozen backbone plus a trained linear map.
     "global": IGDConfig(image_size=64, epochs=2, kd_steps=0, width=8, hidden=32, latent=8, estep_every=1),
     # The local encoder body, fixed after distillation (paper L189), on 2 random patches of 4 per image.
@@ -170,3 +172,28 @@ def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, 
             assert a[name] == pytest.approx(b[name], abs=1e-6, rel=1e-6)
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def igd_distilling(kd_steps: int, kd_batch_size: int):
+    torch.manual_seed(0)
+    config = IGDConfig(image_size=64, epochs=1, kd_steps=kd_steps, kd_batch_size=kd_batch_size, kd_input_size=32,
+                       width=8, hidden=32, latent=8, patch_stride=32, use_global=False,
+                       freeze_encoder=False)  # fmt: skip
+    return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+
+def test_auto_caches_only_when_the_frozen_network_would_see_fewer_inputs(tmp_path, caplog):
+    datamodule = tiny_datamodule(size=64)  # 10 images of 4 patches: the cache runs the teacher on 40 patches
+    runs = {}
+    # 2 steps (one epoch) of 4 patches: 8 teacher inputs uncached; 6 steps (3 epochs) of all 16: 96.
+    for kd_steps, kd_batch_size in ((2, 4), (6, 16)):
+        model, cached = igd_distilling(kd_steps, kd_batch_size), []
+        step = model.distill_step
+        model.distill_step = lambda batch, step=step, cached=cached: cached.append("features" in batch) or step(batch)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
+            engine = Engine(TrainerConfig(device="cpu", progress=False), 3, tmp_path / f"{kd_steps}.pt", {})
+            engine.fit(model, datamodule)
+        runs[kd_steps] = cached, caplog.text
+    assert runs[2][0] == [False] * 2 and "on 40 inputs, training without it on 8 (2 steps)" in runs[2][1]
+    assert runs[6][0] == [True] * 6 and "feature cache for stage 'distill': 10 images" in runs[6][1]

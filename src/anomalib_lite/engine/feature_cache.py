@@ -7,7 +7,10 @@ in) and hands each batch its rows as ``batch["features"]``, looked up by ``batch
 data loader is unchanged, so the batches' order is the uncached one.
 
 Where it lives: on the training device when it fits the budget; on CUDA, else in pinned host
-memory; else nowhere (``auto`` logs why and trains uncached; ``on`` raises).
+memory; else nowhere (``auto`` logs why and trains uncached; ``on`` raises). ``auto`` also leaves it
+off when it would not pay: when the cache runs the frozen network on as many inputs as the whole
+(remaining) training would without it (:func:`frozen_inputs`), e.g. one epoch, or IGD's distillation
+on fewer random patches than the training set has.
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ def random_transform_reason(dataset: Dataset) -> str | None:
         if not torch.equal(dataset[i]["image"], dataset[i]["image"]):
             return f"its training images are randomly transformed (two reads of image {i} differ)"
     return None
+
+
+def frozen_inputs(stage: Stage, images: int, steps: int, batch_size: int) -> tuple[int, int]:
+    """``(cached, uncached)``: the inputs the frozen network sees to build the cache over ``images``
+    training images, and to train ``steps`` steps of ``batch_size`` images without it."""
+    per_step = batch_size * stage.features_per_image
+    if stage.features_per_step is not None:
+        per_step = stage.features_per_step(batch_size)
+    return images * stage.features_per_image, steps * per_step
 
 
 class FeatureCache:
@@ -120,6 +132,7 @@ def build_feature_cache(
     precision: Callable[[], contextlib.AbstractContextManager],
     mode: str = "auto",
     budget_gb: float | None = None,
+    steps: int | None = None,
 ) -> FeatureCache | None:
     """Compute ``stage.features`` over ``dataset`` once, where it fits; ``None`` when not cached.
 
@@ -130,6 +143,8 @@ def build_feature_cache(
         device: the training device. precision: a new autocast context of training, per call.
         mode: ``auto`` (cache when possible, else log why), ``on`` (cache or raise) or ``off``.
         budget_gb: bytes (×10⁹) the cache may take; ``None``: half the free memory of where it goes.
+        steps: the optimiser steps left to train with it; ``auto`` caches only when that saves frozen-network
+            inputs (:func:`frozen_inputs`). ``None``: not weighed.
     Raises:
         ConfigError: ``mode=on`` and the images are randomly transformed, or the cache fits nowhere.
     """
@@ -145,6 +160,15 @@ def build_feature_cache(
     if reason is not None:
         decline(reason)
         return None
+    if mode == "auto" and steps is not None:
+        cached, uncached = frozen_inputs(stage, len(dataset), steps, batch_size)
+        if cached >= uncached:
+            log.info(
+                "feature cache off for stage '%s': it would run the frozen network on %d inputs, training "
+                "without it on %d (%d steps); trainer.feature_cache=on caches anyway",
+                stage.name, cached, uncached, steps,
+            )  # fmt: skip
+            return None
     start = time.perf_counter()
     with precision():
         probe = stage.features(dataset[0]["image"][None].to(device))

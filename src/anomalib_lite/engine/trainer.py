@@ -228,7 +228,7 @@ class Engine:
             cache = build_feature_cache(
                 stage, batches.dataset, datamodule.batch_size, self.device,
                 lambda: mixed_precision(self.cfg.precision, self.device),
-                self.cfg.feature_cache, self.cfg.feature_cache_budget_gb,
+                self.cfg.feature_cache, self.cfg.feature_cache_budget_gb, (epochs - first_epoch) * len(batches),
             )  # fmt: skip
             running = stage if cache is None else dataclasses.replace(stage, step=cache.wrap(stage.step))
             for epoch in range(first_epoch, epochs):
