@@ -14,6 +14,7 @@ from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.model import HFRConfig
 from anomalib_lite.models.igd.model import IGDConfig
 from anomalib_lite.models.msfi.model import MSFIConfig
+from anomalib_lite.models.utad.model import UTADConfig
 
 from conftest import tiny_datamodule
 
@@ -129,30 +130,41 @@ def test_a_resumed_cached_run_equals_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
 
 
-IGD_CASES = {
-    # IGD's distillation: the frozen backbone's target for 4 random patches of the batch's 16 (4 per image).
-    "distill": IGDConfig(image_size=64, epochs=1, kd_steps=4, kd_batch_size=4, kd_input_size=32, width=8, hidden=32,
-                         latent=8, patch_stride=32, use_global=False),
+def igd(**config):
+    torch.manual_seed(0)
+    config = IGDConfig(image_size=64, width=8, hidden=32, latent=8, **config)
+    return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+
+def utad():
+    torch.manual_seed(0)
+    config = UTADConfig(image_size=32, ie_epochs=1, expert_epochs=2, latent=8, mlp_hidden=16)
+    return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+
+# The models' stages that train against a frozen network on un-augmented images, and their steps.
+FROZEN_STAGES = {
     # IGD's global encoder: a frozen backbone plus a trained linear map.
-    "global": IGDConfig(image_size=64, epochs=2, kd_steps=0, width=8, hidden=32, latent=8, estep_every=1),
+    "igd_global": (lambda: igd(epochs=2, kd_steps=0, estep_every=1), "global_step"),
     # The local encoder body, fixed after distillation (paper L189), on 2 random patches of 4 per image.
-    "local": IGDConfig(image_size=64, epochs=2, kd_steps=2, kd_input_size=32, width=8, hidden=32, latent=8,
-                       patch_stride=32, patches_per_image=2, use_global=False),
+    "igd_local": (lambda: igd(epochs=2, kd_steps=2, kd_input_size=32, patch_stride=32, patches_per_image=2,
+                              use_global=False), "local_step"),
+    # IGD's distillation: the frozen backbone's target for 4 random patches of the batch's 16 (4 per image).
+    "igd_distill": (lambda: igd(epochs=1, kd_steps=4, kd_batch_size=4, kd_input_size=32, patch_stride=32,
+                                use_global=False), "distill_step"),
+    # UTAD's Expert-Net stage: the frozen IE-Net's impression of each image.
+    "utad_expert": (utad, "expert_step"),  # on 32 px images
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("stage", IGD_CASES)
-def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, stage):
-    datamodule = tiny_datamodule(size=64)
-
-    def igd():
-        torch.manual_seed(0)
-        return build_model(IGD_CASES[stage], BackboneConfig("resnet18", weights="none"))
-
+@pytest.mark.parametrize("case", FROZEN_STAGES)
+def test_stages_train_from_cached_frozen_features_as_without_them(tmp_path, case):
+    datamodule = tiny_datamodule(size=32 if case.startswith("utad") else 64)
+    make, step_name = FROZEN_STAGES[case]
     runs = {}
     for mode in ("off", "on"):
-        model, losses, cached = igd(), [], []
-        step = getattr(model, f"{stage}_step")
+        model, losses, cached = make(), [], []
+        step = getattr(model, step_name)
 
         def recording_step(batch, step=step, losses=losses, cached=cached):
             cached.append("features" in batch)
@@ -160,7 +172,7 @@ def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, 
             losses.append({name: value.item() for name, value in terms.items()})
             return terms
 
-        setattr(model, f"{stage}_step", recording_step)
+        setattr(model, step_name, recording_step)
         Engine(TrainerConfig(device="cpu", progress=False, feature_cache=mode), 3, tmp_path / f"{mode}.pt", {}).fit(
             model, datamodule
         )
@@ -174,20 +186,14 @@ def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, 
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
 
 
-def igd_distilling(kd_steps: int, kd_batch_size: int):
-    torch.manual_seed(0)
-    config = IGDConfig(image_size=64, epochs=1, kd_steps=kd_steps, kd_batch_size=kd_batch_size, kd_input_size=32,
-                       width=8, hidden=32, latent=8, patch_stride=32, use_global=False,
-                       freeze_encoder=False)  # fmt: skip
-    return build_model(config, BackboneConfig("resnet18", weights="none"))
-
-
 def test_auto_caches_only_when_the_frozen_network_would_see_fewer_inputs(tmp_path, caplog):
     datamodule = tiny_datamodule(size=64)  # 10 images of 4 patches: the cache runs the teacher on 40 patches
     runs = {}
     # 2 steps (one epoch) of 4 patches: 8 teacher inputs uncached; 6 steps (3 epochs) of all 16: 96.
     for kd_steps, kd_batch_size in ((2, 4), (6, 16)):
-        model, cached = igd_distilling(kd_steps, kd_batch_size), []
+        model = igd(epochs=1, kd_steps=kd_steps, kd_batch_size=kd_batch_size, kd_input_size=32, patch_stride=32,
+                    use_global=False, freeze_encoder=False)  # fmt: skip
+        cached = []
         step = model.distill_step
         model.distill_step = lambda batch, step=step, cached=cached: cached.append("features" in batch) or step(batch)
         caplog.clear()

@@ -189,11 +189,15 @@ def build_feature_cache(
     if pinned:
         tensors = {name: t.pin_memory() for name, t in tensors.items()}
     for batch in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):  # global RNG untouched
+        # A short last batch is padded to the training batch size: convolution kernels are chosen by batch
+        # size, and a different one changes the last bits, which Adam can amplify over a few steps.
+        images, count = batch["image"], len(batch["index"])
+        images = images[torch.arange(batch_size) % count]
         with precision():
-            features = stage.features(batch["image"].to(device, non_blocking=True))
+            features = stage.features(images.to(device, non_blocking=True))
         index = batch["index"].to(tensors[next(iter(tensors))].device)
         for name, value in features.items():
-            tensors[name].index_copy_(0, index, value.to(tensors[name].device))
+            tensors[name].index_copy_(0, index, value[:count].to(tensors[name].device))
     cache = FeatureCache(tensors, device)
     log.info(
         "feature cache for stage '%s': %d images, %.1f MB (%s) in %s memory, built in %.1f s",

@@ -393,8 +393,11 @@ class IGD(AnomalyModel):
         """The distillation targets of every patch, ``{"teacher": B×P×C}``, of ``B×C×S×S`` images (computed
         ``kd_batch_size`` patches at a time): what the engine's feature cache may compute once per run."""
         patches = self._local_inputs(image, None)[0]
-        targets = [self.teacher_features(chunk) for chunk in patches.split(self.cfg.kd_batch_size)]
-        return {"teacher": torch.cat(targets).unflatten(0, (image.shape[0], -1))}
+        count, chunk = patches.shape[0], self.cfg.kd_batch_size
+        # Whole chunks of kd_batch_size, the training batch (the last one padded): the same kernels, the same bits.
+        padded = patches[torch.arange(-(-count // chunk) * chunk, device=patches.device) % count]
+        targets = torch.cat([self.teacher_features(part) for part in padded.split(chunk)])[:count]
+        return {"teacher": targets.unflatten(0, (image.shape[0], -1))}
 
     def distill_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """``‖f_I(x) − head(h(x))‖²`` on ``kd_batch_size`` random local inputs (patches) of the batch; the
