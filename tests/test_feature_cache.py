@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from anomalib_lite.data import ImageSet
+from anomalib_lite.engine.feature_cache import FeatureCache
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig, build_model
@@ -53,12 +54,16 @@ def train(model, datamodule, tmp_path, **options):
     return losses, cached, len(calls)
 
 
-@pytest.mark.parametrize("make", [hfr, msfi, lambda: msfi(chained=True)], ids=["hfr", "msfi", "msfi_chained"])
-def test_cached_training_equals_uncached_in_fp32(tmp_path, make):
+@pytest.mark.parametrize(
+    ("make", "options"),
+    [(hfr, {}), (msfi, {}), (lambda: msfi(chained=True), {}), (msfi, {"channels_last": True})],
+    ids=["hfr", "msfi", "msfi_chained", "msfi_channels_last"],
+)
+def test_cached_training_equals_uncached_in_fp32(tmp_path, make, options):
     datamodule = tiny_datamodule()
     plain, cached_model = make(), make()
-    plain_losses, plain_cached, plain_calls = train(plain, datamodule, tmp_path, feature_cache="off")
-    losses, cached, calls = train(cached_model, datamodule, tmp_path, feature_cache="on")
+    plain_losses, plain_cached, plain_calls = train(plain, datamodule, tmp_path, feature_cache="off", **options)
+    losses, cached, calls = train(cached_model, datamodule, tmp_path, feature_cache="on", **options)
     steps = 2 * (10 // 4)  # 2 epochs, last partial batch dropped
     assert len(losses) == len(plain_losses) == steps
     assert not any(plain_cached) and all(cached)
@@ -85,6 +90,15 @@ def test_bf16_cache_is_stored_in_bf16_and_trains_within_tolerance(tmp_path, capl
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
     for (name, a), b in zip(cached_model.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_cached_rows_keep_the_features_memory_format():
+    # Features of a channels-last model are stored and delivered channels-last (no reorder per step).
+    stored = torch.randn(6, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    cache = FeatureCache({"map": stored, "vector": torch.randn(6, 3)}, torch.device("cpu"))
+    rows = cache.lookup(torch.tensor([4, 1]))
+    assert rows["map"].is_contiguous(memory_format=torch.channels_last) and rows["vector"].is_contiguous()
+    assert torch.equal(rows["map"], stored[[4, 1]]) and torch.equal(rows["vector"], cache.tensors["vector"][[4, 1]])
 
 
 class Flipping(ImageSet):

@@ -135,8 +135,10 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """``B×H×W×C`` (or ``H×W×C``) uint8 → ImageNet-normalised float ``B×C×H×W`` (or ``C×H×W``).
 
     ``C`` is 3 (RGB) or 1 (grey, normalised with the channel means of the ImageNet statistics).
+    The result is contiguous, computed in place (the same operations in the same order: the same values);
+    it runs per training image and batch, where the copies it spares are a few % of a cached step.
     """
-    x = images.movedim(-1, -3).float() / 255.0
+    x = images.movedim(-1, -3).float().contiguous().div_(255.0)
     if x.shape[-3] == 1:
-        return (x - _MEAN.mean()) / _STD.mean()
-    return (x - _MEAN) / _STD
+        return x.sub_(_MEAN.mean()).div_(_STD.mean())
+    return x.sub_(_MEAN).div_(_STD)

@@ -56,6 +56,19 @@ def random_transform_reason(dataset: Dataset) -> str | None:
     return None
 
 
+def memory_format(tensor: Tensor) -> torch.memory_format:
+    """``channels_last`` for a 4-D tensor laid out so (e.g. features of a channels-last model), else contiguous."""
+    if tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def empty_rows(tensor: Tensor, rows: int, device: torch.device | str) -> Tensor:
+    """An uninitialised ``rows×…`` tensor of ``tensor``'s row shape, dtype and memory format, on ``device``."""
+    shape = (rows, *tensor.shape[1:])
+    return torch.empty(shape, dtype=tensor.dtype, device=device, memory_format=memory_format(tensor))
+
+
 def frozen_inputs(stage: Stage, images: int, steps: int, batch_size: int) -> tuple[int, int]:
     """``(cached, uncached)``: the inputs the frozen network sees to build the cache over ``images``
     training images, and to train ``steps`` steps of ``batch_size`` images without it."""
@@ -88,8 +101,12 @@ class FeatureCache:
     def lookup(self, index: Tensor) -> dict[str, Tensor]:
         """The rows of dataset indices ``index`` (``B``), on the training device: name → ``B×…``."""
         if not self.pinned:
+            # Gathered into rows of the stored memory format (``index_select`` alone returns contiguous rows).
             index = index.to(self.device)
-            return {name: t.index_select(0, index) for name, t in self.tensors.items()}
+            return {
+                name: torch.index_select(t, 0, index, out=empty_rows(t, len(index), t.device))
+                for name, t in self.tensors.items()
+            }
         # Pinned host memory: gather into a pinned staging buffer, then copy without blocking; the
         # buffer is reused only once the previous copy is done.
         if self._copied is not None:
@@ -99,7 +116,7 @@ class FeatureCache:
         for name, t in self.tensors.items():
             staging = self._staging.get(name)
             if staging is None or staging.shape[0] < len(index):
-                staging = self._staging[name] = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype).pin_memory()
+                staging = self._staging[name] = empty_rows(t, len(index), "cpu").pin_memory()
             torch.index_select(t, 0, index, out=staging[: len(index)])
             rows[name] = staging[: len(index)].to(self.device, non_blocking=True)
         self._copied = torch.cuda.Event()
@@ -182,10 +199,8 @@ def build_feature_cache(
         )
         return None
     pinned = place == "host"
-    tensors = {
-        name: torch.empty((len(dataset), *t.shape[1:]), dtype=t.dtype, device="cpu" if pinned else device)
-        for name, t in probe.items()
-    }
+    # Stored in the features' memory format (channels-last with ``trainer.channels_last``), so rows need no reorder.
+    tensors = {name: empty_rows(t, len(dataset), "cpu" if pinned else device) for name, t in probe.items()}
     if pinned:
         tensors = {name: t.pin_memory() for name, t in tensors.items()}
     for batch in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):  # global RNG untouched
