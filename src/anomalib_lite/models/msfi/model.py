@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from anomalib_lite.models.backbones import BACKBONES, Backbone
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
-from anomalib_lite.models.layers import normalized_distance
+from anomalib_lite.models.layers import squared_normalized_distance
 from anomalib_lite.models.registry import BackboneConfig, register_model
 
 
@@ -124,7 +124,7 @@ def resized(image: torch.Tensor, side: int) -> torch.Tensor:
 
 def block_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """``0.25·‖f̂_t − f̂_s‖²`` per position: ``B×C×h×w`` twice → ``B×h×w`` in [0, 1]."""
-    return 0.25 * normalized_distance(teacher.float(), student.float()) ** 2
+    return 0.25 * squared_normalized_distance(teacher.float(), student.float())
 
 
 @register_model("msfi", MSFIConfig)
