@@ -13,7 +13,7 @@ from torch import nn
 
 from anomalib_lite.data import DataModule, ImageRecord
 from anomalib_lite.engine.checkpoint import load_checkpoint
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, to_device
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, non_finite_state, to_device
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models.base import AnomalyModel, Stage
 
@@ -149,6 +149,18 @@ def test_non_finite_weights_are_not_checkpointed(tmp_path, datamodule):
         engine.fit(NaNBuffer(poison_at=2), datamodule)
     kept = load_checkpoint(tmp_path / "last.pt")
     assert kept["epoch"] == 1 and torch.isfinite(kept["model"]["centre"]).all()
+
+
+def test_non_finite_state_names_every_tensor_with_nan_or_inf():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2).to(torch.bfloat16))
+    model.register_buffer("empty", torch.zeros(0))
+    assert non_finite_state(model) == []
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("nan")
+        model[1].running_var[0] = float("inf")
+        model[2].bias[1] = float("-inf")
+        model[2].weight.fill_(3e38)  # large but finite (bf16 holds it)
+    assert non_finite_state(model) == ["0.weight", "1.running_var", "2.bias"]
 
 
 def test_loss_terms_are_read_from_the_device_once_per_interval_not_per_step(tmp_path, datamodule, monkeypatch):

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from anomalib_lite.data import ImageSet
+from anomalib_lite.engine.feature_cache import FeatureCache
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.model import HFRConfig
 from anomalib_lite.models.igd.model import IGDConfig
 from anomalib_lite.models.msfi.model import MSFIConfig
+from anomalib_lite.models.utad.model import UTADConfig
 
 from conftest import tiny_datamodule
 
@@ -52,12 +54,16 @@ def train(model, datamodule, tmp_path, **options):
     return losses, cached, len(calls)
 
 
-@pytest.mark.parametrize("make", [hfr, msfi, lambda: msfi(chained=True)], ids=["hfr", "msfi", "msfi_chained"])
-def test_cached_training_equals_uncached_in_fp32(tmp_path, make):
+@pytest.mark.parametrize(
+    ("make", "options"),
+    [(hfr, {}), (msfi, {}), (lambda: msfi(chained=True), {}), (msfi, {"channels_last": True})],
+    ids=["hfr", "msfi", "msfi_chained", "msfi_channels_last"],
+)
+def test_cached_training_equals_uncached_in_fp32(tmp_path, make, options):
     datamodule = tiny_datamodule()
     plain, cached_model = make(), make()
-    plain_losses, plain_cached, plain_calls = train(plain, datamodule, tmp_path, feature_cache="off")
-    losses, cached, calls = train(cached_model, datamodule, tmp_path, feature_cache="on")
+    plain_losses, plain_cached, plain_calls = train(plain, datamodule, tmp_path, feature_cache="off", **options)
+    losses, cached, calls = train(cached_model, datamodule, tmp_path, feature_cache="on", **options)
     steps = 2 * (10 // 4)  # 2 epochs, last partial batch dropped
     assert len(losses) == len(plain_losses) == steps
     assert not any(plain_cached) and all(cached)
@@ -86,6 +92,15 @@ def test_bf16_cache_is_stored_in_bf16_and_trains_within_tolerance(tmp_path, capl
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=name)
 
 
+def test_cached_rows_keep_the_features_memory_format():
+    # Features of a channels-last model are stored and delivered channels-last (no reorder per step).
+    stored = torch.randn(6, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    cache = FeatureCache({"map": stored, "vector": torch.randn(6, 3)}, torch.device("cpu"))
+    rows = cache.lookup(torch.tensor([4, 1]))
+    assert rows["map"].is_contiguous(memory_format=torch.channels_last) and rows["vector"].is_contiguous()
+    assert torch.equal(rows["map"], stored[[4, 1]]) and torch.equal(rows["vector"], cache.tensors["vector"][[4, 1]])
+
+
 class Flipping(ImageSet):
     """A training set with a random horizontal flip (a random transform)."""
 
@@ -110,8 +125,7 @@ def test_random_transforms_turn_the_cache_off_or_are_refused(tmp_path, caplog):
 def test_a_cache_over_budget_is_off_with_auto_and_refused_with_on(tmp_path, caplog):
     datamodule = tiny_datamodule()
     with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
-        _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", feature_cache_budget_gb=1e-6,
-                             max_epochs=1)  # fmt: skip
+        _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", feature_cache_budget_gb=1e-6)
     assert not any(cached) and "more than the budget" in caplog.text
     with pytest.raises(ConfigError, match="more than the budget"):
         train(hfr(), datamodule, tmp_path, feature_cache="on", feature_cache_budget_gb=1e-6, max_epochs=1)
@@ -130,27 +144,41 @@ def test_a_resumed_cached_run_equals_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
 
 
-IGD_CASES = {
+def igd(**config):
+    torch.manual_seed(0)
+    config = IGDConfig(image_size=64, width=8, hidden=32, latent=8, **config)
+    return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+
+def utad():
+    torch.manual_seed(0)
+    config = UTADConfig(image_size=32, ie_epochs=1, expert_epochs=2, latent=8, mlp_hidden=16)
+    return build_model(config, BackboneConfig("resnet18", weights="none"))
+
+
+# The models' stages that train against a frozen network on un-augmented images, and their steps.
+FROZEN_STAGES = {
     # IGD's global encoder: a frozen backbone plus a trained linear map.
-    "global": IGDConfig(image_size=64, epochs=2, kd_steps=0, width=8, hidden=32, latent=8, estep_every=1),
+    "igd_global": (lambda: igd(epochs=2, kd_steps=0, estep_every=1), "global_step"),
     # The local encoder body, fixed after distillation (paper L189), on 2 random patches of 4 per image.
-    "local": IGDConfig(image_size=64, epochs=2, kd_steps=2, kd_input_size=32, width=8, hidden=32, latent=8,
-                       patch_stride=32, patches_per_image=2, use_global=False),
+    "igd_local": (lambda: igd(epochs=2, kd_steps=2, kd_input_size=32, patch_stride=32, patches_per_image=2,
+                              use_global=False), "local_step"),
+    # IGD's distillation: the frozen backbone's target for 4 random patches of the batch's 16 (4 per image).
+    "igd_distill": (lambda: igd(epochs=1, kd_steps=4, kd_batch_size=4, kd_input_size=32, patch_stride=32,
+                                use_global=False), "distill_step"),
+    # UTAD's Expert-Net stage: the frozen IE-Net's impression of each image.
+    "utad_expert": (utad, "expert_step"),  # on 32 px images
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("stage", IGD_CASES)
-def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, stage):
-    datamodule = tiny_datamodule(size=64)
-
-    def igd():
-        torch.manual_seed(0)
-        return build_model(IGD_CASES[stage], BackboneConfig("resnet18", weights="none"))
-
+@pytest.mark.parametrize("case", FROZEN_STAGES)
+def test_stages_train_from_cached_frozen_features_as_without_them(tmp_path, case):
+    datamodule = tiny_datamodule(size=32 if case.startswith("utad") else 64)
+    make, step_name = FROZEN_STAGES[case]
     runs = {}
     for mode in ("off", "on"):
-        model, losses, cached = igd(), [], []
-        step = getattr(model, f"{stage}_step")
+        model, losses, cached = make(), [], []
+        step = getattr(model, step_name)
 
         def recording_step(batch, step=step, losses=losses, cached=cached):
             cached.append("features" in batch)
@@ -158,7 +186,7 @@ def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, 
             losses.append({name: value.item() for name, value in terms.items()})
             return terms
 
-        setattr(model, f"{stage}_step", recording_step)
+        setattr(model, step_name, recording_step)
         Engine(TrainerConfig(device="cpu", progress=False, feature_cache=mode), 3, tmp_path / f"{mode}.pt", {}).fit(
             model, datamodule
         )
@@ -170,3 +198,22 @@ def test_igd_stages_train_from_cached_frozen_features_as_without_them(tmp_path, 
             assert a[name] == pytest.approx(b[name], abs=1e-6, rel=1e-6)
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_auto_caches_only_when_the_frozen_network_would_see_fewer_inputs(tmp_path, caplog):
+    datamodule = tiny_datamodule(size=64)  # 10 images of 4 patches: the cache runs the teacher on 40 patches
+    runs = {}
+    # 2 steps (one epoch) of 4 patches: 8 teacher inputs uncached; 6 steps (3 epochs) of all 16: 96.
+    for kd_steps, kd_batch_size in ((2, 4), (6, 16)):
+        model = igd(epochs=1, kd_steps=kd_steps, kd_batch_size=kd_batch_size, kd_input_size=32, patch_stride=32,
+                    use_global=False, freeze_encoder=False)  # fmt: skip
+        cached = []
+        step = model.distill_step
+        model.distill_step = lambda batch, step=step, cached=cached: cached.append("features" in batch) or step(batch)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
+            engine = Engine(TrainerConfig(device="cpu", progress=False), 3, tmp_path / f"{kd_steps}.pt", {})
+            engine.fit(model, datamodule)
+        runs[kd_steps] = cached, caplog.text
+    assert runs[2][0] == [False] * 2 and "on 40 inputs, training without it on 8 (2 steps)" in runs[2][1]
+    assert runs[6][0] == [True] * 6 and "feature cache for stage 'distill': 10 images" in runs[6][1]

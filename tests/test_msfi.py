@@ -21,7 +21,7 @@ from anomalib_lite.data.images import to_model_input
 from anomalib_lite.errors import ConfigError, DataError, WeightsError
 from anomalib_lite.models import BackboneConfig, backbones
 from anomalib_lite.models.backbones import Backbone
-from anomalib_lite.models.msfi.model import MSFI, MSFIConfig, WeightSearchConfig
+from anomalib_lite.models.msfi.model import MSFI, MSFIConfig, WeightSearchConfig, block_map
 
 from conftest import REPO, TINY, run_entry
 
@@ -37,6 +37,17 @@ def _record_inputs(model: MSFI) -> dict[tuple[int, int], torch.Tensor]:
         for lv, block in enumerate(group):
             block.register_forward_hook(lambda m, args, out, key=(s, lv): seen.__setitem__(key, args[0].detach()))
     return seen
+
+
+def test_block_map_is_a_quarter_of_the_squared_distance_of_unit_feature_vectors():
+    teacher, student = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
+    naive = torch.zeros(2, 3, 4)
+    for n in range(2):
+        for y in range(3):
+            for x in range(4):
+                u, v = teacher[n, :, y, x], student[n, :, y, x]
+                naive[n, y, x] = 0.25 * ((u / u.norm() - v / v.norm()) ** 2).sum()
+    torch.testing.assert_close(block_map(teacher, student), naive)
 
 
 def test_students_receive_teacher_features_not_student_outputs():

@@ -135,13 +135,18 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """``B×H×W×C`` (or ``H×W×C``) uint8 → ImageNet-normalised float ``B×C×H×W`` (or ``C×H×W``).
 
     ``C`` is 3 (RGB) or 1 (grey, normalised with the channel means of the ImageNet statistics).
+    The result is contiguous, computed in place (the same operations in the same order: the same values);
+    it runs per training image and batch, where the copies it spares are a few % of a cached step.
     """
-    return normalise(images.movedim(-1, -3).float() / 255.0)
+    return normalise(images.movedim(-1, -3).float().contiguous().div_(255.0), in_place=True)
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1], ``…×C×H×W`` (``C`` 3 or 1, as :func:`to_model_input`) → ImageNet-normalised."""
+def normalise(x: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
+    """Float images in [0, 1], ``…×C×H×W`` (``C`` 3 or 1, as :func:`to_model_input`) → ImageNet-normalised.
+
+    ``in_place=True`` overwrites ``x`` (a tensor the caller owns) instead of allocating the result.
+    """
     mean, std = _MEAN.to(x), _STD.to(x)
     if x.shape[-3] == 1:
-        return (x - mean.mean()) / std.mean()
-    return (x - mean) / std
+        mean, std = mean.mean(), std.mean()
+    return x.sub_(mean).div_(std) if in_place else (x - mean) / std

@@ -7,7 +7,10 @@ in) and hands each batch its rows as ``batch["features"]``, looked up by ``batch
 data loader is unchanged, so the batches' order is the uncached one.
 
 Where it lives: on the training device when it fits the budget; on CUDA, else in pinned host
-memory; else nowhere (``auto`` logs why and trains uncached; ``on`` raises).
+memory; else nowhere (``auto`` logs why and trains uncached; ``on`` raises). ``auto`` also leaves it
+off when it would not pay: when the cache runs the frozen network on as many inputs as the whole
+(remaining) training would without it (:func:`frozen_inputs`), e.g. one epoch, or IGD's distillation
+on fewer random patches than the training set has.
 """
 
 from __future__ import annotations
@@ -53,6 +56,28 @@ def random_transform_reason(dataset: Dataset) -> str | None:
     return None
 
 
+def memory_format(tensor: Tensor) -> torch.memory_format:
+    """``channels_last`` for a 4-D tensor laid out so (e.g. features of a channels-last model), else contiguous."""
+    if tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def empty_rows(tensor: Tensor, rows: int, device: torch.device | str) -> Tensor:
+    """An uninitialised ``rows×…`` tensor of ``tensor``'s row shape, dtype and memory format, on ``device``."""
+    shape = (rows, *tensor.shape[1:])
+    return torch.empty(shape, dtype=tensor.dtype, device=device, memory_format=memory_format(tensor))
+
+
+def frozen_inputs(stage: Stage, images: int, steps: int, batch_size: int) -> tuple[int, int]:
+    """``(cached, uncached)``: the inputs the frozen network sees to build the cache over ``images``
+    training images, and to train ``steps`` steps of ``batch_size`` images without it."""
+    per_step = batch_size * stage.features_per_image
+    if stage.features_per_step is not None:
+        per_step = stage.features_per_step(batch_size)
+    return images * stage.features_per_image, steps * per_step
+
+
 class FeatureCache:
     """The features of every item of a dataset: name → ``N×…`` tensor, row ``i`` for dataset index ``i``.
 
@@ -76,8 +101,12 @@ class FeatureCache:
     def lookup(self, index: Tensor) -> dict[str, Tensor]:
         """The rows of dataset indices ``index`` (``B``), on the training device: name → ``B×…``."""
         if not self.pinned:
+            # Gathered into rows of the stored memory format (``index_select`` alone returns contiguous rows).
             index = index.to(self.device)
-            return {name: t.index_select(0, index) for name, t in self.tensors.items()}
+            return {
+                name: torch.index_select(t, 0, index, out=empty_rows(t, len(index), t.device))
+                for name, t in self.tensors.items()
+            }
         # Pinned host memory: gather into a pinned staging buffer, then copy without blocking; the
         # buffer is reused only once the previous copy is done.
         if self._copied is not None:
@@ -87,7 +116,7 @@ class FeatureCache:
         for name, t in self.tensors.items():
             staging = self._staging.get(name)
             if staging is None or staging.shape[0] < len(index):
-                staging = self._staging[name] = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype).pin_memory()
+                staging = self._staging[name] = empty_rows(t, len(index), "cpu").pin_memory()
             torch.index_select(t, 0, index, out=staging[: len(index)])
             rows[name] = staging[: len(index)].to(self.device, non_blocking=True)
         self._copied = torch.cuda.Event()
@@ -120,6 +149,7 @@ def build_feature_cache(
     precision: Callable[[], contextlib.AbstractContextManager],
     mode: str = "auto",
     budget_gb: float | None = None,
+    steps: int | None = None,
 ) -> FeatureCache | None:
     """Compute ``stage.features`` over ``dataset`` once, where it fits; ``None`` when not cached.
 
@@ -130,6 +160,8 @@ def build_feature_cache(
         device: the training device. precision: a new autocast context of training, per call.
         mode: ``auto`` (cache when possible, else log why), ``on`` (cache or raise) or ``off``.
         budget_gb: bytes (×10⁹) the cache may take; ``None``: half the free memory of where it goes.
+        steps: the optimiser steps left to train with it; ``auto`` caches only when that saves frozen-network
+            inputs (:func:`frozen_inputs`). ``None``: not weighed.
     Raises:
         ConfigError: ``mode=on`` and the images are randomly transformed, or the cache fits nowhere.
     """
@@ -145,6 +177,15 @@ def build_feature_cache(
     if reason is not None:
         decline(reason)
         return None
+    if mode == "auto" and steps is not None:
+        cached, uncached = frozen_inputs(stage, len(dataset), steps, batch_size)
+        if cached >= uncached:
+            log.info(
+                "feature cache off for stage '%s': it would run the frozen network on %d inputs, training "
+                "without it on %d (%d steps); trainer.feature_cache=on caches anyway",
+                stage.name, cached, uncached, steps,
+            )  # fmt: skip
+            return None
     start = time.perf_counter()
     with precision():
         probe = stage.features(dataset[0]["image"][None].to(device))
@@ -158,18 +199,20 @@ def build_feature_cache(
         )
         return None
     pinned = place == "host"
-    tensors = {
-        name: torch.empty((len(dataset), *t.shape[1:]), dtype=t.dtype, device="cpu" if pinned else device)
-        for name, t in probe.items()
-    }
+    # Stored in the features' memory format (channels-last with ``trainer.channels_last``), so rows need no reorder.
+    tensors = {name: empty_rows(t, len(dataset), "cpu" if pinned else device) for name, t in probe.items()}
     if pinned:
         tensors = {name: t.pin_memory() for name, t in tensors.items()}
     for batch in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):  # global RNG untouched
+        # A short last batch is padded to the training batch size: convolution kernels are chosen by batch
+        # size, and a different one changes the last bits, which Adam can amplify over a few steps.
+        images, count = batch["image"], len(batch["index"])
+        images = images[torch.arange(batch_size) % count]
         with precision():
-            features = stage.features(batch["image"].to(device, non_blocking=True))
+            features = stage.features(images.to(device, non_blocking=True))
         index = batch["index"].to(tensors[next(iter(tensors))].device)
         for name, value in features.items():
-            tensors[name].index_copy_(0, index, value.to(tensors[name].device))
+            tensors[name].index_copy_(0, index, value[:count].to(tensors[name].device))
     cache = FeatureCache(tensors, device)
     log.info(
         "feature cache for stage '%s': %d images, %.1f MB (%s) in %s memory, built in %.1f s",

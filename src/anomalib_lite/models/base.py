@@ -52,6 +52,11 @@ class Stage:
             computing them, with the same result.
         steps: optional budget in optimiser steps instead of epochs (e.g. IGD's distillation, counted in
             iterations by its paper): the stage runs ``ceil(steps / batches per epoch)`` epochs.
+        features_per_image: inputs of the frozen network per image that ``features`` computes (e.g. every
+            patch of it); with ``features_per_step``, what ``trainer.feature_cache=auto`` weighs.
+        features_per_step: batch size → inputs of the frozen network one uncached step computes (e.g. a
+            random subset of the batch's patches); ``None``: ``features_per_image`` per image of the batch.
+            ``auto`` caches only when training uncached would run the frozen network on more inputs.
     """
 
     name: str
@@ -65,6 +70,8 @@ class Stage:
     split: str = "train"
     features: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     steps: int | None = None
+    features_per_image: int = 1
+    features_per_step: Callable[[int], int] | None = None
 
 
 class AnomalyModel(nn.Module):

@@ -156,6 +156,11 @@ class IGDConfig:
         return self.image_size > self.local_size if self.use_global is None else self.use_global
 
     @property
+    def patch_count(self) -> int:
+        """Local-model inputs per image: every ``local_size`` patch at ``patch_stride`` (1 on 32×32 images)."""
+        return ((self.image_size - self.local_size) // self.patch_stride + 1) ** 2
+
+    @property
     def body_frozen(self) -> bool:
         """Whether the local encoder body is fixed in the EM stage (after a distillation)."""
         return self.freeze_encoder and self.kd_steps > 0
@@ -358,7 +363,7 @@ class IGD(AnomalyModel):
     def _normalised_batches(self, local: bool) -> Iterator[torch.Tensor]:
         """The training set as normalised model inputs (every patch for the local model), in chunks."""
         cfg = self.cfg
-        per_image = ((cfg.image_size - cfg.local_size) // cfg.patch_stride + 1) ** 2 if local else 1
+        per_image = cfg.patch_count if local else 1
         loader = DataLoader(self._datamodule.train_set, batch_size=max(1, CHUNK // per_image))
         for batch in loader:
             image = batch["image"].to(self.local.mu.device)
@@ -385,13 +390,30 @@ class IGD(AnomalyModel):
             resized = F.interpolate(inputs, size=self.cfg.kd_input_size, mode="bilinear", align_corners=False)
             return self.backbone(resized)[0].float().mean(dim=(2, 3))
 
+    def patch_teacher_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The distillation targets of every patch, ``{"teacher": B×P×C}``, of ``B×C×S×S`` images (computed
+        ``kd_batch_size`` patches at a time): what the engine's feature cache may compute once per run."""
+        patches = self._local_inputs(image, None)[0]
+        count, chunk = patches.shape[0], self.cfg.kd_batch_size
+        # Whole chunks of kd_batch_size, the training batch (the last one padded): the same kernels, the same bits.
+        padded = patches[torch.arange(-(-count // chunk) * chunk, device=patches.device) % count]
+        targets = torch.cat([self.teacher_features(part) for part in padded.split(chunk)])[:count]
+        return {"teacher": targets.unflatten(0, (image.shape[0], -1))}
+
     def distill_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``‖f_I(x) − head(h(x))‖²`` on ``kd_batch_size`` random local inputs (patches) of the batch."""
+        """``‖f_I(x) − head(h(x))‖²`` on ``kd_batch_size`` random local inputs (patches) of the batch; the
+        targets ``f_I(x)`` are gathered from the batch's cached :meth:`patch_teacher_features` by the same draw
+        when it has them."""
         inputs = self._local_inputs(batch["image"], None)[0]
+        targets = batch["features"]["teacher"].flatten(0, 1) if "features" in batch else None
         if inputs.shape[0] > self.cfg.kd_batch_size:
-            inputs = inputs[torch.randperm(inputs.shape[0], device=inputs.device)[: self.cfg.kd_batch_size]]
+            chosen = torch.randperm(inputs.shape[0], device=inputs.device)[: self.cfg.kd_batch_size]
+            inputs = inputs[chosen]
+            targets = None if targets is None else targets[chosen]
+        if targets is None:
+            targets = self.teacher_features(inputs)
         hidden = self.local.encoder.features(inputs)
-        loss = ((self.kd_head(hidden).float() - self.teacher_features(inputs)) ** 2).sum(1).mean()
+        loss = ((self.kd_head(hidden).float() - targets) ** 2).sum(1).mean()
         return {"loss": loss}
 
     def local_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -424,6 +446,7 @@ class IGD(AnomalyModel):
     def _em_stage(self, name: str, descriptor: GaussianDescriptor, step, local: bool, features=None) -> Stage:
         cfg = self.cfg
         start, epoch_end = self._em_hooks(descriptor, local)
+        drawn = cfg.patches_per_image or cfg.patch_count
         return Stage(
             name=name,
             epochs=cfg.epochs,
@@ -436,6 +459,9 @@ class IGD(AnomalyModel):
             on_stage_start=start,
             on_epoch_end=epoch_end,
             features=features,
+            # The local cache holds every patch; an uncached step runs the body on the drawn ones only.
+            features_per_image=cfg.patch_count if local else 1,
+            features_per_step=lambda batch: batch * (min(drawn, cfg.patch_count) if local else 1),
         )
 
     def stages(self) -> list[Stage]:
@@ -444,10 +470,14 @@ class IGD(AnomalyModel):
         stages = []
         if cfg.kd_steps > 0:
             parameters = list(self.local.encoder.body.parameters()) + list(self.kd_head.parameters())
+            # The teacher sees a random subset of the finite set of patches: its target for every patch of
+            # every image is cached when distillation draws more patches than there are.
             stages.append(
                 Stage(
                     name="distill", epochs=1, steps=cfg.kd_steps, parameters=parameters, step=self.distill_step,
-                    optimizer=self._adam(cfg.kd_lr, cfg.kd_weight_decay),
+                    optimizer=self._adam(cfg.kd_lr, cfg.kd_weight_decay), features=self.patch_teacher_features,
+                    features_per_image=cfg.patch_count,
+                    features_per_step=lambda batch: min(cfg.kd_batch_size, batch * cfg.patch_count),
                 )
             )  # fmt: skip
         # The body's features are fixed (cacheable) only once it is distilled and frozen (paper L189).

@@ -31,7 +31,7 @@ from anomalib_lite.data.datamodule import ValidationSplit
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.backbones import Backbone, level_layers
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
-from anomalib_lite.models.layers import normalized_distance
+from anomalib_lite.models.layers import squared_normalized_distance
 from anomalib_lite.models.registry import BackboneConfig, register_model
 
 SEARCH_METHODS = ("paper", "calibrated")
@@ -188,7 +188,7 @@ def pyramid_input(image: torch.Tensor, side: int) -> torch.Tensor:
 
 def block_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """``0.25·‖f̂_t − f̂_s‖²`` per position: ``B×C×h×w`` twice → ``B×h×w`` in [0, 1]."""
-    return 0.25 * normalized_distance(teacher.float(), student.float()) ** 2
+    return 0.25 * squared_normalized_distance(teacher.float(), student.float())
 
 
 @register_model("msfi", MSFIConfig)

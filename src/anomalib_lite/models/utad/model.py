@@ -212,11 +212,17 @@ class UTAD(AnomalyModel):
         naive = self.naive_decoder(self.naive_encoder(x_pm))
         return restored, naive, code
 
+    def impression_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"impression": B×3×S×S}``: the frozen IE-Net's impressions of normalised ``B×C×S×S`` images, what
+        the engine's feature cache may compute once per run for the Expert-Net stage (:attr:`Stage.features`)."""
+        return {"impression": self.impression(to_unit_range(image))}
+
     def expert_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I``, and of the detail codes of ``x̂`` and ``x``."""
+        """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I``, and of the detail codes of ``x̂`` and ``x``
+        (``x_I`` from the batch's cached :meth:`impression_features` when it has them)."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
-        impression = self.impression(x)
+        impression = batch["features"]["impression"] if "features" in batch else self.impression(x)
         restored, naive, code = self.expert(x, impression)
         image_term = (restored - (2 * x - 1)).abs().mean()
         naive_term = (naive - (2 * impression - 1)).abs().mean()
@@ -271,6 +277,8 @@ class UTAD(AnomalyModel):
                     parameters=[p for m in self._expert_modules() for p in m.parameters()],
                     optimizer=lambda params: torch.optim.Adam(params, lr=cfg.expert_lr, betas=tuple(cfg.betas)),
                     step=self.expert_step,
+                    # The frozen IE-Net sees the un-augmented images: its impressions are fixed per image.
+                    features=self.impression_features,
                 )
             )
         return stages
