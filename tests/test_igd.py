@@ -108,7 +108,7 @@ def test_predict_shapes_local_only_and_with_the_global_model():
 def test_an_uncached_torchvision_backbone_falls_back_to_the_offline_one(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     chosen = cached_or_offline(BackboneConfig(name="resnet18", layers=["layer4"]), "tf_efficientnet_lite0")
-    assert chosen == BackboneConfig(name="tf_efficientnet_lite0", layers=None)
+    assert chosen == BackboneConfig(name="tf_efficientnet_lite0", layers=None, stand_in_for="resnet18")
     assert "not in the torch cache" in caplog.text and "prepare_data.py weights" in caplog.text
     # Once the file is in the cache, the paper's backbone is kept.
     _, path = torchvision_weights_path("resnet18")
