@@ -303,3 +303,101 @@ def test_the_mvtec_experiment_has_the_papers_budget():
     assert experiment.model.epochs == 256 and experiment.data.image_size == 256
     assert (model.kd_steps, model.kd_batch_size, model.patches_per_image, model.beta) == (50000, 64, None, 0.1)
     assert IGDConfig().kd_steps == 50000 and IGDConfig().patches_per_image is None
+
+
+def _train_set(n: int = 8) -> object:
+    """A stand-in datamodule whose training set is ``n`` random 32×32 images."""
+    return type("Data", (), {"train_set": [{"image": torch.randn(3, 32, 32)} for _ in range(n)]})()
+
+
+def test_without_a_descriptor_the_autoencoder_trains_and_scores_on_reconstruction_alone():
+    # IGD Table 5 "MS-SSIM" / "+ KD": the autoencoder with the MS-SSIM loss, no GSVDD.
+    torch.manual_seed(0)
+    model = IGD(IGDConfig(width=4, kd_steps=0, descriptor="none"), BackboneConfig(weights="none"))
+    local = model.stages()[0]
+    local.on_stage_start(_train_set())
+    local.on_epoch_end(10)
+    assert not bool(model.local.fitted)  # no E-step ran
+    image = torch.randn(6, 3, 32, 32)
+    terms = model.local_step({"image": image})
+    assert set(terms) == {"loss", "reconstruction", "generator", "critic"}
+    assert torch.allclose(terms["loss"], terms["reconstruction"] + terms["generator"] + terms["critic"])
+    model.eval()
+    with torch.no_grad():
+        expected = model.local.reconstruction_error(model.local.decoder(model.local.encode(image)), image)
+    score, _ = model.local.evaluate(image, image)
+    assert torch.allclose(score, expected, atol=1e-6)  # ℓ_m itself, not ξ·ℓ_m
+    assert torch.allclose(model.predict(image).score, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="descriptor"):
+        IGDConfig(descriptor="gmm")
+
+
+def test_svdd_trains_and_scores_the_squared_distance_to_the_mean_initial_code():
+    # Deep SVDD (Ruff et al. 2018, IGD Table 5 "DSVDD"): c = mean of the initial codes (|c_i| ≥ ε = 0.1), fixed;
+    # loss mean ‖z − c‖², score term ‖z − c‖².
+    torch.manual_seed(0)
+    model = IGD(IGDConfig(width=4, kd_steps=0, descriptor="svdd"), BackboneConfig(weights="none"))
+    data = _train_set()
+    local = model.stages()[0]
+    with torch.no_grad():
+        codes = model.local.eval().encode(torch.stack([item["image"] for item in data.train_set]))
+    mean = codes.mean(0)
+    centre = torch.where(mean.abs() < 0.1, torch.where(mean < 0, -0.1, 0.1), mean)
+    local.on_stage_start(data)
+    assert torch.allclose(model.local.mu, centre, atol=1e-6)
+    model.train()
+    image = torch.randn(6, 3, 32, 32)
+    terms = model.local_step({"image": image})
+    z = model.local.encode(image)
+    assert torch.allclose(terms["descriptor"], ((z - centre) ** 2).sum(1).mean(), rtol=1e-5)
+    optimizer = local.optimizer(local.parameters)
+    terms["loss"].backward()
+    optimizer.step()
+    local.on_epoch_end(10)  # where the GSVDD would refit its mean, the centre stays
+    assert torch.allclose(model.local.mu, centre, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        z = model.local.encode(image)
+        reconstruction = model.local.reconstruction_error(model.local.decoder(z), image)
+    score, _ = model.local.evaluate(image, image)
+    assert torch.allclose(score, 0.5 * reconstruction + 0.5 * ((z - centre) ** 2).sum(1), rtol=1e-5)
+
+
+def test_without_interpolation_there_is_no_critic_and_no_generator_term():
+    # IGD Table 5 without "INTER" (ACAI, eq. 5 and 6): neither the critic loss nor the decoder's generator term.
+    torch.manual_seed(0)
+    cfg = IGDConfig(image_size=64, width=4, kd_steps=0, interpolation=False)
+    model = IGD(cfg, BackboneConfig(weights="none"))
+    assert model.local.critic is None and model.global_model.critic is None
+    assert not any("critic" in name for name, _ in model.named_parameters())
+    local = model.stages()[0]
+    trained = {id(p) for p in local.parameters}
+    decoder_and_head = [*model.local.decoder.parameters(), *model.local.encoder.to_latent.parameters()]
+    assert trained == {id(p) for p in [*model.local.encoder.body.parameters(), *decoder_and_head]}
+    local.on_stage_start(_train_set())
+    terms = model.local_step({"image": torch.randn(2, 3, 64, 64)})
+    assert set(terms) == {"loss", "reconstruction", "descriptor"}
+    assert torch.allclose(terms["loss"], terms["reconstruction"] + terms["descriptor"])
+    full = IGD(IGDConfig(image_size=64, width=4, kd_steps=0), BackboneConfig(weights="none"))
+    critic = {id(p) for p in full.local.critic.parameters()}
+    assert critic and critic <= {id(p) for p in full.stages()[0].parameters}
+
+
+def test_without_distillation_there_is_no_distill_stage_and_the_encoder_trains_from_scratch():
+    # IGD Table 5 "MS-SSIM" has no "KD": no distillation, so the (randomly initialised) body is not frozen.
+    torch.manual_seed(0)
+    model = IGD(IGDConfig(width=4, distill=False), BackboneConfig(weights="none"))  # kd_steps stays 50 000
+    assert [s.name for s in model.stages()] == ["local"]
+    assert model.backbone is None and model.kd_head is None and not model.cfg.body_frozen
+    local = model.stages()[0]
+    assert local.features is None  # the body's features change: nothing to cache
+    local.on_stage_start(_train_set())
+    body = model.local.encoder.body
+    before = [p.detach().clone() for p in body.parameters()]
+    optimizer = local.optimizer(local.parameters)
+    model.train()
+    local.step({"image": torch.randn(8, 3, 32, 32)})["loss"].backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, body.parameters()))
+    distilled = IGD(IGDConfig(width=4, kd_steps=1, kd_input_size=32), BackboneConfig(weights="none"))
+    assert [s.name for s in distilled.stages()] == ["distill", "local"] and distilled.cfg.body_frozen

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
-from anomalib_lite.cli.reproduce import plan_dataset
+from anomalib_lite.cli.reproduce import Options, plan_dataset, reproduce
 from anomalib_lite.cli.reproduce_report import write_report
 from anomalib_lite.cli.reproduce_results import MEAN, ArmResult, Run, build_cells
 from anomalib_lite.cli.reproduce_tables import TABLES
+from anomalib_lite.config import validate
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
+from anomalib_lite.models.igd.model import IGDConfig
 from anomalib_lite.paper_tables import paper_table
 
 from conftest import REPO, run_entry, write_mvtec_category
@@ -132,13 +137,35 @@ def test_seeds_give_mean_and_sample_std_per_cell_and_for_the_mean():
 
 def test_an_arm_whose_option_does_not_exist_is_listed_not_run(tmp_path):
     table = TABLES["igd_ablation"]
-    assert table.arms[0].missing("igd") == [] and table.arms[1].missing("igd") == ["model.ablation"]
-    result = run_entry("scripts/reproduce.py", "igd_ablation", "--dry-run", "--out", str(tmp_path / "r"),
-                       "--root", f"cifar10={tmp_path / 'none'}")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "needs model.ablation, not in this code" in result.stdout
+    lacking = dataclasses.replace(table.arms[0], requires=("model.distill", "model.ablation"))
+    assert table.arms[0].missing("igd") == [] and lacking.missing("igd") == ["model.ablation"]
+    options = Options(tmp_path / "r", roots={"cifar10": str(tmp_path / "none")}, dry_run=True)
+    report = reproduce(dataclasses.replace(table, arms=(lacking, table.arms[-1])), options, REPO)
+    assert "needs model.ablation, not in this code" in report
     listing = run_entry("scripts/reproduce.py", "--list")
     assert all(name in listing.stdout for name in TABLES) and "msfi_scales" in listing.stdout
+
+
+def test_the_igd_ablation_arms_switch_off_the_parts_of_the_papers_table5_columns():
+    # IGD Table 5 (L216-221): each column adds KD, a descriptor (DSVDD or GSVDD), then INTER to MS-SSIM.
+    expected = {
+        "MS-SSIM": (False, "none", False),
+        "+ KD": (True, "none", False),
+        "+ KD + DSVDD": (True, "svdd", False),
+        "+ KD + GSVDD": (True, "gaussian", False),
+        "+ KD + GSVDD + INTER": (True, "gaussian", True),
+    }
+    arms = TABLES["igd_ablation"].arms
+    assert [arm.label for arm in arms] == list(expected) == paper_table("igd", "table5").columns[: len(expected)]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        for arm in arms:
+            assert arm.missing("igd") == []
+            cfg = validate(compose("train", overrides=["+experiment=igd_one_class", "data=cifar10", *arm.overrides]))
+            model = cfg.model
+            assert isinstance(model, IGDConfig)
+            assert (model.distilled, model.descriptor, model.interpolation) == expected[arm.label], arm.label
+    GlobalHydra.instance().clear()
 
 
 @pytest.mark.slow

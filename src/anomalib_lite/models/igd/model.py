@@ -12,7 +12,8 @@ feature, counted in iterations), ``local`` (the body is then frozen, paper L189:
 512→128 layer, the decoder and the critic train), then ``global`` when used. The critic is
 trained in the same optimiser step as the autoencoder: its loss sees detached
 reconstructions, and the generator term reaches the decoder through a detached copy of the
-critic's weights, so neither loss moves the other's parameters.
+critic's weights, so neither loss moves the other's parameters. ``distill``, ``descriptor`` and
+``interpolation`` remove parts for the paper's Table 5 ablation (:class:`IGDConfig`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CHUNK = 256  # local-model inputs per forward pass outside training (E-step, pre
 NORMALISED_RANGE = 4.7579  # paper L185: the range of ImageNet-normalised pixels, (1 − 0.406)/0.225 + 0.485/0.229
 SSIM_SPACES = ("normalised", "unit")
 COMBINE = ("beta", "equal")
+DESCRIPTORS = ("gaussian", "svdd", "none")
 
 
 @dataclass
@@ -59,8 +61,16 @@ class IGDConfig:
             steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5);
             0 steps skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
         freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
-            trains it in the EM stage too (an option, not the paper). Without distillation (``kd_steps=0``,
-            the no-KD row of the paper's Table 5) there is nothing to fix and the body trains.
+            trains it in the EM stage too (an option, not the paper). It applies only to a distilled body:
+            without distillation there is nothing to fix and the body trains from its random initialisation.
+        distill, descriptor, interpolation: the paper's Table 5 ablation (L214–L223); the defaults are the full
+            model. ``distill=false`` (no "KD"): no distillation stage (as ``kd_steps=0``), the local encoder
+            trains from scratch. ``descriptor``: ``gaussian`` = GSVDD (eq. 7, E-step every ``estep_every``
+            epochs); ``svdd`` = Deep SVDD [60]: loss and score term ``‖z − c‖²`` to a fixed centre ``c``, the
+            mean of the codes at the start of the EM stage (components under ``mu_min`` pushed out, as Deep
+            SVDD's ε = 0.1); Ruff's one-class objective, while the paper's row says soft-boundary (choice);
+            ``none`` = the MS-SSIM autoencoder alone, score ``ℓ_m``. ``interpolation=false`` (no "INTER"): no
+            ACAI, i.e. no critic (eq. 5) and no generator term (eq. 6).
         width: channels of the first conv (ref-code 64). hidden, latent: 512-d distilled feature, 128-d code
             (paper L185/L189).
         local_size, patch_stride: the local model's input side and, on larger images, the patch stride
@@ -94,6 +104,9 @@ class IGDConfig:
     kd_weight_decay: float = 1e-5
     kd_input_size: int = 224
     freeze_encoder: bool = True
+    distill: bool = True
+    descriptor: str = "gaussian"
+    interpolation: bool = True
     width: int = 64
     hidden: int = 512
     latent: int = 128
@@ -149,6 +162,8 @@ class IGDConfig:
             raise ValueError(f"model.combine={self.combine!r}; choices: {', '.join(COMBINE)}")
         if self.ssim_space not in SSIM_SPACES:
             raise ValueError(f"model.ssim_space={self.ssim_space!r}; choices: {', '.join(SSIM_SPACES)}")
+        if self.descriptor not in DESCRIPTORS:
+            raise ValueError(f"model.descriptor={self.descriptor!r}; choices: {', '.join(DESCRIPTORS)}")
 
     @property
     def global_used(self) -> bool:
@@ -161,9 +176,14 @@ class IGDConfig:
         return ((self.image_size - self.local_size) // self.patch_stride + 1) ** 2
 
     @property
+    def distilled(self) -> bool:
+        """Whether the ``distill`` stage runs (``distill`` and ``kd_steps > 0``)."""
+        return self.distill and self.kd_steps > 0
+
+    @property
     def body_frozen(self) -> bool:
-        """Whether the local encoder body is fixed in the EM stage (after a distillation)."""
-        return self.freeze_encoder and self.kd_steps > 0
+        """Whether the local encoder body is fixed in the EM stage (only after a distillation)."""
+        return self.freeze_encoder and self.distilled
 
     @property
     def global_share(self) -> float:
@@ -194,17 +214,19 @@ def fold_patches(maps: torch.Tensor, side: int, stride: int) -> torch.Tensor:
 
 
 class GaussianDescriptor(nn.Module):
-    """One IGD autoencoder (encoder, decoder, critic) with its Gaussian descriptor ``μ, σ²``.
+    """One IGD autoencoder (encoder, decoder, critic) with its Gaussian descriptor ``μ, σ²`` (with
+    ``descriptor=svdd``, ``μ`` holds Deep SVDD's fixed centre ``c``; with ``none``, neither is used).
 
     Args:
         encoder: ``B×3×S×S`` normalised → ``(h, z B×latent)``; its ``body`` gives ``h``, its ``to_latent`` ``z``.
-        decoder, critic: ``B×latent`` → ``B×3×S×S`` and ``B×3×S×S`` → ``B``.
+        decoder, critic: ``B×latent`` → ``B×3×S×S`` and ``B×3×S×S`` → ``B``; no critic (``None``) without
+            interpolation.
         ssim_weights, ssim_window: this model's MS-SSIM (paper L185–L187: the global one 5 scales, window 11;
             the local one on MVTec AD patches 4 scales, window 3).
     """
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, critic: nn.Module, ssim_weights: tuple, ssim_window: int,
+        self, encoder: nn.Module, decoder: nn.Module, critic: nn.Module | None, ssim_weights: tuple, ssim_window: int,
         cfg: IGDConfig,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -216,10 +238,10 @@ class GaussianDescriptor(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def em_parameters(self) -> list[nn.Parameter]:
-        """What the EM stage trains: the 512→128 layer, the decoder, the critic; the encoder body too
+        """What the EM stage trains: the 512→128 layer, the decoder, the critic (if any); the encoder body too
         only when it is not fixed (:attr:`IGDConfig.body_frozen`; a frozen backbone never)."""
         body = [p for p in self.encoder.body.parameters() if p.requires_grad] if not self.cfg.body_frozen else []
-        rest = [self.encoder.to_latent, self.decoder, self.critic]
+        rest = [self.encoder.to_latent, self.decoder] + ([self.critic] if self.critic is not None else [])
         return body + [p for module in rest for p in module.parameters()]
 
     def frozen_features(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -238,8 +260,10 @@ class GaussianDescriptor(nn.Module):
         return self.encoder.to_latent(self.frozen_features(inputs) if hidden is None else hidden)
 
     def distance(self, z: torch.Tensor) -> torch.Tensor:
-        """GSVDD ``ℓ_h = 1 − exp(−‖z − μ‖² / σ²)``: ``B×latent`` → ``B``."""
-        return 1 - torch.exp(-((z.float() - self.mu) ** 2).sum(1) / self.sigma2)
+        """The descriptor term, ``B×latent`` → ``B``: GSVDD ``ℓ_h = 1 − exp(−‖z − μ‖² / σ²)``, or with
+        ``descriptor=svdd`` Deep SVDD's ``‖z − c‖²`` (``c`` held in ``μ``)."""
+        squared = ((z.float() - self.mu) ** 2).sum(1)
+        return squared if self.cfg.descriptor == "svdd" else 1 - torch.exp(-squared / self.sigma2)
 
     def reconstruction_error(self, recon: torch.Tensor, target: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
         """``ℓ_m = ρ·MAE/L + (1 − ρ)(1 − MS-SSIM)`` of ``B×3×S×S`` pairs, with this model's MS-SSIM.
@@ -263,29 +287,35 @@ class GaussianDescriptor(nn.Module):
         self, inputs: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Training terms of one batch: normalised inputs and reconstruction targets, both ``B×3×S×S``
-        (``hidden``: the inputs' frozen features, when cached)."""
-        cfg = self.cfg
+        (``hidden``: the inputs' frozen features, when cached). ``descriptor`` is absent with
+        ``descriptor=none``, ``generator`` and ``critic`` without interpolation."""
         z = self.encode(inputs, hidden)
         recon = self.decoder(z)
-        reconstruction = self.reconstruction_error(recon, targets).mean()
-        descriptor = self.distance(z).mean()
+        terms = {"reconstruction": self.reconstruction_error(recon, targets).mean()}
+        if self.cfg.descriptor != "none":
+            terms["descriptor"] = self.distance(z).mean()
+        if self.critic is not None:
+            terms.update(self.interpolation_losses(z, recon, targets))
+        return {"loss": sum(terms.values()), **terms}
+
+    def interpolation_losses(
+        self, z: torch.Tensor, recon: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """ACAI terms of codes ``B×latent``, their reconstructions and targets ``B×3×S×S``: the generator
+        term (eq. 6, reaches the decoder only) and the critic loss (eq. 5, reaches the critic only)."""
+        cfg = self.cfg
         alpha = 0.5 * torch.rand(z.shape[0], device=z.device)
         mixed = self.decoder(alpha[:, None] * z + (1 - alpha[:, None]) * z.flip(0))
         frozen_critic = {name: p.detach() for name, p in self.critic.named_parameters()}
         generator = cfg.lam * (functional_call(self.critic, frozen_critic, (mixed,)) ** 2).mean()
         real_mix = cfg.gamma * targets + (1 - cfg.gamma) * recon.detach()
         critic = ((self.critic(mixed.detach()) - alpha) ** 2).mean() + (self.critic(real_mix) ** 2).mean()
-        return {
-            "loss": reconstruction + descriptor + generator + critic,
-            "reconstruction": reconstruction,
-            "descriptor": descriptor,
-            "generator": generator,
-            "critic": critic,
-        }
+        return {"generator": generator, "critic": critic}
 
     @torch.no_grad()
     def e_step(self, batches: Iterator[torch.Tensor]) -> None:
-        """Refit ``μ`` (``|μ_i| ≥ mu_min``) and ``σ² = max(κ·mean‖z − μ‖², 1)`` on normalised input batches."""
+        """Refit ``μ`` (``|μ_i| ≥ mu_min``) and ``σ² = max(κ·mean‖z − μ‖², 1)`` on normalised input batches
+        (Deep SVDD's centre ``c`` is this ``μ``, fitted once)."""
         was_training = self.training
         self.eval()
         codes = torch.cat([self.encode(batch).float() for batch in batches])
@@ -298,10 +328,13 @@ class GaussianDescriptor(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score ``ξ·ℓ_m + (1 − ξ)·ℓ_h`` (``B``) and error map (``B×S×S``) of ``B×3×S×S`` inputs."""
+        """Score ``ξ·ℓ_m + (1 − ξ)·ℓ_h`` (``B``; ``ℓ_m`` alone with ``descriptor=none``) and error map
+        (``B×S×S``) of ``B×3×S×S`` inputs."""
         z = self.encode(inputs)
         recon = self.decoder(z)
-        score = self.cfg.xi * self.reconstruction_error(recon, targets) + (1 - self.cfg.xi) * self.distance(z)
+        score = self.reconstruction_error(recon, targets)
+        if self.cfg.descriptor != "none":
+            score = self.cfg.xi * score + (1 - self.cfg.xi) * self.distance(z)
         return score, self.reconstruction_error(recon, targets, per_pixel=True)
 
 
@@ -317,24 +350,25 @@ class IGD(AnomalyModel):
     def __init__(self, cfg: IGDConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        needs_backbone = cfg.kd_steps > 0 or cfg.global_used
+        needs_backbone = cfg.distilled or cfg.global_used
         self.backbone = Backbone(backbone_cfg.name, ["last"], backbone_cfg.weights) if needs_backbone else None
         # One-class 32×32 images: the only model uses the 5-scale MS-SSIM (paper L185, footnote 1);
         # patches of a larger image: the local 4-scale one with window 3 (paper L187, ref-code).
         local_ssim = (LOCAL_WEIGHTS, 3) if cfg.global_used else (GLOBAL_WEIGHTS, 11)
         self.local = GaussianDescriptor(
             LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent),
-            Decoder(cfg.local_size, cfg.width, cfg.latent), Critic(cfg.local_size, cfg.width), *local_ssim, cfg,
+            Decoder(cfg.local_size, cfg.width, cfg.latent),
+            Critic(cfg.local_size, cfg.width) if cfg.interpolation else None, *local_ssim, cfg,
         )  # fmt: skip
         self.kd_head = None
-        if cfg.kd_steps > 0:
+        if cfg.distilled:
             channels = self.backbone.channels[0]
             self.kd_head = nn.Identity() if channels == cfg.hidden else nn.Linear(cfg.hidden, channels)
         self.global_model = None
         if cfg.global_used:
             self.global_model = GaussianDescriptor(
                 GlobalEncoder(self.backbone, cfg.latent), GlobalDecoder(cfg.image_size, cfg.width, cfg.latent),
-                GlobalCritic(cfg.image_size, cfg.width), GLOBAL_WEIGHTS, 11, cfg,
+                GlobalCritic(cfg.image_size, cfg.width) if cfg.interpolation else None, GLOBAL_WEIGHTS, 11, cfg,
             )  # fmt: skip
         self._datamodule = None
 
@@ -370,15 +404,19 @@ class IGD(AnomalyModel):
             yield self._local_inputs(image, None)[0] if local else as_rgb(image)
 
     def _em_hooks(self, descriptor: GaussianDescriptor, local: bool) -> tuple:
+        """Stage start: freeze a distilled body, fit ``μ, σ²`` (Deep SVDD: its centre, once); epoch end:
+        the GSVDD E-step every ``estep_every`` epochs."""
+        cfg = self.cfg
+
         def start(datamodule: object) -> None:
             self._datamodule = datamodule
-            if self.cfg.body_frozen and local:
+            if cfg.body_frozen and local:
                 descriptor.encoder.body.freeze()
-            if not bool(descriptor.fitted):
+            if cfg.descriptor != "none" and not bool(descriptor.fitted):
                 descriptor.e_step(self._normalised_batches(local))
 
         def epoch_end(done: int) -> None:
-            if done % self.cfg.estep_every == 0:
+            if cfg.descriptor == "gaussian" and done % cfg.estep_every == 0:
                 descriptor.e_step(self._normalised_batches(local))
 
         return start, epoch_end
@@ -465,10 +503,11 @@ class IGD(AnomalyModel):
         )
 
     def stages(self) -> list[Stage]:
-        """``distill`` (``kd_steps`` optimiser steps, if any), ``local``, and ``global`` (on larger images)."""
+        """``distill`` (``kd_steps`` optimiser steps, unless ``distill=false``), ``local``, and ``global`` (on
+        larger images)."""
         cfg = self.cfg
         stages = []
-        if cfg.kd_steps > 0:
+        if cfg.distilled:
             parameters = list(self.local.encoder.body.parameters()) + list(self.kd_head.parameters())
             # The teacher sees a random subset of the finite set of patches: its target for every patch of
             # every image is cached when distillation draws more patches than there are.
