@@ -171,7 +171,7 @@ def test_a_run_without_evaluation_has_no_threshold_and_says_why(tmp_path):
 # A tiny training run per family (64 px, one epoch, few images); IGD and MSFI made smaller still.
 FAMILIES = {
     "hfr": [],
-    "msfi": ["model.scales=[64,96]"],
+    "msfi": ["model.scales=[48,64]"],
     "igd": ["model.width=4", "model.kd_input_size=32", "model.kd_steps=2", "model.patches_per_image=2"],
     "utad": ["data.n_train=4"],
 }

@@ -21,7 +21,14 @@ from anomalib_lite.data.images import to_model_input
 from anomalib_lite.errors import ConfigError, DataError, WeightsError
 from anomalib_lite.models import BackboneConfig, backbones
 from anomalib_lite.models.backbones import Backbone
-from anomalib_lite.models.msfi.model import MSFI, MSFIConfig, WeightSearchConfig, block_map
+from anomalib_lite.models.msfi.model import (
+    MSFI,
+    MSFIConfig,
+    WeightSearchConfig,
+    antialiased_bilinear_weights,
+    block_map,
+    pyramid_input,
+)
 
 from conftest import REPO, TINY, run_entry
 
@@ -56,8 +63,7 @@ def test_students_receive_teacher_features_not_student_outputs():
     x = torch.randn(2, 3, 64, 64)
     model.block_maps(x)
     for s, scale in enumerate(model.cfg.scales):
-        resized = x if scale == 64 else torch.nn.functional.interpolate(x, size=scale, mode="bilinear", antialias=True)
-        teacher = model.teacher(resized, model.inputs)
+        teacher = model.teacher(pyramid_input(x, scale), model.inputs)  # the pyramid itself: tested below
         for lv in range(3):
             assert torch.equal(seen[(s, lv)], teacher[lv]), (scale, lv)
     # The STFPM baseline chains them instead: each block is fed by the previous student block.
@@ -185,6 +191,16 @@ def test_pyramid_inputs_are_the_largest_decode_and_its_antialiased_downsamples(t
     upsampled = F.interpolate(_decode(original, 256), size=384, mode="bilinear")
     assert (upsampled - seen[384]).abs().max() > 0.5
     assert (F.interpolate(seen[384], size=128, mode="bilinear") - _decode(largest, 128)).abs().max() > 0.5
+
+
+@pytest.mark.parametrize("size_in, size_out", [(384, 128), (384, 256), (384, 100), (96, 64), (64, 48), (384, 383)])
+def test_pyramid_downsample_is_torchs_antialiased_bilinear_as_two_matrix_products(size_in, size_out):
+    # The matrices (exportable to ONNX) against torch's own antialiased kernel (which is not).
+    x = torch.rand(2, 3, size_in, size_in, generator=torch.Generator().manual_seed(size_out))
+    reference = F.interpolate(x, size=(size_out, size_out), mode="bilinear", antialias=True)
+    torch.testing.assert_close(pyramid_input(x, size_out), reference, rtol=0, atol=1e-4)
+    weights = antialiased_bilinear_weights(size_in, size_out)
+    assert weights.shape == (size_out, size_in) and np.allclose(weights.sum(axis=1), 1.0)
 
 
 def test_msfi_refuses_to_upsample_its_largest_scale_and_its_recipes_decode_at_it():

@@ -20,9 +20,11 @@ the kept blocks (equal weights unless the weight search ran), its score the map'
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -181,9 +183,34 @@ def pyramid_input(image: torch.Tensor, side: int) -> torch.Tensor:
     averages the input pixels it covers, as PIL's resize does), so no aliasing of fine detail. A larger
     side (refused by :class:`MSFIConfig` for runs) would be a plain bilinear upsample.
     """
-    if tuple(image.shape[-2:]) == (side, side):
+    height, width = image.shape[-2:]
+    if (height, width) == (side, side):
         return image
-    return F.interpolate(image, size=(side, side), mode="bilinear", antialias=side < min(image.shape[-2:]))
+    if side > min(height, width):
+        return F.interpolate(image, size=(side, side), mode="bilinear")
+    rows = torch.from_numpy(antialiased_bilinear_weights(int(height), side)).to(image)
+    columns = torch.from_numpy(antialiased_bilinear_weights(int(width), side)).to(image)
+    # Separable: ``rows @ image @ columnsᵀ``, two matrix products (exportable to ONNX, unlike the
+    # antialiased interpolation kernel, which has no ONNX operator).
+    return rows @ image @ columns.T
+
+
+@functools.lru_cache(maxsize=32)
+def antialiased_bilinear_weights(size_in: int, size_out: int) -> np.ndarray:
+    """``size_out×size_in`` float32 weights of a bilinear downsample with antialiasing along one axis.
+
+    The triangle filter stretched by the scale ``size_in / size_out`` over each output pixel's footprint,
+    normalised to sum 1 per output pixel (PIL's and ``F.interpolate(..., antialias=True)``'s resampling).
+    """
+    scale = size_in / size_out
+    weights = np.zeros((size_out, size_in))
+    for i in range(size_out):
+        centre = scale * (i + 0.5)
+        first, last = max(int(centre - scale + 0.5), 0), min(int(centre + scale + 0.5), size_in)
+        taps = np.arange(first, last)
+        row = np.clip(1.0 - np.abs((taps - centre + 0.5) / scale), 0.0, None)
+        weights[i, first:last] = row / row.sum()
+    return weights.astype(np.float32)
 
 
 def block_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
