@@ -73,3 +73,21 @@ def mvtec_root(tmp_path: Path) -> Path:
         (root / "widget" / sub).mkdir(parents=True)
     write_mvtec_category(root, "widget", np.random.default_rng(0), mask_for_all=False)
     return root
+
+
+def random_case(seed: int, n: int = 4, size: int = 12, levels: int | None = None):
+    """``n`` score maps ``size×size`` (float32) with raised rectangles where the masks are (none in image 0).
+
+    ``levels``: quantise the maps to that many levels per unit, to force many ties.
+    """
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(1, n):
+        for _ in range(rng.integers(1, 3)):
+            y, x = rng.integers(0, size - 3, 2)
+            h, w = rng.integers(1, 5, 2)
+            masks[i, y : y + h, x : x + w] = True
+    maps = rng.random((n, size, size)) + masks * rng.random() * 1.5
+    if levels is not None:  # quantise to force many ties
+        maps = np.round(maps * levels) / levels
+    return maps.astype(np.float32), masks

@@ -11,6 +11,8 @@ from anomalib_lite.metrics import auroc, pixel_metrics
 from anomalib_lite.metrics import ranks as ranks_module
 from anomalib_lite.metrics.auroc import roc_curve as exact_roc_curve
 
+from conftest import random_case
+
 
 @pytest.fixture(params=["sorting", "counting"])
 def rank_path(request, monkeypatch):
@@ -19,21 +21,6 @@ def rank_path(request, monkeypatch):
         monkeypatch.setattr(ranks_module, "SORT_BELOW", 0)
         monkeypatch.setattr(ranks_module, "WINDOW_BUCKETS", 2)
     return request.param
-
-
-def blob_case(seed: int, levels: int | None, n: int = 5, size: int = 14):
-    """Maps with rectangles of raised scores where the masks are (several regions), optionally quantised."""
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n, size, size), dtype=bool)
-    for i in range(1, n):
-        for _ in range(rng.integers(1, 4)):
-            y, x = rng.integers(0, size - 3, 2)
-            h, w = rng.integers(1, 6, 2)
-            masks[i, y : y + h, x : x + w] = True
-    maps = rng.random((n, size, size)) + masks * rng.random() * 1.2
-    if levels is not None:
-        maps = np.round(maps * levels) / levels
-    return maps.astype(np.float32), masks
 
 
 def assert_same_roc(curve, labels: np.ndarray, scores: np.ndarray) -> None:
@@ -68,7 +55,7 @@ def test_image_roc_curve_is_sklearns_and_its_area_is_the_auroc(seed, levels, ran
 @pytest.mark.parametrize("seed", range(2))
 def test_curve_thresholds_give_their_points(seed, levels, rank_path):
     # An independent count: the share of negatives (and positives) at or above each point's threshold.
-    maps, masks = blob_case(seed, levels)
+    maps, masks = random_case(seed, n=5, size=14, levels=levels)
     curve = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks), curves=True).roc
     scores, positive = maps.ravel(), masks.ravel()
     finite = torch.isfinite(curve.thresholds)
@@ -96,7 +83,7 @@ def naive_pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np
 @pytest.mark.parametrize("levels", [None, 4])
 @pytest.mark.parametrize("seed", range(2))
 def test_pixel_curves_are_the_reference_sweeps_and_their_areas_the_metrics(seed, levels, limit, rank_path):
-    maps, masks = blob_case(seed, levels)
+    maps, masks = random_case(seed, n=5, size=14, levels=levels)
     got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks), limit, curves=True)
     assert_same_roc(got.roc, masks.ravel(), maps.ravel())
     assert got.roc.area() == pytest.approx(got.pixel_auroc, abs=1e-12)
