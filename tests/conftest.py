@@ -91,3 +91,14 @@ def random_case(seed: int, n: int = 4, size: int = 12, levels: int | None = None
     if levels is not None:  # quantise to force many ties
         maps = np.round(maps * levels) / levels
     return maps.astype(np.float32), masks
+
+
+@pytest.fixture(params=["sorting", "counting"])
+def rank_path(request, monkeypatch):
+    """Run a test once with the negatives sorted and once counted by keys (small windows: several passes)."""
+    from anomalib_lite.metrics import ranks
+
+    if request.param == "counting":
+        monkeypatch.setattr(ranks, "SORT_BELOW", 0)
+        monkeypatch.setattr(ranks, "WINDOW_BUCKETS", 2)
+    return request.param

@@ -14,15 +14,6 @@ from anomalib_lite.metrics.auroc import roc_curve as exact_roc_curve
 from conftest import random_case
 
 
-@pytest.fixture(params=["sorting", "counting"])
-def rank_path(request, monkeypatch):
-    """Once with the negatives sorted, once counted by keys (small windows: several passes)."""
-    if request.param == "counting":
-        monkeypatch.setattr(ranks_module, "SORT_BELOW", 0)
-        monkeypatch.setattr(ranks_module, "WINDOW_BUCKETS", 2)
-    return request.param
-
-
 def assert_same_roc(curve, labels: np.ndarray, scores: np.ndarray) -> None:
     """Every point of ``curve`` is a point of scikit-learn's full ROC curve, and every point of that curve
     lies on ``curve`` (the ones ours leaves out sit on a horizontal run between two of ours)."""

@@ -41,15 +41,6 @@ def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> 
     return area / fpr_limit
 
 
-@pytest.fixture(params=["sorting", "counting"])
-def rank_path(request, monkeypatch):
-    """Run a test once with the negatives sorted and once counted by keys (small windows: several passes)."""
-    if request.param == "counting":
-        monkeypatch.setattr(ranks_module, "SORT_BELOW", 0)
-        monkeypatch.setattr(ranks_module, "WINDOW_BUCKETS", 2)
-    return request.param
-
-
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("levels", [None, 4, 20])
 def test_aupro_and_pixel_auroc_match_references(seed, levels, rank_path):
