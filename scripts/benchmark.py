@@ -179,7 +179,7 @@ def bench_model(args: argparse.Namespace) -> None:
 
     from anomalib_lite.config import validate
     from anomalib_lite.data import DataModule, ImageSet
-    from anomalib_lite.engine.trainer import mixed_precision, to_device
+    from anomalib_lite.engine.trainer import channels_last_used, mixed_precision, to_device
     from anomalib_lite.models import build_model
 
     device = torch.device(args.device)
@@ -188,7 +188,10 @@ def bench_model(args: argparse.Namespace) -> None:
         with initialize_config_dir(str(configs), version_base="1.3"):
             cfg = compose("train", overrides=[f"+experiment={name}_mvtec", "data=mvtec", *args.set])
         run = validate(cfg)
-        model = build_model(run.model, dataclasses.replace(run.backbone, weights="none")).to(device)
+        layout = channels_last_used(run.trainer.channels_last, device)
+        memory_format = torch.channels_last if layout else torch.preserve_format
+        model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
+        model.to(device, memory_format=memory_format)
         size, batch = run.data.image_size, run.data.batch_size
         count = batch * (args.warmup + args.steps)
         rng = np.random.default_rng(0)
@@ -196,7 +199,7 @@ def bench_model(args: argparse.Namespace) -> None:
                                       [f"random_{i}.png" for i in range(count)])  # fmt: skip
         datamodule = DataModule(images, images, batch)
         print(f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}, "
-              f"precision {args.precision}")  # fmt: skip
+              f"precision {args.precision}, channels-last {layout}")  # fmt: skip
         for stage in model.stages():
             if stage.split != "train":
                 print(f"  stage {stage.name}: trains on held-out test images, not timed")
@@ -212,7 +215,7 @@ def bench_model(args: argparse.Namespace) -> None:
                         _sync(device)
                         start = time.perf_counter()
                     with mixed_precision(args.precision, device):
-                        loss = stage.step(to_device(item, device))["loss"]
+                        loss = stage.step(to_device(item, device, layout))["loss"]
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -220,7 +223,7 @@ def bench_model(args: argparse.Namespace) -> None:
                 rate = args.steps * batch / (time.perf_counter() - start)
             print(f"  train {stage.name}: {rate:.1f} images/s, {_peak(device, host)}", flush=True)
         model.eval()
-        test = torch.stack([images[i]["image"] for i in range(batch)]).to(device)
+        test = torch.stack([images[i]["image"] for i in range(batch)]).to(device, memory_format=memory_format)
         _reset_peak(device)
         with PeakRSS() as host, mixed_precision(args.precision, device):
             for i in range(args.warmup + args.steps):

@@ -13,7 +13,7 @@ from torch import nn
 
 from anomalib_lite.data import DataModule, ImageRecord
 from anomalib_lite.engine.checkpoint import load_checkpoint
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, non_finite_state, to_device
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, channels_last_used, non_finite_state, to_device
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models.base import AnomalyModel, Stage
 
@@ -197,6 +197,14 @@ class Conv(Toy):
     def step(self, batch):
         self.formats.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
         return super().step({"image": self.conv(batch["image"])})
+
+
+def test_channels_last_auto_is_on_for_the_cpu_only_and_other_values_are_refused():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert channels_last_used("auto", cpu) and not channels_last_used("auto", cuda)
+    assert channels_last_used(True, cuda) and not channels_last_used(False, cpu)
+    with pytest.raises(ValueError, match="trainer.channels_last='yes'"):
+        TrainerConfig(channels_last="yes")
 
 
 def test_channels_last_changes_the_layout_not_the_result(tmp_path, datamodule):

@@ -50,8 +50,9 @@ class TrainerConfig:
         init_from: that checkpoint, or the run folder holding it (``checkpoints/<category>/last.pt``).
         log_every: steps between host reads of the loss terms (progress-bar loss and the NaN/inf
             check of loss terms and gradients); in between, everything stays on the device.
-        channels_last: channels-last memory format for the model and the image batches (faster
-            convolutions on recent GPUs with bf16; no gain on CPU).
+        channels_last: channels-last memory format for the model and the image batches: ``auto``
+            (on for the CPU, where it was measured faster, see :func:`channels_last_used`), ``true``
+            or ``false``.
         compile: ``torch.compile`` each stage's step (a one-off compilation cost per stage).
         checkpoint_every: write the checkpoint after every this many epochs; ``None``: when at least
             ``checkpoint_seconds`` have passed since the last write. The end of a stage is always written.
@@ -73,7 +74,7 @@ class TrainerConfig:
     start_stage: str | None = None
     init_from: str | None = None
     log_every: int = 50
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
     compile: bool = False
     checkpoint_every: int | None = None
     checkpoint_seconds: float = 300.0
@@ -99,6 +100,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.checkpoint_every={self.checkpoint_every} must be ≥ 1 (or null: by time)")
         if self.checkpoint_seconds < 0:
             raise ValueError(f"trainer.checkpoint_seconds={self.checkpoint_seconds} must be ≥ 0")
+        if self.channels_last not in (True, False, "auto"):
+            raise ValueError(f"trainer.channels_last={self.channels_last!r}; choices: auto, true, false")
         if self.feature_cache not in FEATURE_CACHE_MODES:
             raise ValueError(f"trainer.feature_cache={self.feature_cache!r}; choices: {', '.join(FEATURE_CACHE_MODES)}")
         if self.feature_cache_budget_gb is not None and self.feature_cache_budget_gb <= 0:
@@ -132,6 +135,15 @@ def _loader(
 def precision_used(precision: str, device: torch.device) -> str:
     """What ``trainer.precision`` means on ``device``: ``bf16`` for ``bf16``, or ``auto`` on CUDA; else ``fp32``."""
     return "bf16" if precision == "bf16" or (precision == "auto" and device.type == "cuda") else "fp32"
+
+
+def channels_last_used(setting: bool | str, device: torch.device) -> bool:
+    """What ``trainer.channels_last`` means on ``device``: ``auto`` is on for the CPU only.
+
+    Measured on a 2-core x86 CPU (README, speed): channels-last trains MSFI 1.46× and HFR 1.18× faster,
+    IGD and UTAD no slower. On CUDA it is not measured yet, so ``auto`` leaves it off there (choice).
+    """
+    return device.type == "cpu" if setting == "auto" else bool(setting)
 
 
 def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
@@ -191,6 +203,7 @@ class Engine:
         self.config = config
         self.writer = writer
         self.device = resolve_device(cfg.device)
+        self.channels_last = channels_last_used(cfg.channels_last, self.device)
         # What fit() ran: per stage, its epochs and optimiser steps (after trainer.max_epochs).
         self.schedule: list[dict[str, Any]] = []
         self._compiled: dict[int, Callable[[dict], dict[str, torch.Tensor]]] = {}
@@ -209,7 +222,7 @@ class Engine:
         """
         seed_everything(self.seed)
         frozen = frozen_record(model)  # fingerprints, once per run
-        model.to(self.device, memory_format=torch.channels_last if self.cfg.channels_last else torch.preserve_format)
+        model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         stages = model.stages()
         start_stage, start_epoch, step, resumed = 0, 0, 0, None
         if self.cfg.start_stage is not None:
@@ -327,7 +340,7 @@ class Engine:
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
             with mixed_precision(self.cfg.precision, self.device):
-                terms = step_fn(to_device(batch, self.device, self.cfg.channels_last))
+                terms = step_fn(to_device(batch, self.device, self.channels_last))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             indices, norms = gradient_norms(stage.parameters)
