@@ -16,7 +16,7 @@ from anomalib_lite.engine.checkpoint import (
     load_checkpoint,
     load_model_state,
 )
-from anomalib_lite.engine.trainer import Engine, TrainerConfig
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, place_model
 from anomalib_lite.errors import WeightsError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
@@ -98,6 +98,8 @@ def test_a_lean_checkpoint_resumes_to_the_uninterrupted_result(tmp_path):
     image = torch.randn(2, 3, 32, 32)
     loaded = hfr()
     load_model_state(loaded, load_checkpoint(tmp_path / "b.pt"), tmp_path / "b.pt")
+    # placed as eval.py and predict.py place it: the layout training used (channels-last on the CPU)
+    place_model(loaded, torch.device("cpu"), TrainerConfig().channels_last)
     maps = [m.eval().predict(image).anomaly_map for m in (straight, loaded)]
     torch.testing.assert_close(maps[0], maps[1], rtol=0, atol=0)
 

@@ -20,7 +20,7 @@ from anomalib_lite.cli.tables import format_table
 from anomalib_lite.config import RunConfig, validate
 from anomalib_lite.data import build_datamodule, categories
 from anomalib_lite.engine.checkpoint import load_checkpoint, load_model_state
-from anomalib_lite.engine.trainer import resolve_device
+from anomalib_lite.engine.trainer import place_model, resolve_device
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.report import write_report
@@ -71,7 +71,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run, model = load_trained(path, overrides)
     (category,) = categories(run.data)
     device = resolve_device(cfg.device)
-    model.to(device)
+    place_model(model, device, run.trainer.channels_last)
     datamodule = build_datamodule(run.data, category)
     hold_out_validation(model, datamodule)
     folder = run_folder()

@@ -29,7 +29,7 @@ from anomalib_lite.cli.evaluate import load_trained
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
 from anomalib_lite.data.images import IMAGE_SUFFIXES, read_image, to_model_input
 from anomalib_lite.deploy import ExportedModel, is_exported, load_exported, trained_on_grey
-from anomalib_lite.engine.trainer import resolve_device
+from anomalib_lite.engine.trainer import place_model, resolve_device
 from anomalib_lite.errors import ConfigError, DataError
 from anomalib_lite.models import AnomalyModel
 from anomalib_lite.models.base import AnomalyOutput
@@ -196,7 +196,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
         stored, source = exported.info["threshold"], f"stored in {path.name}"
     else:
         run, model = load_trained(path)
-        model.to(device).eval()
+        place_model(model, device, run.trainer.channels_last).eval()
         channels = 1 if trained_on_grey(run) else 3
         score, size = checkpoint_scorer(model, channels, device), run.data.image_size
         # a checkpoint stores its own category; the data need not be here

@@ -147,6 +147,17 @@ def channels_last_used(setting: bool | str, device: torch.device) -> bool:
     return device.type == "cpu" if setting == "auto" else bool(setting)
 
 
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool | str) -> torch.nn.Module:
+    """Move ``model`` to ``device`` in the memory layout ``trainer.channels_last`` gives there.
+
+    Training and every later evaluation of its checkpoint (``eval.py``, ``predict.py``) place the model
+    so: convolutions pick their kernels by the weights' layout, so the same layout gives the same maps,
+    bit for bit. Returns ``model``.
+    """
+    layout = torch.channels_last if channels_last_used(channels_last, device) else torch.contiguous_format
+    return model.to(device, memory_format=layout)
+
+
 def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
     """The autocast context of training: bf16 as :func:`precision_used` says, else off (fp32)."""
     use_bf16 = precision_used(precision, device) == "bf16"
@@ -223,7 +234,7 @@ class Engine:
         """
         seed_everything(self.seed)
         frozen = frozen_record(model)  # fingerprints, once per run
-        model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        place_model(model, self.device, self.cfg.channels_last)
         stages = model.stages()
         start_stage, start_epoch, step, resumed = 0, 0, 0, None
         if self.cfg.start_stage is not None:
