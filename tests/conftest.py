@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from anomalib_lite.data import DataModule, ImageSet
@@ -102,3 +103,14 @@ def rank_path(request, monkeypatch):
         monkeypatch.setattr(ranks, "SORT_BELOW", 0)
         monkeypatch.setattr(ranks, "WINDOW_BUCKETS", 2)
     return request.param
+
+
+def per_position(a, b, distance):
+    """Naive reference: ``distance(u, v)`` of the channel vectors at every position of two ``B×C×H×W``
+    tensors, one position at a time → ``B×H×W``."""
+    out = torch.zeros(a.shape[0], *a.shape[2:])
+    for n in range(a.shape[0]):
+        for y in range(a.shape[2]):
+            for x in range(a.shape[3]):
+                out[n, y, x] = distance(a[n, :, y, x], b[n, :, y, x])
+    return out

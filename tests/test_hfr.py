@@ -12,6 +12,8 @@ from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr import HFRConfig
 from anomalib_lite.models.layers import gaussian_blur, normalized_distance
 
+from conftest import per_position
+
 
 @pytest.mark.parametrize("sigma", [1.0, 4.0])
 def test_gaussian_blur_matches_scipy(sigma):
@@ -25,12 +27,7 @@ def test_gaussian_blur_matches_scipy(sigma):
 
 def test_normalized_distance_formula():
     a, b = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
-    naive = torch.zeros(2, 3, 4)
-    for n in range(2):
-        for y in range(3):
-            for x in range(4):
-                u, v = a[n, :, y, x], b[n, :, y, x]
-                naive[n, y, x] = torch.linalg.norm(u / torch.linalg.norm(u) - v / torch.linalg.norm(v))
+    naive = per_position(a, b, lambda u, v: torch.linalg.norm(u / torch.linalg.norm(u) - v / torch.linalg.norm(v)))
     torch.testing.assert_close(normalized_distance(a, b), naive)
 
 

@@ -30,7 +30,7 @@ from anomalib_lite.models.msfi.model import (
     pyramid_input,
 )
 
-from conftest import REPO, TINY, run_entry
+from conftest import REPO, TINY, per_position, run_entry
 
 
 def _model(**options) -> MSFI:
@@ -48,12 +48,7 @@ def _record_inputs(model: MSFI) -> dict[tuple[int, int], torch.Tensor]:
 
 def test_block_map_is_a_quarter_of_the_squared_distance_of_unit_feature_vectors():
     teacher, student = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
-    naive = torch.zeros(2, 3, 4)
-    for n in range(2):
-        for y in range(3):
-            for x in range(4):
-                u, v = teacher[n, :, y, x], student[n, :, y, x]
-                naive[n, y, x] = 0.25 * ((u / u.norm() - v / v.norm()) ** 2).sum()
+    naive = per_position(teacher, student, lambda u, v: 0.25 * ((u / u.norm() - v / v.norm()) ** 2).sum())
     torch.testing.assert_close(block_map(teacher, student), naive)
 
 

@@ -13,12 +13,15 @@ def _chain(a: torch.nn.Module, b: torch.nn.Module) -> OptimizerChain:
     return OptimizerChain(sgd, torch.optim.Adam(b.parameters(), lr=0.01))
 
 
-def _train(a, b, chain, steps, start=0):
+def _train(a, b, optimizers, steps, start=0):
+    """``steps`` steps of ``‖a(x)‖² + ‖b(x)‖²`` (x = step number), each stepping every optimiser given."""
     for i in range(start, start + steps):
         x = torch.full((2, 3), float(i + 1))
-        chain.zero_grad()
+        for optimizer in optimizers:
+            optimizer.zero_grad()
         (a(x).pow(2).sum() + b(x).pow(2).sum()).backward()
-        chain.step()
+        for optimizer in optimizers:
+            optimizer.step()
 
 
 def test_a_chain_steps_each_member_as_that_optimiser_alone_would():
@@ -27,14 +30,10 @@ def test_a_chain_steps_each_member_as_that_optimiser_alone_would():
     a_alone, b_alone = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     a_alone.load_state_dict(a.state_dict())
     b_alone.load_state_dict(b.state_dict())
-    _train(a, b, _chain(a, b), 5)
+    _train(a, b, [_chain(a, b)], 5)
     sgd = torch.optim.SGD(a_alone.parameters(), lr=0.1, momentum=0.9)
     adam = torch.optim.Adam(b_alone.parameters(), lr=0.01)
-    for i in range(5):
-        x = torch.full((2, 3), float(i + 1))
-        sgd.zero_grad(), adam.zero_grad()
-        (a_alone(x).pow(2).sum() + b_alone(x).pow(2).sum()).backward()
-        sgd.step(), adam.step()
+    _train(a_alone, b_alone, [sgd, adam], 5)
     for mine, alone in ((a, a_alone), (b, b_alone)):
         assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), alone.parameters()))
 
@@ -46,13 +45,13 @@ def test_a_chain_resumes_from_its_state_and_one_scheduler_scales_every_member():
     a2.load_state_dict(a.state_dict())
     b2.load_state_dict(b.state_dict())
     chain = _chain(a, b)
-    _train(a, b, chain, 6)
+    _train(a, b, [chain], 6)
     resumed = _chain(a2, b2)
-    _train(a2, b2, resumed, 3)
+    _train(a2, b2, [resumed], 3)
     state = resumed.state_dict()
     resumed = _chain(a2, b2)
     resumed.load_state_dict(state)  # momentum and Adam moments come back
-    _train(a2, b2, resumed, 3, start=3)
+    _train(a2, b2, [resumed], 3, start=3)
     uninterrupted, interrupted = [*a.parameters(), *b.parameters()], [*a2.parameters(), *b2.parameters()]
     assert all(torch.equal(p, q) for p, q in zip(uninterrupted, interrupted))
     scheduler = torch.optim.lr_scheduler.StepLR(resumed, step_size=1, gamma=0.5)

@@ -19,6 +19,17 @@ def auroc_from_ranks(ranks: PositiveRanks) -> float:
     return twice_u / (2 * ranks.below.numel() * ranks.n_negative)
 
 
+def _ranks_of_both_classes(scores: torch.Tensor, labels: torch.Tensor) -> PositiveRanks | None:
+    """Exact ranks of the positives among the negatives of flat ``scores``/``labels``; ``None`` when
+    only one class is present (AUROC and ROC undefined)."""
+    scores = scores.reshape(-1).float()
+    positive = labels.reshape(-1).bool()
+    n_pos = int(torch.count_nonzero(positive))
+    if n_pos == 0 or n_pos == positive.numel():
+        return None
+    return rank_positives(scores, positive)
+
+
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     """Exact area under the ROC curve.
 
@@ -28,12 +39,8 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     Returns:
         The AUROC, or ``None`` when only one class is present (undefined).
     """
-    scores = scores.reshape(-1).float()
-    positive = labels.reshape(-1).bool()
-    n_pos = int(torch.count_nonzero(positive))
-    if n_pos == 0 or n_pos == positive.numel():
-        return None
-    return auroc_from_ranks(rank_positives(scores, positive))
+    ranks = _ranks_of_both_classes(scores, labels)
+    return None if ranks is None else auroc_from_ranks(ranks)
 
 
 def roc_curve(scores: torch.Tensor, labels: torch.Tensor) -> RankCurve | None:
@@ -44,12 +51,8 @@ def roc_curve(scores: torch.Tensor, labels: torch.Tensor) -> RankCurve | None:
     Returns:
         The curve (``y`` = TPR), or ``None`` when only one class is present.
     """
-    scores = scores.reshape(-1).float()
-    positive = labels.reshape(-1).bool()
-    n_pos = int(torch.count_nonzero(positive))
-    if n_pos == 0 or n_pos == positive.numel():
-        return None
-    return curve_from_ranks(rank_positives(scores, positive))
+    ranks = _ranks_of_both_classes(scores, labels)
+    return None if ranks is None else curve_from_ranks(ranks)
 
 
 def f1_max(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float] | None:
