@@ -179,7 +179,7 @@ def bench_model(args: argparse.Namespace) -> None:
 
     from anomalib_lite.config import validate
     from anomalib_lite.data import DataModule, ImageSet
-    from anomalib_lite.engine.trainer import channels_last_used, mixed_precision, to_device
+    from anomalib_lite.engine.trainer import channels_last_used, mixed_precision, place_model, to_device
     from anomalib_lite.models import build_model
 
     device = torch.device(args.device)
@@ -189,9 +189,8 @@ def bench_model(args: argparse.Namespace) -> None:
             cfg = compose("train", overrides=[f"+experiment={name}_mvtec", "data=mvtec", *args.set])
         run = validate(cfg)
         layout = channels_last_used(run.trainer.channels_last, device)
-        memory_format = torch.channels_last if layout else torch.preserve_format
         model = build_model(run.model, dataclasses.replace(run.backbone, weights="none"))
-        model.to(device, memory_format=memory_format)
+        place_model(model, device, run.trainer.channels_last)
         size, batch = run.data.image_size, run.data.batch_size
         count = batch * (args.warmup + args.steps)
         rng = np.random.default_rng(0)
@@ -223,7 +222,7 @@ def bench_model(args: argparse.Namespace) -> None:
                 rate = args.steps * batch / (time.perf_counter() - start)
             print(f"  train {stage.name}: {rate:.1f} images/s, {_peak(device, host)}", flush=True)
         model.eval()
-        test = torch.stack([images[i]["image"] for i in range(batch)]).to(device, memory_format=memory_format)
+        test = to_device({"image": torch.stack([images[i]["image"] for i in range(batch)])}, device, layout)["image"]
         _reset_peak(device)
         with PeakRSS() as host, mixed_precision(args.precision, device):
             for i in range(args.warmup + args.steps):
