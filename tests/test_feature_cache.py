@@ -152,7 +152,7 @@ def igd(**config):
 
 def utad():
     torch.manual_seed(0)
-    config = UTADConfig(image_size=32, ie_epochs=1, expert_epochs=2, latent=8, mlp_hidden=16)
+    config = UTADConfig(image_size=32, ie_epochs=1, ie_warmup_epochs=0, expert_epochs=2, latent=8, mlp_hidden=16)
     return build_model(config, BackboneConfig("resnet18", weights="none"))
 
 

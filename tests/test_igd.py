@@ -16,7 +16,7 @@ from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import cached_or_offline, torchvision_weights_path
 from anomalib_lite.models.base import AnomalyModel, Stage
 from anomalib_lite.models.igd.model import IGD, GaussianDescriptor, IGDConfig, fold_patches, to_patches
-from anomalib_lite.models.igd.networks import GlobalCritic, GlobalDecoder, ResidualBlock
+from anomalib_lite.models.igd.networks import Critic, GlobalCritic, GlobalDecoder, ResidualBlock
 from anomalib_lite.models.layers import to_unit_range
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim
 
@@ -284,12 +284,47 @@ def test_global_model_has_four_residual_blocks_and_the_ref_code_parameter_count(
     assert critic(torch.randn(2, 3, 256, 256)).shape == (2,)
 
 
+def test_only_the_local_critic_ends_in_a_sigmoid():
+    # ref-code: p32's VisualDiscriminator ends in a sigmoid, p256's VisualDiscriminator256 has no output activation.
+    torch.manual_seed(0)
+    local, global_ = Critic(32, 4), GlobalCritic(64, 4)
+    for critic in (local, global_):
+        nn.init.constant_(critic.out.bias, 5.0)
+    x = torch.rand(2, 3, 32, 32)
+    logits = local.out(local.down(x))[:, 0]
+    assert torch.allclose(local(x), 1 / (1 + torch.exp(-logits)))
+    x = torch.rand(2, 3, 64, 64)
+    outputs = global_(x)
+    assert torch.equal(outputs, global_.out(global_.net(x))[:, 0]) and (outputs > 1).any()
+
+
 def test_grey_images_go_back_to_their_unit_range_value():
     # A grey pixel of 0.502 is normalised with the mean statistics (data.images); back, it is 0.502 in R, G, B.
     grey = (torch.full((1, 1, 2, 2), 0.502) - torch.tensor(IMAGENET_MEAN).mean()) / torch.tensor(IMAGENET_STD).mean()
     rgb = to_unit_range(grey)
     assert rgb.shape == (1, 3, 2, 2)
     assert torch.allclose(rgb, torch.full_like(rgb, 0.502), atol=1e-6)
+
+
+def test_a_grey_image_reaches_igd_as_the_same_image_loaded_as_rgb():
+    # data.grey_to_rgb=false gives 1-channel images normalised with the mean statistics; IGD must see (inputs,
+    # targets, maps, scores) what the same image loaded as RGB (normalised per channel) gives.
+    torch.manual_seed(0)
+    value = torch.rand(2, 1, 64, 64)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    grey = (value - mean.mean()) / std.mean()
+    rgb = (value.expand(-1, 3, -1, -1) - mean) / std
+    for space in ("unit", "normalised"):
+        model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, ssim_space=space), BackboneConfig(weights="none"))
+        model.eval()
+        for a, b in zip(model._local_inputs(grey, None), model._local_inputs(rgb, None)):
+            assert a is None or torch.allclose(a, b, atol=1e-5)
+        from_grey, from_rgb = model.predict(grey), model.predict(rgb)
+        assert torch.allclose(from_grey.anomaly_map, from_rgb.anomaly_map, atol=1e-4)
+        assert torch.allclose(from_grey.score, from_rgb.score, atol=1e-4)
+    unit = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, ssim_space="unit"), BackboneConfig(weights="none"))
+    targets = unit._local_inputs(grey, None)[1]
+    assert torch.allclose(targets[0], value[0, :, :32, :32].expand(3, -1, -1), atol=1e-6)
 
 
 def test_the_mvtec_experiment_has_the_papers_budget():

@@ -306,6 +306,7 @@ def test_the_evaluator_reports_the_papers_metrics_and_normalises_the_iou_over_ev
     assert metrics["iou"] == pytest.approx(expected_iou, abs=1e-12)
     expected_auroc = np.mean([roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in (3, 4)])
     assert metrics["pixel_auroc_per_image"] == pytest.approx(expected_auroc, abs=1e-12)
+    assert metrics["n_pixel_auroc_images"] == 2  # image 5's mask is unknown
     accuracy = np.mean((scores >= metrics["image_threshold"]) == labels)
     assert metrics["image_accuracy"] == pytest.approx(accuracy)
 

@@ -135,6 +135,29 @@ def test_seeds_give_mean_and_sample_std_per_cell_and_for_the_mean():
     assert "± " in str(mean)
 
 
+def test_the_per_image_pixel_auroc_mean_is_over_all_anomalous_images_not_over_categories():
+    # IGD L208 / UTAD Table 1 (CAVGA protocol): the mean over every anomalous image of the test set.
+    table = TABLES["igd_mvtec"]
+    counts = {c: 10 + 5 * i for i, c in enumerate(MVTEC_CATEGORIES)}
+    values = {c: 0.6 + 0.02 * i for i, c in enumerate(MVTEC_CATEGORIES)}
+    igd_setting = {**setting("resnet18"), "backbone": {"requested": "resnet18", "used": "resnet18", "stand_in": False}}
+    runs = [
+        Run(Path(c), igd_setting, {c: {"pixel_auroc_per_image": values[c], "n_pixel_auroc_images": counts[c]}})
+        for c in MVTEC_CATEGORIES
+    ]
+    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs)
+    build_cells(table, result)
+    mean = next(c for c in result.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
+    pooled = sum(values[c] * counts[c] for c in counts) / sum(counts.values())
+    assert mean.ours.mean == pytest.approx(pooled) and abs(pooled - np.mean(list(values.values()))) > 0.01
+    assert mean.difference == pytest.approx(pooled - 0.91)
+    del runs[0].categories["bottle"]["n_pixel_auroc_images"]  # a metrics.json from before the count
+    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs)
+    build_cells(table, result)
+    mean = next(c for c in result.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
+    assert mean.ours is None and mean.difference is None and "n_pixel_auroc_images" in mean.reason
+
+
 def test_an_arm_whose_option_does_not_exist_is_listed_not_run(tmp_path):
     table = TABLES["igd_ablation"]
     lacking = dataclasses.replace(table.arms[0], requires=("model.distill", "model.ablation"))

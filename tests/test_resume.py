@@ -60,7 +60,7 @@ CASES = {
         4,
     ),  # fmt: skip
     "utad": (
-        UTADConfig(image_size=64, ie_epochs=1, expert_epochs=3, latent=16),
+        UTADConfig(image_size=64, ie_epochs=1, ie_warmup_epochs=0, expert_epochs=3, latent=16),
         BackboneConfig(name="tf_efficientnet_lite0", weights="none"),
         "expert_net",
         2,

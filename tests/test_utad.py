@@ -135,8 +135,9 @@ def test_without_detail_guidance_adain_is_fed_standard_normal_codes():
     assert abs(codes.mean().item()) < 0.03 and abs(codes.std().item() - 1) < 0.03
 
 
-def test_ie_net_optimiser_is_the_reference_codes_sgd_with_step_decay():
-    # The paper's learning rate is lost; ref-code: lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350.
+def test_ie_net_optimiser_is_the_reference_codes_sgd_with_warm_up_and_step_decay():
+    # The paper's learning rate is lost; ref-code: lr 1e-3, weight decay 1e-4, 2 warm-up epochs, ×0.1 at epochs
+    # 200 and 350.
     cfg = UTADConfig(image_size=64, ie_epochs=400)
     model = UTAD(cfg, OFFLINE)
     stage = model.stages()[0]
@@ -152,13 +153,23 @@ def test_ie_net_optimiser_is_the_reference_codes_sgd_with_step_decay():
     groups = shared.stages()[0].optimizer(shared.stages()[0].parameters).param_groups
     assert groups[1]["lr"] == 0.05 and {id(p) for p in groups[1]["params"]} == {id(p) for p in shared.mi.parameters()}
     scheduler = stage.scheduler(optimizer, 800)  # 2 steps per epoch
-    rates = []
+    rates, mi_rates = [], []
     for _ in range(800):
         rates.append(sgd.param_groups[0]["lr"])
+        mi_rates.append(adam.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    # ref-code config: 2 warm-up epochs (4 steps here), a linear rise per step; the MI Adam follows the schedule
+    assert rates[:5] == pytest.approx([1e-3 * k / 4 for k in (1, 2, 3, 4, 4)])
+    assert mi_rates[:5] == pytest.approx(rates[:5])
     assert rates[399] == pytest.approx(1e-3) and rates[400] == pytest.approx(1e-4)
     assert rates[699] == pytest.approx(1e-4) and rates[700] == pytest.approx(1e-5)
+    unwarmed = UTAD(UTADConfig(image_size=64, ie_epochs=400, ie_warmup_epochs=0), OFFLINE).stages()[0]
+    optimizer = unwarmed.optimizer(unwarmed.parameters)
+    unwarmed.scheduler(optimizer, 800)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="ie_warmup_epochs"):
+        UTADConfig(image_size=64, ie_epochs=1)
     with pytest.raises(ValueError, match="mi_optimizer"):
         UTADConfig(image_size=64, mi_optimizer="rmsprop")
 

@@ -1,6 +1,7 @@
 """Our runs beside the paper's figures, cell by cell, with a difference only where like meets like.
 
-A cell is one arm of a table, one dataset, one metric, one category (or the mean over the categories).
+A cell is one arm of a table, one dataset, one metric, one category (or the mean over the categories; over
+all images for a metric of ``IMAGE_WEIGHTS``).
 Ours is the mean ± standard deviation over the runs (seeds) of that cell; the difference (ours − paper)
 is given only when the runs match the paper's setting: the paper's dataset (not a stand-in), the
 paper's backbone (as ``metrics.json``'s ``setting`` records it, not a stand-in), the paper's metric, and,
@@ -18,6 +19,10 @@ from typing import Any
 from anomalib_lite.cli.reproduce_tables import NAMES, Arm, ReproTable
 
 MEAN = "mean"
+# Metrics whose mean over categories weighs each category by an image count of its metrics.json: the CAVGA
+# protocol's per-image pixel AUROC is the mean over every anomalous image of the test set (IGD L208, UTAD
+# Table 1), not over categories.
+IMAGE_WEIGHTS = {"pixel_auroc_per_image": "n_pixel_auroc_images"}
 
 
 @dataclass
@@ -162,9 +167,16 @@ def build_cells(table: ReproTable, result: ArmResult) -> None:
             cell = Cell(category, metric, Stat.of(values), paper)
             cell.reason = result.reason or cell_reason(cell, category in table.categories, category in by_category)
             result.cells.append(cell)
-        seeds = _per_seed_means(result.runs, metric)
         paper = {ref.label: mean for ref, (_, mean) in zip(refs, figures)}
-        cell = Cell(MEAN, metric, Stat.of(seeds), paper)
+        if _unweighable(result.runs, metric):
+            cell = Cell(MEAN, metric, None, paper)
+            cell.reason = (
+                f"the paper's mean is over all anomalous images; these runs do not record {IMAGE_WEIGHTS[metric]} "
+                "(metrics.json from an older version): re-evaluate them with eval.py"
+            )
+            result.cells.append(cell)
+            continue
+        cell = Cell(MEAN, metric, Stat.of(_per_seed_means(result.runs, metric)), paper)
         missing = [c for c in table.categories if c not in ran]
         cell.reason = result.reason or cell_reason(cell, True, bool(ran))
         if cell.reason is None and missing:
@@ -174,12 +186,26 @@ def build_cells(table: ReproTable, result: ArmResult) -> None:
 
 
 def _per_seed_means(runs: list[Run], metric: str) -> list[float]:
-    """Per seed, the mean of ``metric`` over the categories run with that seed (one value per seed)."""
-    by_seed: dict[Any, list[float]] = {}
+    """Per seed, the mean of ``metric`` over the categories run with that seed (one value per seed); for a
+    metric of :data:`IMAGE_WEIGHTS`, each category weighs by its image count: the mean over all those images."""
+    weight_key = IMAGE_WEIGHTS.get(metric)
+    by_seed: dict[Any, list[tuple[float, float]]] = {}
     for run in runs:
         seed = run.setting["seed"] if run.setting else str(run.folder)
-        by_seed.setdefault(seed, []).extend(m[metric] for m in run.categories.values() if m.get(metric) is not None)
-    return [statistics.fmean(v) for v in by_seed.values() if v]
+        by_seed.setdefault(seed, []).extend(
+            (m[metric], m[weight_key] if weight_key else 1)
+            for m in run.categories.values()
+            if m.get(metric) is not None
+        )
+    return [sum(v * w for v, w in pairs) / sum(w for _, w in pairs) for pairs in by_seed.values() if pairs]
+
+
+def _unweighable(runs: list[Run], metric: str) -> bool:
+    """Whether a run lacks the image count :data:`IMAGE_WEIGHTS` asks for ``metric`` (an old ``metrics.json``)."""
+    weight_key = IMAGE_WEIGHTS.get(metric)
+    return bool(weight_key) and any(
+        m.get(metric) is not None and m.get(weight_key) is None for run in runs for m in run.categories.values()
+    )
 
 
 def cell_reason(cell: Cell, in_table: bool, ran: bool) -> str | None:

@@ -15,7 +15,7 @@ from anomalib_lite.metrics.aupro import pixel_metrics
 from anomalib_lite.metrics.auroc import auroc, f1_max, roc_curve
 from anomalib_lite.metrics.iou import segmentation_iou
 from anomalib_lite.metrics.per_defect import per_defect_metrics
-from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_auroc
+from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_aurocs
 from anomalib_lite.metrics.ranks import RankCurve
 
 
@@ -82,10 +82,10 @@ def compute_metrics(
     pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None, per_defect: bool = True
 ) -> dict[str, Any]:
     """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO, the mean per-anomalous-image
-    pixel AUROC (IGD/UTAD papers) and the image accuracy at the F1-max threshold (IGD Table 2; the paper
-    states no threshold, so this one is a choice); with ``iou_threshold`` also the segmentation ``iou``
-    (:func:`segmentation_iou`, normalised over the whole test set); with ``per_defect`` and
-    ``pred.defects``, ``per_defect``: each defect type against the good images
+    pixel AUROC (IGD/UTAD papers; ``n_pixel_auroc_images``: over how many images) and the image accuracy at
+    the F1-max threshold (IGD Table 2; the paper states no threshold, so this one is a choice); with
+    ``iou_threshold`` also the segmentation ``iou`` (:func:`segmentation_iou`, normalised over the whole test
+    set); with ``per_defect`` and ``pred.defects``, ``per_defect``: each defect type against the good images
     (:func:`~anomalib_lite.metrics.per_defect.per_defect_metrics`; absent with fewer than two types).
 
     Pixel metrics cover the images whose masks are known; metrics that are
@@ -118,6 +118,7 @@ def evaluate_predictions(
     # Boolean indexing copies the maps (0.45 GB at MVTec AD size): skip it when every mask is known.
     maps, masks = (pred.maps, pred.masks) if bool(valid.all()) else (pred.maps[valid], pred.masks[valid])
     pixel = pixel_metrics(maps, masks, fpr_limit, curves)
+    per_image = per_image_pixel_aurocs(maps, masks)
     metrics = {
         "image_auroc": auroc(pred.scores, pred.labels),
         "image_f1_max": None if f1 is None else f1[0],
@@ -127,7 +128,8 @@ def evaluate_predictions(
         "n_images": int(pred.labels.numel()),
         "n_anomalous": int(pred.labels.sum()),
         "n_pixel_images": int(valid.sum()),
-        "pixel_auroc_per_image": per_image_pixel_auroc(maps, masks),
+        "pixel_auroc_per_image": sum(per_image) / len(per_image) if per_image else None,
+        "n_pixel_auroc_images": len(per_image),
         "image_accuracy": None if f1 is None else image_accuracy(pred.scores, pred.labels, f1[1]),
     }
     if iou_threshold is not None:

@@ -15,19 +15,24 @@ import torch
 from anomalib_lite.metrics.auroc import auroc
 
 
-def per_image_pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float | None:
-    """Mean over the anomalous images of the exact pixel AUROC of each image's own map.
+def per_image_pixel_aurocs(maps: torch.Tensor, masks: torch.Tensor) -> list[float]:
+    """The exact pixel AUROC of each anomalous image's own map.
 
     Args:
         maps: ``N×H×W`` anomaly maps. masks: ``N×H×W`` bool ground truth.
     Returns:
-        The mean, over images whose mask has both anomalous and normal pixels (an AUROC is undefined
-        otherwise), or ``None`` when there is no such image.
+        One AUROC per image whose mask has both anomalous and normal pixels (an AUROC is undefined
+        otherwise), in image order.
     """
     if maps.shape != masks.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ in shape")
     values = [auroc(m, k) for m, k in zip(maps, masks.bool()) if k.any()]
-    values = [v for v in values if v is not None]
+    return [v for v in values if v is not None]
+
+
+def per_image_pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float | None:
+    """Mean of :func:`per_image_pixel_aurocs` (the CAVGA protocol), or ``None`` when no image has one."""
+    values = per_image_pixel_aurocs(maps, masks)
     return sum(values) / len(values) if values else None
 
 

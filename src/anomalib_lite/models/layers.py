@@ -57,19 +57,21 @@ def upsample_sum(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tenso
 
 
 def as_rgb(images: torch.Tensor) -> torch.Tensor:
-    """``B×1×H×W`` grey repeated to ``B×3×H×W``; 3-channel input is returned as is."""
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    """Normalised ``B×1×H×W`` grey → ``B×3×H×W`` RGB normalised per channel (ImageNet statistics); 3-channel
+    input is returned as is.
+
+    A grey image was normalised with the channel means of the statistics (``data.images``): its value ``v``
+    becomes ``(v − mean_c) / std_c`` in each channel ``c``, as the same image loaded as RGB would be.
+    """
+    if images.shape[1] != 1:
+        return images
+    return (images * _STD.mean().to(images) + _MEAN.mean().to(images) - _MEAN.to(images)) / _STD.to(images)
 
 
 def to_unit_range(image: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised ``B×C×H×W`` (C 1 or 3) → RGB ``B×3×H×W`` in [0, 1] (for reconstructing models).
-
-    A grey image (C = 1) was normalised with the channel means of the statistics (``data.images``):
-    it is mapped back with those, then repeated to 3 channels.
-    """
-    if image.shape[1] == 1:
-        return as_rgb(image * _STD.mean().to(image) + _MEAN.mean().to(image))
-    return image * _STD.to(image) + _MEAN.to(image)
+    """ImageNet-normalised ``B×C×H×W`` (C 1 or 3, grey as in :func:`as_rgb`) → RGB ``B×3×H×W`` in [0, 1]
+    (for reconstructing models)."""
+    return as_rgb(image) * _STD.to(image) + _MEAN.to(image)
 
 
 def to_normalised(image: torch.Tensor) -> torch.Tensor:

@@ -58,8 +58,9 @@ class IGDConfig:
         lr, weight_decay, lr_power: Adam 1e-4, wd 1e-6, polynomial decay to 0 (paper L185; the power 0.9
             is ref-code). betas: Adam's betas; the paper is silent (choice: Adam's defaults; ref-code (0, 0.9)).
         kd_steps, kd_batch_size, kd_lr, kd_weight_decay: distillation of the local encoder in optimiser
-            steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5);
-            0 steps skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
+            steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5),
+            rounded up to whole epochs (at most one epoch more: the engine's stages run whole epochs); 0 steps
+            skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
         freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
             trains it in the EM stage too (an option, not the paper). It applies only to a distilled body:
             without distillation there is nothing to fix and the body trains from its random initialisation.
@@ -78,8 +79,9 @@ class IGDConfig:
         patches_per_image: ``None`` = every patch of every training image each epoch (ref-code); a number
             = that many random patches per image (a smaller budget, for CPUs).
         use_global: train the global model too; ``None`` = when images are larger than ``local_size``.
-        rho: MAE weight of ℓ_m (paper L187: 0.15). beta: the global model's weight against the local one in
-            ℓ_m, the map and the score (paper eq. 8/12, L187: 0.1 on MVTec AD).
+        rho: MAE weight of ℓ_m (paper L187: 0.15). beta: the global model's weight against the local one
+            (paper eq. 8/12, L187: 0.1 on MVTec AD). Eq. 12 weighs the two MS-SSIM terms; the paper has a single
+            reconstruction and code, so weighing each model's MAE and ℓ_h by the same β is our choice.
         combine: ``beta`` (paper) or ``equal`` (ref-code: 0.5·local + 0.5·global at inference).
         ssim_space: ``normalised`` = MS-SSIM and MAE on ImageNet-normalised images with L = 4.7579 (paper
             L185; MAE divided by L as the ref-code); ``unit`` = on [0, 1] images with L = 1 (an option).
@@ -221,8 +223,8 @@ class GaussianDescriptor(nn.Module):
         encoder: ``B×3×S×S`` normalised → ``(h, z B×latent)``; its ``body`` gives ``h``, its ``to_latent`` ``z``.
         decoder, critic: ``B×latent`` → ``B×3×S×S`` and ``B×3×S×S`` → ``B``; no critic (``None``) without
             interpolation.
-        ssim_weights, ssim_window: this model's MS-SSIM (paper L185–L187: the global one 5 scales, window 11;
-            the local one on MVTec AD patches 4 scales, window 3).
+        ssim_weights, ssim_window: this model's MS-SSIM (paper L185–L187: the global one 5 scales, the local
+            one on MVTec AD patches 4 scales; windows 11 and 3: ref-code, the paper gives none).
     """
 
     def __init__(
@@ -353,7 +355,7 @@ class IGD(AnomalyModel):
         needs_backbone = cfg.distilled or cfg.global_used
         self.backbone = Backbone(backbone_cfg.name, ["last"], backbone_cfg.weights) if needs_backbone else None
         # One-class 32×32 images: the only model uses the 5-scale MS-SSIM (paper L185, footnote 1);
-        # patches of a larger image: the local 4-scale one with window 3 (paper L187, ref-code).
+        # patches of a larger image: the local 4-scale one with window 3 (4 scales paper L187, window 3 ref-code).
         local_ssim = (LOCAL_WEIGHTS, 3) if cfg.global_used else (GLOBAL_WEIGHTS, 11)
         self.local = GaussianDescriptor(
             LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent),

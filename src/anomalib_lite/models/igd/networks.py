@@ -156,7 +156,8 @@ class Decoder(nn.Module):
 
 
 class Critic(nn.Module):
-    """Local ACAI critic: ``B×3×S×S`` → ``B`` in (0, 1), the estimated interpolation coefficient (layer norm)."""
+    """Local ACAI critic: ``B×3×S×S`` → ``B`` in (0, 1), the estimated interpolation coefficient (layer norm;
+    the sigmoid is the ref-code's ``p32`` critic)."""
 
     def __init__(self, size: int, width: int) -> None:
         super().__init__()
@@ -201,8 +202,9 @@ class GlobalDecoder(nn.Module):
 
 
 class GlobalCritic(nn.Module):
-    """Global ACAI critic ``B×3×S×S`` → ``B`` in (0, 1) (ref-code ``VisualDiscriminator256``):
-    conv5 stride 2, four residual down blocks ``w→2w→4w→8w→8w`` (layer norm), conv3 stride 2, linear."""
+    """Global ACAI critic ``B×3×S×S`` → ``B``, unbounded (ref-code ``VisualDiscriminator256``: no output
+    activation, unlike the local critic's sigmoid in ``p32``): conv5 stride 2, four residual down blocks
+    ``w→2w→4w→8w→8w`` (layer norm), conv3 stride 2, linear."""
 
     def __init__(self, size: int, width: int) -> None:
         super().__init__()
@@ -216,4 +218,4 @@ class GlobalCritic(nn.Module):
         self.out = nn.Linear(8 * width * bottom**2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.out(self.net(x)))[:, 0]
+        return self.out(self.net(x))[:, 0]

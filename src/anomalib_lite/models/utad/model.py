@@ -52,14 +52,17 @@ class UTADConfig:
             FC layers; ``ref``: the reference code's side branch).
         ie_epochs, momentum: SGD of stage 1 (paper: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
             ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
-            lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350.
+            lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350. ie_warmup_epochs: 2 in the reference code's
+            config (``warmup_epochs``); its training script is not released, so the form, a linear rise per step
+            from ``ie_lr / warm-up steps`` to ``ie_lr``, is our choice.
         mi_optimizer, mi_lr: the MI discriminator's own optimiser. ``adam`` (choice: the ref-code's training script
             is not released; its config gives the feature discriminators their own rate, ``d_feat_lr``) with
             ``betas``, or ``sgd`` (a parameter group of the IE-Net's SGD, the setting in which its BCE stayed at
             chance). ``mi_lr``: 1e-3 (choice; the ref-code's ``d_feat_lr`` is 1e-4).
         recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2 100 ref-code, KL to N(0, I) 0.1 ref-code,
             MI 1 choice; ``mi_weight=0`` is the paper's "without MI" ablation).
-        expert_epochs, expert_lr, betas: Adam of stage 2 (lr 1e-4 paper, betas (0.5, 0.999) ref-code (MUNIT)).
+        expert_epochs, expert_lr, betas: Adam of stage 2 (paper §4.2: Adam, its rate is lost from the text;
+            lr 1e-4 and betas (0.5, 0.999) ref-code, MUNIT's).
         detail_dim, detail_convs: detail code size (ref-code 8) and conv layers of the detail extractor (paper 3,
             ref-code 5).
         image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes; ref-code).
@@ -81,6 +84,7 @@ class UTADConfig:
     ie_weight_decay: float = 1e-4
     ie_milestones: list[int] = field(default_factory=lambda: [200, 350])
     ie_lr_decay: float = 0.1
+    ie_warmup_epochs: int = 2
     momentum: float = 0.9
     mi_optimizer: str = "adam"
     mi_lr: float = 1e-3
@@ -114,6 +118,8 @@ class UTADConfig:
                 f"model.image_size={self.image_size} (data.image_size) must be a multiple of {reduction} "
                 f"for the {variant}"
             )
+        if not 0 <= self.ie_warmup_epochs <= self.ie_epochs:
+            raise ValueError(f"model.ie_warmup_epochs={self.ie_warmup_epochs} must be in 0..model.ie_epochs")
         for key in ("ie_lr", "expert_lr", "mi_lr"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
@@ -251,13 +257,19 @@ class UTAD(AnomalyModel):
         return OptimizerChain(sgd([{"params": ie_params}]), adam)
 
     def stages(self) -> list[Stage]:
-        """``ie_net`` (SGD, step decay), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
+        """``ie_net`` (SGD, linear warm-up then step decay), then ``expert_net`` (Adam) unless ``use_expert`` is off."""
         cfg = self.cfg
 
-        def step_decay(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+        def warmup_then_step_decay(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
             per_epoch = total / cfg.ie_epochs
+            warmup = round(cfg.ie_warmup_epochs * per_epoch)
             milestones = [round(m * per_epoch) for m in cfg.ie_milestones]
-            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.ie_lr_decay)
+
+            def factor(step: int) -> float:
+                rise = (step + 1) / warmup if step < warmup else 1.0
+                return rise * cfg.ie_lr_decay ** sum(step >= m for m in milestones)
+
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
         stages = [
             Stage(
@@ -266,7 +278,7 @@ class UTAD(AnomalyModel):
                 parameters=list(self.ie_net.parameters()) + list(self.mi.parameters()),
                 optimizer=self._ie_optimizer,
                 step=self.ie_step,
-                scheduler=step_decay,
+                scheduler=warmup_then_step_decay,
             )
         ]
         if cfg.use_expert:
