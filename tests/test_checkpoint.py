@@ -17,7 +17,7 @@ from anomalib_lite.engine.checkpoint import (
     load_model_state,
 )
 from anomalib_lite.engine.trainer import Engine, TrainerConfig, place_model
-from anomalib_lite.errors import WeightsError
+from anomalib_lite.errors import TrainingError, WeightsError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
 from anomalib_lite.models.hfr.model import HFRConfig
@@ -102,6 +102,18 @@ def test_a_lean_checkpoint_resumes_to_the_uninterrupted_result(tmp_path):
     place_model(loaded, torch.device("cpu"), TrainerConfig().channels_last)
     maps = [m.eval().predict(image).anomaly_map for m in (straight, loaded)]
     torch.testing.assert_close(maps[0], maps[1], rtol=0, atol=0)
+
+
+def test_an_optimiser_state_from_another_set_up_is_refused_and_the_checkpoint_kept(tmp_path):
+    fit(hfr(), tmp_path / "last.pt", max_epochs=1)
+    state = load_checkpoint(tmp_path / "last.pt")
+    state["optimizer"]["param_groups"].append(dict(state["optimizer"]["param_groups"][0], params=[]))
+    torch.save(state, tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+    refusal = r"last\.pt: its optimiser or learning-rate schedule of stage 'reconstruction'"
+    with pytest.raises(TrainingError, match=refusal):
+        fit(hfr(), tmp_path / "last.pt", resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == before
 
 
 def test_other_frozen_weights_are_refused_naming_both(tmp_path):

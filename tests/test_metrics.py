@@ -249,9 +249,9 @@ def test_compute_metrics_pixel_figures_cover_only_images_with_a_known_mask():
         assert got["n_pixel_images"] == mask_valid.sum()
 
 
-def test_per_image_pixel_auroc_is_the_mean_of_sklearns_auroc_image_by_image():
+def test_per_image_pixel_aurocs_are_sklearns_auroc_image_by_image():
     # The CAVGA protocol (IGD Table 4, UTAD Table 1): one ROC per anomalous image over its own pixels.
-    from anomalib_lite.metrics import per_image_pixel_auroc
+    from anomalib_lite.metrics import per_image_pixel_aurocs
 
     rng = np.random.default_rng(11)
     maps = np.round(rng.random((7, 20, 20)) * 50).astype(np.float32)  # ties
@@ -261,12 +261,12 @@ def test_per_image_pixel_auroc_is_the_mean_of_sklearns_auroc_image_by_image():
     masks[4, 0, 0] = True
     masks[5] = True  # all anomalous: no normal pixel, AUROC undefined, left out
     maps[masks] += rng.normal(5, 10, masks.sum()).astype(np.float32)
-    expected = np.mean([roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in (1, 2, 4)])
-    got = per_image_pixel_auroc(torch.from_numpy(maps), torch.from_numpy(masks))
+    expected = [roc_auc_score(masks[i].ravel(), maps[i].ravel()) for i in (1, 2, 4)]
+    got = per_image_pixel_aurocs(torch.from_numpy(maps), torch.from_numpy(masks))
     assert got == pytest.approx(expected, abs=1e-12)
     pooled = roc_auc_score(masks[:5].ravel(), maps[:5].ravel())
-    assert abs(got - pooled) > 1e-3  # not the pooled pixel AUROC
-    assert per_image_pixel_auroc(torch.from_numpy(maps), torch.zeros(7, 20, 20, dtype=torch.bool)) is None
+    assert abs(np.mean(got) - pooled) > 1e-3  # their mean is not the pooled pixel AUROC
+    assert per_image_pixel_aurocs(torch.from_numpy(maps), torch.zeros(7, 20, 20, dtype=torch.bool)) == []
 
 
 @pytest.mark.parametrize("threshold", [-0.5, 0.3, 0.71])

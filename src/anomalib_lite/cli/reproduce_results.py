@@ -168,9 +168,9 @@ def build_cells(table: ReproTable, result: ArmResult) -> None:
             cell.reason = result.reason or cell_reason(cell, category in table.categories, category in by_category)
             result.cells.append(cell)
         paper = {ref.label: mean for ref, (_, mean) in zip(refs, figures)}
-        if _unweighable(result.runs, metric):
+        if len(ran) > 1 and _unweighable(result.runs, metric):
             cell = Cell(MEAN, metric, None, paper)
-            cell.reason = (
+            cell.reason = result.reason or (
                 f"the paper's mean is over all anomalous images; these runs do not record {IMAGE_WEIGHTS[metric]} "
                 "(metrics.json from an older version): re-evaluate them with eval.py"
             )

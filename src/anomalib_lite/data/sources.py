@@ -119,7 +119,7 @@ class OneClassConfig(DataConfig):
     Attributes:
         normal_class: the class (0–9) trained on; the run's category is its number.
         grey_to_rgb: repeat grey images to 3 channels in the data (else batches are ``B×1×H×W``
-            and models repeat them where they need RGB).
+            and models turn them into the same image in RGB where they need it, ``models.layers.as_rgb``).
     """
 
     name: str = "mnist"

@@ -259,9 +259,17 @@ class Engine:
             optimizer = stage.optimizer(stage.parameters)
             scheduler = stage.scheduler(optimizer, epochs * len(batches)) if stage.scheduler else None
             if resumed is not None and index == start_stage:
-                optimizer.load_state_dict(resumed["optimizer"])
-                if scheduler is not None:
-                    scheduler.load_state_dict(resumed["scheduler"])
+                try:
+                    optimizer.load_state_dict(resumed["optimizer"])
+                    if scheduler is not None:
+                        scheduler.load_state_dict(resumed["scheduler"])
+                except (KeyError, ValueError) as error:
+                    raise TrainingError(
+                        f"{self.checkpoint_path}: its optimiser or learning-rate schedule of stage '{stage.name}' "
+                        f"does not fit this version's ({type(error).__name__}: {error}); it was written by another "
+                        "version of the model's training set-up. Start a new run, or trainer.start_stage with "
+                        "trainer.init_from to begin from its weights"
+                    ) from error
             if stage.on_stage_start:
                 stage.on_stage_start(datamodule)
             cache = build_feature_cache(

@@ -12,7 +12,7 @@ from anomalib_lite.metrics.evaluator import (
 )
 from anomalib_lite.metrics.iou import segmentation_iou
 from anomalib_lite.metrics.per_defect import per_defect_metrics
-from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_auroc, per_image_pixel_aurocs
+from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_aurocs
 
 __all__ = [
     "Evaluation",
@@ -25,7 +25,6 @@ __all__ = [
     "f1_max",
     "image_accuracy",
     "per_defect_metrics",
-    "per_image_pixel_auroc",
     "per_image_pixel_aurocs",
     "pixel_metrics",
     "region_weights",

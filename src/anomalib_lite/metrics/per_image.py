@@ -30,12 +30,6 @@ def per_image_pixel_aurocs(maps: torch.Tensor, masks: torch.Tensor) -> list[floa
     return [v for v in values if v is not None]
 
 
-def per_image_pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float | None:
-    """Mean of :func:`per_image_pixel_aurocs` (the CAVGA protocol), or ``None`` when no image has one."""
-    values = per_image_pixel_aurocs(maps, masks)
-    return sum(values) / len(values) if values else None
-
-
 def image_accuracy(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> float:
     """Share of images with ``(score ≥ threshold) == label``.
 

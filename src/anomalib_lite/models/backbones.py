@@ -211,8 +211,8 @@ def load_pip_efficientnet(net: nn.Module, path: Path) -> None:
 class Backbone(nn.Module):
     """A frozen feature extractor returning chosen stages.
 
-    Call with an ImageNet-normalised ``B×3×H×W`` tensor (``B×1×H×W`` grey is repeated to 3
-    channels); returns a list of feature maps ``B×C_i×H/s_i×W/s_i``, one per entry of
+    Call with an ImageNet-normalised ``B×3×H×W`` tensor (``B×1×H×W`` grey becomes the same image in RGB,
+    :func:`~anomalib_lite.models.layers.as_rgb`); returns a list of feature maps ``B×C_i×H/s_i×W/s_i``, one per entry of
     :attr:`layers` (the name ``last`` stands for the deepest stage). Only the network up to
     the deepest chosen stage runs. Always in eval mode, no parameter requires grad.
     ``weights=none`` draws random weights from :data:`RANDOM_WEIGHTS_SEED` (the global random

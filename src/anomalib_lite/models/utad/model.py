@@ -54,7 +54,7 @@ class UTADConfig:
             ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
             lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350. ie_warmup_epochs: 2 in the reference code's
             config (``warmup_epochs``); its training script is not released, so the form, a linear rise per step
-            from ``ie_lr / warm-up steps`` to ``ie_lr``, is our choice.
+            to the full rate, is our choice. The MI discriminator's Adam follows the same schedule.
         mi_optimizer, mi_lr: the MI discriminator's own optimiser. ``adam`` (choice: the ref-code's training script
             is not released; its config gives the feature discriminators their own rate, ``d_feat_lr``) with
             ``betas``, or ``sgd`` (a parameter group of the IE-Net's SGD, the setting in which its BCE stayed at
