@@ -156,6 +156,10 @@ def test_the_per_image_pixel_auroc_mean_is_over_all_anomalous_images_not_over_ca
     build_cells(table, result)
     mean = next(c for c in result.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
     assert mean.ours is None and mean.difference is None and "n_pixel_auroc_images" in mean.reason
+    one = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs[:1])  # one category needs no count
+    build_cells(table, one)
+    mean = next(c for c in one.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
+    assert mean.ours.mean == pytest.approx(values["bottle"])
 
 
 def test_an_arm_whose_option_does_not_exist_is_listed_not_run(tmp_path):

@@ -168,27 +168,28 @@ def build_cells(table: ReproTable, result: ArmResult) -> None:
             cell.reason = result.reason or cell_reason(cell, category in table.categories, category in by_category)
             result.cells.append(cell)
         paper = {ref.label: mean for ref, (_, mean) in zip(refs, figures)}
-        if len(ran) > 1 and _unweighable(result.runs, metric):
-            cell = Cell(MEAN, metric, None, paper)
-            cell.reason = result.reason or (
-                f"the paper's mean is over all anomalous images; these runs do not record {IMAGE_WEIGHTS[metric]} "
-                "(metrics.json from an older version): re-evaluate them with eval.py"
-            )
-            result.cells.append(cell)
-            continue
-        cell = Cell(MEAN, metric, Stat.of(_per_seed_means(result.runs, metric)), paper)
+        # One category needs no weights; several need every run's count.
+        weight_key = IMAGE_WEIGHTS.get(metric) if len(ran) > 1 else None
+        unweighable = weight_key is not None and _lacks(result.runs, metric, weight_key)
+        ours = None if unweighable else Stat.of(_per_seed_means(result.runs, metric, weight_key))
+        cell = Cell(MEAN, metric, ours, paper)
         missing = [c for c in table.categories if c not in ran]
-        cell.reason = result.reason or cell_reason(cell, True, bool(ran))
+        cell.reason = result.reason or (
+            f"the paper's mean is over all anomalous images; these runs do not record {weight_key} "
+            "(metrics.json from an older version): re-evaluate them with eval.py"
+            if unweighable
+            else cell_reason(cell, True, bool(ran))
+        )
         if cell.reason is None and missing:
             covered = len(table.categories) - len(missing)
             cell.reason = f"our mean covers {covered} of the table's {len(table.categories)} categories"
         result.cells.append(cell)
 
 
-def _per_seed_means(runs: list[Run], metric: str) -> list[float]:
-    """Per seed, the mean of ``metric`` over the categories run with that seed (one value per seed); for a
-    metric of :data:`IMAGE_WEIGHTS`, each category weighs by its image count: the mean over all those images."""
-    weight_key = IMAGE_WEIGHTS.get(metric)
+def _per_seed_means(runs: list[Run], metric: str, weight_key: str | None = None) -> list[float]:
+    """Per seed, the mean of ``metric`` over the categories run with that seed (one value per seed); with
+    ``weight_key`` (see :data:`IMAGE_WEIGHTS`), each category weighs by that image count: the mean over all
+    those images."""
     by_seed: dict[Any, list[tuple[float, float]]] = {}
     for run in runs:
         seed = run.setting["seed"] if run.setting else str(run.folder)
@@ -200,12 +201,9 @@ def _per_seed_means(runs: list[Run], metric: str) -> list[float]:
     return [sum(v * w for v, w in pairs) / sum(w for _, w in pairs) for pairs in by_seed.values() if pairs]
 
 
-def _unweighable(runs: list[Run], metric: str) -> bool:
-    """Whether a run lacks the image count :data:`IMAGE_WEIGHTS` asks for ``metric`` (an old ``metrics.json``)."""
-    weight_key = IMAGE_WEIGHTS.get(metric)
-    return bool(weight_key) and any(
-        m.get(metric) is not None and m.get(weight_key) is None for run in runs for m in run.categories.values()
-    )
+def _lacks(runs: list[Run], metric: str, weight_key: str) -> bool:
+    """Whether a run with ``metric`` lacks its image count ``weight_key`` (an old ``metrics.json``)."""
+    return any(m.get(metric) is not None and m.get(weight_key) is None for run in runs for m in run.categories.values())
 
 
 def cell_reason(cell: Cell, in_table: bool, ran: bool) -> str | None:
