@@ -220,7 +220,7 @@ def bench_model(args: argparse.Namespace) -> None:
                     optimizer.step()
                 _sync(device)
                 rate = args.steps * batch / (time.perf_counter() - start)
-            print(f"  train {stage.name}: {rate:.1f} images/s, {_peak(device, host)}", flush=True)
+            print(f"  train {stage.name}: {rate:.3g} images/s, {_peak(device, host)}", flush=True)
         model.eval()
         test = to_device({"image": torch.stack([images[i]["image"] for i in range(batch)])}, device, layout)["image"]
         _reset_peak(device)
@@ -232,7 +232,7 @@ def bench_model(args: argparse.Namespace) -> None:
                 model.predict(test)
             _sync(device)
             rate = args.steps * batch / (time.perf_counter() - start)
-        print(f"  inference: {rate:.1f} images/s, {_peak(device, host)}", flush=True)
+        print(f"  inference: {rate:.3g} images/s, {_peak(device, host)}", flush=True)
         del model, optimizer
 
 
