@@ -75,8 +75,10 @@ def test_patches_match_slicing_and_fold_back_to_the_image():
 def test_critic_and_autoencoder_losses_move_only_their_own_parameters():
     torch.manual_seed(0)
     model = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none"))
-    terms = model.local_step({"image": torch.randn(6, 3, 32, 32)})
     descriptor = model.local
+    # The decoder starts flat (zero output weights: nothing reaches the encoder yet); as after a step:
+    nn.init.normal_(descriptor.decoder.net[-1].weight, std=0.1)
+    terms = model.local_step({"image": torch.randn(6, 3, 32, 32)})
 
     def grads(term: str) -> dict[str, bool]:
         descriptor.zero_grad(set_to_none=True)
@@ -216,6 +218,41 @@ def test_reconstruction_error_follows_the_paper_formula_in_normalised_space():
         IGDConfig(ssim_space="pixels")
 
 
+def _digit_like(n: int, size: int) -> torch.Tensor:
+    """``n×3×size×size`` images in [0, 1]: black with a bright square over the centre (an MNIST-like digit)."""
+    images = torch.zeros(n, 3, size, size)
+    images[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+    return images
+
+
+def test_a_reconstruction_of_the_wrong_mean_sign_leaves_ms_ssim_without_a_gradient():
+    # Why the decoders start flat: the coarsest scale's luminance is negative when the output's mean has the
+    # opposite sign of the target's, and the clamp at 0 (ref-code) zeroes MS-SSIM and its whole gradient.
+    target = _digit_like(2, 32)
+    recon = (torch.full_like(target, -0.25) + 0.01 * torch.randn_like(target)).requires_grad_()
+    value = ms_ssim(recon, target, GLOBAL_WEIGHTS, 11)
+    value.sum().backward()
+    assert torch.equal(value, torch.zeros(2)) and torch.equal(recon.grad, torch.zeros_like(recon))
+
+
+@pytest.mark.parametrize("space", ["unit", "normalised"])
+def test_the_decoders_start_flat_grey_and_ms_ssim_with_any_target_has_a_gradient(space):
+    torch.manual_seed(0)
+    cfg = IGDConfig(image_size=64, width=4, kd_steps=0, ssim_space=space)
+    model = IGD(cfg, BackboneConfig(weights="none"))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for descriptor, size in ((model.local, 32), (model.global_model, 64)):
+        recon = descriptor.decoder(torch.randn(4, cfg.latent))
+        assert torch.equal(recon, torch.full_like(recon, 0.5 if space == "unit" else 0.0))
+        unit = torch.cat([_digit_like(1, size), torch.zeros(1, 3, size, size), torch.rand(2, 3, size, size)])
+        target = unit if space == "unit" else (unit - mean) / std
+        value = ms_ssim(recon, target, descriptor.ssim_weights, descriptor.ssim_window, data_range=cfg.data_range)
+        assert (value > 0).all()
+        (1 - value).sum().backward()
+        grad = descriptor.decoder.net[-1].weight.grad if size == 32 else descriptor.decoder.net[-1][1].weight.grad
+        assert grad.abs().sum() > 0
+
+
 def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
     seen = []
     for per_image, expected in ((None, 2 * 9), (4, 2 * 4)):
@@ -257,7 +294,7 @@ def test_the_distillation_stage_runs_its_steps_in_whole_epochs(tmp_path):
 def test_global_model_has_four_residual_blocks_and_the_ref_code_parameter_count():
     # Paper L189 "four residual blocks"; ref-code p256/mvtec_module.py (twoin1Generator256, VisualDiscriminator256).
     w, latent = 64, 128
-    decoder, critic = GlobalDecoder(256, w, latent), GlobalCritic(256, w)
+    decoder, critic = GlobalDecoder(256, w, latent, 0.5), GlobalCritic(256, w)
     for net in (decoder, critic):
         assert sum(isinstance(m, ResidualBlock) for m in net.modules()) == 4
 

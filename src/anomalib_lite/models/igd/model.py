@@ -197,6 +197,12 @@ class IGDConfig:
         """``L`` of the SSIM constants and the MAE's divisor."""
         return NORMALISED_RANGE if self.ssim_space == "normalised" else 1.0
 
+    @property
+    def grey(self) -> float:
+        """The decoders' first, flat reconstruction (:class:`~anomalib_lite.models.igd.networks.Decoder`):
+        0.5 in [0, 1], 0 (the ImageNet mean) in normalised space."""
+        return 0.0 if self.ssim_space == "normalised" else 0.5
+
 
 def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     """``B×C×H×W`` → ``B×L×C×size×size``, patches in row-major order (``L = ((H − size)/stride + 1)²``)."""
@@ -359,7 +365,7 @@ class IGD(AnomalyModel):
         local_ssim = (LOCAL_WEIGHTS, 3) if cfg.global_used else (GLOBAL_WEIGHTS, 11)
         self.local = GaussianDescriptor(
             LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent),
-            Decoder(cfg.local_size, cfg.width, cfg.latent),
+            Decoder(cfg.local_size, cfg.width, cfg.latent, cfg.grey),
             Critic(cfg.local_size, cfg.width) if cfg.interpolation else None, *local_ssim, cfg,
         )  # fmt: skip
         self.kd_head = None
@@ -369,7 +375,8 @@ class IGD(AnomalyModel):
         self.global_model = None
         if cfg.global_used:
             self.global_model = GaussianDescriptor(
-                GlobalEncoder(self.backbone, cfg.latent), GlobalDecoder(cfg.image_size, cfg.width, cfg.latent),
+                GlobalEncoder(self.backbone, cfg.latent),
+                GlobalDecoder(cfg.image_size, cfg.width, cfg.latent, cfg.grey),
                 GlobalCritic(cfg.image_size, cfg.width) if cfg.interpolation else None, GLOBAL_WEIGHTS, 11, cfg,
             )  # fmt: skip
         self._datamodule = None
