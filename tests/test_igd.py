@@ -251,6 +251,9 @@ def test_the_decoders_start_flat_grey_and_ms_ssim_with_any_target_has_a_gradient
         (1 - value).sum().backward()
         grad = descriptor.decoder.net[-1].weight.grad if size == 32 else descriptor.decoder.net[-1][1].weight.grad
         assert grad.abs().sum() > 0
+    torch.manual_seed(0)
+    default = IGD(IGDConfig(width=4, kd_steps=0, ssim_space=space, flat_start=False), BackboneConfig(weights="none"))
+    assert default.local.decoder(torch.randn(4, cfg.latent)).std() > 0  # ref-code: PyTorch's default init
 
 
 def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):

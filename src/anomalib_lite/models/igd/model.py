@@ -89,6 +89,9 @@ class IGDConfig:
         kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1) (paper L185), |μ_i| ≥ mu_min and
             E-step every 10 epochs (ref-code).
         xi: score weight of ℓ_m, the rest ℓ_h (paper L187: 0.5).
+        flat_start: the decoders' last conv starts at zero weights and a mid-grey bias, a flat first
+            reconstruction whose MS-SSIM with any target is positive (choice, see
+            :class:`~anomalib_lite.models.igd.networks.Decoder`); ``false``: PyTorch's default init (ref-code).
         offline_backbone: the backbone a run uses instead of a torchvision one whose weights are not
             in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config).
     """
@@ -126,6 +129,7 @@ class IGDConfig:
     mu_min: float = 0.1
     estep_every: int = 10
     xi: float = 0.5
+    flat_start: bool = True
     offline_backbone: str = "tf_efficientnet_lite0"
 
     def __post_init__(self) -> None:
@@ -198,9 +202,11 @@ class IGDConfig:
         return NORMALISED_RANGE if self.ssim_space == "normalised" else 1.0
 
     @property
-    def grey(self) -> float:
+    def grey(self) -> float | None:
         """The decoders' first, flat reconstruction (:class:`~anomalib_lite.models.igd.networks.Decoder`):
-        0.5 in [0, 1], 0 (the ImageNet mean) in normalised space."""
+        0.5 in [0, 1], 0 (the ImageNet mean) in normalised space; ``None`` without ``flat_start``."""
+        if not self.flat_start:
+            return None
         return 0.0 if self.ssim_space == "normalised" else 0.5
 
 

@@ -139,11 +139,13 @@ class GlobalEncoder(nn.Module):
         return hidden, self.to_latent(hidden)
 
 
-def start_flat(conv: nn.Conv2d, grey: float) -> nn.Conv2d:
+def start_flat(conv: nn.Conv2d, grey: float | None) -> nn.Conv2d:
     """Zero ``conv``'s weights and set its bias to ``grey``, so that a decoder ending in it first
-    reconstructs every code as the flat image ``grey`` (choice, see :class:`Decoder`); returns ``conv``."""
-    nn.init.zeros_(conv.weight)
-    nn.init.constant_(conv.bias, grey)
+    reconstructs every code as the flat image ``grey`` (choice, see :class:`Decoder`); ``None`` keeps
+    PyTorch's default init (ref-code). Returns ``conv``."""
+    if grey is not None:
+        nn.init.zeros_(conv.weight)
+        nn.init.constant_(conv.bias, grey)
     return conv
 
 
@@ -151,15 +153,15 @@ class Decoder(nn.Module):
     """Local decoder ``B×latent`` → ``B×3×S×S``: linear to 4×4 maps, residual up blocks, BN, ReLU, conv3;
     no output activation.
 
-    The last conv starts flat at ``grey`` (choice; ref-code: PyTorch's default init): 0.5 for targets in
-    [0, 1], 0 (the ImageNet mean) for normalised ones, so that the first reconstruction's MS-SSIM with any
-    target is positive (positive luminance at every scale, ``cs = C2/(σ_y² + C2)``). With the default init
+    The last conv starts flat at ``grey`` (choice; ``None``: PyTorch's default init, ref-code): 0.5 for
+    targets in [0, 1], 0 (the ImageNet mean) for normalised ones, so that the first reconstruction's MS-SSIM
+    with any target is positive (positive luminance at every scale, ``cs = C2/(σ_y² + C2)``). With the default init
     the output's mean can have the opposite sign of the targets', the coarsest scale's luminance is then
     negative for every image, the clamp at 0 (ref-code) zeroes MS-SSIM and its gradient, and the decoder
     learns from the MAE alone until the sign flips (mnist5k, seed 2: the first 7 of 30 epochs).
     """
 
-    def __init__(self, size: int, width: int, latent: int, grey: float) -> None:
+    def __init__(self, size: int, width: int, latent: int, grey: float | None) -> None:
         super().__init__()
         widths = _widths(size, width)[::-1]
         self.start = widths[0]
@@ -202,7 +204,7 @@ class GlobalDecoder(nn.Module):
     ``8w×S/64×S/64``, upsampling conv3, four residual up blocks ``8w→8w→4w→2w→w``, BN, ReLU,
     upsampling conv5; no output activation. The last conv starts flat at ``grey`` (choice, as :class:`Decoder`)."""
 
-    def __init__(self, size: int, width: int, latent: int, grey: float) -> None:
+    def __init__(self, size: int, width: int, latent: int, grey: float | None) -> None:
         super().__init__()
         self.bottom = _global_bottom(size)
         self.start = 8 * width
