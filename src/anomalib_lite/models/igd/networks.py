@@ -158,7 +158,7 @@ class Decoder(nn.Module):
     with any target is positive (positive luminance at every scale, ``cs = C2/(σ_y² + C2)``). With the default init
     the output's mean can have the opposite sign of the targets', the coarsest scale's luminance is then
     negative for every image, the clamp at 0 (ref-code) zeroes MS-SSIM and its gradient, and the decoder
-    learns from the MAE alone until the sign flips (mnist5k, seed 2: the first 7 of 30 epochs).
+    learns from the MAE alone until the sign flips (mnist5k, seed 2: every class; class 5 for 7 of 30 epochs).
     """
 
     def __init__(self, size: int, width: int, latent: int, grey: float | None) -> None:
