@@ -25,8 +25,6 @@ peer: our HFR and MSFI against anomalib's Reverse Distillation and STFPM on the 
 from __future__ import annotations
 
 import argparse
-import resource
-import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
 from anomalib_lite.metrics import auroc, pixel_metrics
 from anomalib_lite.metrics.profiling import record_phases
 
@@ -64,32 +63,6 @@ def uniform_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.
     maps = rng.random((n, size, size), dtype=np.float32) + masks * 0.5
     scores = maps.reshape(n, -1).max(1)
     return (torch.from_numpy(maps), torch.from_numpy(masks), torch.from_numpy(scores), torch.from_numpy(labels))
-
-
-class PeakRSS:
-    """This process's peak resident memory (``peak``, bytes) and its growth (``growth_gib``)
-    inside a ``with`` block, sampled every 5 ms."""
-
-    def __enter__(self) -> PeakRSS:
-        self.before = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.growth_gib = (max(self.peak, self._rss()) - self.before) / 2**30
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._rss())
 
 
 def reference_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -124,12 +97,12 @@ def bench_evaluator(args: argparse.Namespace) -> None:
     pixels = maps.numel()
     print(f"evaluator: {args.maps} {args.kind} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels, "
           f"{int(masks.sum()) / pixels:.1%} anomalous) on {device}")  # fmt: skip
-    _reset_peak(device)
+    reset_peak_memory(device)
     with PeakRSS() as host, record_phases() if args.profile else nullcontext() as phases:
         start = time.perf_counter()
         image = auroc(scores, labels)
         pixel = pixel_metrics(maps, masks)
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
     print(f"  image AUROC {image:.6f}  pixel AUROC {pixel.pixel_auroc:.6f}  AUPRO {pixel.aupro:.6f}")
     print(f"  wall time {seconds:.2f} s (all three metrics)")
@@ -155,17 +128,6 @@ def bench_evaluator(args: argparse.Namespace) -> None:
               f"{time.perf_counter() - start:.2f} s; |difference| {abs(aupro - pixel.aupro):.2e}")  # fmt: skip
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def _peak(device: torch.device, host: PeakRSS) -> str:
     if device.type == "cuda":
         return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
@@ -177,10 +139,10 @@ def bench_model(args: argparse.Namespace) -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from anomalib_lite.config import validate
     from anomalib_lite.data import DataModule, ImageSet
-    from anomalib_lite.engine.trainer import channels_last_used, mixed_precision, place_model, to_device
+    from anomalib_lite.engine.device import channels_last_used, mixed_precision, place_model, to_device
     from anomalib_lite.models import build_model
+    from anomalib_lite.pipeline.config import validate
 
     device = torch.device(args.device)
     configs = Path(__file__).resolve().parents[1] / "configs"
@@ -207,30 +169,30 @@ def bench_model(args: argparse.Namespace) -> None:
                 stage.on_stage_start(datamodule)
             optimizer = stage.optimizer(stage.parameters)
             model.train()
-            _reset_peak(device)
+            reset_peak_memory(device)
             with PeakRSS() as host:
                 for i, item in enumerate(datamodule.train_loader()):
                     if i == args.warmup:
-                        _sync(device)
+                        synchronize(device)
                         start = time.perf_counter()
                     with mixed_precision(args.precision, device):
                         loss = stage.step(to_device(item, device, layout))["loss"]
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                _sync(device)
+                synchronize(device)
                 rate = args.steps * batch / (time.perf_counter() - start)
             print(f"  train {stage.name}: {rate:.3g} images/s, {_peak(device, host)}", flush=True)
         model.eval()
         test = to_device({"image": torch.stack([images[i]["image"] for i in range(batch)])}, device, layout)["image"]
-        _reset_peak(device)
+        reset_peak_memory(device)
         with PeakRSS() as host, mixed_precision(args.precision, device):
             for i in range(args.warmup + args.steps):
                 if i == args.warmup:
-                    _sync(device)
+                    synchronize(device)
                     start = time.perf_counter()
                 model.predict(test)
-            _sync(device)
+            synchronize(device)
             rate = args.steps * batch / (time.perf_counter() - start)
         print(f"  inference: {rate:.3g} images/s, {_peak(device, host)}", flush=True)
         del model, optimizer
@@ -239,7 +201,7 @@ def bench_model(args: argparse.Namespace) -> None:
 def bench_inference(args: argparse.Namespace) -> None:
     from omegaconf import OmegaConf
 
-    from anomalib_lite.cli.evaluate import load_trained
+    from anomalib_lite.pipeline.inference import load_trained
 
     run, model = load_trained(Path(args.ckpt), OmegaConf.from_dotlist(args.set))
     device = torch.device(args.device)
@@ -276,9 +238,8 @@ def _ms_per_image(score, batch: np.ndarray, images: int, warmup: int) -> float:
 def bench_export(args: argparse.Namespace) -> None:
     import tempfile
 
-    from anomalib_lite.cli.evaluate import load_trained
-    from anomalib_lite.cli.predict import checkpoint_scorer, exported_scorer
-    from anomalib_lite.deploy import export_model, load_exported, metadata, trained_on_grey
+    from anomalib_lite.pipeline.deploy import export_model, load_exported, metadata, trained_on_grey
+    from anomalib_lite.pipeline.inference import checkpoint_scorer, exported_scorer, load_trained
 
     for ckpt in args.ckpt:
         run, model = load_trained(Path(ckpt))

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark import PeakRSS, _reset_peak, _sync
+
+from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
 
 SCRIPTS = Path(__file__).resolve().parent
 CONFIGS = SCRIPTS.parent / "configs"
@@ -115,7 +116,7 @@ def marking_epochs(model: torch.nn.Module, marks: list[float], device: torch.dev
         def on_epoch_end(done: int) -> None:
             if hook is not None:
                 hook(done)
-            _sync(device)
+            synchronize(device)
             marks.append(time.perf_counter())
 
         return on_epoch_end
@@ -127,11 +128,11 @@ def measure_ours(variant: str, args: argparse.Namespace) -> Throughput:
     """Train one of our variants through the engine and time it (see the module docstring)."""
     from hydra import compose, initialize_config_dir
 
-    from anomalib_lite.cli.run_folders import plain_config
-    from anomalib_lite.config import validate
     from anomalib_lite.data import build_datamodule
-    from anomalib_lite.engine.trainer import Engine, mixed_precision, seed_everything, to_device
+    from anomalib_lite.engine.device import mixed_precision, seed_everything, to_device
+    from anomalib_lite.engine.trainer import Engine
     from anomalib_lite.models import build_model
+    from anomalib_lite.pipeline.config import plain_config, validate
 
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=our_overrides(variant, args))
@@ -143,12 +144,12 @@ def measure_ours(variant: str, args: argparse.Namespace) -> Throughput:
     with tempfile.TemporaryDirectory(prefix="peer-") as folder:
         engine = Engine(run.trainer, run.seed, Path(folder) / "last.pt", plain_config(cfg))
         marking_epochs(model, marks, engine.device)
-        _reset_peak(engine.device)
+        reset_peak_memory(engine.device)
         with PeakRSS() as host:
-            _sync(engine.device)
+            synchronize(engine.device)
             start = time.perf_counter()
             engine.fit(model, datamodule)
-            _sync(engine.device)
+            synchronize(engine.device)
             end = time.perf_counter()
     per_epoch = sum(len(batch) for batch in datamodule.train_loader().batch_sampler)
     epochs = len(marks)
@@ -158,11 +159,11 @@ def measure_ours(variant: str, args: argparse.Namespace) -> Throughput:
     batches = [to_device(batch, engine.device)["image"] for batch in datamodule.test_loader()]
     with mixed_precision(run.trainer.precision, engine.device):
         model.predict(batches[0])
-        _sync(engine.device)
+        synchronize(engine.device)
         begin = time.perf_counter()
         for images in batches[1:]:
             model.predict(images)
-        _sync(engine.device)
+        synchronize(engine.device)
         inference = sum(len(images) for images in batches[1:]) / (time.perf_counter() - begin)
     return Throughput(
         train_all=epochs * per_epoch / (end - start),

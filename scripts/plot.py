@@ -2,7 +2,7 @@
 
 import sys
 
-from anomalib_lite.cli.plot import main
+from anomalib_lite.reporting.plots import main
 
 if __name__ == "__main__":
     sys.exit(main())

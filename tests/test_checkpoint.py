@@ -16,11 +16,12 @@ from anomalib_lite.engine.checkpoint import (
     load_checkpoint,
     load_model_state,
 )
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, place_model
+from anomalib_lite.engine.device import place_model
+from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import TrainingError, WeightsError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
-from anomalib_lite.models.hfr.model import HFRConfig
+from anomalib_lite.models.hfr.config import HFRConfig
 
 from conftest import tiny_datamodule
 

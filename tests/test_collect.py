@@ -54,7 +54,7 @@ def test_collect_by_an_override_averages_over_the_others(tmp_path):
 
 
 def test_every_table_has_a_row_per_defect_type_beside_the_overall_one(tmp_path):
-    from anomalib_lite.cli.tables import format_table
+    from anomalib_lite.reporting.tables import format_table
 
     per_defect = {
         "crack": {"image_auroc": 0.25, "pixel_auroc": 0.5, "aupro": 0.125, "n_images": 5},

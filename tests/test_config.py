@@ -8,9 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from anomalib_lite.config import validate
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.hfr import HFRConfig
+from anomalib_lite.pipeline.config import validate
 
 from conftest import REPO, run_entry
 

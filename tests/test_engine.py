@@ -13,7 +13,8 @@ from torch import nn
 
 from anomalib_lite.data import DataModule, ImageRecord
 from anomalib_lite.engine.checkpoint import load_checkpoint
-from anomalib_lite.engine.trainer import Engine, TrainerConfig, channels_last_used, non_finite_state, to_device
+from anomalib_lite.engine.device import channels_last_used, to_device
+from anomalib_lite.engine.trainer import Engine, TrainerConfig, non_finite_state
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models.base import AnomalyModel, Stage
 

@@ -15,14 +15,13 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from skimage import data as skdata
 
-from anomalib_lite.cli.evaluate import load_trained
-from anomalib_lite.cli.predict import checkpoint_scorer, stored_threshold
-from anomalib_lite.config import validate
 from anomalib_lite.data.images import read_image
-from anomalib_lite.deploy import ExportError, export_model, load_exported, metadata, require_onnx
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.models.base import AnomalyOutput
+from anomalib_lite.pipeline.config import validate
+from anomalib_lite.pipeline.deploy import ExportError, export_model, load_exported, metadata, require_onnx
+from anomalib_lite.pipeline.inference import checkpoint_scorer, load_trained, stored_threshold
 
 from conftest import REPO, TINY, run_entry
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from anomalib_lite.cli.run_folders import job_device
+from anomalib_lite.engine.device import job_device
 
 from conftest import TINY, run_entry
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomalib_lite.cli import evaluation_outputs
-from anomalib_lite.cli.evaluation_outputs import write_json
 from anomalib_lite.cli.run_folders import check_writable
 from anomalib_lite.engine import trainer
 from anomalib_lite.engine.checkpoint import save_checkpoint
 from anomalib_lite.errors import ConfigError
+from anomalib_lite.pipeline import evaluation as evaluation_outputs
+from anomalib_lite.pipeline.evaluation import write_json
 
 from conftest import REPO, TINY, run_entry
 

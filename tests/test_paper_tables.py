@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
-from anomalib_lite.paper_tables import PAPERS, paper_table, paper_tables
+from anomalib_lite.reporting.paper_tables import PAPERS, paper_table, paper_tables
 
 from conftest import REPO
 

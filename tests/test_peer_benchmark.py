@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from anomalib_lite.config import validate
+from anomalib_lite.pipeline.config import validate
 
 from conftest import REPO
 

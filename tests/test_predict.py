@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_lite.cli.evaluate import load_trained
-from anomalib_lite.cli.predict import ScoreWriter, score_files
+from anomalib_lite.pipeline.inference import load_trained
+from anomalib_lite.pipeline.prediction import ScoreWriter, score_files
 
 from conftest import TINY, run_entry
 

@@ -12,14 +12,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from anomalib_lite.cli.reproduce import Options, plan_dataset, reproduce
-from anomalib_lite.cli.reproduce_report import write_report
-from anomalib_lite.cli.reproduce_results import MEAN, ArmResult, Run, build_cells
-from anomalib_lite.cli.reproduce_tables import TABLES
-from anomalib_lite.config import validate
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
-from anomalib_lite.models.igd.model import IGDConfig
-from anomalib_lite.paper_tables import paper_table
+from anomalib_lite.models.igd.config import IGDConfig
+from anomalib_lite.pipeline.config import validate
+from anomalib_lite.reporting.paper_tables import paper_table
+from anomalib_lite.reporting.reproduce.command import Options, plan_dataset, reproduce
+from anomalib_lite.reporting.reproduce.report import write_report
+from anomalib_lite.reporting.reproduce.results import MEAN, ArmResult, Run, build_cells
+from anomalib_lite.reporting.reproduce.tables import TABLES
 
 from conftest import REPO, run_entry, write_mvtec_category
 

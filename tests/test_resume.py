@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from anomalib_lite.cli.evaluation_outputs import hold_out_validation
 from anomalib_lite.data import DataConfig, build_datamodule
 from anomalib_lite.engine.checkpoint import load_checkpoint
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.metrics import collect_predictions, compute_metrics
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr import HFRConfig
-from anomalib_lite.models.igd.model import IGDConfig
-from anomalib_lite.models.msfi.model import MSFIConfig, WeightSearchConfig
-from anomalib_lite.models.utad.model import UTADConfig
+from anomalib_lite.models.igd.config import IGDConfig
+from anomalib_lite.models.msfi.config import MSFIConfig, WeightSearchConfig
+from anomalib_lite.models.utad.config import UTADConfig
+from anomalib_lite.pipeline.evaluation import hold_out_validation
 
 from conftest import write_mvtec_category
 

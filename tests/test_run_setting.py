@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from anomalib_lite.cli.run_setting import git_commit
 from anomalib_lite.errors import ConfigError
-from anomalib_lite.models.backbones import cached_or_offline
-from anomalib_lite.models.registry import BackboneConfig
+from anomalib_lite.models.backbones import BackboneConfig, cached_or_offline
+from anomalib_lite.pipeline.setting import git_commit
 
 from conftest import REPO, TINY
 

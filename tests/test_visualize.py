@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalib_lite.visualize import colorize, overlay_panel, sample_indices, save_overlays, save_stages
+from anomalib_lite.reporting.overlays import colorize, overlay_panel, sample_indices, save_overlays, save_stages
 
 
 def test_sample_covers_every_defect_folder_and_normal_images(tmp_path):

@@ -1,7 +1,7 @@
 """``python export.py ckpt_path=… format=onnx|torchscript``: one deployable file from a checkpoint.
 
 Writes ``model.onnx`` or ``model.pt`` (TorchScript) and its settings ``model.<suffix>.json`` into a new
-run folder; see :mod:`anomalib_lite.deploy` for what the file takes and returns.
+run folder; see :mod:`anomalib_lite.pipeline.deploy` for what the file takes and returns.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from anomalib_lite.cli.evaluate import load_trained
-from anomalib_lite.cli.predict import stored_threshold
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
-from anomalib_lite.deploy import FORMATS, check_format, export_model, metadata
+from anomalib_lite.pipeline.deploy import FORMATS, check_format, export_model, metadata
+from anomalib_lite.pipeline.inference import load_trained, stored_threshold
 
 
 @report_errors

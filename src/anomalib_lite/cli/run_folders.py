@@ -59,29 +59,10 @@ def run_folder() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def job_device(device: str, job_number: int | None, gpu_count: int) -> str:
-    """The device of one job: ``auto`` in a multirun job (``job_number`` given) on a machine with
-    several GPUs becomes ``cuda:<job_number mod gpu_count>``, so parallel jobs
-    (``hydra/launcher=parallel``) get one GPU each; anything else is kept."""
-    if device != "auto" or job_number is None or gpu_count < 2:
-        return device
-    return f"cuda:{job_number % gpu_count}"
-
-
 def multirun_job_number() -> int | None:
     """This job's number in a Hydra multirun, ``None`` in a single run."""
     hydra = HydraConfig.get()
     return hydra.job.num if hydra.mode == RunMode.MULTIRUN else None
-
-
-def task_config(cfg: DictConfig) -> DictConfig:
-    """``cfg`` without Hydra's own node (which, before a run starts, cannot be fully resolved)."""
-    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-
-
-def plain_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without Hydra's own node: plain data, safe to store in checkpoints."""
-    return OmegaConf.to_container(task_config(cfg), resolve=True)
 
 
 def check_run_folder(folder: Path, resume: bool = False, ignored: frozenset[str] = frozenset()) -> None:

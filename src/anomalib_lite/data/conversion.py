@@ -44,10 +44,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from anomalib_lite.data.folders import install_folder
 from anomalib_lite.data.images import mask_foreground, mask_values
 from anomalib_lite.data.one_class import DownloadFile
 from anomalib_lite.errors import DataError
+from anomalib_lite.files import install_folder
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data as skdata
 from tqdm import tqdm
 
-from anomalib_lite.data.folders import install_folder
 from anomalib_lite.errors import DataError
+from anomalib_lite.files import install_folder
 
 GENERATOR_VERSION = 3
 STAMP = "generation.json"  # written last into a generated category: its parameters

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from anomalib_lite.atomic import write_atomically
 from anomalib_lite.errors import WeightsError
+from anomalib_lite.files import write_atomically
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
 
 log = logging.getLogger(__name__)

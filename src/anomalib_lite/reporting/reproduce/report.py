@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from anomalib_lite.cli.reproduce_results import MEAN, ArmResult, describe_setting
-from anomalib_lite.cli.reproduce_tables import NAMES, ReproTable
+from anomalib_lite.reporting.reproduce.results import MEAN, ArmResult, describe_setting
+from anomalib_lite.reporting.reproduce.tables import NAMES, ReproTable
 
 CSV_COLUMNS = ("arm", "dataset", "data used", "category", "metric", "ours", "ours std", "runs", "paper",
                "difference", "not comparable because")  # fmt: skip

@@ -1,8 +1,10 @@
-"""Writing a file atomically: readers see the old file or the complete new one, never a partial one."""
+"""Atomic writes: readers see the old file (or folder) or the complete new one, never a partial one."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -22,3 +24,18 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def install_folder(partial: Path, final: Path) -> None:
+    """Put the complete ``partial`` folder at ``final`` by renames.
+
+    An absent or empty ``final`` is replaced in one step; a non-empty one (an earlier result, which the
+    caller has checked is its own to replace) is first moved into a hidden folder next to it, then deleted.
+    """
+    if final.is_dir() and any(final.iterdir()):
+        stale = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.stale-"))
+        final.rename(stale / final.name)
+        partial.rename(final)
+        shutil.rmtree(stale)
+    else:
+        partial.rename(final)

@@ -3,7 +3,7 @@
 Each table (``--list``) runs one or more configurations (arms) of ``configs/experiment/<experiment>.yaml``
 with ``train.py`` (one multirun per arm and dataset, one job per category and seed), then writes
 ``results.md`` / ``results.csv``: per category, ours (mean ± std over ``--seeds``), the paper's figure
-(from ``anomalib_lite/paper_tables/<paper>.yaml``) and the difference. The difference is printed only
+(from ``anomalib_lite/reporting/paper_tables/<paper>.yaml``) and the difference. The difference is printed only
 where the runs match the paper's setting (its dataset, backbone, metric and, for the mean, every category
 of its table); every other cell says why it is not comparable.
 
@@ -25,13 +25,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from anomalib_lite.cli.reproduce_report import write_report
-from anomalib_lite.cli.reproduce_results import ArmResult, build_cells, read_runs
-from anomalib_lite.cli.reproduce_tables import NAMES, STAND_IN_DATA, TABLES, Arm, ReproTable
 from anomalib_lite.data.mvtec import categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
 from anomalib_lite.models.backbones import BACKBONES, torchvision_weights_path
+from anomalib_lite.reporting.reproduce.report import write_report
+from anomalib_lite.reporting.reproduce.results import ArmResult, build_cells, read_runs
+from anomalib_lite.reporting.reproduce.tables import NAMES, STAND_IN_DATA, TABLES, Arm, ReproTable
 
 ONE_CLASS_STAND_IN_CATEGORIES = [str(c) for c in range(10)]
 

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 import anomalib_lite
-from anomalib_lite.config import RunConfig
 from anomalib_lite.data.images import normalise
 from anomalib_lite.errors import AnomalibLiteError, ConfigError
 from anomalib_lite.models import AnomalyModel
 from anomalib_lite.models.base import AnomalyOutput
+from anomalib_lite.pipeline.config import RunConfig
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 METADATA_KEY = "anomalib_lite"  # ONNX metadata property, and TorchScript extra file <key>.json

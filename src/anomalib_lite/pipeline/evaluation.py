@@ -4,6 +4,7 @@ their TensorBoard copies."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -16,14 +17,17 @@ import torch
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from anomalib_lite.atomic import write_atomically
-from anomalib_lite.config import EvalConfig
-from anomalib_lite.curves import read_curves, write_curves
-from anomalib_lite.data import DataModule
+from anomalib_lite.data import DataModule, build_datamodule, categories
+from anomalib_lite.engine.device import place_model
+from anomalib_lite.files import write_atomically
 from anomalib_lite.metrics import Evaluation, Predictions, collect_predictions, evaluate_predictions
 from anomalib_lite.models import AnomalyModel
-from anomalib_lite.plots import plot_curves
-from anomalib_lite.visualize import sample_indices, save_overlays, save_stages
+from anomalib_lite.pipeline.config import EvalConfig
+from anomalib_lite.pipeline.inference import load_trained
+from anomalib_lite.reporting.curves import read_curves, write_curves
+from anomalib_lite.reporting.overlays import sample_indices, save_overlays, save_stages
+from anomalib_lite.reporting.plots import plot_curves
+from anomalib_lite.reporting.run_report import write_report
 
 log = logging.getLogger("anomalib_lite")
 
@@ -160,3 +164,36 @@ def save_maps(
         if stages:
             save_stages(stages, pred.maps[chosen], [pred.paths[i] for i in chosen], maps_dir)
     return overlays
+
+
+def evaluate_checkpoint(
+    path: Path, overrides: dict[str, Any], device: torch.device, folder: Path, progress: bool = True
+) -> dict[str, Any]:
+    """Re-evaluate the checkpoint ``path`` with the config stored inside it, into ``folder``.
+
+    The frozen backbone's weights come from where training took them (see
+    :func:`~anomalib_lite.pipeline.inference.load_trained`). Writes ``metrics.json``, ``scores/<category>.csv``,
+    then ``curves/``, ``maps/``, ``tensorboard/`` and ``report.html``.
+
+    Args:
+        overrides: replace stored options (``data``, ``eval``, ``model``), e.g. the data's new root.
+    Returns:
+        The content of ``metrics.json``.
+    """
+    run, model = load_trained(path, overrides)
+    (category,) = categories(run.data)
+    place_model(model, device, run.trainer.channels_last)
+    datamodule = build_datamodule(run.data, category)
+    hold_out_validation(model, datamodule)
+    evaluation, predictions = evaluate_category(model, datamodule, device, run.eval, progress)
+    results = {
+        "checkpoint": str(path),
+        "model": run.model.name,
+        "data": run.data.name,
+        "categories": {category: evaluation.metrics},
+    }
+    write_json(results, folder / "metrics.json")
+    write_scores(predictions, folder / "scores" / f"{category}.csv")
+    save_outputs(model, datamodule, evaluation, predictions, device, run.eval, folder, category)
+    write_report(folder, dataclasses.asdict(run))
+    return results

@@ -116,3 +116,13 @@ def validate(cfg: DictConfig) -> RunConfig:
     run = _typed(values, RunConfig, "")
     run.model, run.data = model, data
     return run
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without Hydra's own node (which, before a run starts, cannot be fully resolved)."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without Hydra's own node: plain data, safe to store in checkpoints."""
+    return OmegaConf.to_container(task_config(cfg), resolve=True)

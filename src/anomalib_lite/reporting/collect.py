@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalib_lite.cli.tables import format_table, mean_metrics, metric_columns
+from anomalib_lite.reporting.tables import format_table, mean_metrics, metric_columns
 
 
 @dataclass

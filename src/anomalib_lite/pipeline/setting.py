@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from anomalib_lite.config import RunConfig
-from anomalib_lite.engine.trainer import precision_used
+from anomalib_lite.engine.device import precision_used
+from anomalib_lite.pipeline.config import RunConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 

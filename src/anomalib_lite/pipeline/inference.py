@@ -1,0 +1,122 @@
+"""A trained model for inference: rebuilt from its checkpoint, placed on a device, with the image threshold its
+evaluation stored; and the scorers that turn uint8 images into maps and scores, from a checkpoint or an
+exported file (:mod:`anomalib_lite.pipeline.deploy`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from anomalib_lite.data.images import to_model_input
+from anomalib_lite.engine.checkpoint import load_checkpoint, load_model_state
+from anomalib_lite.engine.device import place_model
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models import AnomalyModel, build_model
+from anomalib_lite.models.base import AnomalyOutput
+from anomalib_lite.pipeline.config import RunConfig, validate
+from anomalib_lite.pipeline.deploy import ExportedModel, is_exported, load_exported, trained_on_grey
+
+
+def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, AnomalyModel]:
+    """Rebuild the model stored in checkpoint ``path``.
+
+    A lean checkpoint's frozen networks are rebuilt as its config says (their weights from the torch
+    cache or the pip package) and checked against its fingerprints; a full checkpoint holds them.
+
+    Args:
+        overrides: replace stored options, e.g. ``{"model": {"weight_search": {"apply": False}}}``.
+    Returns:
+        The validated run config and the model with its trained weights, on the CPU.
+    Raises:
+        ConfigError: no such file.
+        WeightsError: a frozen network's weights differ from those it was trained with.
+    """
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file")
+    state = load_checkpoint(path)
+    run = validate(OmegaConf.merge(OmegaConf.create(state["config"]), overrides or {}))
+    backbone = run.backbone if "frozen" in state else dataclasses.replace(run.backbone, weights="none")
+    model = build_model(run.model, backbone)
+    load_model_state(model, state, path)
+    return run, model
+
+
+def stored_threshold(ckpt_path: Path, category: str) -> tuple[float | None, str]:
+    """The F1-optimal image threshold that evaluation stored in the run's ``metrics.json``
+    (``<run>/checkpoints/<category>/last.pt`` → ``<run>/metrics.json``), or ``None``.
+
+    Returns:
+        The threshold, and where it came from (or why there is none).
+    """
+    metrics = ckpt_path.parent.parent.parent / "metrics.json"
+    if not metrics.is_file():
+        return None, f"none: no {metrics} (the run was not evaluated)"
+    threshold = json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
+    if threshold is None:
+        return None, f"none: {metrics} has no image_threshold for {category} (undefined without anomalous test images)"
+    return threshold, f"F1-optimal image threshold stored by evaluation in {metrics}"
+
+
+Scorer = Callable[[np.ndarray], AnomalyOutput]
+
+
+def checkpoint_scorer(model: AnomalyModel, channels: int, device: torch.device) -> Scorer:
+    """Scores ``B×S×S×3`` uint8 RGB images with a trained model: as grey (channel mean rounded to
+    8 bits) for a model trained on grey images (``channels`` 1), normalised, on ``device``."""
+
+    def score(images: np.ndarray) -> AnomalyOutput:
+        if channels == 1:
+            images = images.mean(-1, keepdims=True).round().astype(np.uint8)
+        return model.predict(to_model_input(torch.from_numpy(images)).to(device))
+
+    return score
+
+
+def exported_scorer(exported: ExportedModel) -> Scorer:
+    """Scores ``B×S×S×3`` uint8 RGB images with an exported file (which normalises them itself)."""
+    return lambda images: exported(torch.from_numpy(images).permute(0, 3, 1, 2))
+
+
+@dataclasses.dataclass
+class LoadedScorer:
+    """A model ready to score images, from a checkpoint or an exported file (see :func:`load_scorer`).
+
+    Attributes:
+        score: ``B×size×size×3`` uint8 RGB images → :class:`AnomalyOutput`. size: the model's input side.
+        threshold: the stored F1-optimal image threshold, or ``None``. source: where it came from (or why none).
+    """
+
+    score: Scorer
+    size: int
+    threshold: float | None
+    source: str
+
+
+def load_scorer(path: Path, device: torch.device) -> LoadedScorer:
+    """Open a training checkpoint, or a file written by ``export.py`` (``.onnx``, or TorchScript ``.pt``: told
+    apart from a checkpoint by its content), for scoring on ``device``; needs neither the training data nor
+    the run's config.
+
+    Raises:
+        ConfigError: no such file. WeightsError: a frozen network's weights differ from the trained ones.
+    """
+    if path.is_file() and is_exported(path):
+        exported = load_exported(path, device)
+        return LoadedScorer(
+            exported_scorer(exported), exported.size, exported.info["threshold"], f"stored in {path.name}"
+        )
+    run, model = load_trained(path)
+    place_model(model, device, run.trainer.channels_last).eval()
+    channels = 1 if trained_on_grey(run) else 3
+    # a checkpoint stores its own category; the data need not be here
+    threshold = stored_threshold(path, str(run.category))[0]
+    return LoadedScorer(
+        checkpoint_scorer(model, channels, device), run.data.image_size, threshold, "stored by evaluation"
+    )

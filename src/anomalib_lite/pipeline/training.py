@@ -1,0 +1,180 @@
+"""One training run: validate its config, then per category build the data and the model, run the engine,
+evaluate, and keep ``metrics.json``, the scores, checkpoints, curves, maps and ``report.html`` up to date in the
+run folder; resuming a run only with the options it was trained with."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from anomalib_lite.data import build_datamodule, categories
+from anomalib_lite.engine.device import job_device, resolve_device, seed_everything
+from anomalib_lite.engine.trainer import Engine, load_checkpoint
+from anomalib_lite.errors import ConfigError
+from anomalib_lite.models import build_model
+from anomalib_lite.models.backbones import cached_or_offline
+from anomalib_lite.pipeline.config import RunConfig, plain_config, validate
+from anomalib_lite.pipeline.evaluation import (
+    evaluate_category,
+    hold_out_validation,
+    save_outputs,
+    write_json,
+    write_scores,
+)
+from anomalib_lite.pipeline.setting import run_setting
+from anomalib_lite.reporting.run_report import write_report
+from anomalib_lite.reporting.tables import mean_metrics
+
+log = logging.getLogger("anomalib_lite")
+
+# Options a resumed run may change: they do not change what is trained (where the data is, how
+# it is loaded and shown, on which device, which extra results evaluation gives).
+RESUME_FREE_KEYS = frozenset(
+    {"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers", "eval.per_defect",
+     "eval.curves"}
+)  # fmt: skip
+
+
+def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
+    """The validated run and the plain config stored in its checkpoints (with the backbone really
+    used, so that eval.py rebuilds the same network from a checkpoint).
+
+    Raises:
+        ConfigError: an invalid option (named), or the backbone's weights are not cached and
+            ``backbone.allow_stand_in`` is false (with the command that fetches them).
+    """
+    run = validate(cfg)
+    config = plain_config(cfg)
+    offline = getattr(run.model, "offline_backbone", None)
+    if offline:
+        run = dataclasses.replace(run, backbone=cached_or_offline(run.backbone, offline))
+        config["backbone"] = dataclasses.asdict(run.backbone)
+    return run, config
+
+
+def category_config(config: dict[str, Any], category: str) -> dict[str, Any]:
+    """The config stored in the checkpoints of ``category``: the run's, narrowed to that category."""
+    return {**config, "category": category, "data": {**config["data"], "category": category}}
+
+
+def changed_keys(stored: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the options whose values differ between two plain configs (added or removed too)."""
+    if not (isinstance(stored, dict) and isinstance(new, dict)):
+        return [] if stored == new else [prefix.rstrip(".")]
+    return [
+        name
+        for key in sorted(set(stored) | set(new), key=str)
+        for name in changed_keys(stored.get(key, "<absent>"), new.get(key, "<absent>"), f"{prefix}{key}.")
+    ]
+
+
+def check_resume_config(folder: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume the run in ``folder`` with options that change training.
+
+    Each ``checkpoints/<category>/last.pt`` stores the config it was trained with; every option
+    but :data:`RESUME_FREE_KEYS` must be the same in the command's ``config``.
+
+    Raises:
+        ConfigError: naming each changed option with its stored and new values.
+    """
+    for checkpoint in sorted(folder.glob("checkpoints/*/last.pt")):
+        stored = load_checkpoint(checkpoint)["config"]
+        new = category_config(config, checkpoint.parent.name)
+        changed = [k for k in changed_keys(stored, new) if k not in RESUME_FREE_KEYS]
+        if changed:
+            values = OmegaConf.create(stored), OmegaConf.create(new)
+            details = ", ".join(
+                f"{k} ({OmegaConf.select(values[0], k, default='<absent>')} → "
+                f"{OmegaConf.select(values[1], k, default='<absent>')})"
+                for k in changed
+            )
+            raise ConfigError(
+                f"trainer.resume=true but the command changes options {checkpoint} was trained with: {details}. "
+                "Resume with the run's own options (see its .hydra/overrides.yaml), or start a new run."
+            )
+
+
+def train_category(
+    run: RunConfig, category: str, config: dict[str, Any], folder: Path, job_number: int | None = None
+) -> tuple[dict[str, Any], Callable[[], None], list[dict[str, Any]], torch.device]:
+    """Train, checkpoint and evaluate one category; write its per-image scores to ``scores/<category>.csv``.
+
+    Returns:
+        Its metrics, the function that saves its curves, overlays and TensorBoard images (see
+        :func:`~anomalib_lite.pipeline.evaluation.save_outputs`; called once the metrics are in ``metrics.json``),
+        the stages the engine ran (``Engine.schedule``) and its device.
+    """
+    config = category_config(config, category)
+    checkpoint = folder / "checkpoints" / category / "last.pt"
+    init_from = run.trainer.init_from
+    if init_from and Path(init_from).is_dir():  # a run folder: this category's checkpoint in it
+        init_from = str(Path(init_from) / "checkpoints" / category / "last.pt")
+    trainer_cfg = dataclasses.replace(
+        run.trainer,
+        resume=run.trainer.resume and checkpoint.is_file(),
+        init_from=init_from,
+        device=job_device(run.trainer.device, job_number, torch.cuda.device_count()),
+    )
+    datamodule = build_datamodule(run.data, category)
+    seed_everything(run.seed)
+    model = build_model(run.model, run.backbone)
+    hold_out_validation(model, datamodule)
+    with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
+        engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
+        log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
+        engine.fit(model, datamodule)
+        evaluation, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
+        write_scores(predictions, folder / "scores" / f"{category}.csv")
+    save = functools.partial(
+        save_outputs, model, datamodule, evaluation, predictions, engine.device, run.eval, folder, category
+    )
+    return evaluation.metrics, save, engine.schedule, engine.device
+
+
+def train_run(run: RunConfig, config: dict[str, Any], folder: Path, job_number: int | None = None) -> dict[str, Any]:
+    """Train and evaluate every category of ``run`` into ``folder`` (categories already in its ``metrics.json``,
+    from an interrupted run that is resumed, are kept as they are).
+
+    Writes ``metrics.json`` (updated after each category; its ``setting`` says what ran, see
+    :func:`anomalib_lite.pipeline.setting.run_setting`), ``scores/<category>.csv`` (per-image scores),
+    ``checkpoints/<category>/last.pt``, ``tensorboard/<category>/``, ``curves/<category>/``, ``maps/<category>/``
+    and ``report.html`` (rewritten after each category).
+
+    Args:
+        run, config: from :func:`run_config`. job_number: this job's number in a multirun (its GPU, see
+            :func:`~anomalib_lite.engine.device.job_device`), ``None`` in a single run.
+    Returns:
+        The content of ``metrics.json``.
+    """
+    wanted = categories(run.data)
+    metrics_path = folder / "metrics.json"
+    previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    done = previous.get("categories", {})
+    schedule = previous.get("setting", {}).get("schedule", {})
+    device = resolve_device(run.trainer.device)
+    results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}
+    for category in wanted:
+        save_category_maps = None
+        if category not in done:
+            done[category], save_category_maps, schedule[category], device = train_category(
+                run, category, config, folder, job_number
+            )
+        setting = run_setting(run, wanted, device, schedule)
+        results.update(setting=setting, categories=done, mean=mean_metrics(done))
+        write_json(results, metrics_path)
+        if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
+            save_category_maps()
+        write_report(folder, dataclasses.asdict(run))
+        if torch.cuda.is_available():
+            # Parallel launchers reuse worker processes: hand the cached GPU memory back.
+            torch.cuda.empty_cache()
+    return results
