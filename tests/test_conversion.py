@@ -13,12 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from anomalib_lite.data import categories
+from anomalib_lite.data import DataConfig, build_datamodule, categories
 from anomalib_lite.data import conversion as conv
 from anomalib_lite.data.conversion import BTAD_CATEGORIES, VISA_CATEGORIES, convert_archive
 from anomalib_lite.data.download import file_md5, prepare_dataset
 from anomalib_lite.data.one_class import DownloadFile
-from anomalib_lite.data.sources import DataConfig, build_datamodule
 from anomalib_lite.errors import ConfigError, DataError
 from anomalib_lite.pipeline.config import validate
 

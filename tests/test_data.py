@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from skimage.morphology import dilation, disk
 
-from anomalib_lite.data import DataModule, ImageRecord, categories, synthetic
+from anomalib_lite.data import DataConfig, DataModule, ImageRecord, build_datamodule, categories, synthetic
+from anomalib_lite.data.folder import FolderConfig
 from anomalib_lite.data.images import read_image, read_mask
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES, mvtec_records
-from anomalib_lite.data.sources import DataConfig, FolderConfig, SyntheticConfig, build_datamodule
-from anomalib_lite.data.synthetic import DEFECTS, SYNTHETIC_CATEGORIES, ensure_synthetic
+from anomalib_lite.data.synthetic import DEFECTS, SYNTHETIC_CATEGORIES, SyntheticConfig, ensure_synthetic
 from anomalib_lite.errors import ConfigError, DataError
 
 

@@ -1,8 +1,9 @@
-"""One-class data: the real MNIST / CIFAR-10 files in ../shared/data, the protocol, mnist5k, clear errors."""
+"""One-class data: MNIST / CIFAR-10 files made in their published formats, the protocol, mnist5k, clear errors."""
 
 from __future__ import annotations
 
 import gzip
+import pickle
 import shutil
 from pathlib import Path
 
@@ -10,71 +11,83 @@ import numpy as np
 import pytest
 
 from anomalib_lite.data import build_datamodule
-from anomalib_lite.data.one_class import load_split, mnist5k_splits, one_class_datamodule, read_idx, resize_images
-from anomalib_lite.data.sources import Mnist5kConfig, OneClassConfig
+from anomalib_lite.data.one_class import (
+    Mnist5kConfig,
+    OneClassConfig,
+    load_split,
+    mnist5k_splits,
+    one_class_datamodule,
+    read_idx,
+    resize_images,
+)
 from anomalib_lite.errors import DataError
 
-from conftest import SHARED_DATA
-
-MNIST = SHARED_DATA / "mnist-t10k"
-CIFAR = SHARED_DATA / "cifar10-sample"
-needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"{MNIST} (real MNIST test split) is absent")
-needs_cifar = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"{CIFAR} (real CIFAR-10 sample) is absent")
-# The published class counts of the MNIST test split.
-MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+from conftest import MNIST_T10K_COUNTS, cifar_batch_bytes, cifar_images
 
 
-@needs_mnist
-def test_mnist_idx_files_read_with_their_published_counts():
-    images, labels = load_split("mnist", MNIST, train=False)
-    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
-    assert np.bincount(labels).tolist() == MNIST_TEST_COUNTS
+def test_mnist_idx_files_read_back_as_written(mnist_files, tmp_path):
+    images, labels = load_split("mnist", mnist_files.root, train=False)
+    assert images.shape == (996, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [n // 10 for n in MNIST_T10K_COUNTS]
+    assert np.array_equal(images, mnist_files.test_images) and np.array_equal(labels, mnist_files.test_labels)
     # Digits are white on black: borders are empty, centres are not.
     assert images[:, :2].mean() < 1 and images[:, 10:18, 10:18].mean() > 60
+    # The same files uncompressed, in torchvision's MNIST/raw/ layout, read the same.
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in mnist_files.root.glob("t10k-*.gz"):
+        (raw / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
+    again = load_split("mnist", tmp_path, train=False)
+    assert np.array_equal(again[0], images) and np.array_equal(again[1], labels)
 
 
-@needs_mnist
-def test_one_class_protocol_on_the_real_test_split():
-    images, labels = load_split("mnist", MNIST, train=False)
-    splits = (images, labels, images, labels)  # the test split stands in for the training one here
-    dm = one_class_datamodule("mnist", splits, normal_class=7, image_size=32, grey_to_rgb=True, batch_size=64)
-    assert len(dm.train_set) == MNIST_TEST_COUNTS[7]
-    assert len(dm.test_set) == 10000
+def test_one_class_protocol_on_mnist_files(mnist_files):
+    cfg = OneClassConfig(name="mnist", root=str(mnist_files.root), normal_class=7, image_size=32, batch_size=64)
+    dm = build_datamodule(cfg, "7")
+    labels = mnist_files.test_labels
+    assert len(dm.train_set) == (mnist_files.train_labels == 7).sum() == 125
+    assert len(dm.test_set) == len(labels) == 996
     test_labels = np.array([r.label for r in dm.test_set.records])
-    assert (test_labels == 0).sum() == MNIST_TEST_COUNTS[7]
+    assert (test_labels == 0).sum() == MNIST_T10K_COUNTS[7] // 10
     assert np.array_equal(test_labels == 0, labels == 7)
     assert not dm.has_masks
     batch = next(iter(dm.test_loader()))
     assert batch["image"].shape == (64, 3, 32, 32)
+    splits = (mnist_files.train_images, mnist_files.train_labels, mnist_files.test_images, labels)
     grey = one_class_datamodule("mnist", splits, 7, 32, grey_to_rgb=False, batch_size=8)
     assert next(iter(grey.train_loader()))["image"].shape == (8, 1, 32, 32)
 
 
-@needs_mnist
-def test_grey_is_replicated_to_three_equal_channels():
-    images, _ = load_split("mnist", MNIST, train=False)
-    rgb = resize_images(images[:5], 32, grey_to_rgb=True)
+def test_grey_is_replicated_to_three_equal_channels(mnist_files):
+    images = mnist_files.test_images[:5]
+    rgb = resize_images(images, 32, grey_to_rgb=True)
     assert rgb.shape == (5, 32, 32, 3)
     assert np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+    assert rgb[:, :2].max() == 0 and rgb[:, 12:20, 12:20].mean() > 60  # resampled, still a centred digit
     # Same-size input is not resampled.
-    assert np.array_equal(resize_images(images[:5], 28, grey_to_rgb=False)[..., 0], images[:5])
+    assert np.array_equal(resize_images(images, 28, grey_to_rgb=False)[..., 0], images)
 
 
-@needs_cifar
-def test_cifar_batches_read_and_missing_test_batch_is_named(tmp_path):
-    images, labels = load_split("cifar10", CIFAR, train=True)
+def test_cifar_batches_read_and_missing_test_batch_is_named(cifar10_files, tmp_path):
+    images, labels = load_split("cifar10", cifar10_files.root, train=True)
     assert images.shape == (50, 32, 32, 3) and np.bincount(labels).tolist() == [5] * 10
-    # The pickled rows are channel-planar (1024 R, then G, then B): a sky-blue airplane is bluer than red.
-    assert images.std() > 20
+    assert np.array_equal(images, cifar10_files.train_images) and np.array_equal(labels, cifar10_files.train_labels)
+    # The pickled rows are channel-planar (1024 R, then G, then B): red grows down the images, green across them.
+    with (cifar10_files.root / "data_batch_1").open("rb") as f:
+        red_plane = pickle.load(f, encoding="bytes")[b"data"][0, :1024].reshape(32, 32)
+    assert (red_plane == 8 * np.arange(32)[:, None]).all()
+    assert (images[..., 0] == 8 * np.arange(32)[:, None]).all() and (images[..., 1] == 8 * np.arange(32)).all()
     with pytest.raises(DataError, match="(?s)test_batch.*prepare_data.py cifar10"):
-        load_split("cifar10", CIFAR, train=False)
+        load_split("cifar10", cifar10_files.root, train=False)
     nested = tmp_path / "cifar-10-batches-py"
-    shutil.copytree(CIFAR, nested)
-    shutil.copy(nested / "data_batch_1", nested / "test_batch")
+    shutil.copytree(cifar10_files.root, nested)
+    test_labels = [3, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    test_batch = cifar_batch_bytes(cifar_images(test_labels), test_labels, "testing batch 1 of 1")
+    (nested / "test_batch").write_bytes(test_batch)
     cfg = OneClassConfig(name="cifar10", root=str(tmp_path), normal_class=3, batch_size=4)
     dm = build_datamodule(cfg, "3")
-    assert len(dm.train_set) == 5 and len(dm.test_set) == 10
-    assert sum(r.label == 0 for r in dm.test_set.records) == 1  # one cat in data_batch_1
+    assert len(dm.train_set) == 5 and len(dm.test_set) == 12
+    assert [r.label for r in dm.test_set.records] == [int(c != 3) for c in test_labels]  # three cats, in place
 
 
 def test_mnist5k_split_is_per_class_deterministic_and_disjoint():

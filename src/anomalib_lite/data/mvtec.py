@@ -1,4 +1,5 @@
-"""Datasets in the MVTec AD folder layout (MVTec AD itself, and any dataset laid out the same way).
+"""Datasets in the MVTec AD folder layout: MVTec AD itself (``data=mvtec``), VisA and BTAD once converted
+(``data=visa``, ``data=btad``, see :mod:`.conversion`), and any dataset laid out the same way.
 
 ```
 <root>/<category>/train/good/*.png
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anomalib_lite.data.datamodule import ImageRecord
+from anomalib_lite.data.conversion import BTAD_CATEGORIES, BTAD_HOW_TO_GET, VISA_CATEGORIES, VISA_HOW_TO_GET
+from anomalib_lite.data.datamodule import DataModule, ImageRecord
 from anomalib_lite.data.images import IMAGE_SUFFIXES, list_images
+from anomalib_lite.data.registry import DataConfig, Dataset, register_dataset
 from anomalib_lite.errors import ConfigError, DataError
 
 MVTEC_CATEGORIES = [
@@ -94,3 +97,48 @@ def mvtec_records(root: Path, category: str) -> tuple[list[ImageRecord], list[Im
     if not test:
         raise DataError(f"No test images under {test_dir}\n{LAYOUT}")
     return train, test
+
+
+class MVTecLayout(Dataset):
+    """A dataset in the MVTec AD layout under ``data.root``; ``category=all`` means every category found there.
+
+    Attributes:
+        known: the dataset's own categories, listed when ``data.root`` holds none. how_to_get: shown when absent.
+    """
+
+    known: list[str] = MVTEC_CATEGORIES
+    how_to_get: str = HOW_TO_GET
+
+    def categories(self, cfg: DataConfig) -> list[str]:
+        """The requested categories, each checked under ``cfg.root`` (see :func:`check_category`)."""
+        root = Path(cfg.root)
+        wanted = self.requested(cfg, categories_in(root) or self.known)
+        for category in wanted:
+            check_category(root, category, self.known, self.how_to_get)
+        return wanted
+
+    def datamodule(self, cfg: DataConfig, category: str) -> DataModule:
+        """One category's records (:func:`mvtec_records`), decoded at ``cfg.image_size``."""
+        train, test = mvtec_records(Path(cfg.root), category)
+        return DataModule.from_records(
+            train, test, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.skip_unreadable, f"{cfg.name}/{category}"
+        )
+
+
+@register_dataset("mvtec", DataConfig)
+class MVTecAD(MVTecLayout):
+    """MVTec AD (Bergmann et al., CVPR 2019): 15 categories."""
+
+
+@register_dataset("visa", DataConfig)
+class VisA(MVTecLayout):
+    """VisA (Zou et al., ECCV 2022), converted by ``scripts/prepare_data.py visa``: 12 categories."""
+
+    known, how_to_get = VISA_CATEGORIES, VISA_HOW_TO_GET
+
+
+@register_dataset("btad", DataConfig)
+class BTAD(MVTecLayout):
+    """BTAD (Mishra et al., 2021), converted by ``scripts/prepare_data.py btad``: categories 01, 02, 03."""
+
+    known, how_to_get = BTAD_CATEGORIES, BTAD_HOW_TO_GET

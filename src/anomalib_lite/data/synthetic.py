@@ -30,7 +30,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data as skdata
 from tqdm import tqdm
 
-from anomalib_lite.errors import DataError
+from anomalib_lite.data.datamodule import DataModule
+from anomalib_lite.data.mvtec import mvtec_records
+from anomalib_lite.data.registry import DataConfig, Dataset, register_dataset
+from anomalib_lite.errors import ConfigError, DataError
 from anomalib_lite.files import install_folder
 
 GENERATOR_VERSION = 3
@@ -277,3 +280,55 @@ def ensure_synthetic(
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
     return folder
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    """The embedded dataset, generated under ``root`` on first use.
+
+    Attributes:
+        difficulty: ``easy`` (the default) or ``hard`` (smaller, lower-contrast defects, kept in ``root/hard``).
+    """
+
+    name: str = "synthetic"
+    root: str = "data/synthetic"
+    seed: int = 0
+    n_train: int = 60
+    n_test_good: int = 16
+    n_per_defect: int = 6
+    source_size: int = 256
+    difficulty: str = "easy"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"data.difficulty={self.difficulty!r} is unknown; choices: {', '.join(DIFFICULTIES)}")
+        for key in ("n_train", "n_test_good", "n_per_defect"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key}={getattr(self, key)} must be ≥ 1")
+        if self.source_size < 32:
+            raise ValueError(f"data.source_size={self.source_size} must be ≥ 32")
+
+
+@register_dataset("synthetic", SyntheticConfig)
+class Synthetic(Dataset):
+    """``data=synthetic``: the four generated categories (:data:`SYNTHETIC_CATEGORIES`)."""
+
+    def categories(self, cfg: SyntheticConfig) -> list[str]:
+        """The requested categories; an unknown one is refused with the choices."""
+        wanted = self.requested(cfg, SYNTHETIC_CATEGORIES)
+        bad = [c for c in wanted if c not in SYNTHETIC_CATEGORIES]
+        if bad:
+            choices = ", ".join(SYNTHETIC_CATEGORIES)
+            raise ConfigError(f"category={bad[0]!r} is not a synthetic category; choices: {choices}")
+        return wanted
+
+    def datamodule(self, cfg: SyntheticConfig, category: str) -> DataModule:
+        """Generate the categories if needed (:func:`ensure_synthetic`), then load ``category``."""
+        root = ensure_synthetic(
+            Path(cfg.root), cfg.seed, cfg.n_train, cfg.n_test_good, cfg.n_per_defect, cfg.source_size, cfg.difficulty
+        )
+        train, test = mvtec_records(root, category)
+        return DataModule.from_records(
+            train, test, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.skip_unreadable, f"{cfg.name}/{category}"
+        )

@@ -1,7 +1,7 @@
 """Validation of a composed config against the dataclasses of each part, before any work.
 
 Each part is checked against its own dataclass (the model's from the model registry,
-the dataset's from :data:`anomalib_lite.data.DATA_CONFIGS`): unknown keys are named
+the dataset's from :func:`anomalib_lite.data.dataset_config_class`): unknown keys are named
 with the valid ones, wrong types and out-of-range values with the option's full name.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from anomalib_lite.data import DATA_CONFIGS, DataConfig
+from anomalib_lite.data import DataConfig, dataset_config_class
 from anomalib_lite.engine.trainer import TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig
@@ -108,11 +108,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     model_name = values.get("model", {}).get("name")
     if model_name not in model_names():
         raise ConfigError(f"model={model_name!r} is unknown; choices: {', '.join(model_names())}")
-    data_name = values.get("data", {}).get("name")
-    if data_name not in DATA_CONFIGS:
-        raise ConfigError(f"data={data_name!r} is unknown; choices: {', '.join(DATA_CONFIGS)}")
+    data_class = dataset_config_class(values.get("data", {}).get("name"))
     model = _typed(values.pop("model"), model_config_class(model_name), "model.")
-    data = _typed(values.pop("data"), DATA_CONFIGS[data_name], "data.")
+    data = _typed(values.pop("data"), data_class, "data.")
     run = _typed(values, RunConfig, "")
     run.model, run.data = model, data
     return run
