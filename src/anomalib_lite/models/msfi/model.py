@@ -31,10 +31,10 @@ from torch import Tensor, nn
 
 from anomalib_lite.data.datamodule import ValidationSplit
 from anomalib_lite.errors import ConfigError
-from anomalib_lite.models.backbones import Backbone, level_layers
+from anomalib_lite.models.backbones import Backbone, BackboneConfig, level_layers
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import squared_normalized_distance
-from anomalib_lite.models.registry import BackboneConfig, register_model
+from anomalib_lite.models.registry import register_model
 
 SEARCH_METHODS = ("paper", "calibrated")
 # The held-out share of the test set when ``val_fraction`` is unset, per method.

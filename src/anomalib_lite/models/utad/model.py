@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalib_lite.models.backbones import Backbone
+from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import to_normalised, to_unit_range, upsample_sum
-from anomalib_lite.models.registry import BackboneConfig, register_model
+from anomalib_lite.models.registry import register_model
 from anomalib_lite.models.utad.networks import (
     LATENT_HEADS,
     ContentEncoder,
