@@ -8,82 +8,21 @@ and, summed over levels at the input size and Gaussian-filtered, the anomaly map
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.hfr.config import HFRConfig
+from anomalib_lite.models.hfr.networks import decoder_level
 from anomalib_lite.models.layers import gaussian_blur, normalized_distance, upsample_sum
 from anomalib_lite.models.registry import register_model
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Cosine decay from the initial learning rate to 0 over ``total_steps`` optimiser steps."""
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-
-
-@dataclass
-class HFRConfig:
-    """HFR hyper-parameters (paper defaults; see METHODS.md).
-
-    Attributes:
-        epochs: training epochs (choice: the paper gives none). lr, momentum, weight_decay: SGD (paper L55).
-        lr_schedule: ``constant`` (default, choice: the paper's "initial learning rate 0.4" implies a
-            schedule it never gives) or ``cosine`` (decay to 0 over the stage's steps, an option).
-        conv_blocks: conv → BN → LeakyReLU blocks per decoder level.
-        kernel_size: their kernel size (the paper does not print it; 3 is our choice).
-        leaky_slope: LeakyReLU slope.
-        sigma: Gaussian filter of the anomaly map, in pixels.
-        offline_backbone: when set, ``train.py`` uses this backbone where the configured one's
-            weights are not in the torch cache (``None``: such a backbone is an error).
-    """
-
-    name: str = "hfr"
-    epochs: int = 200
-    lr: float = 0.4
-    lr_schedule: str = "constant"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    conv_blocks: int = 3
-    kernel_size: int = 3
-    leaky_slope: float = 0.1
-    sigma: float = 4.0
-    offline_backbone: str | None = None
-
-    def __post_init__(self) -> None:
-        for key in ("epochs", "conv_blocks", "kernel_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"model.kernel_size={self.kernel_size} must be odd")
-        if self.lr <= 0:
-            raise ValueError(f"model.lr={self.lr} must be > 0")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"model.lr_schedule={self.lr_schedule!r}; choices: {', '.join(LR_SCHEDULES)}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"model.momentum={self.momentum} must be in [0, 1)")
-        for key in ("weight_decay", "leaky_slope", "sigma"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
-
-
-def decoder_level(in_channels: int, channels: int, cfg: HFRConfig) -> nn.Sequential:
-    """``conv_blocks`` × (conv k×k → BN → LeakyReLU) then a 1×1 conv: ``B×in×h×w → B×channels×h×w``."""
-    layers: list[nn.Module] = []
-    for i in range(cfg.conv_blocks):
-        conv_in = in_channels if i == 0 else channels
-        layers += [
-            nn.Conv2d(conv_in, channels, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.LeakyReLU(cfg.leaky_slope),
-        ]
-    layers.append(nn.Conv2d(channels, channels, 1))
-    return nn.Sequential(*layers)
 
 
 @register_model("hfr", HFRConfig)
