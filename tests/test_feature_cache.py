@@ -13,7 +13,7 @@ from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.config import HFRConfig
-from anomalib_lite.models.igd.model import IGDConfig
+from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.models.msfi.model import MSFIConfig
 from anomalib_lite.models.utad.model import UTADConfig
 

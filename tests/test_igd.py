@@ -15,8 +15,16 @@ from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import cached_or_offline, torchvision_weights_path
 from anomalib_lite.models.base import AnomalyModel, Stage
-from anomalib_lite.models.igd.model import IGD, GaussianDescriptor, IGDConfig, fold_patches, to_patches
-from anomalib_lite.models.igd.networks import Critic, GlobalCritic, GlobalDecoder, ResidualBlock
+from anomalib_lite.models.igd.config import IGDConfig
+from anomalib_lite.models.igd.model import IGD, GaussianDescriptor
+from anomalib_lite.models.igd.networks import (
+    Critic,
+    GlobalCritic,
+    GlobalDecoder,
+    ResidualBlock,
+    fold_patches,
+    to_patches,
+)
 from anomalib_lite.models.layers import to_unit_range
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim
 

@@ -1,5 +1,6 @@
 """IGD: interpolated Gaussian descriptor."""
 
-from anomalib_lite.models.igd.model import IGD, IGDConfig
+from anomalib_lite.models.igd.config import IGDConfig
+from anomalib_lite.models.igd.model import IGD
 
 __all__ = ["IGD", "IGDConfig"]

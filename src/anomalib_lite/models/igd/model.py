@@ -19,7 +19,6 @@ critic's weights, so neither loss moves the other's parameters. ``distill``, ``d
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.models.igd.networks import (
     Critic,
     Decoder,
@@ -36,195 +36,14 @@ from anomalib_lite.models.igd.networks import (
     GlobalDecoder,
     GlobalEncoder,
     LocalEncoder,
+    fold_patches,
+    to_patches,
 )
 from anomalib_lite.models.layers import as_rgb, to_unit_range
 from anomalib_lite.models.registry import register_model
 from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map
 
 CHUNK = 256  # local-model inputs per forward pass outside training (E-step, predict)
-NORMALISED_RANGE = 4.7579  # paper L185: the range of ImageNet-normalised pixels, (1 − 0.406)/0.225 + 0.485/0.229
-SSIM_SPACES = ("normalised", "unit")
-COMBINE = ("beta", "equal")
-DESCRIPTORS = ("gaussian", "svdd", "none")
-
-
-@dataclass
-class IGDConfig:
-    """IGD hyper-parameters; labels say where each comes from (paper line, ref-code or choice).
-
-    Attributes:
-        image_size: side of the input images (set from ``data.image_size``).
-        epochs: EM-stage epochs per model (paper L185: 128 one-class, 256 MVTec AD).
-        lr, weight_decay, lr_power: Adam 1e-4, wd 1e-6, polynomial decay to 0 (paper L185; the power 0.9
-            is ref-code). betas: Adam's betas; the paper is silent (choice: Adam's defaults; ref-code (0, 0.9)).
-        kd_steps, kd_batch_size, kd_lr, kd_weight_decay: distillation of the local encoder in optimiser
-            steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5),
-            rounded up to whole epochs (at most one epoch more: the engine's stages run whole epochs); 0 steps
-            skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
-        freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
-            trains it in the EM stage too (an option, not the paper). It applies only to a distilled body:
-            without distillation there is nothing to fix and the body trains from its random initialisation.
-        distill, descriptor, interpolation: the paper's Table 5 ablation (L214–L223); the defaults are the full
-            model. ``distill=false`` (no "KD"): no distillation stage (as ``kd_steps=0``), the local encoder
-            trains from scratch. ``descriptor``: ``gaussian`` = GSVDD (eq. 7, E-step every ``estep_every``
-            epochs); ``svdd`` = Deep SVDD [60]: loss and score term ``‖z − c‖²`` to a fixed centre ``c``, the
-            mean of the codes at the start of the EM stage (components under ``mu_min`` pushed out, as Deep
-            SVDD's ε = 0.1); Ruff's one-class objective, while the paper's row says soft-boundary (choice);
-            ``none`` = the MS-SSIM autoencoder alone, score ``ℓ_m``. ``interpolation=false`` (no "INTER"): no
-            ACAI, i.e. no critic (eq. 5) and no generator term (eq. 6).
-        width: channels of the first conv (ref-code 64). hidden, latent: 512-d distilled feature, 128-d code
-            (paper L185/L189).
-        local_size, patch_stride: the local model's input side and, on larger images, the patch stride
-            (ref-code 32 and 16).
-        patches_per_image: ``None`` = every patch of every training image each epoch (ref-code); a number
-            = that many random patches per image (a smaller budget, for CPUs).
-        use_global: train the global model too; ``None`` = when images are larger than ``local_size``.
-        rho: MAE weight of ℓ_m (paper L187: 0.15). beta: the global model's weight against the local one
-            (paper eq. 8/12, L187: 0.1 on MVTec AD). Eq. 12 weighs the two MS-SSIM terms; the paper has a single
-            reconstruction and code, so weighing each model's MAE and ℓ_h by the same β is our choice.
-        combine: ``beta`` (paper) or ``equal`` (ref-code: 0.5·local + 0.5·global at inference).
-        ssim_space: ``normalised`` = MS-SSIM and MAE on ImageNet-normalised images with L = 4.7579 (paper
-            L185; MAE divided by L as the ref-code); ``unit`` = on [0, 1] images with L = 1 (an option).
-        gamma, lam: ACAI mixing of real and reconstructed images, and the generator term weight (paper L185).
-        kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1) (paper L185), |μ_i| ≥ mu_min and
-            E-step every 10 epochs (ref-code).
-        xi: score weight of ℓ_m, the rest ℓ_h (paper L187: 0.5).
-        flat_start: the decoders' last conv starts at zero weights and a mid-grey bias, a flat first
-            reconstruction whose MS-SSIM with any target is positive (choice, see
-            :class:`~anomalib_lite.models.igd.networks.Decoder`); ``false``: PyTorch's default init (ref-code).
-        offline_backbone: the backbone a run uses instead of a torchvision one whose weights are not
-            in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config).
-    """
-
-    name: str = "igd"
-    image_size: int = 32
-    epochs: int = 128
-    lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 1e-6
-    lr_power: float = 0.9
-    kd_steps: int = 50_000
-    kd_batch_size: int = 64
-    kd_lr: float = 1e-4
-    kd_weight_decay: float = 1e-5
-    kd_input_size: int = 224
-    freeze_encoder: bool = True
-    distill: bool = True
-    descriptor: str = "gaussian"
-    interpolation: bool = True
-    width: int = 64
-    hidden: int = 512
-    latent: int = 128
-    local_size: int = 32
-    patch_stride: int = 16
-    patches_per_image: int | None = None
-    use_global: bool | None = None
-    rho: float = 0.15
-    beta: float = 0.1
-    combine: str = "beta"
-    ssim_space: str = "normalised"
-    gamma: float = 0.2
-    lam: float = 0.1
-    kappa: float = 0.5
-    mu_min: float = 0.1
-    estep_every: int = 10
-    xi: float = 0.5
-    flat_start: bool = True
-    offline_backbone: str = "tf_efficientnet_lite0"
-
-    def __post_init__(self) -> None:
-        for key in ("epochs", "width", "hidden", "latent", "patch_stride", "estep_every", "kd_batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
-        if self.patches_per_image is not None and self.patches_per_image < 1:
-            raise ValueError(f"model.patches_per_image={self.patches_per_image} must be ≥ 1 (or null: all)")
-        if self.kd_steps < 0:
-            raise ValueError(f"model.kd_steps={self.kd_steps} must be ≥ 0")
-        if self.image_size < self.local_size or (self.image_size - self.local_size) % self.patch_stride:
-            raise ValueError(
-                f"model.image_size={self.image_size} must be model.local_size={self.local_size} plus a multiple "
-                f"of model.patch_stride={self.patch_stride}"
-            )
-        for key in ("rho", "gamma", "xi", "beta"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1]")
-        for key in ("lr", "kd_lr", "kappa"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
-        for key in ("weight_decay", "kd_weight_decay", "lr_power", "lam", "mu_min"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"model.betas={self.betas} must be two numbers in [0, 1)")
-        if self.kd_input_size < 32:
-            raise ValueError(f"model.kd_input_size={self.kd_input_size} must be ≥ 32")
-        sides = {"model.local_size": (self.local_size, "the local model's input")}
-        if self.global_used:
-            sides["model.image_size"] = (self.image_size, "data.image_size, the global model's input")
-        for key, (side, what) in sides.items():
-            if side < 4 or side & (side - 1):  # 4·2^k ⇔ a power of two ≥ 4
-                raise ValueError(f"{key}={side} ({what}) must be 4·2^k (32, 64, 128, 256, …) for IGD's networks")
-        if self.combine not in COMBINE:
-            raise ValueError(f"model.combine={self.combine!r}; choices: {', '.join(COMBINE)}")
-        if self.ssim_space not in SSIM_SPACES:
-            raise ValueError(f"model.ssim_space={self.ssim_space!r}; choices: {', '.join(SSIM_SPACES)}")
-        if self.descriptor not in DESCRIPTORS:
-            raise ValueError(f"model.descriptor={self.descriptor!r}; choices: {', '.join(DESCRIPTORS)}")
-
-    @property
-    def global_used(self) -> bool:
-        """Whether the global model is built and trained."""
-        return self.image_size > self.local_size if self.use_global is None else self.use_global
-
-    @property
-    def patch_count(self) -> int:
-        """Local-model inputs per image: every ``local_size`` patch at ``patch_stride`` (1 on 32×32 images)."""
-        return ((self.image_size - self.local_size) // self.patch_stride + 1) ** 2
-
-    @property
-    def distilled(self) -> bool:
-        """Whether the ``distill`` stage runs (``distill`` and ``kd_steps > 0``)."""
-        return self.distill and self.kd_steps > 0
-
-    @property
-    def body_frozen(self) -> bool:
-        """Whether the local encoder body is fixed in the EM stage (only after a distillation)."""
-        return self.freeze_encoder and self.distilled
-
-    @property
-    def global_share(self) -> float:
-        """The global model's weight in the map and score: β (paper) or 0.5 (ref-code)."""
-        return self.beta if self.combine == "beta" else 0.5
-
-    @property
-    def data_range(self) -> float:
-        """``L`` of the SSIM constants and the MAE's divisor."""
-        return NORMALISED_RANGE if self.ssim_space == "normalised" else 1.0
-
-    @property
-    def grey(self) -> float | None:
-        """The decoders' first, flat reconstruction (:class:`~anomalib_lite.models.igd.networks.Decoder`):
-        0.5 in [0, 1], 0 (the ImageNet mean) in normalised space; ``None`` without ``flat_start``."""
-        if not self.flat_start:
-            return None
-        return 0.0 if self.ssim_space == "normalised" else 0.5
-
-
-def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
-    """``B×C×H×W`` → ``B×L×C×size×size``, patches in row-major order (``L = ((H − size)/stride + 1)²``)."""
-    b, c = images.shape[:2]
-    columns = F.unfold(images, size, stride=stride)
-    return columns.transpose(1, 2).reshape(b, -1, c, size, size)
-
-
-def fold_patches(maps: torch.Tensor, side: int, stride: int) -> torch.Tensor:
-    """Per-patch maps ``B×L×s×s`` → ``B×side×side``, overlaps averaged."""
-    b, n = maps.shape[:2]
-    s = int(maps.shape[-1])  # int(): a constant even when traced for export (fold needs a known kernel size)
-    columns = maps.reshape(b, n, s * s).transpose(1, 2)
-    total = F.fold(columns, (side, side), s, stride=stride)
-    count = F.fold(torch.ones_like(columns), (side, side), s, stride=stride)
-    return (total / count)[:, 0]
 
 
 class GaussianDescriptor(nn.Module):

@@ -6,6 +6,9 @@ blocks in the encoder, decoder and critic, channel widths ``width·(1, 2, 4, 8)`
 encoder = a frozen ImageNet backbone's pooled feature and a linear layer; decoder = linear →
 upsampling conv → four residual up blocks (512-512-256-128-64) → BN, ReLU → upsampling conv5;
 critic = conv5 stride 2 → four residual down blocks (128-256-512-512) → conv3 stride 2 → linear.
+
+Also :func:`to_patches` and :func:`fold_patches`: a larger image cut into the local model's inputs,
+and their maps folded back.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anomalib_lite.models.backbones import Backbone
@@ -239,3 +243,20 @@ class GlobalCritic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.net(x))[:, 0]
+
+
+def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """``B×C×H×W`` → ``B×L×C×size×size``, patches in row-major order (``L = ((H − size)/stride + 1)²``)."""
+    b, c = images.shape[:2]
+    columns = F.unfold(images, size, stride=stride)
+    return columns.transpose(1, 2).reshape(b, -1, c, size, size)
+
+
+def fold_patches(maps: torch.Tensor, side: int, stride: int) -> torch.Tensor:
+    """Per-patch maps ``B×L×s×s`` → ``B×side×side``, overlaps averaged."""
+    b, n = maps.shape[:2]
+    s = int(maps.shape[-1])  # int(): a constant even when traced for export (fold needs a known kernel size)
+    columns = maps.reshape(b, n, s * s).transpose(1, 2)
+    total = F.fold(columns, (side, side), s, stride=stride)
+    count = F.fold(torch.ones_like(columns), (side, side), s, stride=stride)
+    return (total / count)[:, 0]
