@@ -14,7 +14,7 @@ from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.config import HFRConfig
 from anomalib_lite.models.igd.config import IGDConfig
-from anomalib_lite.models.msfi.model import MSFIConfig
+from anomalib_lite.models.msfi.config import MSFIConfig
 from anomalib_lite.models.utad.model import UTADConfig
 
 from conftest import tiny_datamodule

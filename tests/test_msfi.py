@@ -21,14 +21,9 @@ from anomalib_lite.data.images import to_model_input
 from anomalib_lite.errors import ConfigError, DataError, WeightsError
 from anomalib_lite.models import BackboneConfig, backbones
 from anomalib_lite.models.backbones import Backbone
-from anomalib_lite.models.msfi.model import (
-    MSFI,
-    MSFIConfig,
-    WeightSearchConfig,
-    antialiased_bilinear_weights,
-    block_map,
-    pyramid_input,
-)
+from anomalib_lite.models.msfi.config import MSFIConfig, WeightSearchConfig
+from anomalib_lite.models.msfi.model import MSFI
+from anomalib_lite.models.msfi.networks import antialiased_bilinear_weights, block_map, pyramid_input
 
 from conftest import REPO, TINY, per_position, run_entry
 
