@@ -15,7 +15,7 @@ from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.hfr.config import HFRConfig
 from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.models.msfi.config import MSFIConfig
-from anomalib_lite.models.utad.model import UTADConfig
+from anomalib_lite.models.utad.config import UTADConfig
 
 from conftest import tiny_datamodule
 

@@ -16,8 +16,6 @@ no detail extractor, the AdaIN decoder is fed random ``N(0, I)`` codes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,8 +24,8 @@ from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
 from anomalib_lite.models.layers import to_normalised, to_unit_range, upsample_sum
 from anomalib_lite.models.registry import register_model
+from anomalib_lite.models.utad.config import UTADConfig
 from anomalib_lite.models.utad.networks import (
-    LATENT_HEADS,
     ContentEncoder,
     Decoder,
     DetailEncoder,
@@ -36,118 +34,6 @@ from anomalib_lite.models.utad.networks import (
     shuffled_partners,
 )
 from anomalib_lite.models.utad.optimizer import OptimizerChain
-
-MI_OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass
-class UTADConfig:
-    """UTAD hyper-parameters; labels say where each comes from (paper, ref-code configs, choice).
-
-    Attributes:
-        image_size: input side (set from ``data.image_size``). small: the small-image networks (paper §4.2:
-            one inception block fewer in the IE-Net, one residual block in the Expert-Net); ``None`` = when
-            ``image_size ≤ 64``.
-        latent: IE-Net code size (choice 128). latent_head, mlp_hidden: see :class:`IENet` (``paper``: three
-            FC layers; ``ref``: the reference code's side branch).
-        ie_epochs, momentum: SGD of stage 1 (paper: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
-            ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
-            lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350. ie_warmup_epochs: 2 in the reference code's
-            config (``warmup_epochs``); its training script is not released, so the form, a linear rise per step
-            to the full rate, is our choice. The MI discriminator's Adam follows the same schedule.
-        mi_optimizer, mi_lr: the MI discriminator's own optimiser. ``adam`` (choice: the ref-code's training script
-            is not released; its config gives the feature discriminators their own rate, ``d_feat_lr``) with
-            ``betas``, or ``sgd`` (a parameter group of the IE-Net's SGD, the setting in which its BCE stayed at
-            chance). ``mi_lr``: 1e-3 (choice; the ref-code's ``d_feat_lr`` is 1e-4).
-        recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2 100 ref-code, KL to N(0, I) 0.1 ref-code,
-            MI 1 choice; ``mi_weight=0`` is the paper's "without MI" ablation).
-        expert_epochs, expert_lr, betas: Adam of stage 2 (paper §4.2: Adam, its rate is lost from the text;
-            lr 1e-4 and betas (0.5, 0.999) ref-code, MUNIT's).
-        detail_dim, detail_convs: detail code size (ref-code 8) and conv layers of the detail extractor (paper 3,
-            ref-code 5).
-        image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes; ref-code).
-        use_expert, use_detail: ablations (see the module doc).
-        score: ``max`` or ``mean`` of the map. iou_threshold: the evaluator's segmentation IoU
-            threshold on maps scaled to [0, 1] over the test set (choice, the paper's value is lost).
-        offline_backbone: the perceptual network used when VGG-19's weights are not in the torch
-            cache (resolved by ``train.py``).
-    """
-
-    name: str = "utad"
-    image_size: int = 256
-    small: bool | None = None
-    latent: int = 128
-    latent_head: str = "paper"
-    mlp_hidden: int = 512
-    ie_epochs: int = 200
-    ie_lr: float = 1e-3
-    ie_weight_decay: float = 1e-4
-    ie_milestones: list[int] = field(default_factory=lambda: [200, 350])
-    ie_lr_decay: float = 0.1
-    ie_warmup_epochs: int = 2
-    momentum: float = 0.9
-    mi_optimizer: str = "adam"
-    mi_lr: float = 1e-3
-    recon_weight: float = 100.0
-    kl_weight: float = 0.1
-    mi_weight: float = 1.0
-    expert_epochs: int = 200
-    expert_lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    detail_dim: int = 8
-    detail_convs: int = 3
-    image_weight: float = 10.0
-    naive_weight: float = 1.0
-    detail_weight: float = 1.0
-    use_expert: bool = True
-    use_detail: bool = True
-    score: str = "max"
-    iou_threshold: float = 0.5
-    offline_backbone: str = "tf_efficientnet_lite0"
-
-    def __post_init__(self) -> None:
-        for key in ("ie_epochs", "expert_epochs", "latent", "detail_dim", "mlp_hidden"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
-        if self.score not in ("max", "mean"):
-            raise ValueError(f"model.score={self.score!r} must be 'max' or 'mean'")
-        reduction = 16 if self.small_variant else 32  # the IE-Net's pooling (networks.ENCODER_PLAN)
-        if self.image_size % reduction:
-            variant = "small IE-Net (model.small, or image_size ≤ 64)" if self.small_variant else "IE-Net"
-            raise ValueError(
-                f"model.image_size={self.image_size} (data.image_size) must be a multiple of {reduction} "
-                f"for the {variant}"
-            )
-        if not 0 <= self.ie_warmup_epochs <= self.ie_epochs:
-            raise ValueError(f"model.ie_warmup_epochs={self.ie_warmup_epochs} must be in 0..model.ie_epochs")
-        for key in ("ie_lr", "expert_lr", "mi_lr"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"model.momentum={self.momentum} must be in [0, 1)")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"model.betas={self.betas} must be two numbers in [0, 1)")
-        for key in ("recon_weight", "kl_weight", "mi_weight", "image_weight", "naive_weight", "detail_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
-        if self.latent_head not in LATENT_HEADS:
-            raise ValueError(f"model.latent_head={self.latent_head!r}; choices: {', '.join(LATENT_HEADS)}")
-        if not 2 <= self.detail_convs <= 5:
-            raise ValueError(f"model.detail_convs={self.detail_convs} must be in 2..5")
-        if not 0 <= self.iou_threshold <= 1:
-            raise ValueError(f"model.iou_threshold={self.iou_threshold} must be in [0, 1]")
-        if self.mi_optimizer not in MI_OPTIMIZERS:
-            raise ValueError(f"model.mi_optimizer={self.mi_optimizer!r}; choices: {', '.join(MI_OPTIMIZERS)}")
-
-    @property
-    def small_variant(self) -> bool:
-        """Whether the small-image networks are used."""
-        return self.image_size <= 64 if self.small is None else self.small
-
-    @property
-    def residual_blocks(self) -> int:
-        """Residual blocks of the Expert-Net's encoders and decoders: 1 on small images, else 2 (paper §4.1–4.2)."""
-        return 1 if self.small_variant else 2
 
 
 @register_model("utad", UTADConfig)
