@@ -300,7 +300,7 @@ def test_the_evaluator_reports_the_papers_metrics_and_normalises_the_iou_over_ev
         torch.from_numpy(scores), torch.from_numpy(labels), torch.from_numpy(maps), torch.from_numpy(masks),
         torch.from_numpy(valid),
     )  # fmt: skip
-    metrics = compute_metrics(pred, iou_threshold=0.3)
+    metrics = compute_metrics(pred, declared={"iou": {"threshold": 0.3}})
     scaled = (maps - maps.min()) / (maps.max() - maps.min())  # over all six images
     expected_iou = np.mean([jaccard_score(masks[i].ravel(), scaled[i].ravel() >= 0.3) for i in (3, 4)])
     assert metrics["iou"] == pytest.approx(expected_iou, abs=1e-12)

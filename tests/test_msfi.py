@@ -15,7 +15,6 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from sklearn.metrics import log_loss
 
-from anomalib_lite.config import validate
 from anomalib_lite.data.datamodule import DataModule, ImageRecord, ImageSet, ValidationSplit
 from anomalib_lite.data.images import to_model_input
 from anomalib_lite.errors import ConfigError, DataError, WeightsError
@@ -24,6 +23,7 @@ from anomalib_lite.models.backbones import Backbone
 from anomalib_lite.models.msfi.config import MSFIConfig, WeightSearchConfig
 from anomalib_lite.models.msfi.model import MSFI
 from anomalib_lite.models.msfi.networks import antialiased_bilinear_weights, block_map, pyramid_input
+from anomalib_lite.pipeline.config import validate
 
 from conftest import REPO, TINY, per_position, run_entry
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from anomalib_lite.reporting import plots
 from anomalib_lite.metrics import pixel_metrics
+from anomalib_lite.reporting import plots
 from anomalib_lite.reporting.curves import read_curves, thin_curve, write_curves
 from anomalib_lite.reporting.plots import run_curves
 from anomalib_lite.reporting.run_report import render_report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,30 +13,11 @@ from tqdm import tqdm
 from anomalib_lite.errors import NonFiniteError
 from anomalib_lite.metrics.aupro import pixel_metrics
 from anomalib_lite.metrics.auroc import auroc, f1_max, roc_curve
-from anomalib_lite.metrics.iou import segmentation_iou
+from anomalib_lite.metrics.catalogue import declared_metrics
 from anomalib_lite.metrics.per_defect import per_defect_metrics
 from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_aurocs
+from anomalib_lite.metrics.predictions import Predictions
 from anomalib_lite.metrics.ranks import RankCurve
-
-
-@dataclass
-class Predictions:
-    """Everything the metrics need, gathered on one device.
-
-    Attributes:
-        scores: ``N`` image scores. labels: ``N`` image labels.
-        maps: ``N×H×W`` anomaly maps. masks: ``N×H×W`` bool ground truth.
-        mask_valid: ``N`` bool, False for anomalous images that have no mask file.
-        paths: ``N`` image paths. defects: ``N`` defect types (the test sub-folders; empty when unknown).
-    """
-
-    scores: torch.Tensor
-    labels: torch.Tensor
-    maps: torch.Tensor
-    masks: torch.Tensor
-    mask_valid: torch.Tensor
-    paths: list[str] = field(default_factory=list)
-    defects: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,13 +60,17 @@ def check_finite(pred: Predictions) -> None:
 
 
 def compute_metrics(
-    pred: Predictions, fpr_limit: float = 0.3, iou_threshold: float | None = None, per_defect: bool = True
+    pred: Predictions,
+    fpr_limit: float = 0.3,
+    declared: Mapping[str, Mapping[str, Any]] | None = None,
+    per_defect: bool = True,
 ) -> dict[str, Any]:
     """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO, the mean per-anomalous-image
     pixel AUROC (IGD/UTAD papers; ``n_pixel_auroc_images``: over how many images) and the image accuracy at
     the F1-max threshold (IGD Table 2; the paper states no threshold, so this one is a choice); with
-    ``iou_threshold`` also the segmentation ``iou`` (:func:`segmentation_iou`, normalised over the whole test
-    set); with ``per_defect`` and ``pred.defects``, ``per_defect``: each defect type against the good images
+    ``declared`` the metrics a family declares (catalogue name → options, e.g. ``{"iou": {"threshold": 0.5}}``:
+    UTAD's segmentation IoU, see :func:`~anomalib_lite.metrics.catalogue.declared_metrics`); with ``per_defect``
+    and ``pred.defects``, ``per_defect``: each defect type against the good images
     (:func:`~anomalib_lite.metrics.per_defect.per_defect_metrics`; absent with fewer than two types).
 
     Pixel metrics cover the images whose masks are known; metrics that are
@@ -95,13 +80,13 @@ def compute_metrics(
         NonFiniteError: a score or map is NaN/inf (such values would be ranked as numbers);
             the message names those images.
     """
-    return evaluate_predictions(pred, fpr_limit, iou_threshold, curves=False, per_defect=per_defect).metrics
+    return evaluate_predictions(pred, fpr_limit, declared, curves=False, per_defect=per_defect).metrics
 
 
 def evaluate_predictions(
     pred: Predictions,
     fpr_limit: float = 0.3,
-    iou_threshold: float | None = None,
+    declared: Mapping[str, Mapping[str, Any]] | None = None,
     curves: bool = True,
     per_defect: bool = True,
 ) -> Evaluation:
@@ -132,9 +117,7 @@ def evaluate_predictions(
         "n_pixel_auroc_images": len(per_image),
         "image_accuracy": None if f1 is None else image_accuracy(pred.scores, pred.labels, f1[1]),
     }
-    if iou_threshold is not None:
-        metrics["iou"] = segmentation_iou(pred.maps, pred.masks, iou_threshold, valid)
-        metrics["iou_threshold"] = iou_threshold
+    metrics.update(declared_metrics(pred, declared or {}))
     if per_defect and pred.defects:
         defects = per_defect_metrics(pred.scores, pred.labels, pred.maps, pred.masks, valid, pred.defects, fpr_limit)
         if defects:

@@ -26,9 +26,9 @@ import torch
 import torchvision
 from torch import nn
 
+from anomalib_lite.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models.layers import as_rgb
-from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 

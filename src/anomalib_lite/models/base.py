@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,10 +93,11 @@ class AnomalyModel(nn.Module):
         """
         return None
 
-    def iou_threshold(self) -> float | None:
-        """The threshold of the segmentation IoU the evaluator adds for this model (on maps scaled to
-        [0, 1] over the test set), or ``None`` when the model's paper reports no IoU."""
-        return None
+    def reported_metrics(self) -> dict[str, dict[str, Any]]:
+        """Metrics of the catalogue (:mod:`anomalib_lite.metrics.catalogue`) that this family's paper reports
+        beyond the shared ones, each with the options of its ``compute`` (e.g. UTAD's
+        ``{"iou": {"threshold": 0.5}}``); the evaluator adds them to ``metrics.json``. None by default."""
+        return {}
 
     def intermediates(self, image: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Optional images worth showing beside the maps (e.g. UTAD's impression and reconstruction):

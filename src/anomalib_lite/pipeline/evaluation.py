@@ -84,7 +84,7 @@ def evaluate_category(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    evaluation = evaluate_predictions(pred, cfg.fpr_limit, model.iou_threshold(), cfg.curves, cfg.per_defect)
+    evaluation = evaluate_predictions(pred, cfg.fpr_limit, model.reported_metrics(), cfg.curves, cfg.per_defect)
     metrics = evaluation.metrics
     # Wall time of predicting the test split (batches, transfers, map resizing included).
     metrics["inference_ms_per_image"] = 1000 * seconds / max(1, len(pred.labels))

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalib_lite.reporting.tables import format_table, mean_metrics, metric_columns
+from anomalib_lite.metrics.catalogue import metric_columns
+from anomalib_lite.reporting.tables import format_table, mean_metrics
 
 
 @dataclass

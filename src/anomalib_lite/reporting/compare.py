@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from anomalib_lite.metrics.catalogue import metric_columns
 from anomalib_lite.metrics.significance import delong_test, welch_test
 from anomalib_lite.reporting.reproduce.results import Run, read_runs
-from anomalib_lite.reporting.tables import metric_columns
 
 
 class CompareError(ValueError):

@@ -16,7 +16,8 @@ from typing import Any
 from PIL import Image
 
 from anomalib_lite.files import write_atomically
-from anomalib_lite.reporting.tables import mean_metrics, metric_columns
+from anomalib_lite.metrics.catalogue import metric_columns
+from anomalib_lite.reporting.tables import mean_metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222; padding: 0 16px; }

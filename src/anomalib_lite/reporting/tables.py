@@ -1,18 +1,11 @@
-"""Metric tables: the columns, the mean over categories or runs, the per-defect rows, and the Markdown table."""
+"""Metric tables: the mean over categories or runs, the per-defect rows, and the Markdown table (columns and
+formats from the metric catalogue, :mod:`anomalib_lite.metrics.catalogue`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
-# Reported only by the models whose papers report them; a table shows them when a row has them.
-OPTIONAL_COLUMNS = ("iou", "pixel_auroc_per_image", "image_accuracy")
-
-
-def metric_columns(rows: dict[str, dict[str, Any]]) -> tuple[str, ...]:
-    """The metric columns of a table of ``rows``: the shared ones, then the optional ones some row has."""
-    return METRIC_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(m.get(c) is not None for m in rows.values()))
+from anomalib_lite.metrics.catalogue import METRICS, metric_columns
 
 
 def mean_metrics(per_category: dict[str, dict[str, Any]]) -> dict[str, float | None]:
@@ -45,9 +38,6 @@ def format_table(per_category: dict[str, dict[str, Any]], label: str = "category
     that defect type against the good images), and, with ``mean``, the mean over the categories; undefined
     metrics: ``-``."""
 
-    def cell(value: Any) -> str:
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
     columns = metric_columns(per_category)
     header = f"| {label} | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
@@ -55,7 +45,7 @@ def format_table(per_category: dict[str, dict[str, Any]], label: str = "category
     if mean and len(per_category) > 1:
         rows["mean"] = mean_metrics(per_category)
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(cell(metrics.get(c)) for c in columns) + " |")
+        lines.append(f"| {name} | " + " | ".join(METRICS[c].format(metrics.get(c)) for c in columns) + " |")
     by_note: dict[str, list[str]] = {}
     for name, metrics in per_category.items():
         if metrics.get("note"):

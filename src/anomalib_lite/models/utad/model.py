@@ -16,6 +16,8 @@ no detail extractor, the AdaIN decoder is fed random ``N(0, I)`` codes).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -187,9 +189,9 @@ class UTAD(AnomalyModel):
         diffs = [((fa - fb).float() ** 2).mean(1) for fa, fb in (f.chunk(2) for f in features)]
         return upsample_sum(diffs, a.shape[-2:])
 
-    def iou_threshold(self) -> float:
-        """UTAD's paper reports a segmentation IoU: the evaluator adds it at this threshold."""
-        return self.cfg.iou_threshold
+    def reported_metrics(self) -> dict[str, dict[str, Any]]:
+        """UTAD's paper reports a segmentation IoU: the evaluator adds it at ``model.iou_threshold``."""
+        return {"iou": {"threshold": self.cfg.iou_threshold}}
 
     def export_refusal(self) -> str | None:
         """Without detail guidance the AdaIN codes are random at inference too: no fixed graph reproduces it."""
