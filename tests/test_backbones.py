@@ -9,10 +9,10 @@ import torchvision
 from skimage import data as skdata
 
 from anomalib_lite.data.images import to_model_input
+from anomalib_lite.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models import backbones
 from anomalib_lite.models.backbones import Backbone
-from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 
 def classify(name: str, photo) -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anomalib_lite.data.images import to_model_input
-from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_lite.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.mark.parametrize("shape", [(5, 37, 29, 3), (37, 29, 3), (4, 16, 16, 1)])

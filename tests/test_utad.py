@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from anomalib_lite.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.checkpoint import save_checkpoint
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.errors import TrainingError
@@ -17,7 +18,6 @@ from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import torchvision_weights_path
 from anomalib_lite.models.utad import UTAD, UTADConfig
 from anomalib_lite.models.utad.networks import ResidualBlock
-from anomalib_lite.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 from conftest import REPO, TINY, run_entry
 
