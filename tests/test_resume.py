@@ -27,7 +27,7 @@ from anomalib_lite.models.msfi.config import MSFIConfig, WeightSearchConfig
 from anomalib_lite.models.utad.config import UTADConfig
 from anomalib_lite.pipeline.evaluation import hold_out_validation
 
-from conftest import write_mvtec_category
+from conftest import killed_at, write_mvtec_category
 
 RANDOM_RESNET = BackboneConfig(name="resnet18", weights="none")
 CASES = {
@@ -83,28 +83,6 @@ def _datamodule(root: Path, model, batch_size: int) -> object:
     return datamodule
 
 
-def _killed_at(model, stage_name: str, call: int) -> None:
-    """Make ``model``'s stage ``stage_name`` raise KeyboardInterrupt (a killed process) at its ``call``-th step."""
-    stages, calls = model.stages, [0]
-
-    def with_kill():
-        result = stages()
-        for stage in result:
-            if stage.name == stage_name:
-                step = stage.step
-
-                def dying(batch, step=step):
-                    calls[0] += 1
-                    if calls[0] == call:
-                        raise KeyboardInterrupt
-                    return step(batch)
-
-                stage.step = dying
-        return result
-
-    model.stages = with_kill
-
-
 def _train(family: str, root: Path, path: Path, kill: tuple[str, int] | None = None, resume: bool = False):
     cfg, backbone, *_ = CASES[family]
     torch.manual_seed(0)
@@ -116,7 +94,7 @@ def _train(family: str, root: Path, path: Path, kill: tuple[str, int] | None = N
                     parameter.add_(0.1 * torch.randn_like(parameter))
     datamodule = _datamodule(root, model, batch_size=1 if family == "msfi" else 2)  # MSFI: 2 validation steps
     if kill is not None:
-        _killed_at(model, *kill)
+        killed_at(model, *kill)
     engine = Engine(
         TrainerConfig(progress=False, device="cpu", resume=resume, checkpoint_every=1), 11, path, {"family": family}
     )

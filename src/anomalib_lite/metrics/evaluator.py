@@ -148,7 +148,8 @@ def collect_predictions(
     model.eval()
     parts: dict[str, list] = {k: [] for k in ("scores", "labels", "maps", "masks", "mask_valid", "paths", "defects")}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        out = model.predict(batch["image"].to(device))
+        with torch.inference_mode():
+            out = model.predict(batch["image"].to(device))
         maps = out.anomaly_map.float()
         masks = batch["mask"].to(device)[:, 0]
         if map_size is not None and maps.shape[-1] != map_size:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from anomalib_lite.data.datamodule import ValidationSplit
+from anomalib_lite.models.backbones import BackboneConfig
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
@@ -75,12 +76,36 @@ class Stage:
     features_per_step: Callable[[int], int] | None = None
 
 
+@dataclass
+class TinySetting:
+    """A family's smallest setting: every stage trains in seconds on a CPU, on ``image_size`` px images with
+    random frozen weights, the last stage for at least two epochs of at least two steps (so that a run killed
+    in its second epoch resumes from a checkpoint inside it). The registry-driven contract tests
+    (``tests/test_families.py``) run every registered family on its own, on 6 training and 6 test images.
+
+    Attributes:
+        model: the family's config dataclass. backbone: its frozen network (``weights="none"``: random).
+        image_size: the data's side (``data.image_size``; the model's config must agree).
+        batch_size: the data's batch size (``data.batch_size``).
+    """
+
+    model: Any
+    backbone: BackboneConfig
+    image_size: int = 64
+    batch_size: int = 2
+
+
 class AnomalyModel(nn.Module):
     """Base class of the model families.
 
     Subclasses implement :meth:`stages` and :meth:`predict`; a model never opens
     files, picks devices or logs: the engine does.
     """
+
+    @classmethod
+    def tiny(cls) -> TinySetting:
+        """The family's :class:`TinySetting`, for the contract tests that every registered family passes."""
+        raise NotImplementedError(f"{cls.__name__} declares no tiny setting (AnomalyModel.tiny)")
 
     def stages(self) -> list[Stage]:
         """The training recipe, in order."""

@@ -34,6 +34,12 @@ def model_config_class(name: str) -> type:
     return _MODELS[name][1]
 
 
+def model_class(name: str) -> type[AnomalyModel]:
+    """The class of a registered model family (e.g. for its :meth:`~AnomalyModel.tiny` setting)."""
+    model_config_class(name)
+    return _MODELS[name][0]
+
+
 def build_model(model_cfg: Any, backbone_cfg: BackboneConfig) -> AnomalyModel:
     """Instantiate a model from its validated config dataclass (``cfg.model``) and backbone."""
     model_config_class(model_cfg.name)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalib_lite.models.backbones import Backbone, BackboneConfig
-from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage, TinySetting
 from anomalib_lite.models.hfr.config import HFRConfig
 from anomalib_lite.models.hfr.networks import decoder_level
 from anomalib_lite.models.layers import gaussian_blur, normalized_distance, upsample_sum
@@ -32,6 +32,11 @@ class HFR(AnomalyModel):
     Args:
         cfg: :class:`HFRConfig`. backbone_cfg: the frozen encoder (any number of levels ≥ 1).
     """
+
+    @classmethod
+    def tiny(cls) -> TinySetting:
+        """Two epochs of one conv block per level on a random ResNet-18."""
+        return TinySetting(HFRConfig(epochs=2, conv_blocks=1), BackboneConfig(name="resnet18", weights="none"))
 
     def __init__(self, cfg: HFRConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader
 
 from anomalib_lite.models.backbones import Backbone, BackboneConfig
-from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage, TinySetting
 from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.models.igd.networks import (
     Critic,
@@ -179,6 +179,23 @@ class IGD(AnomalyModel):
         cfg: :class:`IGDConfig`. backbone_cfg: the frozen ImageNet network (distillation target
             and global encoder); ResNet18 in the paper.
     """
+
+    @classmethod
+    def tiny(cls) -> TinySetting:
+        """Every stage at width 4 on 64 px: two distillation steps, then two epochs each of the local model (two
+        patches an image) and the global one."""
+        model = IGDConfig(
+            image_size=64,
+            epochs=2,
+            kd_steps=2,
+            kd_input_size=32,
+            width=4,
+            hidden=32,
+            latent=8,
+            patch_stride=32,
+            patches_per_image=2,
+        )
+        return TinySetting(model, BackboneConfig(name="resnet18", weights="none"))
 
     def __init__(self, cfg: IGDConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()

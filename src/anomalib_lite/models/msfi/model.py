@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from anomalib_lite.data.datamodule import ValidationSplit
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.backbones import Backbone, BackboneConfig, level_layers
-from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
-from anomalib_lite.models.msfi.config import MSFIConfig
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage, TinySetting
+from anomalib_lite.models.msfi.config import MSFIConfig, WeightSearchConfig
 from anomalib_lite.models.msfi.networks import block_map, fresh_copy, pyramid_input
 from anomalib_lite.models.registry import register_model
 
@@ -41,6 +41,14 @@ class MSFI(AnomalyModel):
     Args:
         cfg: :class:`MSFIConfig`. backbone_cfg: the teacher and its levels (default: stride 4, 8, 16).
     """
+
+    @classmethod
+    def tiny(cls) -> TinySetting:
+        """A two-scale pyramid (32, 64 px), one epoch, then two of the module weight search (batches of one: its
+        validation split is two images), on a random ResNet-18."""
+        search = WeightSearchConfig(enabled=True, method="calibrated", epochs=2, keep_k=3, val_fraction=0.4)
+        model = MSFIConfig(image_size=64, scales=[32, 64], epochs=1, weight_search=search)
+        return TinySetting(model, BackboneConfig(name="resnet18", weights="none"), batch_size=1)
 
     def __init__(self, cfg: MSFIConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalib_lite.models.backbones import Backbone, BackboneConfig
-from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage
+from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage, TinySetting
 from anomalib_lite.models.layers import to_normalised, to_unit_range, upsample_sum
 from anomalib_lite.models.registry import register_model
 from anomalib_lite.models.utad.config import UTADConfig
@@ -45,6 +45,13 @@ class UTAD(AnomalyModel):
     Args:
         cfg: :class:`UTADConfig`. backbone_cfg: the perceptual network and its layers (VGG-19 in the paper).
     """
+
+    @classmethod
+    def tiny(cls) -> TinySetting:
+        """The small networks at 64 px, one IE-Net epoch and two Expert-Net ones, a random EfficientNet-Lite0 as the
+        perceptual network."""
+        model = UTADConfig(image_size=64, ie_epochs=1, ie_warmup_epochs=0, expert_epochs=2, latent=16)
+        return TinySetting(model, BackboneConfig(name="tf_efficientnet_lite0", weights="none"))
 
     def __init__(self, cfg: UTADConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
