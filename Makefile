@@ -16,11 +16,11 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(PYTHON) train.py
 
-# Every test, the slow end-to-end ones included (what CI runs).
+# Every test, the slow and the end-to-end (subprocess) ones included (what CI runs).
 test: $(STAMP)
 	$(PYTHON) -m pytest -m "slow or not slow"
 
-# The fast subset (the default of a bare `pytest`).
+# The fast subset (the default of a bare `pytest`: neither slow nor e2e).
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest
 

@@ -1,9 +1,14 @@
 """Shared fixtures: tiny datasets made on the fly (also as files in the published MNIST and CIFAR-10 formats),
-and a runner for the entry points."""
+and a runner for the entry points.
+
+Tests that run an entry point as a subprocess (:func:`run_entry`, directly or through a fixture) are marked
+``e2e``: a bare ``pytest`` leaves them out with the ``slow`` ones; ``make test`` runs everything.
+"""
 
 from __future__ import annotations
 
 import gzip
+import inspect
 import pickle
 import subprocess
 import sys
@@ -32,6 +37,32 @@ MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 CIFAR10_LABEL_NAMES = tuple(
     name.encode() for name in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 )
+
+
+def _calls_run_entry(function) -> bool:
+    """Whether ``function``, defined in this folder, calls :func:`run_entry` in its body."""
+    try:
+        source_file = inspect.getsourcefile(function)
+        return (
+            source_file is not None
+            and Path(source_file).parent == REPO / "tests"
+            and ("run_entry(" in inspect.getsource(function))
+        )
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test that starts an entry point as a subprocess, itself or in one of its fixtures."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        functions = [getattr(item, "function", None)] + [
+            definition.func
+            for definitions in (fixtures.name2fixturedefs.values() if fixtures else [])
+            for definition in definitions
+        ]
+        if any(_calls_run_entry(function) for function in functions if function is not None):
+            item.add_marker(pytest.mark.e2e)
 
 
 def run_entry(script: str, *overrides: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -15,13 +15,12 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from skimage import data as skdata
 
-from anomalib_lite.data.images import read_image
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.models.base import AnomalyOutput
 from anomalib_lite.pipeline.config import validate
 from anomalib_lite.pipeline.deploy import ExportError, export_model, load_exported, metadata, require_onnx
-from anomalib_lite.pipeline.inference import checkpoint_scorer, load_trained, stored_threshold
+from anomalib_lite.pipeline.inference import checkpoint_scorer, stored_threshold
 
 from conftest import REPO, TINY, run_entry
 
@@ -165,50 +164,6 @@ def test_a_run_without_evaluation_has_no_threshold_and_says_why(tmp_path):
     assert value is None and "no image_threshold for brick" in note
     metrics.write_text('{"categories": {"brick": {"image_threshold": 0.25}}}')
     assert stored_threshold(checkpoint, "brick")[0] == 0.25
-
-
-# A tiny training run per family (64 px, one epoch, few images); IGD and MSFI made smaller still.
-FAMILIES = {
-    "hfr": [],
-    "msfi": ["model.scales=[48,64]"],
-    "igd": ["model.width=4", "model.kd_input_size=32", "model.kd_steps=2", "model.patches_per_image=2"],
-    "utad": ["data.n_train=4"],
-}
-
-
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def trained(request, tmp_path_factory):
-    """``(family, run folder, data root)`` of a tiny training run on the synthetic brick category."""
-    family = request.param
-    base = tmp_path_factory.mktemp(family)
-    run = base / "run"
-    result = run_entry("train.py", *TINY, f"model={family}", *FAMILIES[family], "category=brick",
-                       f"data.root={base / 'data'}", f"hydra.run.dir={run}")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    return family, run, base / "data"
-
-
-@pytest.mark.slow
-def test_every_family_exports_both_formats_matching_predict_on_test_images(trained, tmp_path, monkeypatch):
-    family, run, data = trained
-    # IGD predicts its patches in chunks: small ones here, so that the traced batch (and the checked one)
-    # spans several, as at 256 px; a traced split would replay the example's number of chunks.
-    monkeypatch.setattr("anomalib_lite.models.igd.model.CHUNK", 4)
-    checkpoint = run / "checkpoints" / "brick" / "last.pt"
-    stored, model = load_trained(checkpoint)
-    threshold, note = stored_threshold(checkpoint, "brick")
-    files = sorted((data / "brick" / "test").rglob("*.png"))[:5]
-    images = np.stack([read_image(f, 64) for f in files])
-    expected = expected_output(model, images)
-    for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
-        sidecar = export_model(model, stored, fmt, tmp_path / name, metadata(stored, fmt, threshold, note, checkpoint))
-        info = json.loads(sidecar.read_text())
-        assert info["model"]["family"] == family and info["image_size"] == 64
-        metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
-        assert info["threshold"] == metrics["image_threshold"]
-    assert_matches(*run_onnx(tmp_path / "model.onnx", images), expected)
-    script = torch.jit.load(str(tmp_path / "model.pt"))
-    assert_matches(*script(torch.from_numpy(images).permute(0, 3, 1, 2)), expected)
 
 
 @pytest.mark.slow

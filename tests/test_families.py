@@ -10,6 +10,7 @@ through a whole training run: what a newcomer adds needs no edit anywhere else.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -197,23 +198,29 @@ def test_every_family_trains_each_stage_and_is_evaluated(family, widget_root, tm
     assert all(isinstance(metrics[name], float) for name in expected), metrics
 
 
-def test_every_family_rebuilds_from_its_checkpoint_and_exports(family, widget_root, tmp_path):
+def test_every_family_rebuilds_from_its_checkpoint_and_exports(family, widget_root, tmp_path, monkeypatch):
+    # IGD predicts its patches in chunks: small ones here, so that the traced batch (and the checked one) spans
+    # several, as at 256 px; a traced split would replay the example's number of chunks.
+    monkeypatch.setattr("anomalib_lite.models.igd.model.CHUNK", 4)
     model, datamodule, _, _ = fit(family, widget_root, tmp_path / "last.pt")
     run, loaded = load_trained(tmp_path / "last.pt")
     model.eval()
     place_model(loaded, CPU, run.trainer.channels_last).eval()  # the layout training used: the same kernels
-    images = torch.stack([datamodule.test_set[i]["image"] for i in range(4)])
+    test = datamodule.test_set  # what a validation stage left of it: 4 images or more
+    images = torch.stack([test[i]["image"] for i in range(len(test))])
     with torch.inference_mode():
         expected, got = model.predict(images), loaded.predict(images)
     assert torch.equal(expected.anomaly_map, got.anomaly_map) and torch.equal(expected.score, got.score)
 
-    target = tmp_path / "model.pt"
-    export_model(loaded, run, "torchscript", target, metadata(run, "torchscript", None, "none", tmp_path / "last.pt"))
-    exported = load_exported(target, CPU)
-    pixels = (datamodule.test_set.images[:4]).permute(0, 3, 1, 2)  # uint8 RGB, what the exported file takes
-    out = exported(pixels)
-    scale = float(expected.anomaly_map.abs().max())
-    assert torch.allclose(out.anomaly_map, expected.anomaly_map, atol=1e-4 * scale, rtol=0)
+    pixels = test.images.permute(0, 3, 1, 2)  # uint8 RGB, what an exported file takes
+    for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
+        info = metadata(run, fmt, None, "none", tmp_path / "last.pt")
+        sidecar = export_model(loaded, run, fmt, tmp_path / name, info)
+        assert json.loads(sidecar.read_text())["model"]["family"] == family
+        out = load_exported(tmp_path / name, CPU)(pixels)
+        for value, reference in ((out.anomaly_map, expected.anomaly_map), (out.score, expected.score)):
+            scale = float(reference.abs().max())
+            assert torch.allclose(torch.as_tensor(value), reference, atol=1e-4 * scale, rtol=0), (family, fmt)
 
 
 def test_every_family_resumes_inside_its_last_stage_to_the_same_weights(family, widget_root, tmp_path):

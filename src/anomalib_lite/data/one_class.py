@@ -1,6 +1,6 @@
 """One-class splits of MNIST, Fashion-MNIST and CIFAR-10, read from their standard files.
 
-Protocol (METHODS.md): train on the training images of one class (``normal_class``);
+Protocol (the IGD and UTAD papers' one-class experiments): train on the training images of one class (``normal_class``);
 test on the whole test split, label 0 for that class and 1 for the nine others.
 
 Files are read directly in their published formats: IDX (gzip or not) for the MNIST

@@ -9,7 +9,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 @dataclass
 class HFRConfig:
-    """HFR hyper-parameters (paper defaults; see METHODS.md).
+    """HFR hyper-parameters (paper defaults, each labelled in ``configs/model/hfr.yaml``).
 
     Attributes:
         epochs: training epochs (choice: the paper gives none). lr, momentum, weight_decay: SGD (paper L55).

@@ -1,4 +1,5 @@
-"""IGD: interpolated Gaussian descriptor (METHODS.md, paper in ``shared/papers/igd.txt``).
+"""IGD: interpolated Gaussian descriptor ("Unsupervised Anomaly Detection and Localisation with Multi-scale
+Interpolated Gaussian Descriptors"; ``L<n>``: a line of the paper's text).
 
 An autoencoder ``x̃ = g(f(x))`` whose latent codes are pulled towards a Gaussian
 descriptor (GSVDD, fitted by an E-step every few epochs) and whose decoder is

@@ -77,7 +77,7 @@ class WeightSearchConfig:
 
 @dataclass
 class MSFIConfig:
-    """MSFI hyper-parameters (paper defaults; see METHODS.md).
+    """MSFI hyper-parameters (paper defaults, each labelled in ``configs/model/msfi.yaml``).
 
     Attributes:
         scales: input sides of the image pyramid, one student group each.

@@ -1,4 +1,4 @@
-"""MSFI: multi-scale feature imitation (METHODS.md).
+"""MSFI: multi-scale feature imitation ("Multi-scale Feature Imitation for Unsupervised Anomaly Localization").
 
 A frozen teacher backbone and, for each input size of an image pyramid, a group of
 student blocks. The pyramid is built from the input as decoded (at the largest scale,

@@ -1,4 +1,5 @@
-"""UTAD: an impression extractor (IE-Net) and an expert network, compared perceptually (METHODS.md).
+"""UTAD: an impression extractor (IE-Net) and an expert network, compared perceptually ("Unsupervised Two-Stage
+Anomaly Detection").
 
 Stage ``ie_net`` trains an inception autoencoder whose output, the *impression* ``x_I``,
 is an anomaly-free version of the input (L2 reconstruction, KL of the Gaussian code,

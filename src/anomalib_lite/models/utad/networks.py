@@ -1,4 +1,4 @@
-"""UTAD's networks (METHODS.md): the IE-Net (inception autoencoder with a Gaussian latent and a
+"""UTAD's networks: the IE-Net (inception autoencoder with a Gaussian latent and a
 mutual-information discriminator) and the Expert-Net (content and detail encoders, AdaIN decoder).
 
 Images are in [0, 1] for the IE-Net and in [−1, 1] for the Expert-Net (its decoder ends in tanh).
@@ -35,7 +35,7 @@ class InceptionBlock(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-# (inception width f, pooling after it): the encoder of METHODS.md (ref-code widths); small images drop the last block.
+# (inception width f, pooling after it): the paper's encoder (ref-code widths); small images drop the last block.
 ENCODER_PLAN = [(32, 4), (32, 2), (64, 2), (128, 2)]
 # (inception width f, nearest upsampling after it): the ref-code decoder (inceptionCAE.py: widths 128, 64, 64, 32,
 # upsampling 2, 4, 2, 2); the paper gives neither. Small images drop the first block.
@@ -118,7 +118,7 @@ class MIDiscriminator(nn.Module):
     """Scores whether a code and an encoder feature come from the same image: 4-layer MLP (paper §4.1; hidden
     width 128 as the ref-code's ``LatentDiscriminaor``) → ``B`` logits.
 
-    The sigmoid of METHODS.md is applied by the loss (``binary_cross_entropy_with_logits``),
+    The paper's sigmoid is applied by the loss (``binary_cross_entropy_with_logits``),
     which is the same function, computed stably.
     """
 
