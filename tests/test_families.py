@@ -1,7 +1,12 @@
 """The contract every registered model family passes, on its own tiny setting (``AnomalyModel.tiny``): each
 stage trains, ``predict`` gives maps at the input size and finite scores, the evaluator reports the shared
 metrics and the ones the family declares, a checkpoint rebuilds the same model, a run killed inside its last
-stage resumes to the same weights, and the trained model exports.
+stage resumes to the same weights, buffers and metrics, bit for bit on CPU, and the trained model exports.
+
+The last stages hold state beyond the weights, which resuming must restore: HFR's SGD momentum, MSFI's module
+weight search (a stage on the validation split, its weights recorded each epoch), IGD's global model with its
+E-step (the Gaussian descriptor's μ and σ² refitted after every epoch) and polynomial learning-rate schedule,
+UTAD's Expert-Net (a second stage, on the frozen IE-Net).
 
 A toy family, a toy dataset and a toy metric, defined in this file only, go through the same contract and
 through a whole training run: what a newcomer adds needs no edit anywhere else.
@@ -25,6 +30,7 @@ from anomalib_lite.data import registry as data_registry
 from anomalib_lite.engine.checkpoint import load_checkpoint
 from anomalib_lite.engine.device import place_model
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
+from anomalib_lite.metrics import collect_predictions, compute_metrics
 from anomalib_lite.metrics.catalogue import METRICS, Metric, register_metric
 from anomalib_lite.models import registry as model_registry
 from anomalib_lite.models.backbones import BackboneConfig
@@ -230,11 +236,19 @@ def test_every_family_resumes_inside_its_last_stage_to_the_same_weights(family, 
     assert len(loader) >= 2
     with pytest.raises(KeyboardInterrupt):  # at the second step of the last stage's second epoch
         fit(family, widget_root, tmp_path / "killed.pt", kill=(last.name, len(loader) + 2))
-    assert not load_checkpoint(tmp_path / "killed.pt")["finished"]
+    state = load_checkpoint(tmp_path / "killed.pt")
+    assert (state["stage"], state["epoch"], state["finished"]) == (len(straight.stages()) - 1, 1, False)
     resumed, *_ = fit(family, widget_root, tmp_path / "killed.pt", resume=True)
+    assert load_checkpoint(tmp_path / "killed.pt")["finished"]
     expected, got = straight.state_dict(), resumed.state_dict()
+    assert list(got) == list(expected)
     different = [name for name in expected if not torch.equal(expected[name], got[name])]
     assert not different, f"{family}: the resumed run differs in {different[:5]}"
+    assert _metrics(resumed, datamodule) == _metrics(straight, datamodule)
+
+
+def _metrics(model: AnomalyModel, datamodule: DataModule) -> dict[str, Any]:
+    return compute_metrics(collect_predictions(model, datamodule.test_loader(), CPU, progress=False))
 
 
 def test_every_family_has_its_config_group():

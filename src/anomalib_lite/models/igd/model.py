@@ -184,7 +184,7 @@ class IGD(AnomalyModel):
     @classmethod
     def tiny(cls) -> TinySetting:
         """Every stage at width 4 on 64 px: two distillation steps, then two epochs each of the local model (two
-        patches an image) and the global one."""
+        patches an image) and the global one, the E-step after every epoch."""
         model = IGDConfig(
             image_size=64,
             epochs=2,
@@ -195,6 +195,7 @@ class IGD(AnomalyModel):
             latent=8,
             patch_stride=32,
             patches_per_image=2,
+            estep_every=1,
         )
         return TinySetting(model, BackboneConfig(name="resnet18", weights="none"))
 
