@@ -1,4 +1,4 @@
-"""The papers' figures (src/anomalib_lite/paper_tables/*.yaml) against PAPER_TABLES.md, parsed here on its own.
+"""The papers' figures (src/anomalib_lite/models/*/paper_tables.yaml) against PAPER_TABLES.md, parsed here on its own.
 
 ``tests/fixtures/PAPER_TABLES.md`` is a verbatim copy of the project's transcription of the papers' tables
 (the yaml files cite its line numbers).
@@ -12,12 +12,12 @@ from collections import Counter
 import pytest
 
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
-from anomalib_lite.reporting.paper_tables import PAPERS, paper_table, paper_tables
+from anomalib_lite.reporting.paper_figures import paper_table, paper_tables, papers
 
 from conftest import REPO
 
 PAPER_TABLES_MD = REPO / "tests" / "fixtures" / "PAPER_TABLES.md"
-ALL_TABLES = [(paper, name) for paper in PAPERS for name in paper_tables(paper)]
+ALL_TABLES = [(paper, name) for paper in papers() for name in paper_tables(paper)]
 
 
 def md_lines(first: int, last: int) -> list[str]:
@@ -38,7 +38,7 @@ def md_row_numbers(line: str) -> list[float | None]:
 
 
 def test_every_paper_table_the_brief_names_is_there():
-    names = {paper: set(paper_tables(paper)) for paper in PAPERS}
+    names = {paper: set(paper_tables(paper)) for paper in papers()}
     assert {"table1", "table3", "table4"} <= names["hfr"]
     assert {f"table{i}" for i in range(1, 6)} <= names["msfi"] and {f"table{i}" for i in range(1, 6)} <= names["igd"]
     assert {"table1", "table2", "table2_ablation", "table3", "table4"} <= names["utad"]

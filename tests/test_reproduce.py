@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
 from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.pipeline.config import validate
-from anomalib_lite.reporting.paper_tables import paper_table
+from anomalib_lite.reporting.paper_figures import paper_table
 from anomalib_lite.reporting.reproduce.command import Options, plan_dataset, reproduce
 from anomalib_lite.reporting.reproduce.report import write_report
 from anomalib_lite.reporting.reproduce.results import MEAN, ArmResult, Run, build_cells

@@ -3,7 +3,7 @@
 Each table (``--list``) runs one or more configurations (arms) of ``configs/experiment/<experiment>.yaml``
 with ``train.py`` (one multirun per arm and dataset, one job per category and seed), then writes
 ``results.md`` / ``results.csv``: per category, ours (mean ± std over ``--seeds``), the paper's figure
-(from ``anomalib_lite/reporting/paper_tables/<paper>.yaml``) and the difference. The difference is printed only
+(from ``anomalib_lite/models/<paper>/paper_tables.yaml``) and the difference. The difference is printed only
 where the runs match the paper's setting (its dataset, backbone, metric and, for the mean, every category
 of its table); every other cell says why it is not comparable.
 

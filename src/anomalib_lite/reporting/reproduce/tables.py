@@ -2,7 +2,7 @@
 
 A table is one command (``scripts/reproduce.py <name>``). It runs one or more *arms* (configurations,
 e.g. MSFI's 128 px students) on one or more datasets, on top of ``configs/experiment/<experiment>.yaml``,
-and sets each metric beside the paper's figure, read from ``anomalib_lite/reporting/paper_tables/<paper>.yaml``
+and sets each metric beside the paper's figure, read from ``anomalib_lite/models/<paper>/paper_tables.yaml``
 through a :class:`PaperRef` (this module holds no figure). An arm whose model option does not exist
 in this code yet is listed, with the option it needs, and not run.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
 from anomalib_lite.models.backbones import BACKBONES
 from anomalib_lite.models.registry import model_config_class
-from anomalib_lite.reporting.paper_tables import paper_table
+from anomalib_lite.reporting.paper_figures import paper_table
 
 ONE_CLASS = [str(c) for c in range(10)]
 NAMES = {"mvtec": "MVTec AD", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}

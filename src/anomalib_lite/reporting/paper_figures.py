@@ -1,4 +1,5 @@
-"""The papers' figures, one data file per paper (``<paper>.yaml``, package data), and their reader.
+"""The papers' figures and their reader. Each family keeps its paper's tables next to its code, in
+``models/<family>/paper_tables.yaml`` (package data); a family without that file has none.
 
 Each file lists a paper's tables; each table gives its title, where its figures come from (lines of
 ``PAPER_TABLES.md`` and of the paper text), its dataset and metric, its columns, and one list of
@@ -14,7 +15,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-PAPERS = ("hfr", "msfi", "igd", "utad")
+from anomalib_lite.models.registry import model_names
+
+TABLES_FILE = "paper_tables.yaml"
+
+
+def papers() -> list[str]:
+    """The registered families whose folder holds their paper's tables."""
+    return [name for name in model_names() if (resources.files(f"anomalib_lite.models.{name}") / TABLES_FILE).is_file()]
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,8 @@ class PaperTableData:
     """One table of a paper, as its data file gives it.
 
     Attributes:
-        paper: ``hfr`` | ``msfi`` | ``igd`` | ``utad``. name: the table's key (e.g. ``table3``).
+        paper: the family whose paper it is (``hfr``, ``msfi``, ``igd``, ``utad``).
+        name: the table's key (e.g. ``table3``).
         title, dataset, metric, layout: as in the file. source: ``(file, first line, last line)``.
         paper_lines: lines of the paper text, or ``None``. columns: column labels.
         rows: row label → one value (or ``None``) per column. notes: the paper's inconsistencies.
@@ -72,7 +81,7 @@ def _table(paper: str, name: str, raw: dict[str, Any]) -> PaperTableData:
     rows = {str(label): [None if v is None else float(v) for v in values] for label, values in raw["rows"].items()}
     bad = [label for label, values in rows.items() if len(values) != len(columns)]
     if bad:
-        raise ValueError(f"paper_tables/{paper}.yaml {name}: rows {bad} do not have {len(columns)} values")
+        raise ValueError(f"models/{paper}/{TABLES_FILE} {name}: rows {bad} do not have {len(columns)} values")
     file, first, last = raw["source"]
     return PaperTableData(
         paper, name, raw["title"], raw["dataset"], raw["metric"], raw["layout"], (file, int(first), int(last)),
@@ -82,14 +91,14 @@ def _table(paper: str, name: str, raw: dict[str, Any]) -> PaperTableData:
 
 @cache
 def paper_tables(paper: str) -> dict[str, PaperTableData]:
-    """Every table of ``paper`` (one of :data:`PAPERS`), by name, read from the package's ``<paper>.yaml``.
+    """Every table of ``paper`` (one of :func:`papers`), by name, read from ``models/<paper>/paper_tables.yaml``.
 
     Raises:
         KeyError: an unknown paper.
     """
-    if paper not in PAPERS:
-        raise KeyError(f"no paper {paper!r}; papers: {', '.join(PAPERS)}")
-    text = (resources.files(__package__) / f"{paper}.yaml").read_text()
+    if paper not in papers():
+        raise KeyError(f"no paper {paper!r}; papers: {', '.join(papers())}")
+    text = (resources.files(f"anomalib_lite.models.{paper}") / TABLES_FILE).read_text()
     raw = OmegaConf.to_container(OmegaConf.create(text))
     return {name: _table(paper, name, table) for name, table in raw["tables"].items()}
 
