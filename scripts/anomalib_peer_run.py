@@ -175,21 +175,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{base}: no train/good folder (a dataset in the MVTec AD layout is expected)")
     defects = sorted(p.name for p in (base / "test").iterdir() if p.is_dir() and p.name != "good")
     datamodule = Folder(
-        name=args.category, root=base, normal_dir="train/good", normal_test_dir="test/good",
-        abnormal_dir=[f"test/{d}" for d in defects], mask_dir=[f"ground_truth/{d}" for d in defects],
-        train_batch_size=args.batch, eval_batch_size=args.batch, num_workers=args.workers, seed=0,
+        name=args.category,
+        root=base,
+        normal_dir="train/good",
+        normal_test_dir="test/good",
+        abnormal_dir=[f"test/{d}" for d in defects],
+        mask_dir=[f"ground_truth/{d}" for d in defects],
+        train_batch_size=args.batch,
+        eval_batch_size=args.batch,
+        num_workers=args.workers,
+        seed=0,
         val_split_mode="same_as_test",
-    )  # fmt: skip
+    )
     module = build_model(args)
     timer = timing_callback()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     engine = Engine(
-        max_epochs=args.epochs, logger=False, default_root_dir=tempfile.mkdtemp(prefix="anomalib-peer-"),
-        enable_progress_bar=False, accelerator="gpu" if cuda else "cpu", devices=1,
+        max_epochs=args.epochs,
+        logger=False,
+        default_root_dir=tempfile.mkdtemp(prefix="anomalib-peer-"),
+        enable_progress_bar=False,
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
         precision="bf16-mixed" if args.precision == "bf16" else "32-true",
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
-    )  # fmt: skip
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     engine.fit(model=module, datamodule=datamodule)
@@ -198,14 +211,20 @@ def main(argv: list[str] | None = None) -> None:
     inference = time_inference(module, datamodule.test_dataloader(), device, args.precision)
     steady = timer.images - timer.images_first_epoch
     result = {
-        "model": args.model, "backbone": args.backbone, "size": args.size, "batch": args.batch,
-        "epochs": len(timer.epoch_ends), "images": timer.images,
+        "model": args.model,
+        "backbone": args.backbone,
+        "size": args.size,
+        "batch": args.batch,
+        "epochs": len(timer.epoch_ends),
+        "images": timer.images,
         "train_all": timer.images / (timer.end - timer.start),
         "train_steady": steady / (timer.end - timer.epoch_ends[0]) if steady else None,
         "train_steps": timer.images / timer.step_seconds,
-        "inference": inference, "memory_gib": memory, "memory_kind": "cuda" if cuda else "rss_growth",
+        "inference": inference,
+        "memory_gib": memory,
+        "memory_kind": "cuda" if cuda else "rss_growth",
         "threads": torch.get_num_threads(),
-    }  # fmt: skip
+    }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 

@@ -95,8 +95,10 @@ def bench_evaluator(args: argparse.Namespace) -> None:
     case = {"realistic": realistic_case, "uniform": uniform_case}[args.kind]
     maps, masks, scores, labels = (t.to(device) for t in case(args.maps, args.size))
     pixels = maps.numel()
-    print(f"evaluator: {args.maps} {args.kind} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels, "
-          f"{int(masks.sum()) / pixels:.1%} anomalous) on {device}")  # fmt: skip
+    print(
+        f"evaluator: {args.maps} {args.kind} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels, "
+        f"{int(masks.sum()) / pixels:.1%} anomalous) on {device}"
+    )
     reset_peak_memory(device)
     with PeakRSS() as host, record_phases() if args.profile else nullcontext() as phases:
         start = time.perf_counter()
@@ -118,14 +120,18 @@ def bench_evaluator(args: argparse.Namespace) -> None:
         maps_np, masks_np = maps.cpu().numpy(), masks.cpu().numpy()
         start = time.perf_counter()
         reference = roc_auc_score(masks_np.ravel(), maps_np.ravel())
-        print(f"  scikit-learn pixel AUROC {reference:.10f} in {time.perf_counter() - start:.2f} s; "
-              f"|difference| {abs(reference - pixel.pixel_auroc):.2e}")  # fmt: skip
+        print(
+            f"  scikit-learn pixel AUROC {reference:.10f} in {time.perf_counter() - start:.2f} s; "
+            f"|difference| {abs(reference - pixel.pixel_auroc):.2e}"
+        )
         image_reference = roc_auc_score(labels.cpu().numpy(), scores.cpu().numpy())
         print(f"  scikit-learn image AUROC |difference| {abs(image_reference - image):.2e}")
         start = time.perf_counter()
         aupro = reference_aupro(maps_np, masks_np)
-        print(f"  reference AUPRO (MVTec algorithm, NumPy float64) {aupro:.10f} in "
-              f"{time.perf_counter() - start:.2f} s; |difference| {abs(aupro - pixel.aupro):.2e}")  # fmt: skip
+        print(
+            f"  reference AUPRO (MVTec algorithm, NumPy float64) {aupro:.10f} in "
+            f"{time.perf_counter() - start:.2f} s; |difference| {abs(aupro - pixel.aupro):.2e}"
+        )
 
 
 def _peak(device: torch.device, host: PeakRSS) -> str:
@@ -156,11 +162,16 @@ def bench_model(args: argparse.Namespace) -> None:
         size, batch = run.data.image_size, run.data.batch_size
         count = batch * (args.warmup + args.steps)
         rng = np.random.default_rng(0)
-        images = ImageSet.from_arrays(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), [0] * count,
-                                      [f"random_{i}.png" for i in range(count)])  # fmt: skip
+        images = ImageSet.from_arrays(
+            rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8),
+            [0] * count,
+            [f"random_{i}.png" for i in range(count)],
+        )
         datamodule = DataModule(images, images, batch)
-        print(f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}, "
-              f"precision {args.precision}, channels-last {layout}")  # fmt: skip
+        print(
+            f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}, "
+            f"precision {args.precision}, channels-last {layout}"
+        )
         for stage in model.stages():
             if stage.split != "train":
                 print(f"  stage {stage.name}: trains on held-out test images, not timed")
@@ -220,8 +231,10 @@ def bench_inference(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     print(f"inference: {run.model.name} from {args.ckpt} {' '.join(args.set)}")
-    print(f"  {batches * args.batch} images of {size}×{size} in batches of {args.batch} on {device}: "
-          f"{1000 * seconds / (batches * args.batch):.1f} ms per image")  # fmt: skip
+    print(
+        f"  {batches * args.batch} images of {size}×{size} in batches of {args.batch} on {device}: "
+        f"{1000 * seconds / (batches * args.batch):.1f} ms per image"
+    )
 
 
 def _ms_per_image(score, batch: np.ndarray, images: int, warmup: int) -> float:
@@ -259,8 +272,11 @@ def bench_export(args: argparse.Namespace) -> None:
                 scorer = exported_scorer(load_exported(path))
                 figures[fmt] = _ms_per_image(scorer, pixels, args.images, args.warmup)
         print(f"{run.model.name} {size}×{size} ({ckpt}): " + ", ".join(line))
-        print(f"  ms per image, batches of {args.batch}, {torch.get_num_threads()} torch threads: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)  # fmt: skip
+        print(
+            f"  ms per image, batches of {args.batch}, {torch.get_num_threads()} torch threads: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -278,8 +294,12 @@ def main() -> None:
     model.add_argument("--steps", type=int, default=5, help="timed batches per stage (after warm-up)")
     model.add_argument("--warmup", type=int, default=1, help="untimed batches first")
     model.add_argument("--set", nargs="*", default=[], help="Hydra overrides, e.g. data.batch_size=8")
-    model.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                       help="auto: bf16 autocast on CUDA (as the engine), fp32 on CPU")  # fmt: skip
+    model.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 autocast on CUDA (as the engine), fp32 on CPU",
+    )
     model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     inference = sub.add_parser("inference", help="time a trained model's predict")
     inference.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
@@ -292,8 +312,9 @@ def main() -> None:
     export.add_argument("--ckpt", nargs="+", required=True, help="checkpoints written by train.py")
     export.add_argument("--images", type=int, default=32, help="images to time (after warm-up)")
     export.add_argument("--batch", type=int, default=8)
-    export.add_argument("--warmup", type=int, default=3,
-                        help="untimed batches first (TorchScript optimises over the first calls)")  # fmt: skip
+    export.add_argument(
+        "--warmup", type=int, default=3, help="untimed batches first (TorchScript optimises over the first calls)"
+    )
     import peer_benchmark  # scripts/peer_benchmark.py
 
     peer_benchmark.add_parser(sub)

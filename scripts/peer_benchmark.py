@@ -68,19 +68,28 @@ class Throughput:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``peer`` sub-command to ``benchmark.py``'s sub-parsers."""
     peer = sub.add_parser("peer", help="our HFR/MSFI against anomalib's RD/STFPM on the same images")
-    peer.add_argument("--anomalib-python", default=None,
-                      help="python of an environment with anomalib 2.7 (without it: our side only)")  # fmt: skip
+    peer.add_argument(
+        "--anomalib-python", default=None, help="python of an environment with anomalib 2.7 (without it: our side only)"
+    )
     peer.add_argument("--models", nargs="+", default=list(PEERS), choices=list(PEERS))
     peer.add_argument("--category", default="brick", help="synthetic category")
     peer.add_argument("--data-root", default="data/synthetic", help="where the synthetic data is (generated)")
     peer.add_argument("--size", type=int, default=128, help="image side (both sides)")
     peer.add_argument("--batch", type=int, default=16)
     peer.add_argument("--epochs", type=int, default=3, help="epochs timed (the first one counts in 'all' only)")
-    peer.add_argument("--rd-backbone", default="resnet18", choices=["resnet18", "wide_resnet50_2"],
-                      help="backbone of the hfr/rd pair (random weights on both sides)")  # fmt: skip
+    peer.add_argument(
+        "--rd-backbone",
+        default="resnet18",
+        choices=["resnet18", "wide_resnet50_2"],
+        help="backbone of the hfr/rd pair (random weights on both sides)",
+    )
     peer.add_argument("--set", nargs="*", default=[], help="our Hydra overrides, e.g. trainer.feature_cache=on")
-    peer.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                      help="auto: bf16 autocast on CUDA (both sides), fp32 on CPU")  # fmt: skip
+    peer.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 autocast on CUDA (both sides), fp32 on CPU",
+    )
     peer.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -94,17 +103,29 @@ def resolved_precision(precision: str, device: str) -> str:
 def our_overrides(variant: str, args: argparse.Namespace) -> list[str]:
     """Hydra overrides of ``configs/train.yaml`` for one of our variants; ``--set`` comes last, so it wins."""
     common = [
-        "data=synthetic", f"category={args.category}", f"data.root={args.data_root}",
-        f"data.image_size={args.size}", f"data.batch_size={args.batch}", f"model.epochs={args.epochs}",
-        "trainer.progress=false", f"trainer.device={args.device}", f"trainer.precision={args.precision}",
+        "data=synthetic",
+        f"category={args.category}",
+        f"data.root={args.data_root}",
+        f"data.image_size={args.size}",
+        f"data.batch_size={args.batch}",
+        f"model.epochs={args.epochs}",
+        "trainer.progress=false",
+        f"trainer.device={args.device}",
+        f"trainer.precision={args.precision}",
         "backbone.layers=null",
-    ]  # fmt: skip
+    ]
     if variant == "hfr":
         model = ["model=hfr", f"backbone.name={args.rd_backbone}", "backbone.weights=none"]
     else:
         chained = str(variant == "msfi-chained").lower()
-        model = ["model=msfi", f"backbone.name={LITE}", "backbone.weights=imagenet", f"model.scales=[{args.size}]",
-                 f"model.chained={chained}", "model.weight_search.enabled=false"]  # fmt: skip
+        model = [
+            "model=msfi",
+            f"backbone.name={LITE}",
+            "backbone.weights=imagenet",
+            f"model.scales=[{args.size}]",
+            f"model.chained={chained}",
+            "model.weight_search.enabled=false",
+        ]
     return model + common + list(args.set)
 
 
@@ -177,11 +198,29 @@ def peer_command(peer: str, args: argparse.Namespace, python: str, script: Path 
     """The command line that runs anomalib's ``peer`` model with the same setting as ours."""
     backbone = args.rd_backbone if peer == "rd" else LITE
     return [
-        python, str(script), "--root", args.data_root, "--category", args.category, "--model", peer,
-        "--backbone", backbone, "--size", str(args.size), "--batch", str(args.batch),
-        "--epochs", str(args.epochs), "--device", args.device, "--threads", str(torch.get_num_threads()),
-        "--precision", resolved_precision(args.precision, args.device),
-    ] + (["--random-weights"] if peer == "rd" else [])  # fmt: skip
+        python,
+        str(script),
+        "--root",
+        args.data_root,
+        "--category",
+        args.category,
+        "--model",
+        peer,
+        "--backbone",
+        backbone,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        "--threads",
+        str(torch.get_num_threads()),
+        "--precision",
+        resolved_precision(args.precision, args.device),
+    ] + (["--random-weights"] if peer == "rd" else [])
 
 
 def parse_peer_output(stdout: str) -> dict:
@@ -255,9 +294,12 @@ def run(args: argparse.Namespace) -> None:
     """Measure every requested pair and print the table (``benchmark.py peer``)."""
     check_python(args.anomalib_python)
     precision = resolved_precision(args.precision, args.device)
-    print(f"peer: synthetic/{args.category} ({args.data_root}), {args.size}×{args.size}, batch {args.batch}, "
-          f"{args.epochs} epochs, {args.device}, {precision}, {torch.get_num_threads()} CPU threads; "
-          f"ours with {' '.join(args.set) or 'default trainer options'}", flush=True)  # fmt: skip
+    print(
+        f"peer: synthetic/{args.category} ({args.data_root}), {args.size}×{args.size}, batch {args.batch}, "
+        f"{args.epochs} epochs, {args.device}, {precision}, {torch.get_num_threads()} CPU threads; "
+        f"ours with {' '.join(args.set) or 'default trainer options'}",
+        flush=True,
+    )
     peers: dict[str, Throughput] = {}
     rows = []
     for variant in args.models:

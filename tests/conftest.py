@@ -25,10 +25,16 @@ from anomalib_lite.data import DataModule, ImageSet
 REPO = Path(__file__).resolve().parents[1]
 # A run small enough for a test: 64 px images, few of them, one epoch.
 TINY = [
-    "data.image_size=64", "data.batch_size=4", "data.n_train=8", "data.n_test_good=4",
-    "data.n_per_defect=2", "data.source_size=64", "trainer.max_epochs=1", "trainer.progress=false",
+    "data.image_size=64",
+    "data.batch_size=4",
+    "data.n_train=8",
+    "data.n_test_good=4",
+    "data.n_per_defect=2",
+    "data.source_size=64",
+    "trainer.max_epochs=1",
+    "trainer.progress=false",
     "eval.n_maps=2",
-]  # fmt: skip
+]
 
 
 # The class counts of the published MNIST test and training splits (LeCun et al.); files made here keep their shares.
@@ -81,8 +87,12 @@ def tiny_datamodule(n: int = 10, size: int = 32, batch_size: int = 4) -> DataMod
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     names = [f"good/{i}.png" for i in range(n)]
-    return DataModule(ImageSet.from_arrays(images, [0] * n, names), ImageSet.from_arrays(images[:2], [0, 0], names[:2]),
-                      batch_size, name="tiny")  # fmt: skip
+    return DataModule(
+        ImageSet.from_arrays(images, [0] * n, names),
+        ImageSet.from_arrays(images[:2], [0, 0], names[:2]),
+        batch_size,
+        name="tiny",
+    )
 
 
 def write_mvtec_category(root: Path, category: str, rng: np.random.Generator, mask_for_all: bool = True) -> None:

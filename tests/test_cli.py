@@ -49,8 +49,14 @@ def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     assert "encoder" in state["frozen"] and not [k for k in state["model"] if k.startswith("encoder.")]  # lean
 
     eval_dir = tmp_path / "eval"
-    result = run_entry("eval.py", f"ckpt_path={checkpoint}", "progress=false", f"data.root={tmp_path / 'data'}",
-                       "eval.n_maps=1", f"hydra.run.dir={eval_dir}")  # fmt: skip
+    result = run_entry(
+        "eval.py",
+        f"ckpt_path={checkpoint}",
+        "progress=false",
+        f"data.root={tmp_path / 'data'}",
+        "eval.n_maps=1",
+        f"hydra.run.dir={eval_dir}",
+    )
     assert result.returncode == 0, result.stderr
     assert_same_metrics(metrics_of(eval_dir)["categories"]["brick"], brick)
     assert len(list((eval_dir / "maps" / "brick").glob("*.png"))) == 1
@@ -109,8 +115,14 @@ def test_runs_started_in_the_same_second_get_their_own_folders(finished_run, tmp
     same = f"hydra.run.dir=${{fresh_dir:{tmp_path / 'outputs' / '2026-01-01_00-00-00'}}}"
     image = tmp_path / "new.png"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
-    command = [sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}", f"input={image}",
-               "progress=false", same]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "predict.py"),
+        f"ckpt_path={checkpoint}",
+        f"input={image}",
+        "progress=false",
+        same,
+    ]
     runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
@@ -130,8 +142,14 @@ def test_fresh_dir_claims_a_new_folder_once_per_config(tmp_path):
 
 def test_missing_mvtec_gives_one_clear_message(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_entry("train.py", "model=hfr", "data=mvtec", "category=screw",
-                       f"data.root={tmp_path / 'mvtec'}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    result = run_entry(
+        "train.py",
+        "model=hfr",
+        "data=mvtec",
+        "category=screw",
+        f"data.root={tmp_path / 'mvtec'}",
+        f"hydra.run.dir={run_dir}",
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Dataset not found: looked for" in output and "screw" in output
@@ -143,9 +161,16 @@ def test_a_small_mvtec_layout_folder_trains_and_evaluates(tmp_path, mvtec_root):
     empty = mvtec_root / "widget" / "ground_truth" / "spot" / "000_mask.png"
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(empty)
     run_dir = tmp_path / "run"
-    result = run_entry("train.py", "data=mvtec", f"data.root={mvtec_root}", "category=widget",
-                       "data.image_size=64", "trainer.max_epochs=2", "trainer.progress=false",
-                       f"hydra.run.dir={run_dir}")  # fmt: skip
+    result = run_entry(
+        "train.py",
+        "data=mvtec",
+        f"data.root={mvtec_root}",
+        "category=widget",
+        "data.image_size=64",
+        "trainer.max_epochs=2",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     widget = metrics_of(run_dir)["categories"]["widget"]
     assert widget["n_images"] == 6 and widget["n_pixel_images"] == 5
@@ -158,8 +183,9 @@ def test_a_small_mvtec_layout_folder_trains_and_evaluates(tmp_path, mvtec_root):
 @pytest.mark.slow
 def test_multirun_makes_one_folder_per_category(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_entry("train.py", "-m", "category=brick,grass", *TINY, f"data.root={tmp_path / 'data'}",
-                       f"hydra.sweep.dir={sweep}")  # fmt: skip
+    result = run_entry(
+        "train.py", "-m", "category=brick,grass", *TINY, f"data.root={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"
+    )
     assert result.returncode == 0, result.stderr
     folders = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
     assert len(folders) == 2 and all(name.startswith("category=") for name in folders)
@@ -170,8 +196,16 @@ def test_multirun_makes_one_folder_per_category(tmp_path):
 def test_a_seed_sweep_gives_each_job_its_own_folder(tmp_path):
     sweep = tmp_path / "sweep"
     # trainer.device is left out of folder names, unless the sweep varies it (as here).
-    result = run_entry("train.py", "-m", "seed=0,1", "trainer.device=cpu,auto", *TINY, "category=brick",
-                       f"data.root={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    result = run_entry(
+        "train.py",
+        "-m",
+        "seed=0,1",
+        "trainer.device=cpu,auto",
+        *TINY,
+        "category=brick",
+        f"data.root={tmp_path / 'data'}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(str(p.parent.relative_to(sweep)) for p in sweep.glob("*/metrics.json"))
     named = sorted(
@@ -188,10 +222,21 @@ def test_a_seed_sweep_gives_each_job_its_own_folder(tmp_path):
 
 
 def test_a_sweep_keeps_the_keys_it_varies_in_job_folder_names():
-    config = OmegaConf.create({"hydra": {
-        "job": {"config": {"override_dirname": {"exclude_keys": ["trainer.progress", "data.root", "trainer.device"]}}},
-        "overrides": {"task": ["data.root=/a,/b", "trainer.device=cpu", "seed=0,1"], "hydra": ["hydra.verbose=false"]},
-    }})  # fmt: skip
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "job": {
+                    "config": {
+                        "override_dirname": {"exclude_keys": ["trainer.progress", "data.root", "trainer.device"]}
+                    }
+                },
+                "overrides": {
+                    "task": ["data.root=/a,/b", "trainer.device=cpu", "seed=0,1"],
+                    "hydra": ["hydra.verbose=false"],
+                },
+            }
+        }
+    )
     keep_swept_keys_in_names(config)
     assert list(config.hydra.overrides.hydra) == [
         "hydra.verbose=false",
@@ -222,8 +267,12 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
 
     run_dir = tmp_path / "interrupted"
     checkpoint = run_dir / "checkpoints" / "gravel" / "last.pt"
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -80,7 +80,10 @@ def test_every_table_has_a_row_per_defect_type_beside_the_overall_one(tmp_path):
     assert "| category=bottle [hole] | 0.7500 | - | - | - |" in result.stdout.splitlines()
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert [(r["run"], r["defect"]) for r in rows] == [
-        ("category=bottle", ""), ("category=bottle", "crack"), ("category=bottle", "hole"),
-        ("category=screw", ""), ("mean", ""),
-    ]  # fmt: skip
+        ("category=bottle", ""),
+        ("category=bottle", "crack"),
+        ("category=bottle", "hole"),
+        ("category=screw", ""),
+        ("mean", ""),
+    ]
     assert float(rows[1]["aupro"]) == 0.125 and float(rows[-1]["aupro"]) == 0.625

@@ -82,8 +82,13 @@ def test_welch_equals_scipy(a, b):
 
 def write_run(folder, category, seed, paths, labels, scores, metrics):
     (folder / "scores").mkdir(parents=True)
-    setting = {"model": "hfr", "dataset": "synthetic", "seed": seed, "image_size": 64,
-               "backbone": {"used": "tf_efficientnet_lite0", "requested": "x", "stand_in": True}}  # fmt: skip
+    setting = {
+        "model": "hfr",
+        "dataset": "synthetic",
+        "seed": seed,
+        "image_size": 64,
+        "backbone": {"used": "tf_efficientnet_lite0", "requested": "x", "stand_in": True},
+    }
     (folder / "metrics.json").write_text(json.dumps({"setting": setting, "categories": {category: metrics}}))
     with (folder / "scores" / f"{category}.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -101,8 +106,15 @@ def test_compare_two_runs_and_two_seed_groups(tmp_path, capsys):
             scores = labels * shift + rng.normal(size=60)
             metrics = {"image_auroc": roc_auc_score(labels, scores), "pixel_auroc": pixel[side][seed]}
             order = rng.permutation(60)  # the file's order must not matter
-            write_run(tmp_path / side / f"seed{seed}", "brick", seed, [paths[i] for i in order], labels[order],
-                      scores[order], metrics)  # fmt: skip
+            write_run(
+                tmp_path / side / f"seed{seed}",
+                "brick",
+                seed,
+                [paths[i] for i in order],
+                labels[order],
+                scores[order],
+                metrics,
+            )
     assert compare_main([str(tmp_path / "A" / "seed0"), str(tmp_path / "B" / "seed0")]) == 0
     single = capsys.readouterr().out
     assert "| brick | 0 / 0 |" in single and "beyond chance" in single

@@ -112,8 +112,10 @@ def _trust(monkeypatch, name: str, archive: Path) -> None:
 
 def _images_and_masks(root: Path, category: str) -> dict[str, list[str]]:
     base = root / category
-    return {sub: sorted(p.name for p in (base / sub).iterdir()) for sub in
-            ("train/good", "test/good", "test/bad", "ground_truth/bad")}  # fmt: skip
+    return {
+        sub: sorted(p.name for p in (base / sub).iterdir())
+        for sub in ("train/good", "test/good", "test/bad", "ground_truth/bad")
+    }
 
 
 def test_visa_is_converted_with_its_split_and_binarised_masks(tmp_path, monkeypatch):
@@ -130,9 +132,11 @@ def test_visa_is_converted_with_its_split_and_binarised_masks(tmp_path, monkeypa
     )
     for category in VISA_CATEGORIES:
         assert _images_and_masks(root, category) == {
-            "train/good": ["0000.JPG", "0001.JPG"], "test/good": ["0002.JPG"],
-            "test/bad": ["000.JPG"], "ground_truth/bad": ["000_mask.png"],
-        }  # fmt: skip
+            "train/good": ["0000.JPG", "0001.JPG"],
+            "test/good": ["0002.JPG"],
+            "test/bad": ["000.JPG"],
+            "ground_truth/bad": ["000_mask.png"],
+        }
         source = f"{category}/Data/Images/Anomaly/000.JPG"
         assert (root / category / "test" / "bad" / "000.JPG").read_bytes() == files[source]
         mask = np.asarray(Image.open(root / category / "ground_truth" / "bad" / "000_mask.png"))
@@ -164,9 +168,11 @@ def test_btad_is_converted_ok_to_good_ko_to_bad_with_mask_names_like_mvtec(tmp_p
     for category in BTAD_CATEGORIES:
         ext = "png" if category == "02" else "bmp"
         assert _images_and_masks(root, category) == {
-            "train/good": [f"000{i}.{ext}" for i in range(3)], "test/good": [f"0000.{ext}"],
-            "test/bad": [f"000{i}.{ext}" for i in range(2)], "ground_truth/bad": ["0000_mask.png", "0001_mask.png"],
-        }  # fmt: skip
+            "train/good": [f"000{i}.{ext}" for i in range(3)],
+            "test/good": [f"0000.{ext}"],
+            "test/bad": [f"000{i}.{ext}" for i in range(2)],
+            "ground_truth/bad": ["0000_mask.png", "0001_mask.png"],
+        }
         for i in range(2):
             source = f"BTech_Dataset_transformed/{category}/test/ko/000{i}.{ext}"
             mask = np.asarray(Image.open(root / category / "ground_truth" / "bad" / f"000{i}_mask.png"))
@@ -222,8 +228,15 @@ def test_prepare_data_script_says_where_the_expected_md5_comes_from(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     _zip(mirror / "btad.zip", _btad_files(np.random.default_rng(6))[0])
-    result = run_entry("scripts/prepare_data.py", "btad", "--root", str(tmp_path / "btad"), "--mirror",
-                       mirror.as_uri(), "--no-progress")  # fmt: skip
+    result = run_entry(
+        "scripts/prepare_data.py",
+        "btad",
+        "--root",
+        str(tmp_path / "btad"),
+        "--mirror",
+        mirror.as_uri(),
+        "--no-progress",
+    )
     assert result.returncode == 1
     assert "btad.zip: md5" in result.stdout and "differs from the expected c1fa4d56" in result.stdout
     assert "openvinotoolkit/anomalib" in result.stdout

@@ -96,8 +96,9 @@ def test_synthetic_is_deterministic_with_masks_where_pixels_changed(tmp_path):
 
 
 def test_synthetic_datamodule_and_unknown_category(tmp_path):
-    cfg = SyntheticConfig(root=str(tmp_path), category="all", n_train=2, n_test_good=1, n_per_defect=1,
-                          source_size=64, image_size=32)  # fmt: skip
+    cfg = SyntheticConfig(
+        root=str(tmp_path), category="all", n_train=2, n_test_good=1, n_per_defect=1, source_size=64, image_size=32
+    )
     assert categories(cfg) == SYNTHETIC_CATEGORIES
     dm = build_datamodule(cfg, "brick")
     assert len(dm.train_set) == 2 and len(dm.test_set) == 5
@@ -133,8 +134,16 @@ def test_hard_synthetic_defects_are_smaller_and_fainter_and_kept_apart(tmp_path)
         hard_area, hard_contrast = _defect_area_and_contrast(hard, defect)
         assert 0 < hard_area < 0.6 * easy_area, defect
         assert hard_contrast < 0.6 * easy_contrast, defect
-    cfg = SyntheticConfig(root=str(tmp_path), category="grass", n_train=1, n_test_good=1, n_per_defect=3,
-                          source_size=96, image_size=32, difficulty="hard")  # fmt: skip
+    cfg = SyntheticConfig(
+        root=str(tmp_path),
+        category="grass",
+        n_train=1,
+        n_test_good=1,
+        n_per_defect=3,
+        source_size=96,
+        image_size=32,
+        difficulty="hard",
+    )
     assert all(str(hard) in str(record.path) for record in build_datamodule(cfg, "grass").test_set.records)
     with pytest.raises(ValueError, match=r"data\.difficulty='medium' is unknown; choices: easy, hard"):
         SyntheticConfig(difficulty="medium")

@@ -39,8 +39,10 @@ def test_published_md5s_are_the_official_ones_and_checked(mnist_files, tmp_path)
 
 def test_prepare_mnist_from_a_mirror_then_train_loads_it(mnist_files, tmp_path, monkeypatch):
     mirror = mnist_files.root
-    files = [DownloadFile(f.name, f"https://invalid.example/{f.name}", file_md5(mirror / f.name))
-             for f in one_class.ONE_CLASS_DATASETS["mnist"].downloads]  # fmt: skip
+    files = [
+        DownloadFile(f.name, f"https://invalid.example/{f.name}", file_md5(mirror / f.name))
+        for f in one_class.ONE_CLASS_DATASETS["mnist"].downloads
+    ]
     spec = OneClassDataset(tuple("0123456789"), "test layout", tuple(files))
     monkeypatch.setitem(one_class.ONE_CLASS_DATASETS, "mnist", spec)
     root = tmp_path / "mnist"
@@ -89,8 +91,15 @@ def test_prepare_cifar10_unpacks_the_archive(tmp_path, monkeypatch):
 
 def test_prepare_data_script_names_a_failed_download(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
-    result = run_entry("scripts/prepare_data.py", "mnist", "--root", str(tmp_path / "m"), "--mirror",
-                       (tmp_path / "nowhere").as_uri(), "--no-progress")  # fmt: skip
+    result = run_entry(
+        "scripts/prepare_data.py",
+        "mnist",
+        "--root",
+        str(tmp_path / "m"),
+        "--mirror",
+        (tmp_path / "nowhere").as_uri(),
+        "--no-progress",
+    )
     assert result.returncode == 1
     assert "cannot download file://" in result.stdout and "train-images-idx3-ubyte.gz" in result.stdout
 

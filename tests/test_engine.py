@@ -42,10 +42,16 @@ class Toy(AnomalyModel):
         sgd = lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9)  # noqa: E731
         return [
             Stage("one", 3, list(self.first.parameters()), sgd, self.step, on_epoch_end=self.count),
-            Stage("two", 2, list(self.second.parameters()), sgd, self.step,
-                  scheduler=lambda opt, total: torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.1, total),
-                  on_epoch_end=self.count),
-        ]  # fmt: skip
+            Stage(
+                "two",
+                2,
+                list(self.second.parameters()),
+                sgd,
+                self.step,
+                scheduler=lambda opt, total: torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.1, total),
+                on_epoch_end=self.count,
+            ),
+        ]
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,13 @@ def _predictions() -> Predictions:
     masks[2:, 2:5, 2:5] = True
     maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0)) + 2 * masks
     return Predictions(
-        scores=maps.flatten(1).amax(1), labels=labels, maps=maps, masks=masks,
-        mask_valid=torch.ones(4, dtype=torch.bool), paths=[f"test/{i}.png" for i in range(4)],
-    )  # fmt: skip
+        scores=maps.flatten(1).amax(1),
+        labels=labels,
+        maps=maps,
+        masks=masks,
+        mask_valid=torch.ones(4, dtype=torch.bool),
+        paths=[f"test/{i}.png" for i in range(4)],
+    )
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

@@ -178,11 +178,15 @@ def test_predict_on_an_exported_file_equals_predict_on_the_checkpoint(tmp_path):
     for fmt in ("onnx", "torchscript"):
         result = run_entry("export.py", f"ckpt_path={checkpoint}", f"format={fmt}", f"hydra.run.dir={tmp_path / fmt}")
         assert result.returncode == 0, result.stderr[-2000:]
-    for name, source in (("checkpoint", checkpoint), ("onnx", tmp_path / "onnx" / "model.onnx"),
-                         ("torchscript", tmp_path / "torchscript" / "model.pt")):  # fmt: skip
+    for name, source in (
+        ("checkpoint", checkpoint),
+        ("onnx", tmp_path / "onnx" / "model.onnx"),
+        ("torchscript", tmp_path / "torchscript" / "model.pt"),
+    ):
         out = tmp_path / f"predict_{name}"
-        result = run_entry("predict.py", f"ckpt_path={source}", f"input={images}", "progress=false",
-                           f"hydra.run.dir={out}")  # fmt: skip
+        result = run_entry(
+            "predict.py", f"ckpt_path={source}", f"input={images}", "progress=false", f"hydra.run.dir={out}"
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         outputs[name] = out
     reference = list(csv.DictReader((outputs["checkpoint"] / "scores.csv").open()))

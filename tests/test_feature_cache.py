@@ -113,8 +113,9 @@ class Flipping(ImageSet):
 
 def test_random_transforms_turn_the_cache_off_or_are_refused(tmp_path, caplog):
     datamodule = tiny_datamodule()
-    datamodule.train_set = Flipping(*(getattr(datamodule.train_set, k) for k in ("records", "images", "masks",
-                                                                                   "mask_valid")))  # fmt: skip
+    datamodule.train_set = Flipping(
+        *(getattr(datamodule.train_set, k) for k in ("records", "images", "masks", "mask_valid"))
+    )
     with caplog.at_level(logging.INFO, logger="anomalib_lite.engine.feature_cache"):
         _, cached, _ = train(hfr(), datamodule, tmp_path, feature_cache="auto", max_epochs=1)
     assert not any(cached) and "randomly transformed" in caplog.text
@@ -161,14 +162,18 @@ FROZEN_STAGES = {
     # IGD's global encoder: a frozen backbone plus a trained linear map.
     "igd_global": (lambda: igd(epochs=2, kd_steps=0, estep_every=1), "global_step"),
     # The local encoder body, fixed after distillation (paper L189), on 2 random patches of 4 per image.
-    "igd_local": (lambda: igd(epochs=2, kd_steps=2, kd_input_size=32, patch_stride=32, patches_per_image=2,
-                              use_global=False), "local_step"),
+    "igd_local": (
+        lambda: igd(epochs=2, kd_steps=2, kd_input_size=32, patch_stride=32, patches_per_image=2, use_global=False),
+        "local_step",
+    ),
     # IGD's distillation: the frozen backbone's target for 4 random patches of the batch's 16 (4 per image).
-    "igd_distill": (lambda: igd(epochs=1, kd_steps=4, kd_batch_size=4, kd_input_size=32, patch_stride=32,
-                                use_global=False), "distill_step"),
+    "igd_distill": (
+        lambda: igd(epochs=1, kd_steps=4, kd_batch_size=4, kd_input_size=32, patch_stride=32, use_global=False),
+        "distill_step",
+    ),
     # UTAD's Expert-Net stage: the frozen IE-Net's impression of each image.
     "utad_expert": (utad, "expert_step"),  # on 32 px images
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", FROZEN_STAGES)
@@ -205,8 +210,15 @@ def test_auto_caches_only_when_the_frozen_network_would_see_fewer_inputs(tmp_pat
     runs = {}
     # 2 steps (one epoch) of 4 patches: 8 teacher inputs uncached; 6 steps (3 epochs) of all 16: 96.
     for kd_steps, kd_batch_size in ((2, 4), (6, 16)):
-        model = igd(epochs=1, kd_steps=kd_steps, kd_batch_size=kd_batch_size, kd_input_size=32, patch_stride=32,
-                    use_global=False, freeze_encoder=False)  # fmt: skip
+        model = igd(
+            epochs=1,
+            kd_steps=kd_steps,
+            kd_batch_size=kd_batch_size,
+            kd_input_size=32,
+            patch_stride=32,
+            use_global=False,
+            freeze_encoder=False,
+        )
         cached = []
         step = model.distill_step
         model.distill_step = lambda batch, step=step, cached=cached: cached.append("features" in batch) or step(batch)

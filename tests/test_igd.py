@@ -134,10 +134,20 @@ def test_igd_trains_on_an_mvtec_layout_folder_with_pixel_metrics(tmp_path):
         (root / "bottle" / split).mkdir(parents=True)
     write_mvtec_category(root, "bottle", np.random.default_rng(0))
     result = run_entry(
-        "train.py", "model=igd", "data=mvtec", "category=bottle", f"data.root={root}", "data.image_size=64",
-        "data.batch_size=4", "model.width=4", "model.kd_input_size=32", "trainer.max_epochs=1",
-        "trainer.progress=false", "eval.n_maps=2", f"hydra.run.dir={tmp_path / 'run'}",
-    )  # fmt: skip
+        "train.py",
+        "model=igd",
+        "data=mvtec",
+        "category=bottle",
+        f"data.root={root}",
+        "data.image_size=64",
+        "data.batch_size=4",
+        "model.width=4",
+        "model.kd_input_size=32",
+        "trainer.max_epochs=1",
+        "trainer.progress=false",
+        "eval.n_maps=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["categories"]["bottle"]
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["aupro"] <= 1
@@ -154,9 +164,17 @@ def test_igd_trains_on_an_mvtec_layout_folder_with_pixel_metrics(tmp_path):
 @pytest.mark.slow
 def test_igd_runs_offline_on_mnist5k(tmp_path):
     result = run_entry(
-        "train.py", "model=igd", "data=mnist5k", "data.normal_class=3", "model.width=4", "model.kd_steps=1",
-        "trainer.max_epochs=1", "trainer.progress=false", "eval.n_maps=2", f"hydra.run.dir={tmp_path / 'run'}",
-    )  # fmt: skip
+        "train.py",
+        "model=igd",
+        "data=mnist5k",
+        "data.normal_class=3",
+        "model.width=4",
+        "model.kd_steps=1",
+        "trainer.max_epochs=1",
+        "trainer.progress=false",
+        "eval.n_maps=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["categories"]["3"]
     assert metrics["n_images"] == 1000 and metrics["n_anomalous"] == 900
@@ -267,8 +285,9 @@ def test_the_decoders_start_flat_grey_and_ms_ssim_with_any_target_has_a_gradient
 def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
     seen = []
     for per_image, expected in ((None, 2 * 9), (4, 2 * 4)):
-        model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, patches_per_image=per_image),
-                    BackboneConfig(weights="none"))  # fmt: skip
+        model = IGD(
+            IGDConfig(image_size=64, width=4, kd_steps=0, patches_per_image=per_image), BackboneConfig(weights="none")
+        )
         monkeypatch.setattr(model.local, "losses", lambda inputs, targets, hidden=None: seen.append(inputs.shape[0]))
         model.local_step({"image": torch.randn(2, 3, 64, 64)})
         assert seen[-1] == expected

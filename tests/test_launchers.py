@@ -14,9 +14,15 @@ from conftest import TINY, run_entry
 
 @pytest.mark.parametrize(
     ("device", "job", "gpus", "expected"),
-    [("auto", 3, 2, "cuda:1"), ("auto", 2, 4, "cuda:2"), ("auto", None, 4, "auto"), ("auto", 5, 1, "auto"),
-     ("cpu", 1, 4, "cpu"), ("cuda:0", 1, 4, "cuda:0")],
-)  # fmt: skip
+    [
+        ("auto", 3, 2, "cuda:1"),
+        ("auto", 2, 4, "cuda:2"),
+        ("auto", None, 4, "auto"),
+        ("auto", 5, 1, "auto"),
+        ("cpu", 1, 4, "cpu"),
+        ("cuda:0", 1, 4, "cuda:0"),
+    ],
+)
 def test_each_parallel_job_gets_its_own_gpu(device, job, gpus, expected):
     assert job_device(device, job, gpus) == expected
 
@@ -24,8 +30,15 @@ def test_each_parallel_job_gets_its_own_gpu(device, job, gpus, expected):
 def test_the_parallel_launcher_runs_a_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="optional extra: pip install -e '.[parallel]'")
     sweep = tmp_path / "sweep"
-    result = run_entry("train.py", "-m", "hydra/launcher=parallel", *TINY, "category=brick,grass",
-                       f"data.root={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    result = run_entry(
+        "train.py",
+        "-m",
+        "hydra/launcher=parallel",
+        *TINY,
+        "category=brick,grass",
+        f"data.root={tmp_path / 'data'}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Joblib" in result.stdout + result.stderr  # Hydra names the launcher it used
     for category in ("brick", "grass"):

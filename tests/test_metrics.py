@@ -195,8 +195,9 @@ def test_counted_ranks_match_a_sort_of_the_negatives(seed, window_buckets):
     positive = rng.random(values.size) < 0.2
     negatives = np.sort(values[~positive])
     for k in [1, 2, 17, negatives.size // 3, negatives.size - 1, negatives.size]:
-        got = rank_positives(torch.from_numpy(values), torch.from_numpy(positive), k, sort_below=0,
-                             window_buckets=window_buckets)  # fmt: skip
+        got = rank_positives(
+            torch.from_numpy(values), torch.from_numpy(positive), k, sort_below=0, window_buckets=window_buckets
+        )
         np.testing.assert_array_equal(got.positives.numpy(), values[positive])
         below = np.searchsorted(negatives, values[positive], side="left")
         np.testing.assert_array_equal(got.below.numpy(), below)
@@ -297,9 +298,12 @@ def test_the_evaluator_reports_the_papers_metrics_and_normalises_the_iou_over_ev
     scores = maps.reshape(6, -1).max(1)
     valid = np.array([True, True, True, True, True, False])
     pred = Predictions(
-        torch.from_numpy(scores), torch.from_numpy(labels), torch.from_numpy(maps), torch.from_numpy(masks),
+        torch.from_numpy(scores),
+        torch.from_numpy(labels),
+        torch.from_numpy(maps),
+        torch.from_numpy(masks),
         torch.from_numpy(valid),
-    )  # fmt: skip
+    )
     metrics = compute_metrics(pred, declared={"iou": {"threshold": 0.3}})
     scaled = (maps - maps.min()) / (maps.max() - maps.min())  # over all six images
     expected_iou = np.mean([jaccard_score(masks[i].ravel(), scaled[i].ravel() >= 0.3) for i in (3, 4)])

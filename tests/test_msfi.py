@@ -137,10 +137,23 @@ def test_the_validation_split_is_removed_from_the_test_set():
 
 def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_test_set(tmp_path):
     run = tmp_path / "run"
-    common = [*TINY, "category=brick", f"data.root={tmp_path / 'data'}", "model=msfi", "backbone=resnet18",
-              "backbone.weights=none", "model.scales=[32,64]"]  # fmt: skip
-    result = run_entry("train.py", *common, "model.weight_search.enabled=true", "model.weight_search.keep_k=2",
-                       "model.weight_search.method=calibrated", f"hydra.run.dir={run}")  # fmt: skip
+    common = [
+        *TINY,
+        "category=brick",
+        f"data.root={tmp_path / 'data'}",
+        "model=msfi",
+        "backbone=resnet18",
+        "backbone.weights=none",
+        "model.scales=[32,64]",
+    ]
+    result = run_entry(
+        "train.py",
+        *common,
+        "model.weight_search.enabled=true",
+        "model.weight_search.keep_k=2",
+        "model.weight_search.method=calibrated",
+        f"hydra.run.dir={run}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
     # TINY: 4 normal + 8 anomalous test images; 30 % of each held out (1 and 2).
@@ -150,9 +163,14 @@ def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_tes
     np.testing.assert_allclose(weights, np.exp(logits) / np.exp(logits).sum(), rtol=1e-6)
     assert np.ptp(weights) > 1e-3  # the search moved them away from equal weights
     assert set(np.flatnonzero(state["model"]["kept"].numpy())) == set(np.argsort(weights)[-2:])
-    result = run_entry("eval.py", f"ckpt_path={run / 'checkpoints' / 'brick' / 'last.pt'}", "progress=false",
-                       f"data.root={tmp_path / 'data'}", "+model.weight_search.apply=false",
-                       f"hydra.run.dir={tmp_path / 'before'}")  # fmt: skip
+    result = run_entry(
+        "eval.py",
+        f"ckpt_path={run / 'checkpoints' / 'brick' / 'last.pt'}",
+        "progress=false",
+        f"data.root={tmp_path / 'data'}",
+        "+model.weight_search.apply=false",
+        f"hydra.run.dir={tmp_path / 'before'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     before = json.loads((tmp_path / "before" / "metrics.json").read_text())["categories"]["brick"]
     assert before["n_images"] == metrics["n_images"]
@@ -249,8 +267,12 @@ def _defect_set(kinds: int, per_kind: int, normal: int) -> DataModule:
         ImageRecord(f"d{k}/{i}.png", 1, f"gt{k}/{i}.png", f"d{k}") for k in range(kinds) for i in range(per_kind)
     ]
     n = len(records)
-    test = ImageSet(records, torch.zeros(n, 8, 8, 3, dtype=torch.uint8), torch.zeros(n, 8, 8, dtype=torch.bool),
-                    torch.ones(n, dtype=torch.bool))  # fmt: skip
+    test = ImageSet(
+        records,
+        torch.zeros(n, 8, 8, 3, dtype=torch.uint8),
+        torch.zeros(n, 8, 8, dtype=torch.bool),
+        torch.ones(n, dtype=torch.bool),
+    )
     return DataModule(test, test, batch_size=4, name="toy")
 
 
@@ -304,8 +326,12 @@ def test_paper_search_is_plain_gradient_descent_on_the_pixel_cross_entropy(monke
     h = 1e-5
     logits = before
     for _ in range(2):
-        numeric = np.array([(_cross_entropy(m, gt, logits + h * e) - _cross_entropy(m, gt, logits - h * e)) / (2 * h)
-                            for e in np.eye(6)])  # fmt: skip
+        numeric = np.array(
+            [
+                (_cross_entropy(m, gt, logits + h * e) - _cross_entropy(m, gt, logits - h * e)) / (2 * h)
+                for e in np.eye(6)
+            ]
+        )
         optimizer.zero_grad()
         search.step(batch)["loss"].backward()
         optimizer.step()
@@ -323,9 +349,21 @@ def test_paper_search_is_plain_gradient_descent_on_the_pixel_cross_entropy(monke
 @pytest.mark.slow
 def test_paper_weight_search_end_to_end_reports_on_the_test_set_without_the_held_out_images(tmp_path):
     run = tmp_path / "run"
-    result = run_entry(*["train.py", *TINY, "category=brick", f"data.root={tmp_path / 'data'}", "model=msfi",
-                         "backbone=resnet18", "backbone.weights=none", "model.scales=[32,64]", "eval.map_size=null",
-                         "model.weight_search.enabled=true", f"hydra.run.dir={run}"])  # fmt: skip
+    result = run_entry(
+        *[
+            "train.py",
+            *TINY,
+            "category=brick",
+            f"data.root={tmp_path / 'data'}",
+            "model=msfi",
+            "backbone=resnet18",
+            "backbone.weights=none",
+            "model.scales=[32,64]",
+            "eval.map_size=null",
+            "model.weight_search.enabled=true",
+            f"hydra.run.dir={run}",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
     # TINY: 4 normal + 2 images of each of the 4 defect kinds; the paper's split holds out 1 of each kind.

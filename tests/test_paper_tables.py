@@ -81,11 +81,17 @@ def test_a_few_figures_read_from_paper_tables_md():
 
 # The "ours" columns whose printed mean should be the mean of the 15 categories (to the printed rounding).
 OURS_COLUMNS = [
-    ("hfr", "table1", "HFR col A (unlabelled)"), ("hfr", "table1", "HFR col B (unlabelled, headline)"),
-    ("hfr", "table3", "HFR col B (unlabelled, headline)"), ("hfr", "table4", "HFR col B (unlabelled, headline)"),
-    ("msfi", "table3", "128"), ("msfi", "table3", "256"), ("msfi", "table3", "384"),
-    ("igd", "table2", "Ours"), ("igd", "table3", "Ours"), ("utad", "table1", "Ours"),
-]  # fmt: skip
+    ("hfr", "table1", "HFR col A (unlabelled)"),
+    ("hfr", "table1", "HFR col B (unlabelled, headline)"),
+    ("hfr", "table3", "HFR col B (unlabelled, headline)"),
+    ("hfr", "table4", "HFR col B (unlabelled, headline)"),
+    ("msfi", "table3", "128"),
+    ("msfi", "table3", "256"),
+    ("msfi", "table3", "384"),
+    ("igd", "table2", "Ours"),
+    ("igd", "table3", "Ours"),
+    ("utad", "table1", "Ours"),
+]
 
 
 @pytest.mark.parametrize(("paper", "name", "column"), OURS_COLUMNS)

@@ -31,8 +31,19 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_arguments_reach_our_config_and_set_overrides_win():
-    args = parse("--models", "msfi-chained", "--size", "96", "--batch", "4", "--epochs", "2",
-                 "--set", "trainer.max_epochs=1", "model.lr=0.1")  # fmt: skip
+    args = parse(
+        "--models",
+        "msfi-chained",
+        "--size",
+        "96",
+        "--batch",
+        "4",
+        "--epochs",
+        "2",
+        "--set",
+        "trainer.max_epochs=1",
+        "model.lr=0.1",
+    )
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         run = validate(compose("train", overrides=peer_benchmark.our_overrides("msfi-chained", args)))
     assert (run.model.name, run.model.chained, run.model.scales) == ("msfi", True, [96])
@@ -60,8 +71,23 @@ def test_a_missing_anomalib_python_is_refused_before_any_work(tmp_path):
 
 
 def test_ours_is_timed_through_the_engine_with_the_trainer_options_given(tmp_path):
-    args = parse("--models", "hfr", "--size", "64", "--batch", "4", "--epochs", "2", "--device", "cpu",
-                 "--data-root", str(tmp_path), "--set", *TINY_DATA, "trainer.max_epochs=1")  # fmt: skip
+    args = parse(
+        "--models",
+        "hfr",
+        "--size",
+        "64",
+        "--batch",
+        "4",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(tmp_path),
+        "--set",
+        *TINY_DATA,
+        "trainer.max_epochs=1",
+    )
     figures = peer_benchmark.measure_ours("hfr", args)
     # trainer.max_epochs=1 caps the 2 epochs: one epoch ran, so there is no steady-state figure.
     assert figures.train_steady is None
@@ -70,8 +96,22 @@ def test_ours_is_timed_through_the_engine_with_the_trainer_options_given(tmp_pat
 
 
 def test_two_epochs_give_a_steady_figure(tmp_path):
-    args = parse("--models", "hfr", "--size", "64", "--batch", "4", "--epochs", "2", "--device", "cpu",
-                 "--data-root", str(tmp_path), "--set", *TINY_DATA)  # fmt: skip
+    args = parse(
+        "--models",
+        "hfr",
+        "--size",
+        "64",
+        "--batch",
+        "4",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(tmp_path),
+        "--set",
+        *TINY_DATA,
+    )
     figures = peer_benchmark.measure_ours("hfr", args)
     assert figures.train_steady is not None and figures.train_steady > 0
 
@@ -105,8 +145,9 @@ def test_a_failed_peer_run_is_reported_with_its_output(tmp_path):
 
 def test_the_ratio_table_divides_ours_by_anomalib():
     ours = peer_benchmark.Throughput(train_all=30.0, train_steady=45.0, inference=90.0, memory_gib=0.25)
-    theirs = peer_benchmark.Throughput(train_all=12.0, train_steady=15.0, inference=60.0, memory_gib=1.0,
-                                       train_steps=20.0)  # fmt: skip
+    theirs = peer_benchmark.Throughput(
+        train_all=12.0, train_steady=15.0, inference=60.0, memory_gib=1.0, train_steps=20.0
+    )
     table = peer_benchmark.ratio_table([("hfr", "rd", ours, theirs), ("msfi", "stfpm", ours, None)])
     header, _, with_peer, alone = table.splitlines()
     cells = [cell.strip() for cell in with_peer.strip("|").split("|")]
@@ -132,11 +173,31 @@ ANOMALIB_PYTHON = _anomalib_python()
 @pytest.mark.skipif(ANOMALIB_PYTHON is None, reason="no python with anomalib (set ANOMALIB_PYTHON); not in CI")
 def test_the_peer_command_runs_anomalib_on_our_images(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "peer", "--anomalib-python", ANOMALIB_PYTHON,
-         "--models", "msfi-chained", "--size", "64", "--batch", "4", "--epochs", "2", "--device", "cpu",
-         "--data-root", str(tmp_path), "--set", *TINY_DATA],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "scripts" / "benchmark.py"),
+            "peer",
+            "--anomalib-python",
+            ANOMALIB_PYTHON,
+            "--models",
+            "msfi-chained",
+            "--size",
+            "64",
+            "--batch",
+            "4",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--data-root",
+            str(tmp_path),
+            "--set",
+            *TINY_DATA,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("| msfi-chained vs stfpm"))
     assert row.count("×**") == 5

@@ -73,8 +73,10 @@ class ScoreByBrightness(torch.nn.Module):
 
 
 def test_test_batches_carry_the_defect_type_into_the_predictions(tmp_path):
-    records = [ImageRecord(tmp_path / f"{d}/{i}.png", int(d != "good"), None, d) for i, d in enumerate(
-        ["good", "good", "crack", "stain", "crack"])]  # fmt: skip
+    records = [
+        ImageRecord(tmp_path / f"{d}/{i}.png", int(d != "good"), None, d)
+        for i, d in enumerate(["good", "good", "crack", "stain", "crack"])
+    ]
     images = torch.zeros(5, 8, 8, 3, dtype=torch.uint8)
     test = ImageSet(records, images, torch.zeros(5, 8, 8, dtype=torch.bool), torch.ones(5, dtype=torch.bool))
     datamodule = DataModule(test, test, batch_size=2)
@@ -92,8 +94,9 @@ def test_ranks_beside_the_shared_sorted_good_pixels_equal_the_subsets_own_metric
         maps[0, 0, :3], maps[5, 0, :3] = -0.0, 0.0
     good, kind = slice(0, 4), slice(4, 7)
     normal_sorted = torch.sort(torch.from_numpy(maps[good]).reshape(-1)).values
-    got = per_defect_module.pixel_metrics_beside(normal_sorted, torch.from_numpy(maps[kind]),
-                                                 torch.from_numpy(masks[kind]), limit)  # fmt: skip
+    got = per_defect_module.pixel_metrics_beside(
+        normal_sorted, torch.from_numpy(maps[kind]), torch.from_numpy(masks[kind]), limit
+    )
     both = np.concatenate([maps[good], maps[kind]]), np.concatenate([masks[good], masks[kind]])
     expected = pixel_metrics(torch.from_numpy(both[0]), torch.from_numpy(both[1]), limit)
     assert got.pixel_auroc == pytest.approx(roc_auc_score(both[1].ravel(), both[0].ravel()), abs=1e-12)

@@ -74,15 +74,28 @@ def test_a_folder_with_a_corrupt_image_scores_every_other_image(trained, tmp_pat
 
 def test_predict_needs_only_the_checkpoint_not_the_training_data(tmp_path, mvtec_root):
     run = tmp_path / "run"
-    result = run_entry("train.py", "data=mvtec", f"data.root={mvtec_root}", "category=widget", "data.image_size=64",
-                       "trainer.max_epochs=1", "trainer.progress=false", f"hydra.run.dir={run}")  # fmt: skip
+    result = run_entry(
+        "train.py",
+        "data=mvtec",
+        f"data.root={mvtec_root}",
+        "category=widget",
+        "data.image_size=64",
+        "trainer.max_epochs=1",
+        "trainer.progress=false",
+        f"hydra.run.dir={run}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     new = tmp_path / "new"
     shutil.copytree(mvtec_root / "widget" / "test" / "spot", new)
     shutil.rmtree(mvtec_root)  # another machine: only the checkpoint and the new images
     out = tmp_path / "out"
-    result = run_entry("predict.py", f"ckpt_path={run / 'checkpoints' / 'widget' / 'last.pt'}", f"input={new}",
-                       "progress=false", f"hydra.run.dir={out}")  # fmt: skip
+    result = run_entry(
+        "predict.py",
+        f"ckpt_path={run / 'checkpoints' / 'widget' / 'last.pt'}",
+        f"input={new}",
+        "progress=false",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert len(rows) == 3 and all(row["score"] and row["anomalous"] in ("0", "1") for row in rows)
@@ -109,8 +122,9 @@ def test_an_interrupted_call_keeps_the_scores_of_the_batches_done(tmp_path):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(files[-1])
     scores_path = tmp_path / "scores.csv"
     with scores_path.open("w", newline="") as table, pytest.raises(KeyboardInterrupt):
-        score_files(StopsAtTheSecondBatch(), files, tmp_path, 8, 2, tmp_path / "maps", ScoreWriter(table, None),
-                    progress=False)  # fmt: skip
+        score_files(
+            StopsAtTheSecondBatch(), files, tmp_path, 8, 2, tmp_path / "maps", ScoreWriter(table, None), progress=False
+        )
     rows = list(csv.DictReader(scores_path.open()))
     assert [row["file"] for row in rows] == [str(files[0]), str(files[1])]
     assert all(row["score"] for row in rows)
@@ -121,8 +135,9 @@ def test_a_given_threshold_and_bad_inputs(trained, tmp_path):
     ckpt = run / "checkpoints" / "brick" / "last.pt"
     image = sorted((data / "brick" / "train" / "good").glob("*.png"))[0]
     out = tmp_path / "out"
-    result = run_entry("predict.py", f"ckpt_path={ckpt}", f"input={image}", "threshold=-1e9", "progress=false",
-                       f"hydra.run.dir={out}")  # fmt: skip
+    result = run_entry(
+        "predict.py", f"ckpt_path={ckpt}", f"input={image}", "threshold=-1e9", "progress=false", f"hydra.run.dir={out}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (row,) = csv.DictReader((out / "scores.csv").open())
     assert row["anomalous"] == "1"

@@ -29,8 +29,9 @@ def trained_run(tmp_path_factory):
     """One tiny HFR run on the synthetic ``brick`` category (four defect types)."""
     root = tmp_path_factory.mktemp("report")
     run = root / "run"
-    result = run_entry("train.py", *TINY, "eval.n_maps=3", "category=brick", f"data.root={root / 'data'}",
-                       f"hydra.run.dir={run}")  # fmt: skip
+    result = run_entry(
+        "train.py", *TINY, "eval.n_maps=3", "category=brick", f"data.root={root / 'data'}", f"hydra.run.dir={run}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 
@@ -110,9 +111,14 @@ def test_a_run_writes_per_defect_metrics_curves_tensorboard_images_and_a_self_co
 
 def test_the_report_of_several_categories_has_each_ones_rows_and_the_mean(tmp_path):
     per_defect = {"crack": {"image_auroc": 0.5, "aupro": 0.25, "n_images": 3}}
-    results = {"model": "msfi", "data": "mvtec", "categories": {
-        "bottle": {"image_auroc": 0.75, "aupro": 0.5, "per_defect": per_defect, "note": "a note"},
-        "screw": {"image_auroc": 0.25, "aupro": None}}}  # fmt: skip
+    results = {
+        "model": "msfi",
+        "data": "mvtec",
+        "categories": {
+            "bottle": {"image_auroc": 0.75, "aupro": 0.5, "per_defect": per_defect, "note": "a note"},
+            "screw": {"image_auroc": 0.25, "aupro": None},
+        },
+    }
     (tmp_path / "metrics.json").write_text(json.dumps(results))
     (tmp_path / "curves" / "bottle").mkdir(parents=True)
     config = {"model": {"name": "msfi", "epochs": 3}, "data": {"name": "mvtec", "image_size": 256}, "seed": 4}

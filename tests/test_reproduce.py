@@ -34,9 +34,15 @@ def make_mvtec(root, category):
 
 
 def setting(backbone="wide_resnet50_2", stand_in=False, seed=0, dataset="mvtec"):
-    return {"dataset": dataset, "seed": seed, "image_size": 256, "precision": "fp32", "commit": "abc",
-            "schedule": {"x": [{"stage": "s", "epochs": 1, "steps": 2}]},
-            "backbone": {"requested": "wide_resnet50_2", "used": backbone, "stand_in": stand_in}}  # fmt: skip
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "image_size": 256,
+        "precision": "fp32",
+        "commit": "abc",
+        "schedule": {"x": [{"stage": "s", "epochs": 1, "steps": 2}]},
+        "backbone": {"requested": "wide_resnet50_2", "used": backbone, "stand_in": stand_in},
+    }
 
 
 def hfr_result(runs, data_used="mvtec"):
@@ -123,8 +129,11 @@ def test_a_subset_of_categories_compares_each_but_not_the_mean():
 
 def test_seeds_give_mean_and_sample_std_per_cell_and_for_the_mean():
     values = {0: (0.80, 0.60), 1: (0.90, 0.70), 2: (0.95, 0.20)}  # seed -> (bottle, screw)
-    runs = [Run(Path(f"{c}{s}"), setting(seed=s), {c: scores(values[s][i])})
-            for s in values for i, c in enumerate(("bottle", "screw"))]  # fmt: skip
+    runs = [
+        Run(Path(f"{c}{s}"), setting(seed=s), {c: scores(values[s][i])})
+        for s in values
+        for i, c in enumerate(("bottle", "screw"))
+    ]
     cells, _ = hfr_result(runs)
     bottle = cells[("bottle", "image_auroc")].ours
     assert bottle.n == 3 and bottle.mean == pytest.approx(np.mean([0.8, 0.9, 0.95]))
@@ -199,8 +208,13 @@ def test_the_igd_ablation_arms_switch_off_the_parts_of_the_papers_table5_columns
 def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_stand_in(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached WideResNet-50 weights
     make_mvtec(tmp_path / "mvtec", "bottle")
-    tiny = ["data.image_size=64", "data.batch_size=4", "trainer.max_epochs=1", "trainer.progress=false",
-            "eval.n_maps=0"]  # fmt: skip
+    tiny = [
+        "data.image_size=64",
+        "data.batch_size=4",
+        "trainer.max_epochs=1",
+        "trainer.progress=false",
+        "eval.n_maps=0",
+    ]
     common = ["scripts/reproduce.py", "hfr_mvtec", "--root", f"mvtec={tmp_path / 'mvtec'}", "--only", "bottle,screw"]
     stopped = run_entry(*common, "--out", str(tmp_path / "a"), *tiny)
     assert "prepare_data.py weights --name wide_resnet50_2" in stopped.stderr

@@ -23,10 +23,23 @@ from conftest import REPO, TINY
 def train(tmp_path, *overrides):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}  # no cached torchvision weights
     return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "+experiment=hfr_mvtec", "data=synthetic", "category=brick",
-         f"data.root={tmp_path / 'data'}", *TINY, "eval.n_maps=0", *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "+experiment=hfr_mvtec",
+            "data=synthetic",
+            "category=brick",
+            f"data.root={tmp_path / 'data'}",
+            *TINY,
+            "eval.n_maps=0",
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 def test_an_uncached_paper_backbone_stops_unless_a_stand_in_is_allowed(tmp_path, monkeypatch):
@@ -52,8 +65,13 @@ def test_metrics_json_records_the_setting_and_scores_are_saved_per_image(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     content = json.loads((run / "metrics.json").read_text())
     setting = content["setting"]
-    assert setting["backbone"] == {"requested": "wide_resnet50_2", "used": "tf_efficientnet_lite0", "stand_in": True,
-                                   "weights": "imagenet", "layers": None}  # fmt: skip
+    assert setting["backbone"] == {
+        "requested": "wide_resnet50_2",
+        "used": "tf_efficientnet_lite0",
+        "stand_in": True,
+        "weights": "imagenet",
+        "layers": None,
+    }
     assert setting["dataset"] == "synthetic" and setting["categories"] == ["brick"]
     assert setting["image_size"] == 64 and setting["map_size"] == 64 and setting["precision"] == "fp32"
     assert setting["seed"] == 3 and setting["device"] == "cpu"

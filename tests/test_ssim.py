@@ -77,8 +77,9 @@ def test_ssim_map_equals_scikit_image_full_map_away_from_the_border() -> None:
     # by reflection about the edge pixel (torch's "reflect"), scikit-image about the edge (SciPy's).
     x, y = _smooth_pair(3, 48)
     ours = ms_ssim_map(torch.from_numpy(x)[None], torch.from_numpy(y)[None], (1.0,), 11)[0].numpy()
-    _, full = structural_similarity(x, y, data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, full=True)  # fmt: skip
+    _, full = structural_similarity(
+        x, y, data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
+    )
     np.testing.assert_allclose(ours[5:-5, 5:-5], 1 - full.mean(0)[5:-5, 5:-5], atol=1e-12)
 
 

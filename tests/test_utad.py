@@ -64,8 +64,9 @@ def test_shapes_through_both_stages_and_the_ablations():
 
 def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
     run = tmp_path / "run"
-    result = run_entry("train.py", *TINY, "model=utad", "category=brick", f"data.root={tmp_path / 'data'}",
-                       f"hydra.run.dir={run}")  # fmt: skip
+    result = run_entry(
+        "train.py", *TINY, "model=utad", "category=brick", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
@@ -100,8 +101,14 @@ def test_stage_two_reruns_alone_from_a_stage_one_run(tmp_path):
     first = tmp_path / "first"
     assert run_entry("train.py", *common, f"hydra.run.dir={first}").returncode == 0
     second = tmp_path / "second"
-    result = run_entry("train.py", *common, "trainer.start_stage=expert_net", f"trainer.init_from={first}",
-                       "model.expert_lr=0.001", f"hydra.run.dir={second}")  # fmt: skip
+    result = run_entry(
+        "train.py",
+        *common,
+        "trainer.start_stage=expert_net",
+        f"trainer.init_from={first}",
+        "model.expert_lr=0.001",
+        f"hydra.run.dir={second}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     log = (second / "train.log").read_text()
     assert "starting at stage expert_net" in log and "ie_net epoch" not in log and "expert_net epoch 1/1" in log

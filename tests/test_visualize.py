@@ -35,8 +35,9 @@ def test_panel_outlines_the_mask_and_colours_the_map():
 
 def test_grey_images_get_overlays_and_stages_are_drawn_side_by_side(tmp_path):
     grey = torch.full((2, 8, 8, 1), 50, dtype=torch.uint8)
-    written = save_overlays(grey, torch.rand(2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool), ["/a/0.png", "/a/1.png"],
-                            [1], tmp_path)  # fmt: skip
+    written = save_overlays(
+        grey, torch.rand(2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool), ["/a/0.png", "/a/1.png"], [1], tmp_path
+    )
     assert [p.name for p in written] == ["a_1.png"] and Image.open(written[0]).size == (24, 8)
     stages = {"input": torch.zeros(1, 3, 8, 8), "impression": torch.ones(1, 3, 8, 8)}
     (path,) = save_stages(stages, torch.rand(1, 4, 4), ["/d/hole/3.png"], tmp_path)

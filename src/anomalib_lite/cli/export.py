@@ -35,7 +35,14 @@ def export(cfg: DictConfig) -> Path:
     target = run_folder() / f"model{FORMATS[fmt]}"
     start = time.perf_counter()
     sidecar = export_model(model, run, fmt, target, metadata(run, fmt, threshold, note, path))
-    log.info("%s %s (%s px, threshold %s) exported in %.1f s: %s (settings: %s)",
-             run.model.name, category, run.data.image_size, threshold, time.perf_counter() - start, target,
-             sidecar)  # fmt: skip
+    log.info(
+        "%s %s (%s px, threshold %s) exported in %.1f s: %s (settings: %s)",
+        run.model.name,
+        category,
+        run.data.image_size,
+        threshold,
+        time.perf_counter() - start,
+        target,
+        sidecar,
+    )
     return target

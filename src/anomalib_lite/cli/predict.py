@@ -45,8 +45,14 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     write_overlays(results, folder / "maps", model.size, scale)
     failed = [r for r in results if r.error]
     how = "given" if cfg.threshold is not None else model.source if threshold is not None else "none found"
-    log.info("%s images scored, %s unreadable; threshold %s (%s); results in %s",
-             len(results) - len(failed), len(failed), threshold, how, folder / "scores.csv")  # fmt: skip
+    log.info(
+        "%s images scored, %s unreadable; threshold %s (%s); results in %s",
+        len(results) - len(failed),
+        len(failed),
+        threshold,
+        how,
+        folder / "scores.csv",
+    )
     for item in failed:
         log.warning("unreadable: %s", item.path)
     if len(failed) == len(results):

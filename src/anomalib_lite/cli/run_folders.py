@@ -101,8 +101,10 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(f"Cannot write into the run folder {folder}: {exc.strerror or exc}. "
-                          "Choose a writable folder with hydra.run.dir=… (or hydra.sweep.dir=…).") from exc  # fmt: skip
+        raise ConfigError(
+            f"Cannot write into the run folder {folder}: {exc.strerror or exc}. "
+            "Choose a writable folder with hydra.run.dir=… (or hydra.sweep.dir=…)."
+        ) from exc
 
 
 def output_error_message(exc: OSError, folder: Path) -> str:
@@ -207,8 +209,10 @@ class RunFolderGuard(Callback):
             cause = _os_error_behind(exc)
             if cause is None:
                 raise
-            _refuse(f"Cannot create the run folder {cause.filename}: {cause.strerror}. Choose a writable "
-                    f"folder with {key}=…")  # fmt: skip
+            _refuse(
+                f"Cannot create the run folder {cause.filename}: {cause.strerror}. Choose a writable "
+                f"folder with {key}=…"
+            )
         except ConfigError as exc:
             with contextlib.suppress(OSError):  # the folder fresh_dir has just made (an empty one only)
                 folder.rmdir()

@@ -52,9 +52,19 @@ from anomalib_lite.files import install_folder
 log = logging.getLogger(__name__)
 
 VISA_CATEGORIES = [
-    "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1",
-    "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum",
-]  # fmt: skip
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+]
 BTAD_CATEGORIES = ["01", "02", "03"]
 DEFECT = "bad"
 STAMP = "conversion.json"  # written last into a converted category
@@ -214,8 +224,11 @@ def btad_entries(archive: ArchiveReader) -> list[Entry]:
     """
     files = [m for n in sorted(archive.names()) if (m := _BTAD_FILE.match(n)) and "__MACOSX" not in n]
     files = [m for m in files if not m["name"].startswith(".")]
-    masks = {(m["prefix"], m["category"], PurePosixPath(m["name"]).stem): m.string for m in files
-             if m["where"].lower() == "ground_truth/ko"}  # fmt: skip
+    masks = {
+        (m["prefix"], m["category"], PurePosixPath(m["name"]).stem): m.string
+        for m in files
+        if m["where"].lower() == "ground_truth/ko"
+    }
     entries = []
     for m in files:
         where = m["where"].lower()

@@ -180,8 +180,11 @@ class DataModule:
                 "%s: %d anomalous test image(s) have a mask with no foreground pixel at %d px (an empty mask "
                 "file, or a defect too small to survive resizing); their pixels all count as normal in the "
                 "pixel metrics:\n  %s",
-                name, len(self.empty_masks), self.test_set.images.shape[1], "\n  ".join(self.empty_masks),
-            )  # fmt: skip
+                name,
+                len(self.empty_masks),
+                self.test_set.images.shape[1],
+                "\n  ".join(self.empty_masks),
+            )
 
     @classmethod
     def from_records(
@@ -269,9 +272,13 @@ class DataModule:
         if self.validation_set is None:
             raise DataError(f"{self.name}: no validation split was made")
         return DataLoader(
-            self.validation_set, batch_size=self.batch_size, shuffle=True, generator=generator,
-            num_workers=self.num_workers, pin_memory=pin_memory,
-        )  # fmt: skip
+            self.validation_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=pin_memory,
+        )
 
     def test_loader(self) -> DataLoader:
         """Test batches in a fixed order."""

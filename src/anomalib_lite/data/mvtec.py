@@ -19,9 +19,22 @@ from anomalib_lite.data.registry import DataConfig, Dataset, register_dataset
 from anomalib_lite.errors import ConfigError, DataError
 
 MVTEC_CATEGORIES = [
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-]  # fmt: skip
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+]
 
 LAYOUT = """expected layout:
   <root>/<category>/train/good/*.png

@@ -252,10 +252,15 @@ def ensure_synthetic(
     """
     folder = synthetic_folder(root, difficulty)
     params = {
-        "version": GENERATOR_VERSION, "seed": seed, "n_train": n_train, "n_test_good": n_test_good,
-        "n_per_defect": n_per_defect, "size": size, "difficulty": difficulty,
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test_good": n_test_good,
+        "n_per_defect": n_per_defect,
+        "size": size,
+        "difficulty": difficulty,
         "strength": asdict(DIFFICULTIES[difficulty]),
-    }  # fmt: skip
+    }
 
     def todo() -> list[str]:
         return [category for category in SYNTHETIC_CATEGORIES if _stamp(folder / category) != params]

@@ -183,8 +183,11 @@ def build_feature_cache(
             log.info(
                 "feature cache off for stage '%s': it would run the frozen network on %d inputs, training "
                 "without it on %d (%d steps); trainer.feature_cache=on caches anyway",
-                stage.name, cached, uncached, steps,
-            )  # fmt: skip
+                stage.name,
+                cached,
+                uncached,
+                steps,
+            )
             return None
     start = time.perf_counter()
     with precision():
@@ -216,7 +219,11 @@ def build_feature_cache(
     cache = FeatureCache(tensors, device)
     log.info(
         "feature cache for stage '%s': %d images, %.1f MB (%s) in %s memory, built in %.1f s",
-        stage.name, len(dataset), cache.nbytes / 1e6, next(iter(tensors.values())).dtype,
-        "pinned host" if pinned else str(device), time.perf_counter() - start,
-    )  # fmt: skip
+        stage.name,
+        len(dataset),
+        cache.nbytes / 1e6,
+        next(iter(tensors.values())).dtype,
+        "pinned host" if pinned else str(device),
+        time.perf_counter() - start,
+    )
     return cache

@@ -219,10 +219,15 @@ class Engine:
             if stage.on_stage_start:
                 stage.on_stage_start(datamodule)
             cache = build_feature_cache(
-                stage, batches.dataset, datamodule.batch_size, self.device,
+                stage,
+                batches.dataset,
+                datamodule.batch_size,
+                self.device,
                 lambda: mixed_precision(self.cfg.precision, self.device),
-                self.cfg.feature_cache, self.cfg.feature_cache_budget_gb, (epochs - first_epoch) * len(batches),
-            )  # fmt: skip
+                self.cfg.feature_cache,
+                self.cfg.feature_cache_budget_gb,
+                (epochs - first_epoch) * len(batches),
+            )
             running = stage if cache is None else dataclasses.replace(stage, step=cache.wrap(stage.step))
             for epoch in range(first_epoch, epochs):
                 step = self._run_epoch(model, running, optimizer, scheduler, datamodule, index, epoch, epochs, step)
@@ -320,8 +325,9 @@ class Engine:
             if monitor.steps % self.cfg.log_every == 0:
                 bar.set_postfix(loss=f"{monitor.check():.4f}")
         means = monitor.means()
-        log.info("%s epoch %d/%d: %s", stage.name, epoch + 1, epochs,
-                 " ".join(f"{k}={v:.5f}" for k, v in means.items()))  # fmt: skip
+        log.info(
+            "%s epoch %d/%d: %s", stage.name, epoch + 1, epochs, " ".join(f"{k}={v:.5f}" for k, v in means.items())
+        )
         if self.writer is not None:
             for name, value in means.items():
                 self.writer.add_scalar(f"{stage.name}/{name}", value, step)

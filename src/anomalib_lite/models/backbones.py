@@ -200,8 +200,13 @@ def cached_or_offline(backbone: BackboneConfig, offline: str) -> BackboneConfig:
     log.warning(
         "ImageNet weights of %s are not in the torch cache (%s); using the offline %s instead. To use %s, "
         "run: python scripts/prepare_data.py weights --name %s  (or download %s to that path).",
-        backbone.name, path, offline, backbone.name, backbone.name, url,
-    )  # fmt: skip
+        backbone.name,
+        path,
+        offline,
+        backbone.name,
+        backbone.name,
+        url,
+    )
     return dataclasses.replace(backbone, name=offline, layers=None, stand_in_for=backbone.name)
 
 

@@ -75,8 +75,9 @@ def _check_keys(values: dict, cls: type, prefix: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"Unknown option {prefix}{key}; valid options of {prefix or 'the config'}: "
-                              f"{', '.join(fields)}")  # fmt: skip
+            raise ConfigError(
+                f"Unknown option {prefix}{key}; valid options of {prefix or 'the config'}: {', '.join(fields)}"
+            )
         nested = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
         if isinstance(value, dict) and dataclasses.is_dataclass(nested):
             _check_keys(value, nested, f"{prefix}{key}.")

@@ -213,10 +213,15 @@ def _write_onnx(core: nn.Module, example: torch.Tensor, path: Path, text: str) -
     import onnx
 
     torch.onnx.export(
-        core, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["image"],
+        core,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["image"],
         output_names=["anomaly_map", "score"],
         dynamic_axes={"image": {0: "N"}, "anomaly_map": {0: "N"}, "score": {0: "N"}},
-    )  # fmt: skip
+    )
     graph = onnx.load(str(path))
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, text

@@ -61,8 +61,11 @@ def hold_out_validation(model: AnomalyModel, datamodule: DataModule) -> None:
         kinds = sorted({r.defect for r in held_out})
         log.info(
             "%s: %d test images held out for validation (%s), %d left for the metrics",
-            datamodule.name, len(held_out), ", ".join(kinds), len(datamodule.test_set),
-        )  # fmt: skip
+            datamodule.name,
+            len(held_out),
+            ", ".join(kinds),
+            len(datamodule.test_set),
+        )
 
 
 def evaluate_category(

@@ -28,8 +28,12 @@ def git_commit(where: Path = PACKAGE_DIR) -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "") if commit else "unknown"
@@ -41,7 +45,8 @@ def run_setting(
     """The ``setting`` of ``metrics.json``.
 
     Args:
-        run: the validated run, its backbone the one really used (see ``train.run_config``).
+        run: the validated run, its backbone the one really used (see
+            :func:`anomalib_lite.pipeline.training.run_config`).
         categories: the categories (or normal classes) the run covers.
         device: where it trained.
         schedule: per category, the stages the engine ran (``Engine.schedule``: stage, epochs, steps).

@@ -39,9 +39,16 @@ log = logging.getLogger("anomalib_lite")
 # Options a resumed run may change: they do not change what is trained (where the data is, how
 # it is loaded and shown, on which device, which extra results evaluation gives).
 RESUME_FREE_KEYS = frozenset(
-    {"trainer.resume", "trainer.progress", "trainer.device", "data.root", "data.num_workers", "eval.per_defect",
-     "eval.curves"}
-)  # fmt: skip
+    {
+        "trainer.resume",
+        "trainer.progress",
+        "trainer.device",
+        "data.root",
+        "data.num_workers",
+        "eval.per_defect",
+        "eval.curves",
+    }
+)
 
 
 def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:

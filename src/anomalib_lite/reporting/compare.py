@@ -51,8 +51,10 @@ def read_scores(file: Path) -> Scores:
         CompareError: the file is missing (runs from before scores were saved) or malformed.
     """
     if not file.is_file():
-        raise CompareError(f"{file}: no per-image scores (runs from before scores/ was written; re-evaluate "
-                           "with eval.py ckpt_path=<run>/checkpoints/<category>/last.pt)")  # fmt: skip
+        raise CompareError(
+            f"{file}: no per-image scores (runs from before scores/ was written; re-evaluate "
+            "with eval.py ckpt_path=<run>/checkpoints/<category>/last.pt)"
+        )
     with file.open(newline="") as f:
         rows = sorted((r["path"], int(r["label"]), float(r["score"])) for r in csv.DictReader(f))
     if not rows:
@@ -91,8 +93,11 @@ class Entry:
 
 def entries(runs: list[Run]) -> list[Entry]:
     """Every (category, run) of ``runs``; the seed is the run's (its folder when it records none)."""
-    return [Entry(category, run.setting["seed"] if run.setting else str(run.folder), metrics, run.folder)
-            for run in runs for category, metrics in run.categories.items()]  # fmt: skip
+    return [
+        Entry(category, run.setting["seed"] if run.setting else str(run.folder), metrics, run.folder)
+        for run in runs
+        for category, metrics in run.categories.items()
+    ]
 
 
 def _shared_categories(side_a: list[Entry], side_b: list[Entry]) -> list[str]:
@@ -116,13 +121,19 @@ def delong_rows(side_a: list[Entry], side_b: list[Entry], alpha: float) -> list[
             b = read_scores(entry_b.folder / "scores" / f"{category}.csv")
             check_same_images(a, b)
             result = delong_test(a.scores, b.scores, a.labels)
-            rows.append({
-                "category": category, "seeds": f"{entry_a.seed} / {entry_b.seed}",
-                "images": f"{int(a.labels.sum())} anomalous, {int((a.labels == 0).sum())} normal",
-                "A": f"{result.auroc[0]:.4f}", "B": f"{result.auroc[1]:.4f}", "A − B": f"{result.difference:+.4f}",
-                "z": f"{result.z:.2f}", "p": f"{result.p_value:.4f}",
-                "verdict": "beyond chance" if result.p_value < alpha else "within chance",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "category": category,
+                    "seeds": f"{entry_a.seed} / {entry_b.seed}",
+                    "images": f"{int(a.labels.sum())} anomalous, {int((a.labels == 0).sum())} normal",
+                    "A": f"{result.auroc[0]:.4f}",
+                    "B": f"{result.auroc[1]:.4f}",
+                    "A − B": f"{result.difference:+.4f}",
+                    "z": f"{result.z:.2f}",
+                    "p": f"{result.p_value:.4f}",
+                    "verdict": "beyond chance" if result.p_value < alpha else "within chance",
+                }
+            )
     return rows
 
 
@@ -152,14 +163,23 @@ def spread_rows(side_a: list[Entry], side_b: list[Entry], alpha: float) -> list[
             if not a or not b:
                 continue
             difference = statistics.fmean(a) - statistics.fmean(b)
-            row = {"category": category or "mean", "metric": metric, "A": _stat(a), "B": _stat(b),
-                   "A − B": f"{difference:+.4f}"}  # fmt: skip
+            row = {
+                "category": category or "mean",
+                "metric": metric,
+                "A": _stat(a),
+                "B": _stat(b),
+                "A − B": f"{difference:+.4f}",
+            }
             if len(a) < 2 or len(b) < 2:
                 row.update(t="-", df="-", p="-", verdict="no spread: needs ≥ 2 seeds a side")
             else:
                 result = welch_test(a, b)
-                row.update(t=f"{result.t:.2f}", df=f"{result.df:.1f}", p=f"{result.p_value:.4f}",
-                           verdict="beyond chance" if result.p_value < alpha else "within chance")  # fmt: skip
+                row.update(
+                    t=f"{result.t:.2f}",
+                    df=f"{result.df:.1f}",
+                    p=f"{result.p_value:.4f}",
+                    verdict="beyond chance" if result.p_value < alpha else "within chance",
+                )
             rows.append(row)
     return rows
 
@@ -187,9 +207,11 @@ def describe(runs: list[Run]) -> str:
     def values(get) -> str:
         return "/".join(dict.fromkeys(str(get(s)) for s in settings))
 
-    return (f"{len(runs)} runs; model {values(lambda s: s['model'])}; data {values(lambda s: s['dataset'])}; "
-            f"backbone {values(lambda s: s['backbone']['used'])}; image size {values(lambda s: s['image_size'])}; "
-            f"seeds {values(lambda s: s['seed'])}")  # fmt: skip
+    return (
+        f"{len(runs)} runs; model {values(lambda s: s['model'])}; data {values(lambda s: s['dataset'])}; "
+        f"backbone {values(lambda s: s['backbone']['used'])}; image size {values(lambda s: s['image_size'])}; "
+        f"seeds {values(lambda s: s['seed'])}"
+    )
 
 
 def compare(side_a: list[Path], side_b: list[Path], alpha: float = 0.05) -> str:
@@ -210,14 +232,23 @@ def compare(side_a: list[Path], side_b: list[Path], alpha: float = 0.05) -> str:
             f"A and B share no category (A: {', '.join(sorted({e.category for e in entries(a)}))}; "
             f"B: {', '.join(sorted({e.category for e in entries(b)}))}): they are on different test images"
         )
-    return "\n".join([
-        "# Comparison", "", f"- A: {describe(a)} ({', '.join(map(str, side_a))})",
-        f"- B: {describe(b)} ({', '.join(map(str, side_b))})", "",
-        f"## Image AUROC: DeLong's paired test on the same test images (two-sided; beyond chance at p < {alpha})", "",
-        _markdown(delong_rows(entries(a), entries(b), alpha)), "",
-        f"## Every metric: the seed spread (Welch's t-test over each side's seeds; beyond chance at p < {alpha})", "",
-        _markdown(spread_rows(entries(a), entries(b), alpha)), "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "# Comparison",
+            "",
+            f"- A: {describe(a)} ({', '.join(map(str, side_a))})",
+            f"- B: {describe(b)} ({', '.join(map(str, side_b))})",
+            "",
+            f"## Image AUROC: DeLong's paired test on the same test images (two-sided; beyond chance at p < {alpha})",
+            "",
+            _markdown(delong_rows(entries(a), entries(b), alpha)),
+            "",
+            f"## Every metric: the seed spread (Welch's t-test over each side's seeds; beyond chance at p < {alpha})",
+            "",
+            _markdown(spread_rows(entries(a), entries(b), alpha)),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,8 +118,10 @@ def save_stages(stages: dict[str, torch.Tensor], maps: torch.Tensor, paths: list
     vmin, vmax = float(maps.min()), float(maps.max())
     written = []
     for b, path in enumerate(paths):
-        tiles = [(t[b].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-                 for t in stages.values()]  # fmt: skip
+        tiles = [
+            (t[b].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            for t in stages.values()
+        ]
         size = tiles[0].shape[:2][::-1]
         tiles.append(heat_map(maps[b].numpy(), size, vmin, vmax))
         target = out_dir / f"{_file_name(path)}_stages.png"

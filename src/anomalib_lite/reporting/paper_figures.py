@@ -84,9 +84,18 @@ def _table(paper: str, name: str, raw: dict[str, Any]) -> PaperTableData:
         raise ValueError(f"models/{paper}/{TABLES_FILE} {name}: rows {bad} do not have {len(columns)} values")
     file, first, last = raw["source"]
     return PaperTableData(
-        paper, name, raw["title"], raw["dataset"], raw["metric"], raw["layout"], (file, int(first), int(last)),
-        raw.get("paper_lines"), columns, rows, list(raw.get("notes") or []),
-    )  # fmt: skip
+        paper,
+        name,
+        raw["title"],
+        raw["dataset"],
+        raw["metric"],
+        raw["layout"],
+        (file, int(first), int(last)),
+        raw.get("paper_lines"),
+        columns,
+        rows,
+        list(raw.get("notes") or []),
+    )
 
 
 @cache

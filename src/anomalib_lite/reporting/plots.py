@@ -62,8 +62,13 @@ def plot_curves(
                 axis.plot(fpr, y, label=f"{label} ({area:.3f})", linewidth=1.4)
         if kind != "pro":
             axis.plot([0, 1], [0, 1], color="0.75", linestyle=":", linewidth=1)
-        axis.set(xlim=(0, limit), ylim=(0, 1.01), title=CURVES[kind][0], xlabel="false-positive rate",
-                 ylabel="PRO" if kind == "pro" else "true-positive rate")  # fmt: skip
+        axis.set(
+            xlim=(0, limit),
+            ylim=(0, 1.01),
+            title=CURVES[kind][0],
+            xlabel="false-positive rate",
+            ylabel="PRO" if kind == "pro" else "true-positive rate",
+        )
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right", fontsize="small")
     if title:

@@ -60,9 +60,14 @@ class GaussianDescriptor(nn.Module):
     """
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, critic: nn.Module | None, ssim_weights: tuple, ssim_window: int,
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        critic: nn.Module | None,
+        ssim_weights: tuple,
+        ssim_window: int,
         cfg: IGDConfig,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder, self.decoder, self.critic = encoder, decoder, critic
@@ -210,8 +215,10 @@ class IGD(AnomalyModel):
         self.local = GaussianDescriptor(
             LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent),
             Decoder(cfg.local_size, cfg.width, cfg.latent, cfg.grey),
-            Critic(cfg.local_size, cfg.width) if cfg.interpolation else None, *local_ssim, cfg,
-        )  # fmt: skip
+            Critic(cfg.local_size, cfg.width) if cfg.interpolation else None,
+            *local_ssim,
+            cfg,
+        )
         self.kd_head = None
         if cfg.distilled:
             channels = self.backbone.channels[0]
@@ -221,8 +228,11 @@ class IGD(AnomalyModel):
             self.global_model = GaussianDescriptor(
                 GlobalEncoder(self.backbone, cfg.latent),
                 GlobalDecoder(cfg.image_size, cfg.width, cfg.latent, cfg.grey),
-                GlobalCritic(cfg.image_size, cfg.width) if cfg.interpolation else None, GLOBAL_WEIGHTS, 11, cfg,
-            )  # fmt: skip
+                GlobalCritic(cfg.image_size, cfg.width) if cfg.interpolation else None,
+                GLOBAL_WEIGHTS,
+                11,
+                cfg,
+            )
         self._datamodule = None
 
     def _targets(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -366,12 +376,17 @@ class IGD(AnomalyModel):
             # every image is cached when distillation draws more patches than there are.
             stages.append(
                 Stage(
-                    name="distill", epochs=1, steps=cfg.kd_steps, parameters=parameters, step=self.distill_step,
-                    optimizer=self._adam(cfg.kd_lr, cfg.kd_weight_decay), features=self.patch_teacher_features,
+                    name="distill",
+                    epochs=1,
+                    steps=cfg.kd_steps,
+                    parameters=parameters,
+                    step=self.distill_step,
+                    optimizer=self._adam(cfg.kd_lr, cfg.kd_weight_decay),
+                    features=self.patch_teacher_features,
                     features_per_image=cfg.patch_count,
                     features_per_step=lambda batch: min(cfg.kd_batch_size, batch * cfg.patch_count),
                 )
-            )  # fmt: skip
+            )
         # The body's features are fixed (cacheable) only once it is distilled and frozen (paper L189).
         local_features = self.local_features if cfg.body_frozen else None
         stages.append(self._em_stage("local", self.local, self.local_step, True, local_features))

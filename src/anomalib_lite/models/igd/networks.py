@@ -219,7 +219,7 @@ class GlobalDecoder(nn.Module):
         start_flat(out[1], grey)
         self.net = nn.Sequential(
             _upsample_conv(self.start, self.start, 3), *blocks, nn.BatchNorm2d(width), nn.ReLU(), out
-        )  # fmt: skip
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.fc(z).view(-1, self.start, self.bottom, self.bottom))
@@ -236,9 +236,11 @@ class GlobalCritic(nn.Module):
         widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
         blocks = [ResidualBlock(a, b, "down", "layer") for a, b in zip(widths[:-1], widths[1:])]
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 5, stride=2, padding=2), *blocks,
-            nn.Conv2d(8 * width, 8 * width, 3, stride=2, padding=1), nn.Flatten(),
-        )  # fmt: skip
+            nn.Conv2d(3, width, 5, stride=2, padding=2),
+            *blocks,
+            nn.Conv2d(8 * width, 8 * width, 3, stride=2, padding=1),
+            nn.Flatten(),
+        )
         self.out = nn.Linear(8 * width * bottom**2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

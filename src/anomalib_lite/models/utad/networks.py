@@ -79,10 +79,12 @@ class IENet(nn.Module):
         self.bottom = (channels, size // reduction)
         if head == "paper":
             self.mlp = nn.Sequential(
-                nn.Linear(channels, mlp_hidden), nn.LeakyReLU(0.1),
-                nn.Linear(mlp_hidden, mlp_hidden), nn.LeakyReLU(0.1),
+                nn.Linear(channels, mlp_hidden),
+                nn.LeakyReLU(0.1),
+                nn.Linear(mlp_hidden, mlp_hidden),
+                nn.LeakyReLU(0.1),
                 nn.Linear(mlp_hidden, 2 * latent),
-            )  # fmt: skip
+            )
             self.expand = nn.Linear(latent, channels * (size // reduction) ** 2)
         else:
             self.mlp = nn.Linear(channels, 2 * latent)
@@ -125,11 +127,14 @@ class MIDiscriminator(nn.Module):
     def __init__(self, latent: int, feature: int, hidden: int = 128) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent + feature, hidden), nn.LeakyReLU(0.1),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
+            nn.Linear(latent + feature, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.1),
             nn.Linear(hidden, 1),
-        )  # fmt: skip
+        )
 
     def forward(self, z: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, feature], dim=1))[:, 0]
@@ -186,11 +191,17 @@ class ContentEncoder(nn.Module):
     def __init__(self, blocks: int = 2) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, 64, 7, padding=3), nn.InstanceNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.InstanceNorm2d(128), nn.ReLU(),
-            nn.Conv2d(128, 256, 4, stride=2, padding=1), nn.InstanceNorm2d(256), nn.ReLU(),
+            nn.Conv2d(3, 64, 7, padding=3),
+            nn.InstanceNorm2d(64),
+            nn.ReLU(),
+            nn.Conv2d(64, 128, 4, stride=2, padding=1),
+            nn.InstanceNorm2d(128),
+            nn.ReLU(),
+            nn.Conv2d(128, 256, 4, stride=2, padding=1),
+            nn.InstanceNorm2d(256),
+            nn.ReLU(),
             *(ResidualBlock(256) for _ in range(blocks)),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -108,9 +108,11 @@ def absent_weights(backbone: str) -> str | None:
     path = torchvision_weights_path(backbone)[1]
     if path.is_file():
         return None
-    return (f"the paper's backbone {backbone} has no ImageNet weights in the torch cache ({path}); fetch them with "
-            f"python scripts/prepare_data.py weights --name {backbone}, or run the offline stand-in, marked and not "
-            "compared, with --allow-stand-in")  # fmt: skip
+    return (
+        f"the paper's backbone {backbone} has no ImageNet weights in the torch cache ({path}); fetch them with "
+        f"python scripts/prepare_data.py weights --name {backbone}, or run the offline stand-in, marked and not "
+        "compared, with --allow-stand-in"
+    )
 
 
 def arm_folder(arm: Arm) -> str:
@@ -123,11 +125,21 @@ def sweep_command(table: ReproTable, arm: Arm, plan: Plan, sweep_dir: Path, opti
     key = "category" if plan.data_used in ("mvtec", "synthetic") else "data.normal_class"
     root = [f"data.root={options.roots[plan.data_used]}"] if plan.data_used in options.roots else []
     seeds = [f"seed={','.join(map(str, options.seeds))}"] if options.seeds else []
-    return [sys.executable, str(repo / "train.py"), "-m", f"+experiment={table.experiment}", f"data={plan.data_used}",
-            f"{key}={','.join(plan.categories)}", *seeds, *arm.overrides,
-            *(["backbone.allow_stand_in=true"] if options.allow_stand_in else []), *root,
-            f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir=${{{key}}}/seed${{seed}}",
-            *options.overrides]  # fmt: skip
+    return [
+        sys.executable,
+        str(repo / "train.py"),
+        "-m",
+        f"+experiment={table.experiment}",
+        f"data={plan.data_used}",
+        f"{key}={','.join(plan.categories)}",
+        *seeds,
+        *arm.overrides,
+        *(["backbone.allow_stand_in=true"] if options.allow_stand_in else []),
+        *root,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.subdir=${{{key}}}/seed${{seed}}",
+        *options.overrides,
+    ]
 
 
 def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
@@ -219,12 +231,20 @@ def main(repo: Path, argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. trainer.device=cuda)")
     parser.add_argument("--list", action="store_true", help="list the tables and exit")
     parser.add_argument("--out", type=Path, help="report folder (default outputs/reproduce/<table>/<date>_<time>)")
-    parser.add_argument("--root", action="append", default=[], metavar="DATA=PATH",
-                        help="where a dataset lives, e.g. mvtec=/data/mvtec_ad (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DATA=PATH",
+        help="where a dataset lives, e.g. mvtec=/data/mvtec_ad (repeatable)",
+    )
     parser.add_argument("--only", help="comma-separated categories or normal classes to run (default: all)")
     parser.add_argument("--seeds", type=_seeds, help="comma-separated seeds: every cell is mean ± std over them")
-    parser.add_argument("--allow-stand-in", action="store_true",
-                        help="run the offline backbone where the paper's weights are absent (marked)")  # fmt: skip
+    parser.add_argument(
+        "--allow-stand-in",
+        action="store_true",
+        help="run the offline backbone where the paper's weights are absent (marked)",
+    )
     parser.add_argument("--collect", action="store_true", help="run nothing: report the runs already under --out")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     args = parser.parse_intermixed_args(argv)
@@ -242,9 +262,19 @@ def main(repo: Path, argv: list[str] | None = None) -> int:
     if args.collect and not out.is_dir():
         parser.error(f"--out {out}: no such folder to collect")
     if not args.collect and out.exists() and any(out.iterdir()):
-        parser.error(f"--out {out} already holds files; nothing was overwritten. Choose another folder, "
-                     "or report its runs with --collect.")  # fmt: skip
-    options = Options(out, dict(r.split("=", 1) for r in args.root), args.only.split(",") if args.only else None,
-                      args.overrides, args.seeds, args.allow_stand_in, args.dry_run, args.collect)  # fmt: skip
+        parser.error(
+            f"--out {out} already holds files; nothing was overwritten. Choose another folder, "
+            "or report its runs with --collect."
+        )
+    options = Options(
+        out,
+        dict(r.split("=", 1) for r in args.root),
+        args.only.split(",") if args.only else None,
+        args.overrides,
+        args.seeds,
+        args.allow_stand_in,
+        args.dry_run,
+        args.collect,
+    )
     print(reproduce(TABLES[args.table], options, repo))
     return 0

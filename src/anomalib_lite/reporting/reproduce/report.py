@@ -9,8 +9,19 @@ from pathlib import Path
 from anomalib_lite.reporting.reproduce.results import MEAN, ArmResult, describe_setting
 from anomalib_lite.reporting.reproduce.tables import NAMES, ReproTable
 
-CSV_COLUMNS = ("arm", "dataset", "data used", "category", "metric", "ours", "ours std", "runs", "paper",
-               "difference", "not comparable because")  # fmt: skip
+CSV_COLUMNS = (
+    "arm",
+    "dataset",
+    "data used",
+    "category",
+    "metric",
+    "ours",
+    "ours std",
+    "runs",
+    "paper",
+    "difference",
+    "not comparable because",
+)
 
 
 def _figure(value: float | None) -> str:
@@ -33,8 +44,10 @@ def arm_markdown(table: ReproTable, result: ArmResult) -> list[str]:
     metrics = list(arm.paper)
     if not metrics:
         lines += ["The paper gives no figure for this arm.", ""]
-    labels = {metric: [label for label in next((c.paper for c in result.cells if c.metric == metric), {})]
-              for metric in metrics}  # fmt: skip
+    labels = {
+        metric: [label for label in next((c.paper for c in result.cells if c.metric == metric), {})]
+        for metric in metrics
+    }
     header = ["category"]
     for metric in metrics:
         header += [f"{metric} ours", *(f"{metric} {label}" for label in labels[metric]), f"{metric} difference"]
@@ -100,11 +113,19 @@ def write_report(table: ReproTable, results: list[ArmResult], out: Path, setting
             for cell in result.cells:
                 first = next(iter(cell.paper.values()), None)
                 difference = cell.difference
-                writer.writerow([
-                    result.arm.label, result.data, result.data_used or "", cell.category, cell.metric,
-                    "" if cell.ours is None else cell.ours.mean,
-                    "" if cell.ours is None or cell.ours.std is None else cell.ours.std,
-                    0 if cell.ours is None else cell.ours.n, "" if first is None else first,
-                    "" if difference is None else difference, "" if difference is not None else cell.reason or "",
-                ])  # fmt: skip
+                writer.writerow(
+                    [
+                        result.arm.label,
+                        result.data,
+                        result.data_used or "",
+                        cell.category,
+                        cell.metric,
+                        "" if cell.ours is None else cell.ours.mean,
+                        "" if cell.ours is None or cell.ours.std is None else cell.ours.std,
+                        0 if cell.ours is None else cell.ours.n,
+                        "" if first is None else first,
+                        "" if difference is None else difference,
+                        "" if difference is not None else cell.reason or "",
+                    ]
+                )
     return markdown

@@ -116,16 +116,18 @@ def describe_setting(runs: list[Run]) -> str:
 
     if not runs:
         return "no run"
-    return "; ".join([
-        f"dataset {values(lambda s: s['dataset'])}",
-        f"backbone {values(backbone)}",
-        f"image size {values(lambda s: s['image_size'])}",
-        f"precision {values(lambda s: s['precision'])}",
-        f"schedule {values(schedule)}",
-        f"seeds {values(lambda s: s['seed'])}",
-        f"commit {values(lambda s: s['commit'])}",
-        f"{len(runs)} runs",
-    ])  # fmt: skip
+    return "; ".join(
+        [
+            f"dataset {values(lambda s: s['dataset'])}",
+            f"backbone {values(backbone)}",
+            f"image size {values(lambda s: s['image_size'])}",
+            f"precision {values(lambda s: s['precision'])}",
+            f"schedule {values(schedule)}",
+            f"seeds {values(lambda s: s['seed'])}",
+            f"commit {values(lambda s: s['commit'])}",
+            f"{len(runs)} runs",
+        ]
+    )
 
 
 def arm_reason(table: ReproTable, result: ArmResult) -> str | None:
@@ -140,8 +142,11 @@ def arm_reason(table: ReproTable, result: ArmResult) -> str | None:
     used = sorted(
         {(r.setting["backbone"]["used"], r.setting["backbone"]["stand_in"]) for r in result.runs if r.setting}
     )
-    wrong = [f"{name}{' (stand-in)' if stand_in else ''}" for name, stand_in in used
-             if stand_in or name != result.arm.backbone]  # fmt: skip
+    wrong = [
+        f"{name}{' (stand-in)' if stand_in else ''}"
+        for name, stand_in in used
+        if stand_in or name != result.arm.backbone
+    ]
     if wrong:
         reasons.append(f"backbone {', '.join(wrong)}, not the paper's {result.arm.backbone}")
     return "; ".join(reasons) or None

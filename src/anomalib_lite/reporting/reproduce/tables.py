@@ -132,14 +132,20 @@ UTAD_VARIANTS = {  # our ablation variants (configs/variant/) → the paper's Ta
 }
 
 IGD_ABLATION = (  # the paper's Table 5 column → our overrides (configs/model/igd.yaml), what the arm is
-    ("MS-SSIM", ("model.distill=false", "model.descriptor=none", "model.interpolation=false"),
-     "the MS-SSIM autoencoder alone, encoder from scratch"),
+    (
+        "MS-SSIM",
+        ("model.distill=false", "model.descriptor=none", "model.interpolation=false"),
+        "the MS-SSIM autoencoder alone, encoder from scratch",
+    ),
     ("+ KD", ("model.descriptor=none", "model.interpolation=false"), "distilled encoder, no descriptor"),
-    ("+ KD + DSVDD", ("model.descriptor=svdd", "model.interpolation=false"),
-     "Deep SVDD's one-class objective (the paper's row: soft-boundary)"),
+    (
+        "+ KD + DSVDD",
+        ("model.descriptor=svdd", "model.interpolation=false"),
+        "Deep SVDD's one-class objective (the paper's row: soft-boundary)",
+    ),
     ("+ KD + GSVDD", ("model.interpolation=false",), "no ACAI interpolation"),
     ("+ KD + GSVDD + INTER", (), "the full model"),
-)  # fmt: skip
+)
 
 
 def _msfi_paper_search(coverage: float) -> tuple[str, ...]:
@@ -157,100 +163,274 @@ def _both_hfr() -> dict[str, tuple[PaperRef, ...]]:
     return {m: refs + _hfr(HFR_A, "paper col A")[m] for m, refs in _hfr(HFR_B).items()}
 
 
-TABLES: dict[str, ReproTable] = {t.name: t for t in [
-    ReproTable("hfr_mvtec", "HFR Tables 1, 3, 4: image AUROC, pixel AUROC, AUPRO per category (MVTec AD)",
-               "hfr_mvtec", "hfr", ("mvtec",),
-               (Arm("HFR", backbone=WRN, paper=_both_hfr(),
+TABLES: dict[str, ReproTable] = {
+    t.name: t
+    for t in [
+        ReproTable(
+            "hfr_mvtec",
+            "HFR Tables 1, 3, 4: image AUROC, pixel AUROC, AUPRO per category (MVTec AD)",
+            "hfr_mvtec",
+            "hfr",
+            ("mvtec",),
+            (
+                Arm(
+                    "HFR",
+                    backbone=WRN,
+                    paper=_both_hfr(),
                     note="compared with the headline column (col B); col A (the other unlabelled HFR variant) "
-                         "beside it"),)),
-    ReproTable("msfi_mvtec", "MSFI Table I: MVTec AD means (WRN-50, multi-scale, no weight search)",
-               "msfi_mvtec", "msfi", ("mvtec",),
-               (Arm("multi-scale", backbone=WRN,
-                    paper={m: (PaperRef("msfi", "table1", m, "Ours", categories="none"),)
-                           for m in ("pixel_auroc", "aupro")}),)),
-    ReproTable("msfi_levels", "MSFI Table II: pixel AUROC by feature levels and backbone, single scale 256 px",
-               "msfi_mvtec", "msfi", ("mvtec",),
-               tuple(Arm(f"{levels} {name}", (level_option, f"backbone={backbone}", "model.scales=[256]"), backbone,
-                         {"pixel_auroc": (PaperRef("msfi", "table2", name, levels, categories="none"),)},
-                         requires=("model.levels", f"backbone={backbone}"))
-                     for levels, level_option in MSFI_LEVELS.items() for name, backbone in MSFI_BACKBONES.items())),
-    ReproTable("msfi_scales", "MSFI Table III: pixel AUROC per input size, ResNet-50",
-               "msfi_mvtec", "msfi", ("mvtec",),
-               tuple(Arm(label, (f"model.scales={scales}", f"backbone={R50}"), R50,
-                         {"pixel_auroc": (PaperRef("msfi", "table3", label),)}, requires=(f"backbone={R50}",))
-                     for label, scales in (("128", "[128]"), ("256", "[256]"), ("384", "[384]"),
-                                           ("multi-scale", "[128,256,384]")))),
-    ReproTable("msfi_coverage", "MSFI Table IV: pixel AUROC vs. defect-category coverage of the validation set",
-               "msfi_mvtec", "msfi", ("mvtec",),
-               tuple(Arm(share, (*_msfi_paper_search(fraction), f"backbone={R50}"), R50,
-                         {"pixel_auroc": (PaperRef("msfi", "table4", share, "test", categories="none"),
-                                          PaperRef("msfi", "table4", share, "val", categories="none",
-                                                   label="paper val"))},
-                         requires=("model.weight_search", f"backbone={R50}"),
-                         note="the paper's weight search; 0 % = no search (equal weights); "
-                              "ours is on the test set less the validation images")
-                     for share, fraction in (("0%", 0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("100%", 1)))),
-    ReproTable("msfi_k", "MSFI Table V: pixel AUROC by module weighting (weight search)",
-               "msfi_mvtec", "msfi", ("mvtec",),
-               tuple(Arm(label, (*_msfi_paper_search(1), *options), WRN,
-                         {"pixel_auroc": (PaperRef("msfi", "table5", label, "Ours", categories="none"),)},
-                         note="the paper's weight search (model.weight_search.method=paper), every defect kind")
-                     for label, options in (("Weight Avg", ("model.weight_search.apply=false",)),
-                                            ("Weight assignment", ("model.weight_search.keep_k=null",)),
-                                            ("K=4", ("model.weight_search.keep_k=4",)),
-                                            ("K=5", ("model.weight_search.keep_k=5",)),
-                                            ("K=6", ("model.weight_search.keep_k=6",))))),
-    ReproTable("igd_one_class", "IGD Table 1: one-class mean image AUROC over the 10 classes",
-               "igd_one_class", "igd", ONE_CLASS_DATA,
-               (Arm("IGD (single model)", backbone=R18,
-                    paper={"image_auroc": (PaperRef("igd", "table1", "{data}", "Ours (single model)", "none"),
-                                           PaperRef("igd", "table1", "{data}", "Ours (ensemble of 5)", "none",
-                                                    "paper ensemble"))}),),
-               tuple(ONE_CLASS)),
-    ReproTable("igd_mvtec", "IGD Tables 2, 3, 4: image accuracy and AUROC per category, mean per-image pixel AUROC",
-               "igd_mvtec", "igd", ("mvtec",),
-               (Arm("IGD", backbone=R18,
-                    paper={"image_auroc": (PaperRef("igd", "table3", "Ours"),),
-                           "image_accuracy": (PaperRef("igd", "table2", "Ours"),),
-                           "pixel_auroc_per_image": (PaperRef("igd", "table4", "Ours", categories="none"),)},
-                    note="accuracy at our F1-optimal threshold: the paper gives none"),)),
-    ReproTable("igd_ablation", "IGD Table 5: ablation, CIFAR-10 mean image AUROC",
-               "igd_one_class", "igd", ("cifar10",),
-               tuple(Arm(label, options, R18,
-                         {"image_auroc": (PaperRef("igd", "table5", label, "Ours", categories="none"),)},
-                         requires=("model.distill", "model.descriptor", "model.interpolation"), note=note)
-                     for label, options, note in IGD_ABLATION),
-               tuple(ONE_CLASS)),
-    ReproTable("utad_mvtec", "UTAD Table 1: IoU per category, mean per-image pixel AuROC (MVTec AD)",
-               "utad_mvtec", "utad", ("mvtec",),
-               (Arm("UTAD", backbone=VGG,
-                    paper={"iou": (PaperRef("utad", "table1", "Ours"),),
-                           "pixel_auroc_per_image": (PaperRef("utad", "table1", "Ours", "mean_pixel_auroc_per_image",
-                                                              categories="none"),)},
+                    "beside it",
+                ),
+            ),
+        ),
+        ReproTable(
+            "msfi_mvtec",
+            "MSFI Table I: MVTec AD means (WRN-50, multi-scale, no weight search)",
+            "msfi_mvtec",
+            "msfi",
+            ("mvtec",),
+            (
+                Arm(
+                    "multi-scale",
+                    backbone=WRN,
+                    paper={
+                        m: (PaperRef("msfi", "table1", m, "Ours", categories="none"),) for m in ("pixel_auroc", "aupro")
+                    },
+                ),
+            ),
+        ),
+        ReproTable(
+            "msfi_levels",
+            "MSFI Table II: pixel AUROC by feature levels and backbone, single scale 256 px",
+            "msfi_mvtec",
+            "msfi",
+            ("mvtec",),
+            tuple(
+                Arm(
+                    f"{levels} {name}",
+                    (level_option, f"backbone={backbone}", "model.scales=[256]"),
+                    backbone,
+                    {"pixel_auroc": (PaperRef("msfi", "table2", name, levels, categories="none"),)},
+                    requires=("model.levels", f"backbone={backbone}"),
+                )
+                for levels, level_option in MSFI_LEVELS.items()
+                for name, backbone in MSFI_BACKBONES.items()
+            ),
+        ),
+        ReproTable(
+            "msfi_scales",
+            "MSFI Table III: pixel AUROC per input size, ResNet-50",
+            "msfi_mvtec",
+            "msfi",
+            ("mvtec",),
+            tuple(
+                Arm(
+                    label,
+                    (f"model.scales={scales}", f"backbone={R50}"),
+                    R50,
+                    {"pixel_auroc": (PaperRef("msfi", "table3", label),)},
+                    requires=(f"backbone={R50}",),
+                )
+                for label, scales in (
+                    ("128", "[128]"),
+                    ("256", "[256]"),
+                    ("384", "[384]"),
+                    ("multi-scale", "[128,256,384]"),
+                )
+            ),
+        ),
+        ReproTable(
+            "msfi_coverage",
+            "MSFI Table IV: pixel AUROC vs. defect-category coverage of the validation set",
+            "msfi_mvtec",
+            "msfi",
+            ("mvtec",),
+            tuple(
+                Arm(
+                    share,
+                    (*_msfi_paper_search(fraction), f"backbone={R50}"),
+                    R50,
+                    {
+                        "pixel_auroc": (
+                            PaperRef("msfi", "table4", share, "test", categories="none"),
+                            PaperRef("msfi", "table4", share, "val", categories="none", label="paper val"),
+                        )
+                    },
+                    requires=("model.weight_search", f"backbone={R50}"),
+                    note="the paper's weight search; 0 % = no search (equal weights); "
+                    "ours is on the test set less the validation images",
+                )
+                for share, fraction in (("0%", 0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("100%", 1))
+            ),
+        ),
+        ReproTable(
+            "msfi_k",
+            "MSFI Table V: pixel AUROC by module weighting (weight search)",
+            "msfi_mvtec",
+            "msfi",
+            ("mvtec",),
+            tuple(
+                Arm(
+                    label,
+                    (*_msfi_paper_search(1), *options),
+                    WRN,
+                    {"pixel_auroc": (PaperRef("msfi", "table5", label, "Ours", categories="none"),)},
+                    note="the paper's weight search (model.weight_search.method=paper), every defect kind",
+                )
+                for label, options in (
+                    ("Weight Avg", ("model.weight_search.apply=false",)),
+                    ("Weight assignment", ("model.weight_search.keep_k=null",)),
+                    ("K=4", ("model.weight_search.keep_k=4",)),
+                    ("K=5", ("model.weight_search.keep_k=5",)),
+                    ("K=6", ("model.weight_search.keep_k=6",)),
+                )
+            ),
+        ),
+        ReproTable(
+            "igd_one_class",
+            "IGD Table 1: one-class mean image AUROC over the 10 classes",
+            "igd_one_class",
+            "igd",
+            ONE_CLASS_DATA,
+            (
+                Arm(
+                    "IGD (single model)",
+                    backbone=R18,
+                    paper={
+                        "image_auroc": (
+                            PaperRef("igd", "table1", "{data}", "Ours (single model)", "none"),
+                            PaperRef("igd", "table1", "{data}", "Ours (ensemble of 5)", "none", "paper ensemble"),
+                        )
+                    },
+                ),
+            ),
+            tuple(ONE_CLASS),
+        ),
+        ReproTable(
+            "igd_mvtec",
+            "IGD Tables 2, 3, 4: image accuracy and AUROC per category, mean per-image pixel AUROC",
+            "igd_mvtec",
+            "igd",
+            ("mvtec",),
+            (
+                Arm(
+                    "IGD",
+                    backbone=R18,
+                    paper={
+                        "image_auroc": (PaperRef("igd", "table3", "Ours"),),
+                        "image_accuracy": (PaperRef("igd", "table2", "Ours"),),
+                        "pixel_auroc_per_image": (PaperRef("igd", "table4", "Ours", categories="none"),),
+                    },
+                    note="accuracy at our F1-optimal threshold: the paper gives none",
+                ),
+            ),
+        ),
+        ReproTable(
+            "igd_ablation",
+            "IGD Table 5: ablation, CIFAR-10 mean image AUROC",
+            "igd_one_class",
+            "igd",
+            ("cifar10",),
+            tuple(
+                Arm(
+                    label,
+                    options,
+                    R18,
+                    {"image_auroc": (PaperRef("igd", "table5", label, "Ours", categories="none"),)},
+                    requires=("model.distill", "model.descriptor", "model.interpolation"),
+                    note=note,
+                )
+                for label, options, note in IGD_ABLATION
+            ),
+            tuple(ONE_CLASS),
+        ),
+        ReproTable(
+            "utad_mvtec",
+            "UTAD Table 1: IoU per category, mean per-image pixel AuROC (MVTec AD)",
+            "utad_mvtec",
+            "utad",
+            ("mvtec",),
+            (
+                Arm(
+                    "UTAD",
+                    backbone=VGG,
+                    paper={
+                        "iou": (PaperRef("utad", "table1", "Ours"),),
+                        "pixel_auroc_per_image": (
+                            PaperRef("utad", "table1", "Ours", "mean_pixel_auroc_per_image", categories="none"),
+                        ),
+                    },
                     note="IoU at model.iou_threshold on maps min-max scaled over the test set (the paper's tau "
-                         "is lost)"),)),
-    ReproTable("utad_one_class", "UTAD Table 2: one-class mean image AuROC, the full model",
-               "utad_one_class", "utad", ONE_CLASS_DATA,
-               (Arm("UTAD", backbone=VGG,
-                    paper={"image_auroc": (PaperRef("utad", "table2", "{data}", "Ours (full)", "none"),)}),),
-               tuple(ONE_CLASS)),
-    ReproTable("utad_ablation", "UTAD Table 2: the ablation (one-class mean image AuROC)",
-               "utad_one_class", "utad", ONE_CLASS_DATA,
-               tuple(Arm(label, tuple(options.split()), VGG,
-                         {"image_auroc": (PaperRef("utad", "table2_ablation", "{data}", row, "none"),)} if row else {},
-                         note="" if row else "the paper's row of this variant is not identifiable (its ticks are lost)")
-                     for label, (options, row) in UTAD_VARIANTS.items()),
-               tuple(ONE_CLASS)),
-    ReproTable("utad_measures", "UTAD Table 3: IoU of the perceptual measurement (PM)",
-               "utad_mvtec", "utad", ("mvtec",),
-               (Arm("PM", backbone=VGG, paper={"iou": (PaperRef("utad", "table3", "", "pm", "columns"),)},
-                    note="the other rows (pixel measures, single VGG layers) have no option in this code"),),
-               ("bottle", "cable", "capsule", "hazelnut")),
-    ReproTable("utad_capacity", "UTAD Table 4: model capacity, hazelnut", "utad_mvtec", "utad", ("mvtec",),
-               (Arm("UTAD", backbone=VGG,
-                    paper={"iou": (PaperRef("utad", "table4", "Ours", "iou", "none"),),
-                           "pixel_auroc_per_image": (PaperRef("utad", "table4", "Ours", "pixel_auroc_per_image",
-                                                              "none"),)},
-                    note="the AE and UnSt baselines are not in this code"),),
-               ("hazelnut",)),
-]}  # fmt: skip
+                    "is lost)",
+                ),
+            ),
+        ),
+        ReproTable(
+            "utad_one_class",
+            "UTAD Table 2: one-class mean image AuROC, the full model",
+            "utad_one_class",
+            "utad",
+            ONE_CLASS_DATA,
+            (
+                Arm(
+                    "UTAD",
+                    backbone=VGG,
+                    paper={"image_auroc": (PaperRef("utad", "table2", "{data}", "Ours (full)", "none"),)},
+                ),
+            ),
+            tuple(ONE_CLASS),
+        ),
+        ReproTable(
+            "utad_ablation",
+            "UTAD Table 2: the ablation (one-class mean image AuROC)",
+            "utad_one_class",
+            "utad",
+            ONE_CLASS_DATA,
+            tuple(
+                Arm(
+                    label,
+                    tuple(options.split()),
+                    VGG,
+                    {"image_auroc": (PaperRef("utad", "table2_ablation", "{data}", row, "none"),)} if row else {},
+                    note="" if row else "the paper's row of this variant is not identifiable (its ticks are lost)",
+                )
+                for label, (options, row) in UTAD_VARIANTS.items()
+            ),
+            tuple(ONE_CLASS),
+        ),
+        ReproTable(
+            "utad_measures",
+            "UTAD Table 3: IoU of the perceptual measurement (PM)",
+            "utad_mvtec",
+            "utad",
+            ("mvtec",),
+            (
+                Arm(
+                    "PM",
+                    backbone=VGG,
+                    paper={"iou": (PaperRef("utad", "table3", "", "pm", "columns"),)},
+                    note="the other rows (pixel measures, single VGG layers) have no option in this code",
+                ),
+            ),
+            ("bottle", "cable", "capsule", "hazelnut"),
+        ),
+        ReproTable(
+            "utad_capacity",
+            "UTAD Table 4: model capacity, hazelnut",
+            "utad_mvtec",
+            "utad",
+            ("mvtec",),
+            (
+                Arm(
+                    "UTAD",
+                    backbone=VGG,
+                    paper={
+                        "iou": (PaperRef("utad", "table4", "Ours", "iou", "none"),),
+                        "pixel_auroc_per_image": (PaperRef("utad", "table4", "Ours", "pixel_auroc_per_image", "none"),),
+                    },
+                    note="the AE and UnSt baselines are not in this code",
+                ),
+            ),
+            ("hazelnut",),
+        ),
+    ]
+}
