@@ -2,7 +2,7 @@
 
 import sys
 
-from anomalib_lite.reporting.collect import main
+from anomalib_lite.research.collect import main
 
 if __name__ == "__main__":
     sys.exit(main())

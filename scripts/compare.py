@@ -2,7 +2,7 @@
 
 import sys
 
-from anomalib_lite.reporting.compare import main
+from anomalib_lite.research.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from anomalib_lite.reporting.reproduce.command import main
+from anomalib_lite.research.reproduce.command import main
 
 if __name__ == "__main__":
     sys.exit(main(repo=Path(__file__).resolve().parents[1]))

@@ -17,7 +17,7 @@ LAYERS = (
     ("engine",),
     ("reporting",),
     ("pipeline",),
-    ("cli",),
+    ("cli", "research"),
 )
 LAYER_OF = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from anomalib_lite.cli.run_folders import fresh_dir, keep_swept_keys_in_names  # the import registers fresh_dir
-from anomalib_lite.reporting.collect import collect_sweep
+from anomalib_lite.research.collect import collect_sweep
 
 from conftest import REPO, TINY, run_entry
 

@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from anomalib_lite.metrics.significance import delong_test, midranks, structural_components, welch_test
-from anomalib_lite.reporting.compare import main as compare_main
+from anomalib_lite.research.compare import main as compare_main
 
 
 def naive_delong(scores_a, scores_b, labels):

@@ -328,7 +328,7 @@ def test_segmentation_iou_normalisation_includes_images_without_a_known_mask():
 
 
 def test_igd_and_utad_tables_compare_with_their_papers_own_metrics():
-    from anomalib_lite.reporting.reproduce.tables import TABLES
+    from anomalib_lite.research.reproduce.tables import TABLES
 
     def means(table: str) -> dict[str, float | None]:
         (arm,) = TABLES[table].arms

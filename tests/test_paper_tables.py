@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
-from anomalib_lite.reporting.paper_figures import paper_table, paper_tables, papers
+from anomalib_lite.research.paper_figures import paper_table, paper_tables, papers
 
 from conftest import REPO
 

@@ -15,11 +15,11 @@ from hydra.core.global_hydra import GlobalHydra
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
 from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.pipeline.config import validate
-from anomalib_lite.reporting.paper_figures import paper_table
-from anomalib_lite.reporting.reproduce.command import Options, plan_dataset, reproduce
-from anomalib_lite.reporting.reproduce.report import write_report
-from anomalib_lite.reporting.reproduce.results import MEAN, ArmResult, Run, build_cells
-from anomalib_lite.reporting.reproduce.tables import TABLES
+from anomalib_lite.research.paper_figures import paper_table
+from anomalib_lite.research.reproduce.command import Options, plan_dataset, reproduce
+from anomalib_lite.research.reproduce.report import write_report
+from anomalib_lite.research.reproduce.results import MEAN, ArmResult, Run, build_cells
+from anomalib_lite.research.reproduce.tables import TABLES
 
 from conftest import REPO, run_entry, write_mvtec_category
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
 from anomalib_lite.models.backbones import BACKBONES
 from anomalib_lite.models.registry import model_config_class
-from anomalib_lite.reporting.paper_figures import paper_table
+from anomalib_lite.research.paper_figures import paper_table
 
 ONE_CLASS = [str(c) for c in range(10)]
 NAMES = {"mvtec": "MVTec AD", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from anomalib_lite.reporting.reproduce.results import MEAN, ArmResult, describe_setting
-from anomalib_lite.reporting.reproduce.tables import NAMES, ReproTable
+from anomalib_lite.research.reproduce.results import MEAN, ArmResult, describe_setting
+from anomalib_lite.research.reproduce.tables import NAMES, ReproTable
 
 CSV_COLUMNS = (
     "arm",

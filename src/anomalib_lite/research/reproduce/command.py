@@ -29,9 +29,9 @@ from anomalib_lite.data.mvtec import categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
 from anomalib_lite.models.backbones import BACKBONES, torchvision_weights_path
-from anomalib_lite.reporting.reproduce.report import write_report
-from anomalib_lite.reporting.reproduce.results import ArmResult, build_cells, read_runs
-from anomalib_lite.reporting.reproduce.tables import NAMES, STAND_IN_DATA, TABLES, Arm, ReproTable
+from anomalib_lite.research.reproduce.report import write_report
+from anomalib_lite.research.reproduce.results import ArmResult, build_cells, read_runs
+from anomalib_lite.research.reproduce.tables import NAMES, STAND_IN_DATA, TABLES, Arm, ReproTable
 
 ONE_CLASS_STAND_IN_CATEGORIES = [str(c) for c in range(10)]
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from anomalib_lite.metrics.catalogue import metric_columns
 from anomalib_lite.metrics.significance import delong_test, welch_test
-from anomalib_lite.reporting.reproduce.results import Run, read_runs
+from anomalib_lite.research.reproduce.results import Run, read_runs
 
 
 class CompareError(ValueError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalib_lite.reporting.reproduce.tables import NAMES, Arm, ReproTable
+from anomalib_lite.research.reproduce.tables import NAMES, Arm, ReproTable
 
 MEAN = "mean"
 # Metrics whose mean over categories weighs each category by an image count of its metrics.json: the CAVGA
