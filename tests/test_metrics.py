@@ -115,6 +115,24 @@ def test_auroc_single_class_is_undefined(rank_path):
     assert pixel_metrics(maps, torch.ones(2, 4, 4, dtype=torch.bool)) == pixel_metrics(maps, maps < -1)
 
 
+@pytest.mark.parametrize("label", [0, 1])
+def test_a_single_class_test_set_has_no_f1_threshold_or_accuracy(label):
+    """Anomalous-only (or normal-only) test images: F1-max, its threshold and the accuracy at it are
+    undefined (``None``), as AUROC is; per-defect rows need good images, so there are none."""
+    maps, masks = random_case(5, n=4)
+    masks &= bool(label)  # a normal image has no anomalous pixel
+    labels = torch.full((4,), label)
+    scores = torch.from_numpy(maps.reshape(4, -1).max(1))
+    assert f1_max(scores, labels) is None
+    defects = ["crack", "stain", "crack", "hole"] if label else ["good"] * 4
+    tensors = (scores, labels, torch.from_numpy(maps), torch.from_numpy(masks), torch.ones(4, dtype=torch.bool))
+    got = compute_metrics(Predictions(*tensors, defects=defects))
+    for key in ("image_auroc", "image_f1_max", "image_threshold", "image_accuracy"):
+        assert got[key] is None, key
+    assert "per_defect" not in got
+    assert got["n_images"] == 4 and got["n_anomalous"] == 4 * label
+
+
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
 def test_segmentation_iou_matches_sklearn_jaccard_per_image(threshold):
     rng = np.random.default_rng(3)

@@ -61,12 +61,14 @@ def f1_max(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float] | 
     Args:
         scores: ``N`` scores; labels: ``N`` labels in {0, 1}.
     Returns:
-        ``(f1, threshold)``, or ``None`` when there is no positive.
+        ``(f1, threshold)``, or ``None`` when only one class is present: without a positive F1 is
+        undefined, and without a negative every threshold up to the lowest score gives F1 = 1, so
+        neither the value nor a threshold says anything about separating the classes.
     """
     scores = scores.reshape(-1).float()
     positive = labels.reshape(-1).bool()
     n_pos = int(positive.sum())
-    if n_pos == 0:
+    if n_pos == 0 or n_pos == positive.numel():
         return None
     order = torch.argsort(scores, descending=True)
     sorted_scores = scores[order]
