@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -167,6 +168,19 @@ def test_folder_dataset_holds_out_normals_and_matches_masks(tmp_path):
     assert dm.test_set.masks[-2].all() and dm.has_masks
     with pytest.raises(DataError, match="data.abnormal_dir: folder .*missing does not exist"):
         build_datamodule(FolderConfig(root=str(tmp_path), normal_dir="ok", abnormal_dir="missing"), "folder")
+
+
+def test_a_mistyped_folder_mask_dir_is_refused_before_any_work_naming_the_option_and_path(tmp_path):
+    for sub in ("ok", "ng", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "ok" / "0.png")
+    cfg = FolderConfig(root=str(tmp_path), normal_dir="ok", abnormal_dir="ng", mask_dir="maks", image_size=32)
+    message = "^data.mask_dir: folder " + re.escape(f"{tmp_path / 'maks'} does not exist")
+    for check in (lambda: categories(cfg), lambda: build_datamodule(cfg, "folder")):
+        with pytest.raises(DataError, match=message):
+            check()
+    cfg.mask_dir = "masks"
+    assert categories(cfg) == ["folder"]
 
 
 SMALL = dict(seed=3, n_train=2, n_test_good=1, n_per_defect=1, size=64)

@@ -41,15 +41,23 @@ class FolderConfig(DataConfig):
         check_share("test_split", self.test_split)
 
 
-def folder_records(cfg: FolderConfig) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Train and test records: ``normal_dir`` (less the held-out share, or all of it with ``test_normal_dir``)
-    for training; the held-out or ``test_normal_dir`` images and ``abnormal_dir`` (with masks) for testing.
+def folder_paths(cfg: FolderConfig) -> dict[str, Path]:
+    """The folders ``cfg`` names (``normal_dir``, ``abnormal_dir`` and, where set, ``test_normal_dir`` and
+    ``mask_dir``), under ``cfg.root``, each checked to exist.
 
+    Returns:
+        option name (``normal_dir``, …) → folder.
     Raises:
-        DataError: a folder does not exist (named, with the expected layout), or no training image.
+        DataError: a folder does not exist, naming the option and the path (a mistyped ``mask_dir`` is not
+            ignored: the test images would silently have no masks).
     """
     root = Path(cfg.root)
-    folders = {"normal_dir": cfg.normal_dir, "abnormal_dir": cfg.abnormal_dir, "test_normal_dir": cfg.test_normal_dir}
+    folders = {
+        "normal_dir": cfg.normal_dir,
+        "abnormal_dir": cfg.abnormal_dir,
+        "test_normal_dir": cfg.test_normal_dir,
+        "mask_dir": cfg.mask_dir or None,
+    }
     paths = {key: root / value for key, value in folders.items() if value is not None}
     for key, path in paths.items():
         if not path.is_dir():
@@ -58,6 +66,17 @@ def folder_records(cfg: FolderConfig) -> tuple[list[ImageRecord], list[ImageReco
                 "data.normal_dir, anomalous ones in data.abnormal_dir, and optionally data.test_normal_dir "
                 "and data.mask_dir (masks named like their image, or <name>_mask), all under data.root."
             )
+    return paths
+
+
+def folder_records(cfg: FolderConfig) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Train and test records: ``normal_dir`` (less the held-out share, or all of it with ``test_normal_dir``)
+    for training; the held-out or ``test_normal_dir`` images and ``abnormal_dir`` (with masks) for testing.
+
+    Raises:
+        DataError: a folder does not exist (see :func:`folder_paths`), or no training image.
+    """
+    paths = folder_paths(cfg)
     normal = list_images(paths["normal_dir"])
     if "test_normal_dir" in paths:
         train, test_normal = normal, list_images(paths["test_normal_dir"])
@@ -65,7 +84,7 @@ def folder_records(cfg: FolderConfig) -> tuple[list[ImageRecord], list[ImageReco
         shuffled = random.Random(0).sample(normal, len(normal))
         n_test = max(1, round(len(normal) * cfg.test_split))
         train, test_normal = sorted(shuffled[n_test:]), sorted(shuffled[:n_test])
-    mask_dir = root / cfg.mask_dir if cfg.mask_dir else None
+    mask_dir = paths.get("mask_dir")
     test = [ImageRecord(p, 0) for p in test_normal] + [
         ImageRecord(p, 1, find_mask(mask_dir.parent, mask_dir.name, p) if mask_dir else None, "abnormal")
         for p in list_images(paths["abnormal_dir"])
@@ -80,7 +99,12 @@ class Folder(Dataset):
     """``data=folder``: one category, named by ``category`` (default ``folder``)."""
 
     def categories(self, cfg: FolderConfig) -> list[str]:
-        """``[str(cfg.category)]``."""
+        """``[str(cfg.category)]``, once every folder the options name is found (before any work).
+
+        Raises:
+            DataError: a folder is missing (see :func:`folder_paths`).
+        """
+        folder_paths(cfg)
         return [str(cfg.category)]
 
     def datamodule(self, cfg: FolderConfig, category: str) -> DataModule:
