@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -62,8 +63,8 @@ def test_identical_scores_differ_by_nothing_and_strongly_different_ones_do():
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(40), np.zeros(60)].astype(int)
     good = labels * 2.0 + rng.normal(size=100)
-    same = delong_test(good, good.copy(), labels)
-    assert same.difference == 0 and same.p_value == 1.0
+    same = delong_test(good, good.copy(), labels)  # no variance of the difference: no test, not p = 1
+    assert same.difference == 0 and math.isnan(same.p_value) and math.isnan(same.z)
     noise = rng.normal(size=100)
     different = delong_test(good, noise, labels)
     assert different.difference > 0.3 and different.p_value < 0.01
@@ -78,6 +79,16 @@ def test_delong_refuses_a_single_class():
 def test_welch_equals_scipy(a, b):
     ours, theirs = welch_test(a, b), stats.ttest_ind(a, b, equal_var=False)
     assert ours.t == pytest.approx(theirs.statistic) and ours.p_value == pytest.approx(theirs.pvalue, rel=1e-9)
+
+
+def test_degenerate_variances_give_an_undefined_test_not_p_0():
+    labels = np.r_[np.ones(5), np.zeros(5)].astype(int)
+    perfect, inverted = labels * 1.0, 1.0 - labels  # AUROC 1 and 0: each with zero variance
+    result = delong_test(perfect, inverted, labels)
+    assert result.difference == 1.0 and math.isnan(result.p_value)
+    spread_free = welch_test([0.9, 0.9, 0.9], [0.8, 0.8])
+    assert spread_free.difference == pytest.approx(0.1) and math.isnan(spread_free.p_value)
+    assert math.isnan(welch_test([0.5, 0.5], [0.5, 0.5]).p_value)
 
 
 def write_run(folder, category, seed, paths, labels, scores, metrics):
@@ -125,6 +136,22 @@ def test_compare_two_runs_and_two_seed_groups(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith("| brick | pixel_auroc |"))
     assert f"| {welch.pvalue:.4f} | beyond chance |" in row and "± " in row
     assert sum(line.startswith("| brick | ") and " / " in line for line in out.splitlines()) == 3  # seed pairs
+
+
+def test_the_mean_over_categories_needs_every_category_in_every_seed(tmp_path, capsys):
+    labels, paths = [1, 0, 1, 0], ["x/1.png", "x/2.png", "x/3.png", "x/4.png"]
+    for side, value in (("A", 0.9), ("B", 0.8)):
+        for seed in range(2):
+            for category in ("brick", "grass"):
+                if (side, seed, category) == ("A", 1, "grass"):
+                    continue  # that job failed
+                metrics = {"image_auroc": value + seed / 100, "pixel_auroc": value}
+                write_run(tmp_path / side / f"{category}{seed}", category, seed, paths, labels, [1, 2, 3, 4], metrics)
+    assert compare_main([str(tmp_path / "A"), "--", str(tmp_path / "B")]) == 0
+    out = capsys.readouterr().out
+    mean = next(line for line in out.splitlines() if line.startswith("| mean | image_auroc |"))
+    assert "no mean: A: seed 1 lacks grass" in mean and "0.9" not in mean
+    assert any(line.startswith("| brick | image_auroc |") and "0.9" in line for line in out.splitlines())
 
 
 def test_compare_refuses_runs_on_different_test_images(tmp_path, capsys):

@@ -18,13 +18,15 @@ from anomalib_lite.pipeline.config import validate
 from anomalib_lite.research.paper_figures import paper_table
 from anomalib_lite.research.reproduce.command import Options, plan_dataset, reproduce
 from anomalib_lite.research.reproduce.report import write_report
-from anomalib_lite.research.reproduce.results import MEAN, ArmResult, Run, build_cells
+from anomalib_lite.research.reproduce.results import MEAN, ArmResult, Run, build_cells, paper_setting
 from anomalib_lite.research.reproduce.tables import TABLES
 
 from conftest import REPO, run_entry, write_mvtec_category
 
 HFR = TABLES["hfr_mvtec"]
 HFR_B = "HFR col B (unlabelled, headline)"
+CONFIGS = REPO / "configs"
+HFR_SETTING = paper_setting(HFR, "mvtec", HFR.arms[0], CONFIGS)
 
 
 def make_mvtec(root, category):
@@ -33,7 +35,9 @@ def make_mvtec(root, category):
     write_mvtec_category(root, category, np.random.default_rng(0), mask_for_all=True)
 
 
-def setting(backbone="wide_resnet50_2", stand_in=False, seed=0, dataset="mvtec"):
+def setting(backbone="wide_resnet50_2", stand_in=False, seed=0, dataset="mvtec", base=None, **changes):
+    """A run's recorded setting: the table's own (``base``, default HFR's), with ``changes`` (``model.epochs``…)."""
+    compared = {**(base or HFR_SETTING), "backbone.name": backbone, "backbone.stand_in": stand_in, "data.name": dataset}
     return {
         "dataset": dataset,
         "seed": seed,
@@ -42,11 +46,12 @@ def setting(backbone="wide_resnet50_2", stand_in=False, seed=0, dataset="mvtec")
         "commit": "abc",
         "schedule": {"x": [{"stage": "s", "epochs": 1, "steps": 2}]},
         "backbone": {"requested": "wide_resnet50_2", "used": backbone, "stand_in": stand_in},
+        "compared": {**compared, **{key.replace("__", "."): value for key, value in changes.items()}},
     }
 
 
 def hfr_result(runs, data_used="mvtec"):
-    result = ArmResult(HFR.arms[0], "mvtec", data_used, runs=runs)
+    result = ArmResult(HFR.arms[0], "mvtec", data_used, runs=runs, expected=HFR_SETTING)
     build_cells(HFR, result)
     return {(c.category, c.metric): c for c in result.cells}, result
 
@@ -94,18 +99,122 @@ def test_the_papers_setting_gives_differences_per_category_and_for_the_mean(tmp_
         in markdown
     )
     assert "Not comparable" not in markdown and "backbone wide_resnet50_2; image size 256" in markdown
+    assert "Backbone: wide_resnet50_2, ours (the paper says only 'pre-trained ResNet'" in markdown
+
+
+def test_the_paper_setting_is_the_experiment_config_with_the_arm():
+    assert HFR_SETTING["data.name"] == "mvtec" and HFR_SETTING["backbone.name"] == "wide_resnet50_2"
+    assert HFR_SETTING["backbone.weights"] == "imagenet" and HFR_SETTING["backbone.stand_in"] is False
+    assert HFR_SETTING["model.epochs"] == 200 and HFR_SETTING["data.image_size"] == 256
+    assert HFR_SETTING["eval.fpr_limit"] == 0.3 and HFR_SETTING["trainer.max_epochs"] is None
+    scales = TABLES["msfi_scales"]
+    one = paper_setting(scales, "mvtec", scales.arms[0], CONFIGS)
+    assert one["model.scales"] == [128] and one["backbone.name"] == "resnet50"
+
+
+def test_a_run_at_64_px_for_one_epoch_with_random_weights_prints_no_difference(tmp_path):
+    changes = {
+        "data__image_size": 64,
+        "eval__map_size": 64,
+        "model__epochs": 1,
+        "backbone__weights": "none",
+        "trainer__max_epochs": 1,
+        "eval__fpr_limit": 0.05,
+        "backbone__layers": ["layer1"],
+    }
+    runs = [Run(Path(c), setting(**changes), {c: scores(0.9)}) for c in MVTEC_CATEGORIES]
+    cells, result = hfr_result(runs)
+    assert all(cell.difference is None for cell in cells.values())
+    reason = cells[(MEAN, "aupro")].reason
+    for named in (
+        "data.image_size 64 (paper: 256)",
+        "eval.map_size 64 (paper: 256)",
+        "model.epochs 1 (paper: 200)",
+        "backbone.weights none (paper: imagenet)",
+        "trainer.max_epochs 1 (paper: None)",
+        "eval.fpr_limit 0.05 (paper: 0.3)",
+        "backbone.layers ['layer1'] (paper: None)",
+    ):
+        assert named in reason, named
+    markdown = write_report(HFR, [result], tmp_path, [])
+    assert "+0." not in markdown and "-0." not in markdown and "model.epochs 1 (paper: 200)" in markdown
+    for key, value in changes.items():  # each alone is enough
+        alone = hfr_result([Run(Path("a"), setting(**{key: value}), {"bottle": scores(0.9)})])[0]
+        assert alone[("bottle", "aupro")].difference is None, key
+
+
+def test_a_longer_budget_is_still_the_papers_setting():
+    cells, _ = hfr_result([Run(Path("a"), setting(model__epochs=400), {"bottle": scores(0.9)})])
+    assert cells[("bottle", "aupro")].difference is not None
+
+
+def test_runs_recorded_on_other_data_are_not_compared_whatever_the_plan_said():
+    # reproduce.py igd_one_class data=mnist5k: the plan says MNIST, the runs record mnist5k.
+    table = TABLES["igd_one_class"]
+    expected = paper_setting(table, "mnist", table.arms[0], CONFIGS)
+    base = {**expected}
+    runs = [
+        Run(Path(c), setting("resnet18", dataset="mnist5k", base=base), {c: {"image_auroc": 0.97}})
+        for c in map(str, range(10))
+    ]
+    result = ArmResult(table.arms[0], "mnist", "mnist", runs=runs, expected=expected)
+    build_cells(table, result)
+    assert result.cells and all(cell.difference is None for cell in result.cells)
+    assert "data mnist5k, not MNIST" in result.reason
+    same = [Run(r.folder, setting("resnet18", dataset="mnist", base=base), r.categories) for r in runs]
+    result = ArmResult(table.arms[0], "mnist", "mnist", runs=same, expected=expected)
+    build_cells(table, result)
+    assert next(c for c in result.cells if c.category == MEAN).difference is not None
+
+
+def test_a_seed_that_lacks_a_category_removes_the_mean():
+    runs = [Run(Path(f"{c}{s}"), setting(seed=s), {c: scores(0.9)}) for s in (0, 1) for c in MVTEC_CATEGORIES]
+    cells, _ = hfr_result(runs)
+    assert cells[(MEAN, "aupro")].difference is not None
+    cells, _ = hfr_result([r for r in runs if r.folder != Path("screw1")])  # seed 1's screw job failed
+    mean = cells[(MEAN, "aupro")]
+    assert mean.ours is None and mean.difference is None and "seed 1 lacks screw" in mean.reason
+    assert cells[("bottle", "aupro")].difference is not None  # the categories themselves still compare
+
+
+def test_metrics_at_thresholds_chosen_on_our_test_set_are_never_compared():
+    table = TABLES["igd_mvtec"]
+    expected = paper_setting(table, "mvtec", table.arms[0], CONFIGS)
+    metrics = {"image_auroc": 0.9, "image_accuracy": 0.9, "pixel_auroc_per_image": 0.9, "n_pixel_auroc_images": 3}
+    runs = [Run(Path(c), setting("resnet18", base=expected), {c: metrics}) for c in MVTEC_CATEGORIES]
+    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs, expected=expected)
+    build_cells(table, result)
+    accuracy = [c for c in result.cells if c.metric == "image_accuracy"]
+    assert accuracy and all(c.difference is None and "F1-optimal threshold" in c.reason for c in accuracy)
+    assert all(c.difference is not None for c in result.cells if c.metric == "image_auroc")
+
+
+def test_an_arm_that_is_ours_beside_a_paper_row_is_never_compared():
+    table = TABLES["utad_ablation"]
+    baseline = next(arm for arm in table.arms if arm.label.startswith("baseline"))
+    assert baseline.departure and "fourth" in baseline.departure
+    expected = paper_setting(table, "mnist", baseline, CONFIGS)
+    runs = [Run(Path("a"), setting("vgg19", dataset="mnist", base=expected), {"0": {"image_auroc": 0.9}})]
+    result = ArmResult(baseline, "mnist", "mnist", runs=runs, expected=expected)
+    build_cells(table, result)
+    assert result.cells and all(c.difference is None for c in result.cells)
+    assert result.reason.startswith("ours, not the paper's row")
+    dsvdd = next(arm for arm in TABLES["igd_ablation"].arms if arm.label == "+ KD + DSVDD")
+    assert "soft-boundary" in dsvdd.departure
 
 
 def test_a_reproduction_whose_backbone_differs_prints_no_difference(tmp_path):
     runs = [Run(Path(c), setting("tf_efficientnet_lite0", stand_in=True), {c: scores(0.9)}) for c in MVTEC_CATEGORIES]
     cells, result = hfr_result(runs)
     assert all(cell.difference is None for cell in cells.values())
-    assert "backbone tf_efficientnet_lite0 (stand-in), not the paper's wide_resnet50_2" in cells[(MEAN, "aupro")].reason
+    reason = cells[(MEAN, "aupro")].reason
+    assert "backbone.name tf_efficientnet_lite0 (paper: wide_resnet50_2)" in reason
+    assert "backbone.stand_in True (paper: False)" in reason
     other = [Run(Path("a"), setting("resnet18"), {"bottle": scores(0.9)})]  # another backbone, not a stand-in
     assert all(c.difference is None for c in hfr_result(other)[0].values())
     markdown = write_report(HFR, [result], tmp_path, [])
     assert "n/c" in markdown and "+0." not in markdown and "-0." not in markdown
-    assert "- every cell: backbone tf_efficientnet_lite0 (stand-in)" in markdown
+    assert "- every cell: the setting differs from the paper's: backbone.name tf_efficientnet_lite0" in markdown
     assert "tf_efficientnet_lite0 (stand-in for wide_resnet50_2)" in markdown  # the setting line
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert rows and all(r["difference"] == "" and "backbone" in r["not comparable because"] for r in rows)
@@ -114,31 +223,32 @@ def test_a_reproduction_whose_backbone_differs_prints_no_difference(tmp_path):
 def test_stand_in_data_and_runs_without_a_setting_are_not_compared():
     cells, _ = hfr_result([Run(Path("a"), setting(dataset="synthetic"), {"brick": scores(0.9)})], "synthetic")
     assert all(c.difference is None for c in cells.values()) and ("brick", "aupro") in cells
-    assert "stand-in data synthetic" in cells[(MEAN, "aupro")].reason
+    assert "data synthetic, not MVTec AD" in cells[(MEAN, "aupro")].reason
     cells, _ = hfr_result([Run(Path("a"), None, {"bottle": scores(0.9)})])
-    assert cells[("bottle", "aupro")].difference is None and "no setting" in cells[("bottle", "aupro")].reason
+    assert cells[("bottle", "aupro")].difference is None
+    assert "does not record its whole setting" in cells[("bottle", "aupro")].reason
 
 
 def test_a_subset_of_categories_compares_each_but_not_the_mean():
     cells, _ = hfr_result([Run(Path("a"), setting(), {"bottle": scores(0.9)})])
     assert cells[("bottle", "pixel_auroc")].difference is not None
     assert cells[(MEAN, "pixel_auroc")].difference is None
-    assert "covers 1 of the table's 15 categories" in cells[(MEAN, "pixel_auroc")].reason
+    assert "seed 0 lacks cable, capsule" in cells[(MEAN, "pixel_auroc")].reason
     assert cells[("screw", "pixel_auroc")].reason == "not run"
 
 
 def test_seeds_give_mean_and_sample_std_per_cell_and_for_the_mean():
-    values = {0: (0.80, 0.60), 1: (0.90, 0.70), 2: (0.95, 0.20)}  # seed -> (bottle, screw)
+    values = {0: 0.80, 1: 0.90, 2: 0.95}  # seed -> bottle's value; the other categories get value - 0.1 * i / 15
     runs = [
-        Run(Path(f"{c}{s}"), setting(seed=s), {c: scores(values[s][i])})
+        Run(Path(f"{c}{s}"), setting(seed=s), {c: scores(values[s] - 0.1 * i / 15)})
         for s in values
-        for i, c in enumerate(("bottle", "screw"))
+        for i, c in enumerate(MVTEC_CATEGORIES)
     ]
     cells, _ = hfr_result(runs)
     bottle = cells[("bottle", "image_auroc")].ours
     assert bottle.n == 3 and bottle.mean == pytest.approx(np.mean([0.8, 0.9, 0.95]))
     assert bottle.std == pytest.approx(np.std([0.8, 0.9, 0.95], ddof=1))
-    per_seed = [np.mean(v) for v in values.values()]
+    per_seed = [np.mean([v - 0.1 * i / 15 for i in range(15)]) for v in values.values()]
     mean = cells[(MEAN, "image_auroc")].ours
     assert mean.mean == pytest.approx(np.mean(per_seed)) and mean.std == pytest.approx(np.std(per_seed, ddof=1))
     assert "± " in str(mean)
@@ -149,26 +259,23 @@ def test_the_per_image_pixel_auroc_mean_is_over_all_anomalous_images_not_over_ca
     table = TABLES["igd_mvtec"]
     counts = {c: 10 + 5 * i for i, c in enumerate(MVTEC_CATEGORIES)}
     values = {c: 0.6 + 0.02 * i for i, c in enumerate(MVTEC_CATEGORIES)}
-    igd_setting = {**setting("resnet18"), "backbone": {"requested": "resnet18", "used": "resnet18", "stand_in": False}}
+    expected = paper_setting(table, "mvtec", table.arms[0], CONFIGS)
+    igd_setting = setting("resnet18", base=expected)
     runs = [
         Run(Path(c), igd_setting, {c: {"pixel_auroc_per_image": values[c], "n_pixel_auroc_images": counts[c]}})
         for c in MVTEC_CATEGORIES
     ]
-    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs)
+    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs, expected=expected)
     build_cells(table, result)
     mean = next(c for c in result.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
     pooled = sum(values[c] * counts[c] for c in counts) / sum(counts.values())
     assert mean.ours.mean == pytest.approx(pooled) and abs(pooled - np.mean(list(values.values()))) > 0.01
     assert mean.difference == pytest.approx(pooled - 0.91)
     del runs[0].categories["bottle"]["n_pixel_auroc_images"]  # a metrics.json from before the count
-    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs)
+    result = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs, expected=expected)
     build_cells(table, result)
     mean = next(c for c in result.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
     assert mean.ours is None and mean.difference is None and "n_pixel_auroc_images" in mean.reason
-    one = ArmResult(table.arms[0], "mvtec", "mvtec", runs=runs[:1])  # one category needs no count
-    build_cells(table, one)
-    mean = next(c for c in one.cells if (c.category, c.metric) == (MEAN, "pixel_auroc_per_image"))
-    assert mean.ours.mean == pytest.approx(values["bottle"])
 
 
 def test_an_arm_whose_option_does_not_exist_is_listed_not_run(tmp_path):

@@ -34,7 +34,8 @@ class DeLongResult:
 
     Attributes:
         auroc: the two AUROCs. covariance: their 2×2 covariance matrix.
-        z: the statistic (``nan`` when the difference has zero variance). p_value: two-sided.
+        z: the statistic. p_value: two-sided. Both ``nan`` (undefined) when the difference has zero variance
+            (e.g. identical scores, or two perfect separations): no test can be made.
     """
 
     auroc: tuple[float, float]
@@ -102,8 +103,8 @@ def delong_test(scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray) 
     auroc = v10.mean(axis=1)
     variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
     difference = float(auroc[0] - auroc[1])
-    if variance <= 1e-15:
-        z, p = (math.nan, 1.0) if abs(difference) < 1e-12 else (math.copysign(math.inf, difference), 0.0)
+    if variance <= 1e-15:  # no spread to test against: the test is undefined, whatever the difference
+        z, p = math.nan, math.nan
     else:
         z = difference / math.sqrt(variance)
         p = math.erfc(abs(z) / math.sqrt(2))
@@ -116,7 +117,7 @@ class WelchResult:
 
     Attributes:
         difference: mean of the first group minus that of the second. t, df: the statistic and its
-            Welch-Satterthwaite degrees of freedom (``nan`` when undefined). p_value: two-sided.
+            Welch-Satterthwaite degrees of freedom. p_value: two-sided. All ``nan`` when undefined (no spread).
     """
 
     difference: float
@@ -160,7 +161,8 @@ def student_t_two_sided(t: float, df: float) -> float:
 
 
 def welch_test(a: list[float], b: list[float]) -> WelchResult:
-    """Welch's t-test of ``a`` against ``b`` (each ≥ 2 values; p = 1 when both have zero spread and equal means).
+    """Welch's t-test of ``a`` against ``b`` (each ≥ 2 values). With no spread in either group the test is
+    undefined: ``t``, ``df`` and ``p_value`` are ``nan``, whatever the difference.
 
     Raises:
         ValueError: a group has fewer than two values.
@@ -171,10 +173,7 @@ def welch_test(a: list[float], b: list[float]) -> WelchResult:
     var_a, var_b = float(np.var(a, ddof=1)) / len(a), float(np.var(b, ddof=1)) / len(b)
     difference = mean_a - mean_b
     if var_a + var_b == 0:
-        p = 1.0 if difference == 0 else 0.0
-        return WelchResult(
-            difference, math.nan if difference == 0 else math.copysign(math.inf, difference), math.nan, p
-        )
+        return WelchResult(difference, math.nan, math.nan, math.nan)
     t = difference / math.sqrt(var_a + var_b)
     df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
     return WelchResult(difference, t, df, student_t_two_sided(t, df))

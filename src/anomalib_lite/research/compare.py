@@ -130,8 +130,8 @@ def delong_rows(side_a: list[Entry], side_b: list[Entry], alpha: float) -> list[
                     "B": f"{result.auroc[1]:.4f}",
                     "A − B": f"{result.difference:+.4f}",
                     "z": f"{result.z:.2f}",
-                    "p": f"{result.p_value:.4f}",
-                    "verdict": "beyond chance" if result.p_value < alpha else "within chance",
+                    "p": _p(result.p_value),
+                    "verdict": _verdict(result.p_value, alpha),
                 }
             )
     return rows
@@ -141,13 +141,31 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def seed_values(side: list[Entry], categories: list[str], metric: str) -> list[float]:
-    """One value per seed: the mean of the metric over ``categories`` run with that seed."""
-    by_seed: dict[object, list[float]] = {}
+def _p(p_value: float) -> str:
+    return "undefined" if math.isnan(p_value) else f"{p_value:.4f}"
+
+
+def _verdict(p_value: float, alpha: float) -> str:
+    if math.isnan(p_value):
+        return "undefined: no variance to test against"
+    return "beyond chance" if p_value < alpha else "within chance"
+
+
+def seed_values(side: list[Entry], categories: list[str], metric: str) -> tuple[list[float], list[str]]:
+    """One value per seed that has the metric for every one of ``categories``: its mean over them; and, for each
+    seed that lacks some, ``seed s lacks a, b`` (such a seed gives no value: a mean over fewer categories is
+    another quantity)."""
+    by_seed: dict[object, dict[str, float]] = {}
     for entry in side:
         if entry.category in categories and _finite(entry.metrics.get(metric)):
-            by_seed.setdefault(entry.seed, []).append(entry.metrics[metric])
-    return [statistics.fmean(values) for values in by_seed.values()]
+            by_seed.setdefault(entry.seed, {})[entry.category] = entry.metrics[metric]
+    complete = [statistics.fmean(values.values()) for values in by_seed.values() if len(values) == len(categories)]
+    lacking = [
+        f"seed {seed} lacks {', '.join(c for c in categories if c not in values)}"
+        for seed, values in by_seed.items()
+        if len(values) < len(categories)
+    ]
+    return complete, lacking
 
 
 def spread_rows(side_a: list[Entry], side_b: list[Entry], alpha: float) -> list[dict[str, str]]:
@@ -159,7 +177,23 @@ def spread_rows(side_a: list[Entry], side_b: list[Entry], alpha: float) -> list[
     for category in [*shared, None]:
         for metric in metrics:
             chosen = shared if category is None else [category]
-            a, b = seed_values(side_a, chosen, metric), seed_values(side_b, chosen, metric)
+            (a, lacking_a), (b, lacking_b) = seed_values(side_a, chosen, metric), seed_values(side_b, chosen, metric)
+            if lacking_a or lacking_b:
+                lacking = [f"A: {s}" for s in lacking_a] + [f"B: {s}" for s in lacking_b]
+                rows.append(
+                    {
+                        "category": category or "mean",
+                        "metric": metric,
+                        "A": "-",
+                        "B": "-",
+                        "A − B": "-",
+                        "t": "-",
+                        "df": "-",
+                        "p": "-",
+                        "verdict": "no mean: " + "; ".join(lacking),
+                    }
+                )
+                continue
             if not a or not b:
                 continue
             difference = statistics.fmean(a) - statistics.fmean(b)
@@ -177,8 +211,8 @@ def spread_rows(side_a: list[Entry], side_b: list[Entry], alpha: float) -> list[
                 row.update(
                     t=f"{result.t:.2f}",
                     df=f"{result.df:.1f}",
-                    p=f"{result.p_value:.4f}",
-                    verdict="beyond chance" if result.p_value < alpha else "within chance",
+                    p=_p(result.p_value),
+                    verdict=_verdict(result.p_value, alpha),
                 )
             rows.append(row)
     return rows

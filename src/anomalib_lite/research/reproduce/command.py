@@ -30,7 +30,7 @@ from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
 from anomalib_lite.models.backbones import BACKBONES, torchvision_weights_path
 from anomalib_lite.research.reproduce.report import write_report
-from anomalib_lite.research.reproduce.results import ArmResult, build_cells, read_runs
+from anomalib_lite.research.reproduce.results import ArmResult, build_cells, paper_setting, read_runs
 from anomalib_lite.research.reproduce.tables import NAMES, STAND_IN_DATA, TABLES, Arm, ReproTable
 
 ONE_CLASS_STAND_IN_CATEGORIES = [str(c) for c in range(10)]
@@ -159,6 +159,7 @@ def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
                     f" ({arm.note})" if arm.note else ""
                 )
                 continue
+            result.expected = paper_setting(table, data, arm, repo / "configs")
             result.sweep = options.out / arm_folder(arm) / data
             if options.collect:  # the data the runs used, whatever is present now
                 result.notes = []

@@ -36,8 +36,13 @@ def arm_markdown(table: ReproTable, result: ArmResult) -> list[str]:
         lines.append(f"Options: `{' '.join(arm.overrides)}`")
     if arm.note:
         lines.append(f"Note: {arm.note}")
+    if arm.departure:
+        lines.append(f"Ours, not the paper's row: {arm.departure}")
+    source = (
+        "the paper's" if arm.backbone_source == "paper" else f"ours ({arm.backbone_source.removeprefix('choice: ')})"
+    )
     lines.append(
-        f"Paper's backbone: {arm.backbone}. Our runs: {describe_setting(result.runs)}"
+        f"Backbone: {arm.backbone}, {source}. Our runs: {describe_setting(result.runs)}"
         + (f" ({result.sweep})" if result.sweep else "")
     )
     lines += ["", *(f"- {note}" for note in result.notes), *([""] if result.notes else [])]
@@ -97,8 +102,11 @@ def write_report(table: ReproTable, results: list[ArmResult], out: Path, setting
     lines += [
         "Paper figures: " + "; ".join(cited),
         "",
-        "A difference (ours − paper) is given only where the runs used the paper's dataset, backbone and "
-        "metric, and (for the mean) every category of its table; ours is mean ± std over seeds.",
+        "A difference (ours − paper) is given only where every run recorded the table's whole setting (dataset, "
+        "backbone and its weights, image and map size, AUPRO FPR limit, every model option, a budget at least the "
+        "paper's, no epoch cap), the metric is the paper's (no threshold chosen on our test set), the arm is the "
+        "paper's row, and (for the mean) every seed covers every category of the table; ours is mean ± std over "
+        "seeds. Elsewhere `n/c`, with the reason.",
         "",
     ]
     for result in results:

@@ -3,9 +3,18 @@
 A cell is one arm of a table, one dataset, one metric, one category (or the mean over the categories; over
 all images for a metric of ``IMAGE_WEIGHTS``).
 Ours is the mean ± standard deviation over the runs (seeds) of that cell; the difference (ours − paper)
-is given only when the runs match the paper's setting: the paper's dataset (not a stand-in), the
-paper's backbone (as ``metrics.json``'s ``setting`` records it, not a stand-in), the paper's metric, and,
-for the mean, every category of the paper's table. Every other cell says why it is not comparable.
+is given only when the runs match the paper's whole setting, as each run recorded it in ``metrics.json``:
+
+- every option of :func:`~anomalib_lite.pipeline.setting.compared_setting` equals the table's setting
+  (:func:`paper_setting`: the experiment config with the arm's overrides): the dataset (not a stand-in), the
+  backbone (not a stand-in, its weights, its layers), image and map size, the AUPRO FPR limit, every model
+  option the arm sets or leaves at the paper's value, no ``trainer.max_epochs`` cap; budgets (``…epochs``,
+  ``…steps``) at least the paper's;
+- the metric is the paper's (no threshold chosen on our test set, see the metric catalogue);
+- the arm is the paper's row (an arm that departs from it says how, and is never compared);
+- for the mean: every category of the paper's table, in every seed.
+
+Every other cell says why it is not comparable, naming the options that differ.
 """
 
 from __future__ import annotations
@@ -16,6 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from anomalib_lite.metrics.catalogue import METRICS
+from anomalib_lite.pipeline.config import validate
+from anomalib_lite.pipeline.setting import compared_setting
 from anomalib_lite.research.reproduce.tables import NAMES, Arm, ReproTable
 
 MEAN = "mean"
@@ -93,6 +108,36 @@ class ArmResult:
     reason: str | None = None  # why no cell of this arm is comparable
     sweep: Path | None = None
     notes: list[str] = field(default_factory=list)
+    expected: dict[str, Any] | None = None  # the paper's setting (paper_setting); None: not known, not compared
+
+
+def paper_setting(table: ReproTable, data: str, arm: Arm, configs: Path) -> dict[str, Any]:
+    """The setting runs of ``arm`` on ``data`` must have to be compared with the paper: ``train.py``'s config
+    composed from ``configs`` with the table's experiment, the dataset and the arm's overrides
+    (:func:`~anomalib_lite.pipeline.setting.compared_setting` of it)."""
+    overrides = [f"+experiment={table.experiment}", f"data={data}", *arm.overrides]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(configs.resolve())):
+        config = compose("train", overrides=overrides)
+    return compared_setting(validate(config))
+
+
+def _is_budget(key: str) -> bool:
+    return key.endswith(("epochs", "steps")) and key != "trainer.max_epochs"
+
+
+def setting_differences(expected: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """The options in which a run's recorded setting departs from the paper's, as ``name value (paper: value)``;
+    a budget (``…epochs``, ``…steps``) departs only when below the paper's."""
+    differences = []
+    for key in sorted(set(expected) | set(recorded)):
+        mine, theirs = recorded.get(key, "absent"), expected.get(key, "absent")
+        if mine == theirs:
+            continue
+        if _is_budget(key) and isinstance(mine, int) and isinstance(theirs, int) and mine >= theirs:
+            continue
+        differences.append(f"{key} {mine} (paper: {theirs})")
+    return differences
 
 
 def describe_setting(runs: list[Run]) -> str:
@@ -131,24 +176,26 @@ def describe_setting(runs: list[Run]) -> str:
 
 
 def arm_reason(table: ReproTable, result: ArmResult) -> str | None:
-    """Why no cell of the arm can be compared (data, backbone, missing setting), or ``None``."""
+    """Why no cell of the arm can be compared (the arm is not the paper's row, a run's setting is unknown or
+    departs from the paper's in the options named), or ``None``."""
+    if result.arm.departure:
+        return f"ours, not the paper's row: {result.arm.departure}"
     if not result.runs:
         return None
     reasons = []
-    if result.data_used != result.data:
-        reasons.append(f"stand-in data {result.data_used}, not {NAMES[result.data]}")
-    if any(run.setting is None for run in result.runs):
-        reasons.append("a run's metrics.json records no setting (it predates them): backbone unknown")
-    used = sorted(
-        {(r.setting["backbone"]["used"], r.setting["backbone"]["stand_in"]) for r in result.runs if r.setting}
-    )
-    wrong = [
-        f"{name}{' (stand-in)' if stand_in else ''}"
-        for name, stand_in in used
-        if stand_in or name != result.arm.backbone
-    ]
-    if wrong:
-        reasons.append(f"backbone {', '.join(wrong)}, not the paper's {result.arm.backbone}")
+    datasets = sorted({r.setting["dataset"] for r in result.runs if r.setting})
+    if any(d != result.data for d in datasets):
+        reasons.append(f"data {', '.join(datasets)}, not {NAMES[result.data]}")
+    if any(run.setting is None or "compared" not in run.setting for run in result.runs):
+        reasons.append("a run's metrics.json does not record its whole setting (an older version): rerun it")
+    elif result.expected is None:
+        reasons.append("the paper's setting is not known here")
+    else:
+        differences = sorted(
+            {d for run in result.runs for d in setting_differences(result.expected, run.setting["compared"])}
+        )
+        if differences:
+            reasons.append("the setting differs from the paper's: " + ", ".join(differences))
     return "; ".join(reasons) or None
 
 
@@ -176,18 +223,19 @@ def build_cells(table: ReproTable, result: ArmResult) -> None:
         # One category needs no weights; several need every run's count.
         weight_key = IMAGE_WEIGHTS.get(metric) if len(ran) > 1 else None
         unweighable = weight_key is not None and _lacks(result.runs, metric, weight_key)
-        ours = None if unweighable else Stat.of(_per_seed_means(result.runs, metric, weight_key))
+        incomplete = _incomplete_seeds(result.runs, metric, table.categories) if ran else []
+        ours = None if unweighable or incomplete else Stat.of(_per_seed_means(result.runs, metric, weight_key))
         cell = Cell(MEAN, metric, ours, paper)
-        missing = [c for c in table.categories if c not in ran]
-        cell.reason = result.reason or (
-            f"the paper's mean is over all anomalous images; these runs do not record {weight_key} "
-            "(metrics.json from an older version): re-evaluate them with eval.py"
-            if unweighable
-            else cell_reason(cell, True, bool(ran))
-        )
-        if cell.reason is None and missing:
-            covered = len(table.categories) - len(missing)
-            cell.reason = f"our mean covers {covered} of the table's {len(table.categories)} categories"
+        if unweighable:
+            cell.reason = (
+                f"the paper's mean is over all anomalous images; these runs do not record {weight_key} "
+                "(metrics.json from an older version): rerun them"
+            )
+        elif incomplete:
+            cell.reason = "no mean: it needs every category of the table in every seed, and " + "; ".join(incomplete)
+        else:
+            cell.reason = cell_reason(cell, True, bool(ran))
+        cell.reason = result.reason or cell.reason
         result.cells.append(cell)
 
 
@@ -206,6 +254,19 @@ def _per_seed_means(runs: list[Run], metric: str, weight_key: str | None = None)
     return [sum(v * w for v, w in pairs) / sum(w for _, w in pairs) for pairs in by_seed.values() if pairs]
 
 
+def _incomplete_seeds(runs: list[Run], metric: str, categories: tuple[str, ...]) -> list[str]:
+    """Per seed whose runs lack ``metric`` for some of ``categories``: ``seed s lacks a, b``."""
+    by_seed: dict[Any, set[str]] = {}
+    for run in runs:
+        seed = run.setting["seed"] if run.setting else str(run.folder)
+        by_seed.setdefault(seed, set()).update(c for c, m in run.categories.items() if m.get(metric) is not None)
+    return [
+        f"seed {seed} lacks {', '.join(c for c in categories if c not in done)}"
+        for seed, done in by_seed.items()
+        if not set(categories) <= done
+    ]
+
+
 def _lacks(runs: list[Run], metric: str, weight_key: str) -> bool:
     """Whether a run with ``metric`` lacks its image count ``weight_key`` (an old ``metrics.json``)."""
     return any(m.get(metric) is not None and m.get(weight_key) is None for run in runs for m in run.categories.values())
@@ -221,4 +282,7 @@ def cell_reason(cell: Cell, in_table: bool, ran: bool) -> str | None:
         return "the paper gives no figure"
     if cell.ours is None:
         return f"our runs did not compute {cell.metric}"
+    metric = METRICS.get(cell.metric)
+    if metric is not None and metric.test_set_threshold:
+        return f"{cell.metric}: {metric.test_set_threshold}; the paper's rule is not ours"
     return None

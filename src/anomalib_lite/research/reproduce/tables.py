@@ -72,6 +72,10 @@ class Arm:
         paper: metric → the paper's figures (the first is compared, the others shown beside it).
         requires: model options (``model.<name>``) or backbones (``backbone=<name>``) the arm needs.
         note: what the arm is, where the setting comes from.
+        departure: how the arm differs from the paper's row it sits beside, for an arm that is ours; such an
+            arm is shown and never compared.
+        backbone_source: where :attr:`backbone` comes from: ``paper`` or, where the paper names none precisely,
+            ``choice: <why>``.
     """
 
     label: str
@@ -80,6 +84,8 @@ class Arm:
     paper: dict[str, tuple[PaperRef, ...]] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     note: str = ""
+    departure: str = ""
+    backbone_source: str = "paper"
 
     def missing(self, model: str) -> list[str]:
         """The options of :attr:`requires` this code lacks for ``model``."""
@@ -123,28 +129,39 @@ WRN, R18, R50, VGG = "wide_resnet50_2", "resnet18", "resnet50", "vgg19"
 MSFI_LEVELS = {"[2,3,4]": "model.levels=3", "[2,3,4,5]": "model.levels=4"}
 MSFI_BACKBONES = {"ResNet-18": R18, "ResNet-50": R50, "WideResNet-50": WRN}
 ONE_CLASS_DATA = ("mnist", "fashion_mnist", "cifar10")
-UTAD_VARIANTS = {  # our ablation variants (configs/variant/) → the paper's Table 2 row, where identifiable
-    "full (MI + EN + Guide)": ("+variant=utad_mi_en_guide", "all"),
-    "baseline (no MI, EN, Guide)": ("model.mi_weight=0 model.use_expert=false model.use_detail=false", "baseline"),
-    "without MI": ("+variant=utad_en_guide", None),
-    "without EN": ("+variant=utad_mi", None),
-    "without Guide": ("+variant=utad_mi_en", None),
+# Our ablation variants (configs/variant/) → the paper's Table 2 row where identifiable, and how an arm that is ours
+# departs from the row beside it.
+UTAD_VARIANTS = {
+    "full (MI + EN + Guide)": ("+variant=utad_mi_en_guide", "all", ""),
+    "baseline (no MI, EN, Guide)": (
+        "model.mi_weight=0 model.use_expert=false model.use_detail=false",
+        "baseline",
+        "it switches off the three components the paper's text names (MI, EN, Guide); the paper's full row ticks "
+        "four columns, whose fourth header is lost (utad.txt L125-131), so its Baseline may lack a fourth one ours "
+        "keeps",
+    ),
+    "without MI": ("+variant=utad_en_guide", None, ""),
+    "without EN": ("+variant=utad_mi", None, ""),
+    "without Guide": ("+variant=utad_mi_en", None, ""),
 }
 
-IGD_ABLATION = (  # the paper's Table 5 column → our overrides (configs/model/igd.yaml), what the arm is
+# The paper's Table 5 column → our overrides (configs/model/igd.yaml), what the arm is, how it departs from the row.
+IGD_ABLATION = (
     (
         "MS-SSIM",
         ("model.distill=false", "model.descriptor=none", "model.interpolation=false"),
         "the MS-SSIM autoencoder alone, encoder from scratch",
+        "",
     ),
-    ("+ KD", ("model.descriptor=none", "model.interpolation=false"), "distilled encoder, no descriptor"),
+    ("+ KD", ("model.descriptor=none", "model.interpolation=false"), "distilled encoder, no descriptor", ""),
     (
         "+ KD + DSVDD",
         ("model.descriptor=svdd", "model.interpolation=false"),
-        "Deep SVDD's one-class objective (the paper's row: soft-boundary)",
+        "Deep SVDD's one-class objective",
+        "plain Deep SVDD (Ruff et al.'s one-class objective); the paper's row is soft-boundary Deep SVDD",
     ),
-    ("+ KD + GSVDD", ("model.interpolation=false",), "no ACAI interpolation"),
-    ("+ KD + GSVDD + INTER", (), "the full model"),
+    ("+ KD + GSVDD", ("model.interpolation=false",), "no ACAI interpolation", ""),
+    ("+ KD + GSVDD + INTER", (), "the full model", ""),
 )
 
 
@@ -176,6 +193,7 @@ TABLES: dict[str, ReproTable] = {
                 Arm(
                     "HFR",
                     backbone=WRN,
+                    backbone_source="choice: the paper says only 'pre-trained ResNet' (hfr.txt L27, L55)",
                     paper=_both_hfr(),
                     note="compared with the headline column (col B); col A (the other unlabelled HFR variant) "
                     "beside it",
@@ -338,8 +356,9 @@ TABLES: dict[str, ReproTable] = {
                     {"image_auroc": (PaperRef("igd", "table5", label, "Ours", categories="none"),)},
                     requires=("model.distill", "model.descriptor", "model.interpolation"),
                     note=note,
+                    departure=departure,
                 )
-                for label, options, note in IGD_ABLATION
+                for label, options, note, departure in IGD_ABLATION
             ),
             tuple(ONE_CLASS),
         ),
@@ -392,8 +411,9 @@ TABLES: dict[str, ReproTable] = {
                     VGG,
                     {"image_auroc": (PaperRef("utad", "table2_ablation", "{data}", row, "none"),)} if row else {},
                     note="" if row else "the paper's row of this variant is not identifiable (its ticks are lost)",
+                    departure=departure,
                 )
-                for label, (options, row) in UTAD_VARIANTS.items()
+                for label, (options, row, departure) in UTAD_VARIANTS.items()
             ),
             tuple(ONE_CLASS),
         ),
