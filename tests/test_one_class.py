@@ -17,6 +17,7 @@ from anomalib_lite.data.one_class import (
     load_split,
     mnist5k_splits,
     one_class_datamodule,
+    read_cifar_batch,
     read_idx,
     resize_images,
 )
@@ -123,3 +124,95 @@ def test_idx_reader_matches_an_independent_decoding(tmp_path: Path):
     header = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in array.shape)
     (tmp_path / "x-ubyte").write_bytes(header + array.tobytes())
     assert np.array_equal(read_idx(tmp_path / "x-ubyte"), array)
+
+
+class Call:
+    """Pickles as ``function(*args)``: what a crafted file makes a plain ``pickle.load`` run."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _payloads(marker: Path) -> dict[str, object]:
+    """Each would create ``marker`` if unpickled by a plain ``pickle.load``."""
+    import builtins
+    import os
+
+    from numpy.testing._private.utils import runstring
+
+    make = f"open({str(marker)!r}, 'w').close()"
+    return {
+        "posix.system": Call(os.system, f"touch {marker}"),
+        "builtins.eval": Call(builtins.eval, make),
+        "builtins.open": Call(builtins.open, str(marker), "w"),
+        "numpy.testing._private.utils.runstring": Call(runstring, make, {}),  # numpy, but not an array
+    }
+
+
+@pytest.mark.parametrize("name", list(_payloads(Path("x"))))
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_crafted_cifar_batch_runs_nothing_and_is_refused_in_one_line_naming_the_file(
+    cifar10_files, tmp_path, name, nested
+):
+    root = tmp_path / "cifar"
+    shutil.copytree(cifar10_files.root, root)
+    marker = tmp_path / "ran"
+    payload = _payloads(marker)[name]
+    function = payload.function.__name__  # pickled as posix.system, __builtin__.eval, io.open, ...
+    if nested:  # a real batch whose labels are the payload
+        batch = pickle.loads((root / "data_batch_1").read_bytes())
+        payload = {**batch, b"labels": payload}
+    (root / "data_batch_1").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError) as refused:
+        load_split("cifar10", root, train=True)
+    message = str(refused.value)
+    assert message.startswith(f"{root / 'data_batch_1'}: ") and "\n" not in message
+    assert f".{function}, which a CIFAR-10 batch never holds" in message
+    assert not marker.exists()
+
+
+def _python2_batch(images: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as Python 2's pickle wrote it (protocol 0 here; the official files use 2, same objects):
+    ``str`` keys and values that Python 3 reads as bytes, the array under ``numpy.core`` as in numpy's own
+    Python 2 pickles (numpy's test_pickle_py2_bytes_encoding)."""
+
+    def string(raw: bytes) -> str:
+        return "S'" + "".join(f"\\x{byte:02x}" for byte in raw) + "'\n"
+
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    array = (
+        "cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I0\ntS'b'\ntR"
+        f"(I1\n(I{rows.shape[0]}\nI{rows.shape[1]}\ntcnumpy\ndtype\n(S'u1'\nI0\nI1\ntR(I3\nS'|'\nNNNI-1\nI-1\nI0\ntb"
+        f"I00\n{string(rows.tobytes())}tb"
+    )
+    label_list = "(l" + "".join(f"I{label}\na" for label in labels)
+    text = f"(dS'batch_label'\nS'training batch 1 of 5'\nsS'labels'\n{label_list}sS'data'\n{array}s."
+    return text.encode("ascii")
+
+
+def test_batches_pickled_by_python_2_or_re_pickled_at_any_protocol_read_as_a_plain_unpickler_reads_them(tmp_path):
+    labels = [3, 0, 9, 3]
+    images = cifar_images(labels)
+    official = _python2_batch(images, labels)
+    reference = pickle.loads(official, encoding="bytes")  # our own bytes: safe to load unrestricted
+    assert np.array_equal(reference[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), images)
+    files = {"python2": official}
+    for protocol in (2, 3, 4, 5):  # re-pickled copies with str keys
+        files[f"protocol{protocol}"] = pickle.dumps({key.decode(): value for key, value in reference.items()}, protocol)
+    for name, raw in files.items():
+        (tmp_path / name).write_bytes(raw)
+        got_images, got_labels = read_cifar_batch(tmp_path / name)
+        assert np.array_equal(got_images, images) and got_labels.tolist() == labels, name
+
+
+def test_a_batch_of_object_arrays_or_unequal_counts_is_refused(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), dtype=object), b"labels": [1]}, protocol=2))
+    with pytest.raises(DataError, match="data_batch_1: .*dtype object holds Python objects"):
+        read_cifar_batch(path)
+    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), dtype=np.uint8), b"labels": [1]}, protocol=2))
+    with pytest.raises(DataError, match="data_batch_1: 2 images but 1 labels"):
+        read_cifar_batch(path)

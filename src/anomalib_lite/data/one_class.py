@@ -131,24 +131,81 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` at protocol 2 (``encode(text, "latin1")``), latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(f"_codecs.encode called with {encoding!r}, not as bytes are pickled")
+    return text.encode("latin-1")
+
+
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy.core.multiarray._reconstruct (numpy._core in numpy 2)
+_FROMBUFFER = np.zeros(0).__reduce_ex__(5)[0]  # numpy.core.numeric._frombuffer: protocol 5's in-band arrays
+
+
+def _empty_array(subtype: type, shape: tuple, dtype: Any) -> np.ndarray:
+    """``_reconstruct`` as pickled arrays call it: an empty ndarray (its data comes with ``__setstate__``)."""
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or int(np.prod(shape)) != 0:
+        raise pickle.UnpicklingError(f"_reconstruct({subtype!r}, {shape!r}) is not how an array is pickled")
+    return _RECONSTRUCT(np.ndarray, shape, dtype)
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype`` as pickled arrays call it, refusing object dtypes (only numbers and bytes are data)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"dtype {dtype} holds Python objects")
+    return dtype
+
+
+# What a CIFAR-10 "python version" batch holds besides dicts, lists, ints and bytes (opcodes that
+# import nothing): numpy arrays, pickled by Python 2 under numpy.core (the official files), by numpy 2
+# under numpy._core, at protocol 5 through _frombuffer; and Python 3's protocol-2 bytes (_codecs.encode).
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): _empty_array for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _FROMBUFFER for core in ("core", "_core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_CIFAR_GLOBALS`: any other global (``os.system``,
+    ``builtins.eval``, a class) is refused before it is looked up, so nothing in the file is run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The allowed object for ``module.name``; :class:`pickle.UnpicklingError` for anything else."""
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds; not run")
+        return _CIFAR_GLOBALS[module, name]
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one pickled CIFAR-10 batch ("python version").
+    """Read one pickled CIFAR-10 batch ("python version") without running anything it names.
+
+    The file is unpickled by an unpickler that builds only what the format holds (a dict of bytes or str
+    keys to bytes, lists of ints and uint8 numpy arrays); any other global is refused before it is looked up.
 
     Returns:
         images ``N×32×32×3`` uint8, labels ``N`` int64.
     Raises:
-        DataError: naming the file, when it cannot be unpickled or lacks data/labels.
+        DataError: one line naming the file, when it names another global, cannot be unpickled, or
+            lacks data/labels (or their counts differ).
     """
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
         # The published batches have bytes keys (pickled by Python 2); re-pickled copies have str keys.
         batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch["labels"], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR-10 batch ({exc})") from exc
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch["labels"], dtype=np.int64).reshape(-1)
+    # A restricted load of a broken file fails with many types (UnpicklingError, EOFError, KeyError for
+    # a bad memo, IndexError on an empty stack, ...): each one means this file is not a readable batch.
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch ({type(exc).__name__}: {exc})") from exc
+    if len(labels) != len(data):
+        raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data.transpose(0, 2, 3, 1), labels
 
 
 def _find(root: Path, candidates: list[str], folders: list[str]) -> Path | None:
