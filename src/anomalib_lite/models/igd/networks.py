@@ -32,26 +32,27 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation residual block that halves (``down``, mean-pool) or doubles (``up``, nearest) the side.
+    """Pre-activation residual block that halves (``down``, mean-pool) or doubles (``up``, nearest) the side,
+    built as the ref-code's ``ResidualBlock`` (``p32/ssim_module.py``): a down block keeps ``C_in`` channels in its
+    first conv and widens in the second (conv, then mean-pool); an up block widens in its first conv (upsample,
+    then conv); the first conv has no bias; the shortcut is a 1×1 conv.
 
     ``B×C_in×H×W`` → ``B×C_out×H/2×W/2`` (down) or ``B×C_out×2H×2W`` (up).
     """
 
     def __init__(self, c_in: int, c_out: int, resample: str, norm: str = "batch") -> None:
         super().__init__()
-        scale = nn.AvgPool2d(2) if resample == "down" else nn.Upsample(scale_factor=2, mode="nearest")
-        before, after = (nn.Identity(), scale) if resample == "down" else (scale, nn.Identity())
-        self.body = nn.Sequential(
-            _norm(norm, c_in),
-            nn.ReLU(),
-            before,
-            nn.Conv2d(c_in, c_out, 3, padding=1),
-            _norm(norm, c_out),
-            nn.ReLU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1),
-            after,
-        )
-        self.shortcut = nn.Sequential(before, nn.Conv2d(c_in, c_out, 1), after)
+        if resample == "down":
+            pool = nn.AvgPool2d(2)
+            first = nn.Conv2d(c_in, c_in, 3, padding=1, bias=False)
+            second = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), pool)
+            middle, self.shortcut = c_in, nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(c_in, c_out, 1))
+        else:
+            upsample = nn.Upsample(scale_factor=2, mode="nearest")
+            first = nn.Sequential(upsample, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False))
+            second = nn.Conv2d(c_out, c_out, 3, padding=1)
+            middle, self.shortcut = c_out, nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 1))
+        self.body = nn.Sequential(_norm(norm, c_in), nn.ReLU(), first, _norm(norm, middle), nn.ReLU(), second)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
