@@ -54,24 +54,31 @@ def categories_in(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
 
 
-def check_category(root: Path, category: str, known: list[str], how_to_get: str = HOW_TO_GET) -> None:
+def check_category(root: Path, category: str, how_to_get: str = HOW_TO_GET) -> None:
     """Fail before any work when ``category`` is not usable under ``root``.
+
+    The dataset's own category names are not offered as choices when ``root`` holds no category: a
+    moved or missing ``root`` is the problem then, whatever the category (a dataset in this layout may
+    have categories of its own).
 
     Args:
         root: dataset root. category: requested category.
-        known: the dataset's own category names, listed when ``root`` holds none.
         how_to_get: instructions shown when the dataset is missing.
     Raises:
-        ConfigError: the category is not one of the choices (found, or ``known``).
-        DataError: the dataset is absent: where it looked, the layout, how to get it.
+        ConfigError: ``root`` holds categories, and ``category`` is not one of them (the message lists them).
+        DataError: ``root`` is no such folder, or holds no ``category``: where it looked, the layout, how to get it.
     """
     found = categories_in(root)
-    choices = found or known
-    if category not in choices:
-        where = f"found under {root}" if found else f"of this dataset ({root} holds none)"
-        raise ConfigError(f"category={category!r} is not a category {where}; choices: {', '.join(choices)}")
-    if category not in found:
-        raise DataError(f"Dataset not found: looked for {root / category / 'train' / 'good'}\n{LAYOUT}\n{how_to_get}")
+    if category in found:
+        return
+    if found:
+        raise ConfigError(f"category={category!r} is not a category found under {root}; choices: {', '.join(found)}")
+    looked = root / category / "train" / "good"
+    if not root.is_dir():
+        raise DataError(
+            f"Dataset not found: looked for {looked}, but data.root={root} is no such folder\n{LAYOUT}\n{how_to_get}"
+        )
+    raise DataError(f"Dataset not found: looked for {looked}\n{LAYOUT}\n{how_to_get}")
 
 
 def find_mask(ground_truth: Path, defect: str, image: Path) -> Path | None:
@@ -116,7 +123,8 @@ class MVTecLayout(Dataset):
     """A dataset in the MVTec AD layout under ``data.root``; ``category=all`` means every category found there.
 
     Attributes:
-        known: the dataset's own categories, listed when ``data.root`` holds none. how_to_get: shown when absent.
+        known: the dataset's own categories, looked for when ``data.root`` holds none and ``category=all``.
+        how_to_get: shown when absent.
     """
 
     known: list[str] = MVTEC_CATEGORIES
@@ -127,7 +135,7 @@ class MVTecLayout(Dataset):
         root = Path(cfg.root)
         wanted = self.requested(cfg, categories_in(root) or self.known)
         for category in wanted:
-            check_category(root, category, self.known, self.how_to_get)
+            check_category(root, category, self.how_to_get)
         return wanted
 
     def datamodule(self, cfg: DataConfig, category: str) -> DataModule:
