@@ -75,3 +75,22 @@ def test_missing_weights_offline_name_the_file_and_the_alternative(tmp_path, mon
     with pytest.raises(WeightsError, match=r"resnet18-f37072fd\.pth[\s\S]*backbone\.name=tf_efficientnet_lite0"):
         Backbone("resnet18")
     assert not cache.exists()
+
+
+def test_vgg_taps_are_the_convolutions_before_their_relu():
+    # UTAD's perceptual layers conv1_2, conv2_2, conv3_4 "before ReLU": torchvision's VGG ReLUs are in place, and
+    # would turn a tapped conv output into its activation.
+    backbone = Backbone("vgg19", weights="none")
+    assert backbone.layers == ["features.2", "features.7", "features.16"]
+    x = torch.randn(2, 3, 32, 32)
+    conv1_2, conv2_2, conv3_4 = backbone(x)
+    steps = dict(zip(backbone.names, backbone.steps))
+    h = x * backbone.scale + backbone.shift
+    expected = {}
+    for name in backbone.names:  # every step out of place, the ReLUs as F.relu
+        step = steps[name]
+        h = torch.relu(h) if isinstance(step, torch.nn.ReLU) else step(h)
+        expected[name] = h
+    for tap, name in ((conv1_2, "features.2"), (conv2_2, "features.7"), (conv3_4, "features.16")):
+        assert (tap < 0).any(), f"{name} holds no negative value: it is a ReLU's output"
+        torch.testing.assert_close(tap, expected[name])

@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 from anomalib_lite.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.checkpoint import save_checkpoint
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
-from anomalib_lite.errors import TrainingError
+from anomalib_lite.errors import ConfigError, TrainingError
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import torchvision_weights_path
+from anomalib_lite.models.layers import to_normalised
 from anomalib_lite.models.utad import UTAD, UTADConfig
 from anomalib_lite.models.utad.networks import ResidualBlock
 
@@ -215,3 +216,19 @@ def test_the_ablation_variants_switch_the_papers_components():
         assert (cfg.mi_weight, cfg.use_expert, cfg.use_detail) == values
     sweep = OmegaConf.load(REPO / "configs" / "experiment" / "utad_ablation.yaml").hydra.sweeper.params
     assert set(sweep["+variant"].split(",")) == set(expected)
+
+
+def test_the_perceptual_measure_weighs_each_layer_by_its_lambda():
+    backbone = BackboneConfig(name="vgg19", weights="none")
+    model = UTAD(UTADConfig(image_size=64, latent=16, perceptual_weights=[2.0, 0.0, 0.5]), backbone).eval()
+    a, b = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    expected = torch.zeros(2, 64, 64)
+    for weight, tap in ((2.0, "features.2"), (0.5, "features.16")):  # a naive sum, layer by layer
+        fa, fb = (model.perceptual(to_normalised(x), layers=[tap])[0] for x in (a, b))
+        distance = ((fa - fb) ** 2).mean(1, keepdim=True)
+        expected += weight * F.interpolate(distance, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(model.perceptual_distance(a, b), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="2 weights for the 3 perceptual layers"):
+        UTAD(UTADConfig(image_size=64, latent=16, perceptual_weights=[1.0, 1.0]), backbone)
+    with pytest.raises(ValueError, match="perceptual_weights"):
+        UTADConfig(perceptual_weights=[-1.0])

@@ -270,6 +270,11 @@ class Backbone(nn.Module):
         last = max(names.index(layer) for layer in self.layers)
         self.names = names[: last + 1]
         self.steps = nn.ModuleList(module for _, module in steps[: last + 1])
+        # An in-place step right after another would overwrite that step's output, which a tap may hold (VGG's
+        # ReLU after conv1_2): its features would be the activation's, not the layer's. Such steps run out of place.
+        for index in range(len(self.steps) - 1):
+            if getattr(self.steps[index + 1], "inplace", False):
+                self.steps[index + 1].inplace = False
         # x_net = (x * std_in + mean_in - mean_net) / std_net, folded into one affine map.
         mean_in, std_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         mean_net, std_net = torch.tensor(spec.mean), torch.tensor(spec.std)

@@ -38,6 +38,9 @@ class UTADConfig:
         use_expert, use_detail: ablations (see the module doc).
         score: ``max`` or ``mean`` of the map. iou_threshold: the evaluator's segmentation IoU
             threshold on maps scaled to [0, 1] over the test set (choice, the paper's value is lost).
+        perceptual_weights: the weight λ_l of each perceptual layer (``backbone.layers``, in order) in the map
+            ``Σ_l λ_l · mean_c (φ_l(a) − φ_l(b))²`` (paper L108 sets layer weights, their values are lost);
+            ``None``: 1 each (choice).
         offline_backbone: the perceptual network used when VGG-19's weights are not in the torch
             cache (resolved by ``train.py``).
     """
@@ -72,9 +75,14 @@ class UTADConfig:
     use_detail: bool = True
     score: str = "max"
     iou_threshold: float = 0.5
+    perceptual_weights: list[float] | None = None
     offline_backbone: str = "tf_efficientnet_lite0"
 
     def __post_init__(self) -> None:
+        if self.perceptual_weights is not None and (
+            not self.perceptual_weights or any(w < 0 for w in self.perceptual_weights)
+        ):
+            raise ValueError(f"model.perceptual_weights={self.perceptual_weights} must be a list of weights ≥ 0")
         for key in ("ie_epochs", "expert_epochs", "latent", "detail_dim", "mlp_hidden"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")

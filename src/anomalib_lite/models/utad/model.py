@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.backbones import Backbone, BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage, TinySetting
 from anomalib_lite.models.layers import to_normalised, to_unit_range, upsample_sum
@@ -66,6 +67,13 @@ class UTAD(AnomalyModel):
         self.naive_encoder = ContentEncoder(blocks)
         self.naive_decoder = Decoder(None, blocks)
         self.perceptual = Backbone(backbone_cfg.name, backbone_cfg.layers, backbone_cfg.weights)
+        weights = cfg.perceptual_weights or [1.0] * len(self.perceptual.layers)
+        if len(weights) != len(self.perceptual.layers):
+            raise ConfigError(
+                f"model.perceptual_weights has {len(weights)} weights for the {len(self.perceptual.layers)} "
+                f"perceptual layers {self.perceptual.layers} (backbone.layers)"
+            )
+        self.perceptual_weights = weights
 
     def _expert_modules(self) -> list[nn.Module]:
         modules = (self.content, self.detail, self.decoder, self.naive_encoder, self.naive_decoder)
@@ -192,9 +200,15 @@ class UTAD(AnomalyModel):
         return stages
 
     def perceptual_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``Σ_l`` upsampled channel-mean squared feature difference: ``B×3×S×S`` in [0, 1] twice → ``B×S×S``."""
+        """``PM(a, b) = Σ_l λ_l · mean_c (φ_l(a) − φ_l(b))²``, each layer's map upsampled (bilinear) to the input
+        size: ``B×3×S×S`` in [0, 1] twice → ``B×S×S``. The paper's formula (eq. 8, L67-69) is lost from its text:
+        the squared distance, its mean over channels and the resizing are our choice; λ_l is
+        ``model.perceptual_weights``."""
         features = self.perceptual(to_normalised(torch.cat([a, b])))
-        diffs = [((fa - fb).float() ** 2).mean(1) for fa, fb in (f.chunk(2) for f in features)]
+        diffs = [
+            weight * ((fa - fb).float() ** 2).mean(1)
+            for weight, (fa, fb) in zip(self.perceptual_weights, (f.chunk(2) for f in features))
+        ]
         return upsample_sum(diffs, a.shape[-2:])
 
     def reported_metrics(self) -> dict[str, dict[str, Any]]:

@@ -428,7 +428,18 @@ TABLES: dict[str, ReproTable] = {
                     "PM",
                     backbone=VGG,
                     paper={"iou": (PaperRef("utad", "table3", "", "pm", "columns"),)},
-                    note="the other rows (pixel measures, single VGG layers) have no option in this code",
+                    note="the three VGG-19 layers, equal weights (the paper's are lost); the pixel measures "
+                    "(the table's unnamed rows) have no option in this code",
+                ),
+                *(
+                    Arm(
+                        layer,
+                        (f"backbone.layers=[{tap}]",),
+                        VGG,
+                        {"iou": (PaperRef("utad", "table3", "", layer, "columns"),)},
+                        note=f"the perceptual measure on VGG-19's {layer} alone",
+                    )
+                    for layer, tap in (("conv1_2", "features.2"), ("conv2_2", "features.7"), ("conv3_4", "features.16"))
                 ),
             ),
             ("bottle", "cable", "capsule", "hazelnut"),
