@@ -135,6 +135,23 @@ def test_an_export_that_does_not_reproduce_predict_is_refused_and_removed(compos
     assert list(tmp_path.iterdir()) == []
 
 
+class GivesNaN(AnomalyModel):
+    """``predict`` of a model whose weights hold NaN: every map and score NaN."""
+
+    def predict(self, image):
+        image = image * float("nan")
+        return AnomalyOutput(anomaly_map=image[:, 0], score=image.flatten(1).amax(1))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_export_that_gives_nan_is_refused_and_removed(composed, tmp_path, fmt):
+    run = composed("model=hfr", "data.image_size=32", "backbone.weights=none", "category=brick")
+    path = tmp_path / f"model{'.onnx' if fmt == 'onnx' else '.pt'}"
+    with pytest.raises(ExportError, match="gives NaN/inf in its anomaly_map"):
+        export_model(GivesNaN(), run, fmt, path, {"image_size": 32})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_utad_without_detail_guidance_says_why_it_cannot_be_exported(composed, tmp_path):
     run = composed(
         "model=utad",

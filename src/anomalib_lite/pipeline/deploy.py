@@ -234,8 +234,8 @@ def check_export(exported: ExportedModel, core: PixelsToAnomaly, size: int) -> N
     shows).
 
     Raises:
-        ExportError: the file fails on that batch, or a map or score differs by more than :data:`TOLERANCE`
-            of its largest value.
+        ExportError: the file fails on that batch, the file's or predict's map or score holds NaN/inf, or a map
+            or score differs by more than :data:`TOLERANCE` of its largest value.
     """
     pixels = _pixels(CHECK_BATCH, size, seed=1)
     try:
@@ -249,8 +249,11 @@ def check_export(exported: ExportedModel, core: PixelsToAnomaly, size: int) -> N
     with torch.inference_mode():
         expected_map, expected_score = core(pixels)
     for name, a, b in (("anomaly_map", got.anomaly_map, expected_map), ("score", got.score, expected_score)):
+        for whose, values in ((f"the exported {exported.path.name}", a), ("predict", b)):
+            if not torch.isfinite(values).all():
+                raise ExportError(f"{whose} gives NaN/inf in its {name} on {CHECK_BATCH} random images")
         error, scale = relative_difference(a, b)
-        if a.shape != b.shape or error > TOLERANCE:
+        if a.shape != b.shape or not error <= TOLERANCE:  # NaN-safe: a NaN difference is an error too
             raise ExportError(
                 f"the exported {exported.path.name} does not reproduce predict: its {name} "
                 f"{tuple(a.shape)} differs from predict's {tuple(b.shape)} by up to {error:.3g} of {scale:.3g}"

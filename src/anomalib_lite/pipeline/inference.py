@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from anomalib_lite.data.images import to_model_input
 from anomalib_lite.engine.checkpoint import load_checkpoint, load_model_state
 from anomalib_lite.engine.device import place_model
-from anomalib_lite.errors import ConfigError
+from anomalib_lite.engine.trainer import non_finite_state
+from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.models.base import AnomalyOutput
 from anomalib_lite.pipeline.config import RunConfig, validate
@@ -36,7 +37,8 @@ def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[R
         The validated run config and the model with its trained weights, on the CPU.
     Raises:
         ConfigError: no such file.
-        WeightsError: a frozen network's weights differ from those it was trained with.
+        WeightsError: a frozen network's weights differ from those it was trained with, or the weights hold
+            NaN/inf (naming the tensors: such a model scores every image NaN).
     """
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file")
@@ -45,7 +47,21 @@ def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[R
     backbone = run.backbone if "frozen" in state else dataclasses.replace(run.backbone, weights="none")
     model = build_model(run.model, backbone)
     load_model_state(model, state, path)
+    refuse_non_finite(model, path)
     return run, model
+
+
+def refuse_non_finite(model: AnomalyModel, path: Path) -> None:
+    """Raise a :class:`WeightsError` naming ``path`` and the tensors of ``model`` (loaded from it) that hold
+    NaN/inf: every score would be NaN (training never checkpoints such weights; the file was damaged or written
+    elsewhere)."""
+    bad = non_finite_state(model)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise WeightsError(
+            f"ckpt_path={path}: its weights hold NaN/inf in {', '.join(bad[:5])}{more}, so every score would be NaN; "
+            "use an earlier checkpoint or retrain"
+        )
 
 
 def stored_threshold(ckpt_path: Path, category: str) -> tuple[float | None, str]:
