@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
+import signal
 import struct
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from anomalib_lite.data import DataModule, ImageRecord
+from anomalib_lite.data import DataConfig, DataModule, ImageRecord, build_datamodule
 from anomalib_lite.data.images import read_image, read_mask
 from anomalib_lite.errors import DataError
 
@@ -163,3 +166,44 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     Image.fromarray(stored).save(path, exif=exif, quality=95)
     image = read_image(path, 32).astype(float)
     assert image[:12].mean() < 30 and image[-12:].mean() > 225
+
+
+@contextlib.contextmanager
+def _fails_instead_of_hanging(fifo, seconds: int = 10):
+    """Turn a read blocked on ``fifo`` into a failure: after ``seconds`` a writer opens and closes the FIFO
+    (every blocked reader, in any thread, gets end-of-file and returns) and the test fails."""
+
+    def release(*_):
+        with contextlib.suppress(OSError):  # no reader waiting in another thread: the main one was interrupted
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        raise TimeoutError(f"reading {fifo} blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, release)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.parametrize("skip_unreadable", [False, True])
+def test_a_fifo_among_the_training_images_is_refused_by_name_without_opening_it(mvtec_root, caplog, skip_unreadable):
+    fifo = mvtec_root / "widget" / "train" / "good" / "000_fifo.png"
+    os.mkfifo(fifo)
+    folder = mvtec_root / "widget" / "train" / "good" / "001_folder.png"
+    folder.mkdir()
+    cfg = DataConfig(root=str(mvtec_root), category="widget", image_size=32, skip_unreadable=skip_unreadable)
+    with _fails_instead_of_hanging(fifo), caplog.at_level(logging.WARNING):
+        for special in (fifo, folder):
+            kind = "a FIFO" if special == fifo else "a directory"
+            with pytest.raises(DataError, match=f"^{special}: {kind}, not an image file; not read$"):
+                read_image(special, 32)
+        if not skip_unreadable:
+            with pytest.raises(DataError, match=r"2 file\(s\) of the .* train split[\s\S]*000_fifo.png: a FIFO"):
+                build_datamodule(cfg, "widget")
+            return
+        dm = build_datamodule(cfg, "widget")
+    assert len(dm.train_set) == 6 and fifo not in {r.path for r in dm.train_set.records}
+    assert f"{fifo}: a FIFO" in caplog.text and f"{folder}: a directory" in caplog.text

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,6 +27,38 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
+_KINDS = {
+    stat.S_ISDIR: "a directory",
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a device",
+    stat.S_ISBLK: "a device",
+}
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file (or a link to one), never blocking.
+
+    A FIFO opened for reading waits for a writer (a run would hang) and a device may stream without end:
+    the file is opened non-blocking and checked with ``fstat`` on that descriptor (no race with a swap of
+    the name), then refused or handed back as a binary file.
+
+    Returns:
+        the open file (the caller closes it).
+    Raises:
+        DataError: naming the file and what it is, when it is not a regular file; OSError when it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _KINDS.items() if test(mode)), "a special file")
+        raise DataError(f"{path}: {kind}, not an image file; not read")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _open(path: Path) -> Image.Image:
     """Decode ``path`` fully, turned upright by its EXIF orientation (as image viewers show it).
 
@@ -32,15 +67,19 @@ def _open(path: Path) -> Image.Image:
     photographs are legitimate input; beyond twice the limit Pillow refuses it like any broken file.
 
     Raises:
-        DataError: naming the file, for every decoding failure.
+        DataError: naming the file, for every decoding failure, and for a file that is not a regular
+            file (a FIFO, a device: :func:`open_regular`), refused before it is read.
     """
     try:
-        image = Image.open(path)
-        if Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-            log.warning("%s: %d×%d pixels, over Pillow's MAX_IMAGE_PIXELS; read anyway", path, *image.size)
-        image.load()
+        with open_regular(path) as file:
+            image = Image.open(file)
+            if Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                log.warning("%s: %d×%d pixels, over Pillow's MAX_IMAGE_PIXELS; read anyway", path, *image.size)
+            image.load()
         ImageOps.exif_transpose(image, in_place=True)
         return image
+    except DataError:
+        raise
     # Pillow's decoders fail with many types (OSError when truncated, SyntaxError for a broken PNG
     # chunk, DecompressionBombError, struct.error, EOFError, ...): each one means this file is unreadable.
     except Exception as exc:
