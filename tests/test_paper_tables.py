@@ -55,17 +55,90 @@ def test_structure(paper, name):
         assert set(table.rows) - {"mean", "mean_pixel_auroc_per_image"} == set(MVTEC_CATEGORIES)
 
 
-@pytest.mark.parametrize(("paper", "name"), [t for t in ALL_TABLES if paper_table(*t).layout == "markdown"])
+MARKDOWN_TABLES = [t for t in ALL_TABLES if paper_table(*t).layout == "markdown"]
+# Row labels of ours that are not the Markdown row's first cell, lower-cased, spaces as underscores.
+ROW_ALIASES = {
+    ("mean", "avg"),
+    ("mean", "mean_iou"),
+    ("mean_pixel_auroc_per_image", "mean_auroc"),
+    ("one_component_a", "one_component"),
+    ("one_component_b", "one_component"),
+    ("two_components_a", "two_components"),
+    ("two_components_b", "two_components"),
+    ("parameters_millions", "#_param_(m)"),
+    ("pixel_auroc_per_image", "auroc"),
+}
+# Column labels of ours that are not the Markdown header's cell.
+COLUMN_ALIASES = {("utad", "table1"): {"Ours": "IoU"}}
+
+
+def md_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+@pytest.mark.parametrize(("paper", "name"), MARKDOWN_TABLES)
 def test_markdown_tables_equal_their_rows_in_paper_tables_md(paper, name):
+    """Each cell by its row and its column: the row's label is the Markdown row's, the column's the header's, and
+    the figures are the row's, in the header's order."""
     table = paper_table(paper, name)
-    expected = [md_row_numbers(line) for line in md_lines(*table.source[1:])]
+    lines = md_lines(*table.source[1:])
+    expected = [md_row_numbers(line) for line in lines]
     assert list(table.rows.values()) == expected
+    for label, line in zip(table.rows, lines):
+        first = md_cells(line)[0].strip("*").strip().lower().replace(" ", "_")
+        assert first == label.replace(" ", "_") or (label, first) in ROW_ALIASES, (label, first)
+    header = md_cells(md_lines(table.source[1] - 2, table.source[1] - 2)[0])[1:]
+    aliases = COLUMN_ALIASES.get((paper, name), {})
+    assert [aliases.get(column, column) for column in table.columns] == header
 
 
-@pytest.mark.parametrize(("paper", "name"), [t for t in ALL_TABLES if paper_table(*t).layout == "text"])
-def test_text_tables_take_their_figures_from_their_source_lines(paper, name):
+# Every figure of each prose ("text") table, by row and column, read here from its PAPER_TABLES.md lines (the
+# line numbers are the tables' sources): a figure under another row or column fails.
+TEXT_CELLS = {
+    ("msfi", "table1"): {  # L84-85: "Ours pixel AUROC 0.983, AUPRO 0.927; GAVGA 0.93/—, PatchSVDD 0.957/—, …"
+        "Ours": (0.983, 0.927),
+        "GAVGA": (0.93, None),
+        "PatchSVDD": (0.957, None),
+        "STAD": (None, 0.857),
+        "PaDiM": (0.975, 0.921),
+        "SPADE": (0.965, 0.917),
+    },
+    ("msfi", "table4"): {  # L115-116, for 0 / 25 / 50 / 75 / 100 %
+        "val": (None, 0.984, 0.981, 0.982, 0.983),
+        "test": (0.982, 0.984, 0.984, 0.985, 0.985),
+    },
+    ("msfi", "table5"): {"Ours": (0.983, 0.986, 0.985, 0.986, 0.987)},  # L118: Weight Avg … K=6
+    ("igd", "table1"): {  # L132-134: MNIST, CIFAR-10, FMNIST
+        "Ours (single model)": (0.9912, 0.8234, 0.9332),
+        "Ours (ensemble of 5)": (0.9927, 0.8368, 0.9357),
+        "DSVDD": (0.9480, 0.6481, 0.9280),
+        "CAVGA-D_u": (0.9860, 0.7370, 0.8850),
+        "Student-Teacher ensemble": (0.9935, 0.8196, None),
+    },
+    ("igd", "table4"): {"mean": (0.91, 0.89, 0.87, 0.82)},  # L179: Ours, CAVGA-R_u, AE_SSIM, DAE
+    ("igd", "table5"): {"Ours": (0.685, 0.731, 0.795, 0.819, 0.823)},  # L185: MS-SSIM … + INTER
+    ("utad", "table1_baselines"): {  # L214: baselines 1-9
+        "mean_iou": (0.09, 0.26, 0.33, 0.19, 0.37, 0.20, 0.39, 0.24, 0.47),
+        "mean_pixel_auroc_per_image": (0.74, 0.78, 0.82, 0.87, 0.79, 0.86, 0.86, 0.87, 0.89),
+    },
+    ("utad", "table2"): {"Ours (full)": (0.994, 0.899, 0.884)},  # L218: MNIST, FMNIST, CIFAR-10
+}
+
+
+def test_every_text_table_is_checked_cell_by_cell():
+    assert set(TEXT_CELLS) == {t for t in ALL_TABLES if paper_table(*t).layout == "text"}
+
+
+@pytest.mark.parametrize(("paper", "name"), sorted(TEXT_CELLS))
+def test_text_tables_hold_each_figure_at_its_row_and_column(paper, name):
     table = paper_table(paper, name)
-    text = " ".join(md_lines(*table.source[1:]))
+    cells = TEXT_CELLS[(paper, name)]
+    assert list(table.rows) == list(cells)
+    for row, figures in cells.items():
+        assert len(figures) == len(table.columns)
+        for column, figure in zip(table.columns, figures):
+            assert table.value(row, column) == figure, (row, column)
+    text = " ".join(md_lines(*table.source[1:]))  # and every figure is on the table's own lines
     available = Counter(float(x) for x in re.findall(r"(?<![\d.])\d\.\d+", text))
     wanted = Counter(v for values in table.rows.values() for v in values if v is not None)
     assert not wanted - available, f"figures not on {table.cite()}: {wanted - available}"
