@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from anomalib_lite.cli.run_folders import WRITE_ERRNOS, output_error_message
 from anomalib_lite.engine.checkpoint import (
     CheckpointWriter,
     frozen_record,
     lean_state,
     load_checkpoint,
     load_model_state,
+    save_checkpoint,
 )
 from anomalib_lite.engine.device import place_model
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
@@ -23,7 +30,7 @@ from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
 from anomalib_lite.models.hfr.config import HFRConfig
 
-from conftest import tiny_datamodule
+from conftest import TINY, run_entry, tiny_datamodule
 
 LITE0 = BackboneConfig("tf_efficientnet_lite0", weights="none")
 
@@ -141,3 +148,75 @@ def test_writes_every_n_epochs_or_by_time_and_always_at_a_stage_end(tmp_path):
     by_time.write({"x": torch.zeros(10)})
     assert by_time.count == 2 and by_time.bytes == 2 * (tmp_path / "b.pt").stat().st_size
     assert not list(tmp_path.glob("*.partial-*"))
+
+
+class FillsUp:
+    """A binary file on a disk with ``free`` bytes left: a write beyond them writes what fits, then fails with
+    ENOSPC (as ``write(2)`` on a full disk)."""
+
+    def __init__(self, file: io.BufferedWriter, free: int) -> None:
+        self.file, self.free = file, free
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.free:
+            self.file.write(bytes(memoryview(data)[: self.free]))
+            self.free = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.free -= len(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def __enter__(self) -> FillsUp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+def test_a_full_disk_during_a_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "model": {"w": torch.ones(100_000)}}, path)
+    before = path.read_bytes()
+    real_open = Path.open
+
+    def full_disk_open(self: Path, *args, **kwargs):
+        file = real_open(self, *args, **kwargs)
+        return FillsUp(file, free=2000) if ".partial-" in self.name else file
+
+    monkeypatch.setattr(Path, "open", full_disk_open)
+    with pytest.raises(OSError) as raised:  # torch alone says "RuntimeError: [enforce fail at inline_container.cc…"
+        save_checkpoint({"epoch": 2, "model": {"w": torch.zeros(100_000)}}, path)
+    assert raised.value.errno == errno.ENOSPC and raised.value.errno in WRITE_ERRNOS  # report_errors: one line
+    assert output_error_message(raised.value, tmp_path).startswith(f"Cannot write {path}: No space left on device.")
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``folder`` (needs root and the right to mount; skips where not given)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_disk_that_fills_up_during_training_gives_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """On a real full disk: the first checkpoint (3.6 MB) fits on 5 MB, the second epoch's does not (an atomic
+    write needs room for both)."""
+    with small_disk(tmp_path / "disk", "5m") as disk:
+        run = disk / "run"
+        overrides = ["trainer.max_epochs=2", "trainer.checkpoint_every=1", f"data.root={tmp_path / 'data'}"]
+        result = run_entry("train.py", *TINY, "category=brick", *overrides, f"hydra.run.dir={run}")
+        output = result.stdout + result.stderr
+        checkpoint = run / "checkpoints" / "brick" / "last.pt"
+        assert result.returncode == 1, output[-2000:]
+        assert f"Cannot write {checkpoint}: No space left on device." in output
+        assert "Traceback" not in output and "inline_container" not in output
+        assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+        assert not [p for p in run.rglob("*") if ".partial-" in p.name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -25,10 +25,50 @@ log = logging.getLogger(__name__)
 FrozenRecord = dict[str, dict[str, str]]
 
 
+class _RecordedWrites:
+    """A binary file for ``torch.save`` that keeps the first ``OSError`` of its writes: torch turns a failed
+    write (a full disk) into ``RuntimeError: [enforce fail at inline_container.cc…]``, losing the reason."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` to the file; returns the bytes written."""
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        """Flush the file."""
+        self.file.flush()
+
+
+def _save(state: dict[str, Any], file: BinaryIO) -> None:
+    recorded = _RecordedWrites(file)
+    try:
+        torch.save(state, recorded)
+    except RuntimeError as exc:
+        if recorded.error is None:
+            raise
+        raise recorded.error from exc
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> int:
-    """Write atomically: a crash mid-write never leaves a broken ``path`` behind. Returns the bytes written."""
+    """Write ``state`` to ``path`` atomically: a crash or a full disk mid-write never leaves a broken ``path``
+    behind (the previous file stays). Returns the bytes written.
+
+    Raises:
+        OSError: the file cannot be written (e.g. ENOSPC on a full disk), naming ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda file: torch.save(state, file))
+    try:
+        write_atomically(path, lambda file: _save(state, file))
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     return path.stat().st_size
 
 
