@@ -10,14 +10,16 @@ the rebuilt network's fingerprint must match. Checkpoints without ``"frozen"`` (
 from __future__ import annotations
 
 import logging
+import pickle
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
-from anomalib_lite.errors import WeightsError
+from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.files import write_atomically
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
 
@@ -73,8 +75,56 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> int:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely: tensors and plain data only (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load the checkpoint ``path`` safely: tensors and plain data only (``weights_only=True``; anything else is
+    refused, never unpickled).
+
+    Returns:
+        Its state: a dict holding at least ``"model"`` (the weights) and ``"config"`` (the run's plain config).
+    Raises:
+        ConfigError: ``path`` cannot be read, or is not a checkpoint of this project (empty, truncated or damaged,
+            another kind of file, a TorchScript file, other objects than tensors and plain data, no ``"model"``
+            or ``"config"``): one line naming the file and what is wrong.
+    """
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"{path}: not a checkpoint of this project: {why}")
+
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise refuse("an empty file (0 bytes)")
+        if not zipfile.is_zipfile(path):
+            raise refuse(f"not the zip archive torch.save writes ({size} bytes: truncated, or another kind of file)")
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    except zipfile.BadZipFile as exc:
+        raise refuse(f"a damaged zip archive ({exc})") from exc
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        raise refuse(
+            "a TorchScript file (a model saved to run on its own, e.g. by export.py), not a training checkpoint"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise refuse("it holds other objects than tensors and plain data (refused: not loaded, nothing run)") from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError… for damaged archives
+        raise refuse(f"damaged or truncated ({_first_sentence(exc)})") from exc
+    if not isinstance(state, dict):
+        raise refuse(f"it holds a {type(state).__name__}, not a training checkpoint's dict")
+    for key in ("model", "config"):
+        if not isinstance(state.get(key), dict):
+            raise refuse(f"no '{key}' entry (it holds {', '.join(map(repr, list(state)[:8])) or 'an empty dict'})")
+    return state
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of ``exc``'s message (torch's first sentences say what failed; the rest advises), or its
+    type's name; never torch's advice to load with ``weights_only=False``."""
+    line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    sentence = line.split(". ")[0].rstrip(".")
+    return sentence if sentence and "weights_only" not in sentence else type(exc).__name__
 
 
 def frozen_networks(model: nn.Module) -> dict[str, Backbone]:

@@ -241,10 +241,9 @@ def check_export(exported: ExportedModel, core: PixelsToAnomaly, size: int) -> N
     try:
         got = exported(pixels)
     except Exception as exc:  # onnxruntime and TorchScript raise their own types
-        first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ExportError(
             f"the exported {exported.path.name} fails on a batch of {CHECK_BATCH} images (traced with "
-            f"{EXAMPLE_BATCH}): {first_line}"
+            f"{EXAMPLE_BATCH}): {_first_line(exc)}"
         ) from exc
     with torch.inference_mode():
         expected_map, expected_score = core(pixels)
@@ -260,6 +259,11 @@ def check_export(exported: ExportedModel, core: PixelsToAnomaly, size: int) -> N
             )
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message, or its type's name."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """``(max |a − b| / max |b|, max |b|)`` (``inf`` when the shapes differ); ``b`` is the reference."""
     if a.shape != b.shape:
@@ -273,10 +277,11 @@ def is_exported(path: Path) -> bool:
     holding our settings), rather than a training checkpoint (also ``.pt``)."""
     if path.suffix == ".onnx":
         return True
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"extra/{METADATA_KEY}.json") for name in archive.namelist())
+    except zipfile.BadZipFile:  # not a zip archive, or a damaged one: not ours
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith(f"extra/{METADATA_KEY}.json") for name in archive.namelist())
 
 
 class ExportedModel:
@@ -309,7 +314,8 @@ def load_exported(path: Path, device: torch.device | None = None) -> ExportedMod
     or a TorchScript file (on the CPU, where it was traced: its shape-derived constants live there).
 
     Raises:
-        ConfigError: no such file; onnx packages missing; a file without our settings.
+        ConfigError: no such file; onnx packages missing; a file without our settings; a file that cannot be
+            parsed or loaded (damaged, truncated, another kind of file), naming it and why.
     """
     device = device or torch.device("cpu")
     if not path.is_file():
@@ -319,12 +325,20 @@ def load_exported(path: Path, device: torch.device | None = None) -> ExportedMod
         import onnx
         import onnxruntime
 
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception as exc:  # protobuf's DecodeError, onnx's own errors
+            raise ConfigError(f"ckpt_path={path}: not an ONNX file ({_first_line(exc)})") from exc
         if METADATA_KEY not in props:
             raise ConfigError(f"{path}: an ONNX file without anomalib_lite's settings (not written by export.py)")
         available = onnxruntime.get_available_providers()
         providers = ["CUDAExecutionProvider"] if device.type == "cuda" and "CUDAExecutionProvider" in available else []
-        session = onnxruntime.InferenceSession(str(path), providers=providers + ["CPUExecutionProvider"])
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=providers + ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail…)
+            raise ConfigError(
+                f"ckpt_path={path}: a damaged ONNX file, onnxruntime cannot load it ({_first_line(exc)})"
+            ) from exc
 
         def run(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             outputs = session.run(None, {"image": np.ascontiguousarray(pixels.cpu().numpy(), dtype=np.float32)})
@@ -332,8 +346,13 @@ def load_exported(path: Path, device: torch.device | None = None) -> ExportedMod
 
         return ExportedModel(path, json.loads(props[METADATA_KEY]), run)
     extra = {f"{METADATA_KEY}.json": ""}
-    with quiet_tracing():
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    try:
+        with quiet_tracing():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError, ValueError… for a damaged archive
+        raise ConfigError(
+            f"ckpt_path={path}: a damaged TorchScript file, torch cannot load it ({_first_line(exc)})"
+        ) from exc
     if not extra[f"{METADATA_KEY}.json"]:
         raise ConfigError(f"{path}: a TorchScript file without anomalib_lite's settings (not written by export.py)")
 

@@ -36,12 +36,19 @@ def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[R
     Returns:
         The validated run config and the model with its trained weights, on the CPU.
     Raises:
-        ConfigError: no such file.
+        ConfigError: no such file; a file written by ``export.py``; not a checkpoint of this project (see
+            :func:`~anomalib_lite.engine.checkpoint.load_checkpoint`).
         WeightsError: a frozen network's weights differ from those it was trained with, or the weights hold
             NaN/inf (naming the tensors: such a model scores every image NaN).
     """
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file")
+    if is_exported(path):
+        raise ConfigError(
+            f"ckpt_path={path} is an exported file (written by export.py), to use with predict.py "
+            f"(predict.py ckpt_path={path} input=…); this command needs a training checkpoint "
+            "(<run>/checkpoints/<category>/last.pt)"
+        )
     state = load_checkpoint(path)
     run = validate(OmegaConf.merge(OmegaConf.create(state["config"]), overrides or {}))
     backbone = run.backbone if "frozen" in state else dataclasses.replace(run.backbone, weights="none")
