@@ -11,10 +11,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from anomalib_lite.cli.evaluate import EvalOptions
+from anomalib_lite.cli.export import ExportOptions
+from anomalib_lite.cli.predict import PredictOptions
 from anomalib_lite.engine.checkpoint import frozen_record, lean_state, save_checkpoint
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models import build_model
-from anomalib_lite.pipeline.config import plain_config, validate
+from anomalib_lite.pipeline.config import plain_config, validate, validate_options
 from anomalib_lite.pipeline.deploy import export_model, metadata
 from anomalib_lite.pipeline.inference import load_scorer, load_trained
 
@@ -190,4 +193,71 @@ def test_the_commands_refuse_a_bad_checkpoint_in_one_line_and_leave_no_folder(tm
     assert result.returncode == 1, output[-2000:]
     assert str(path) in output and expected in output
     assert "Traceback" not in output and "weights_only" not in output
+    assert not out.exists()
+
+
+def command_options(command: str, *overrides: str):
+    """The options of ``command`` (eval, predict, export) given ``overrides``, checked as the command does."""
+    classes = {"eval": EvalOptions, "predict": PredictOptions, "export": ExportOptions}
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        cfg = compose(command, overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    return validate_options(cfg, classes[command])
+
+
+PREDICT = ["ckpt_path=last.pt", "input=images"]
+BAD_OPTIONS = {
+    "predict batch_size=0": ("predict", [*PREDICT, "batch_size=0"], "batch_size=0 must be ≥ 1"),
+    "predict batch_size=-3": ("predict", [*PREDICT, "batch_size=-3"], "batch_size=-3 must be ≥ 1"),
+    "predict threshold=abc": ("predict", [*PREDICT, "threshold=abc"], "Bad value for threshold: Value 'abc'"),
+    "predict threshold=nan": ("predict", [*PREDICT, "threshold=nan"], "threshold=nan must be a finite number"),
+    "predict threshold=inf": ("predict", [*PREDICT, "threshold=inf"], "threshold=inf must be a finite number"),
+    "predict +unknown=1": (
+        "predict",
+        [*PREDICT, "+unknown=1"],
+        "Unknown option unknown; valid options of the config: ckpt_path, input, threshold, device, batch_size",
+    ),
+    "predict progress=maybe": ("predict", [*PREDICT, "progress=maybe"], "Bad value for progress"),
+    "predict device=gpu": ("predict", [*PREDICT, "device=gpu"], "device=gpu is not a device; choices: auto, cpu"),
+    "predict without input": ("predict", ["ckpt_path=last.pt"], "Missing option input"),
+    "export format=tflite": ("export", ["ckpt_path=last.pt", "format=tflite"], "format=tflite; choices: onnx"),
+    "export +unknown=1": ("export", ["ckpt_path=last.pt", "+unknown=1"], "Unknown option unknown; valid options"),
+    "eval +unknown=1": ("eval", ["ckpt_path=last.pt", "+unknown=1"], "Unknown option unknown; valid options"),
+    "eval device=tpu:x": ("eval", ["ckpt_path=last.pt", "device=tpu:x"], "device=tpu:x is not a device"),
+    "eval without ckpt_path": ("eval", [], "Missing option ckpt_path"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS)
+def test_a_bad_option_is_named_before_any_work(case):
+    command, overrides, expected = BAD_OPTIONS[case]
+    with pytest.raises(ConfigError) as raised:
+        command_options(command, *overrides)
+    assert str(raised.value).startswith(expected) or expected in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_good_options_are_kept():
+    options = command_options("predict", *PREDICT, "threshold=1", "batch_size=3", "device=cpu")
+    assert (options.threshold, options.batch_size, options.device, options.input) == (1.0, 3, "cpu", "images")
+    options = command_options("eval", "ckpt_path=last.pt", "data.root=/elsewhere", "+model.weight_search.apply=false")
+    assert options.data["root"] == "/elsewhere" and options.model == {"weight_search": {"apply": False}}
+    assert command_options("export", "ckpt_path=last.pt", "format=torchscript").format == "torchscript"
+
+
+@pytest.mark.parametrize(
+    "command, overrides, expected",
+    [
+        ("predict.py", ["input=.", "batch_size=0"], "batch_size=0 must be ≥ 1"),
+        ("predict.py", ["input=.", "threshold=nan"], "threshold=nan must be a finite number"),
+        ("eval.py", ["+unknown=1"], "Unknown option unknown"),
+    ],
+)
+def test_the_commands_refuse_a_bad_option_in_one_line_and_leave_no_folder(tmp_path, command, overrides, expected):
+    out = tmp_path / "out"
+    result = run_entry(command, f"ckpt_path={tmp_path / 'absent.pt'}", *overrides, f"hydra.run.dir={out}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and expected in output, output[-2000:]
+    assert "Traceback" not in output and "absent.pt: no such file" not in output  # refused before loading
     assert not out.exists()

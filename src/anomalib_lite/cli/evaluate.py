@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from anomalib_lite.cli.run_folders import report_errors, run_folder
 from anomalib_lite.engine.device import resolve_device
+from anomalib_lite.pipeline.config import validate_options
 from anomalib_lite.pipeline.evaluation import evaluate_checkpoint
+from anomalib_lite.pipeline.inference import check_device
 from anomalib_lite.reporting.tables import format_table
+
+
+@dataclass
+class EvalOptions:
+    """``eval.py``'s options (``configs/eval.yaml``), checked before any work.
+
+    Attributes:
+        ckpt_path: the training checkpoint. device: ``auto``, ``cpu``, ``cuda[:N]``. progress: a progress bar.
+        data, eval, model: options that replace the stored ones (``None``: keep the stored value); checked with
+            the stored config when the checkpoint is loaded.
+    """
+
+    ckpt_path: str = MISSING
+    device: str = "auto"
+    progress: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
 
 @report_errors
@@ -24,12 +48,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         The content of ``metrics.json``.
+    Raises:
+        ConfigError: a bad option (named: :class:`EvalOptions`), before any work.
     """
-    overrides = {
-        part: {key: value for key, value in cfg[part].items() if value is not None} for part in ("data", "eval")
+    options = validate_options(cfg, EvalOptions)
+    overrides: dict[str, Any] = {
+        part: {key: value for key, value in getattr(options, part).items() if value is not None}
+        for part in ("data", "eval")
     }
-    overrides["model"] = OmegaConf.to_container(cfg.get("model") or OmegaConf.create({}))
-    path = Path(cfg.ckpt_path)
-    results = evaluate_checkpoint(path, overrides, resolve_device(cfg.device), run_folder(), cfg.progress)
+    overrides["model"] = options.model
+    path = Path(options.ckpt_path)
+    results = evaluate_checkpoint(path, overrides, resolve_device(options.device), run_folder(), options.progress)
     print(f"\n{results['model']} on {results['data']} — {path}\n{format_table(results['categories'])}")
     return results

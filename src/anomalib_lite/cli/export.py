@@ -7,28 +7,48 @@ run folder; see :mod:`anomalib_lite.pipeline.deploy` for what the file takes and
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
+from anomalib_lite.pipeline.config import validate_options
 from anomalib_lite.pipeline.deploy import FORMATS, check_format, export_model, metadata
 from anomalib_lite.pipeline.inference import load_trained, stored_threshold
 
 
+@dataclass
+class ExportOptions:
+    """``export.py``'s options (``configs/export.yaml``), checked before any work.
+
+    Attributes:
+        ckpt_path: the training checkpoint to export. format: ``onnx`` or ``torchscript``.
+    """
+
+    ckpt_path: str = MISSING
+    format: str = "onnx"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format={self.format}; choices: {', '.join(FORMATS)}")
+
+
 @report_errors
 def export(cfg: DictConfig) -> Path:
-    """Export the checkpoint ``cfg.ckpt_path`` as ``cfg.format``.
+    """Export the checkpoint ``cfg.ckpt_path`` as ``cfg.format``, after checking the options
+    (:class:`ExportOptions`).
 
     Returns:
         The exported file.
     Raises:
-        ConfigError: unknown format, onnx packages missing, no such checkpoint.
+        ConfigError: a bad option (named), onnx packages missing, no such checkpoint.
         ExportError: the model cannot be exported (the message says why).
     """
-    fmt = str(cfg.format)
+    options = validate_options(cfg, ExportOptions)
+    fmt = str(options.format)
     check_format(fmt)
-    path = Path(cfg.ckpt_path)
+    path = Path(options.ckpt_path)
     run, model = load_trained(path)
     category = str(run.category)
     threshold, note = stored_threshold(path, category)

@@ -12,39 +12,72 @@ unreadable file is named in the CSV and the log; every other file is still score
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from anomalib_lite.cli.run_folders import log, report_errors, run_folder
 from anomalib_lite.engine.device import resolve_device
 from anomalib_lite.errors import DataError
-from anomalib_lite.pipeline.inference import load_scorer
+from anomalib_lite.pipeline.config import validate_options
+from anomalib_lite.pipeline.inference import check_device, load_scorer
 from anomalib_lite.pipeline.prediction import Prediction, ScoreWriter, find_inputs, score_files, write_overlays
+
+
+@dataclass
+class PredictOptions:
+    """``predict.py``'s options (``configs/predict.yaml``), checked before any work.
+
+    Attributes:
+        ckpt_path: a training checkpoint or a file written by ``export.py``. input: an image file or a folder.
+        threshold: the image-score threshold of the ``anomalous`` column (finite), ``None``: the stored one.
+        device: ``auto``, ``cpu``, ``cuda[:N]``. batch_size: images scored at once (≥ 1). progress: a progress bar.
+    """
+
+    ckpt_path: str = MISSING
+    input: str = MISSING
+    threshold: float | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be ≥ 1")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(
+                f"threshold={self.threshold} must be a finite number (NaN would mark every image normal, ±inf every "
+                "image one way), or null for the stored threshold"
+            )
+        check_device(self.device)
 
 
 @report_errors
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Score ``cfg.input`` (a file or a folder) with ``cfg.ckpt_path`` (see
-    :func:`~anomalib_lite.pipeline.inference.load_scorer`).
+    :func:`~anomalib_lite.pipeline.inference.load_scorer`), after checking the options (:class:`PredictOptions`).
 
     Returns:
         One :class:`Prediction` per file found.
     Raises:
+        ConfigError: a bad option (named), before any work.
         DataError: not one file could be read (``scores.csv`` still names them all).
     """
-    model = load_scorer(Path(cfg.ckpt_path), resolve_device(cfg.device))
-    root, files = find_inputs(Path(cfg.input))
-    threshold = cfg.threshold if cfg.threshold is not None else model.threshold
+    options = validate_options(cfg, PredictOptions)
+    model = load_scorer(Path(options.ckpt_path), resolve_device(options.device))
+    root, files = find_inputs(Path(options.input))
+    threshold = options.threshold if options.threshold is not None else model.threshold
     folder = run_folder()
     with (folder / "scores.csv").open("w", newline="") as table:
         scores = ScoreWriter(table, threshold)
         results, scale = score_files(
-            model.score, files, root, model.size, cfg.batch_size, folder / "maps", scores, cfg.progress
+            model.score, files, root, model.size, options.batch_size, folder / "maps", scores, options.progress
         )
     write_overlays(results, folder / "maps", model.size, scale)
     failed = [r for r in results if r.error]
-    how = "given" if cfg.threshold is not None else model.source if threshold is not None else "none found"
+    how = "given" if options.threshold is not None else model.source if threshold is not None else "none found"
     log.info(
         "%s images scored, %s unreadable; threshold %s (%s); results in %s",
         len(results) - len(failed),
@@ -56,5 +89,5 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     for item in failed:
         log.warning("unreadable: %s", item.path)
     if len(failed) == len(results):
-        raise DataError(f"input={cfg.input}: none of the {len(results)} files could be read (see scores.csv)")
+        raise DataError(f"input={options.input}: none of the {len(results)} files could be read (see scores.csv)")
     return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -19,6 +19,8 @@ from anomalib_lite.engine.trainer import TrainerConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.registry import model_config_class, model_names
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,6 +117,27 @@ def validate(cfg: DictConfig) -> RunConfig:
     run = _typed(values, RunConfig, "")
     run.model, run.data = model, data
     return run
+
+
+def validate_options(cfg: DictConfig, cls: type[T]) -> T:
+    """Check a command's own options (``eval.py``, ``predict.py``, ``export.py``: ``cfg`` without Hydra's node)
+    against dataclass ``cls``, as :func:`validate` checks a training config, before any work.
+
+    Returns:
+        The options as an instance of ``cls`` (its ``__post_init__`` checks ranges, raising ``ValueError``).
+    Raises:
+        ConfigError: a required option is missing, an unknown option (named with the valid ones), a wrong type
+            or an out-of-range value (naming the option).
+    """
+    missing = sorted(OmegaConf.missing_keys(task_config(cfg)))
+    if missing:
+        raise ConfigError(f"Missing option {missing[0]}: give it on the command line ({missing[0]}=…)")
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot resolve the config: {exc}") from exc
+    values.pop("hydra", None)
+    return _typed(values, cls, "")
 
 
 def task_config(cfg: DictConfig) -> DictConfig:

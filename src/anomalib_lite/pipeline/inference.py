@@ -71,6 +71,24 @@ def refuse_non_finite(model: AnomalyModel, path: Path) -> None:
         )
 
 
+def check_device(name: str, option: str = "device") -> None:
+    """Check the device option ``option=name`` of eval.py or predict.py: ``auto``, ``cpu``, ``cuda`` or
+    ``cuda:<index>`` (CUDA only where it is available).
+
+    Raises:
+        ValueError: naming the option, its value and the choices (the options' dataclasses turn it into a
+            :class:`ConfigError`).
+    """
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{option}={name} is not a device; choices: auto, cpu, cuda, cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{option}={name} but CUDA is not available here; use {option}=auto or cpu")
+
+
 def stored_threshold(ckpt_path: Path, category: str) -> tuple[float | None, str]:
     """The F1-optimal image threshold that evaluation stored in the run's ``metrics.json``
     (``<run>/checkpoints/<category>/last.pt`` → ``<run>/metrics.json``), or ``None``.
