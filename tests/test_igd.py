@@ -19,8 +19,10 @@ from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.models.igd.model import IGD, GaussianDescriptor
 from anomalib_lite.models.igd.networks import (
     Critic,
+    GlobalBlockEncoder,
     GlobalCritic,
     GlobalDecoder,
+    GlobalEncoder,
     ResidualBlock,
     fold_patches,
     to_patches,
@@ -53,7 +55,7 @@ def test_e_step_fits_the_known_mean_and_variance():
     noise = (noise - noise.mean(0)) / noise.std(0, unbiased=False)  # exactly zero mean, unit variance
     codes = mean + 0.7 * noise
     cfg = IGDConfig(latent=d, width=4)
-    descriptor = GaussianDescriptor(Identity(), nn.Identity(), nn.Identity(), GLOBAL_WEIGHTS, 11, cfg)
+    descriptor = GaussianDescriptor(Identity(), nn.Identity(), nn.Identity(), GLOBAL_WEIGHTS, 11, cfg, False)
     descriptor.e_step(iter(codes.split(1000)))
     # Components smaller than mu_min = 0.1 in magnitude are pushed out to ±0.1, keeping their sign.
     expected_mu = torch.tensor([2.0, -3.0, 0.5, 0.1, -0.1, 1.0, 0.1, -1.5])
@@ -498,3 +500,48 @@ def test_without_distillation_there_is_no_distill_stage_and_the_encoder_trains_f
     assert any(not torch.equal(a, b) for a, b in zip(before, body.parameters()))
     distilled = IGD(IGDConfig(width=4, kd_steps=1, kd_input_size=32), BackboneConfig(weights="none"))
     assert [s.name for s in distilled.stages()] == ["distill", "local"] and distilled.cfg.body_frozen
+
+
+def test_the_global_encoder_is_the_frozen_backbone_or_the_papers_four_trained_blocks():
+    torch.manual_seed(0)
+    ref = IGD(IGDConfig(image_size=64, width=4, kd_steps=0), BackboneConfig(weights="none"))
+    paper = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, global_encoder="paper_blocks"), BackboneConfig())
+    assert isinstance(ref.global_model.encoder, GlobalEncoder) and ref.backbone is not None
+    # No backbone at all without distillation: paper_blocks needs no ImageNet weights (BackboneConfig() would load them)
+    assert isinstance(paper.global_model.encoder, GlobalBlockEncoder) and paper.backbone is None
+    blocks = [m for m in paper.global_model.encoder.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 4 and all(isinstance(m, nn.BatchNorm2d) for b in blocks for m in b.body[:1])
+    trained = {id(p) for p in paper.stages()[-1].parameters}
+    assert all(id(p) in trained for p in paper.global_model.encoder.body.parameters())
+    assert not any(id(p) in {id(q) for q in ref.stages()[-1].parameters} for p in ref.backbone.parameters())
+    assert paper.stages()[-1].features is None  # a trained encoder's features cannot be cached
+    out = paper.eval().predict(torch.randn(2, 3, 64, 64))
+    assert out.anomaly_map.shape == (2, 64, 64)
+
+
+def test_patch_maps_fold_back_averaged_or_summed_as_a_naive_loop():
+    maps = torch.rand(2, 9, 32, 32)  # 64 px, patches of 32 at stride 16: a 3×3 grid
+    averaged, summed = fold_patches(maps, 64, 16), fold_patches(maps, 64, 16, average=False)
+    total, count = torch.zeros(2, 64, 64), torch.zeros(64, 64)
+    for index in range(9):
+        row, column = divmod(index, 3)
+        total[:, 16 * row : 16 * row + 32, 16 * column : 16 * column + 32] += maps[:, index]
+        count[16 * row : 16 * row + 32, 16 * column : 16 * column + 32] += 1
+    torch.testing.assert_close(summed, total)
+    torch.testing.assert_close(averaged, total / count)
+    model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, patch_fusion="sum"), BackboneConfig(weights="none"))
+    assert model.eval().predict(torch.randn(1, 3, 64, 64)).anomaly_map.shape == (1, 64, 64)
+
+
+def test_hflip_flips_about_half_of_the_training_images_and_turns_the_feature_cache_off():
+    model = IGD(IGDConfig(image_size=64, width=4, kd_steps=2, hflip=True), BackboneConfig(weights="none"))
+    image = torch.randn(400, 3, 8, 8)
+    torch.manual_seed(0)
+    out = model._augmented(image)
+    flipped = (out == image.flip(-1)).flatten(1).all(1)
+    kept = (out == image).flatten(1).all(1)
+    assert bool((flipped | kept).all()) and 150 < int(flipped.sum()) < 250
+    assert all(stage.features is None for stage in model.stages() if stage.name in ("local", "global"))
+    plain = IGD(IGDConfig(image_size=64, width=4, kd_steps=2), BackboneConfig(weights="none"))
+    assert torch.equal(plain._augmented(image), image)
+    assert all(stage.features is not None for stage in plain.stages())

@@ -8,6 +8,8 @@ NORMALISED_RANGE = 4.7579  # paper L185: the range of ImageNet-normalised pixels
 SSIM_SPACES = ("normalised", "unit")
 COMBINE = ("beta", "equal")
 DESCRIPTORS = ("gaussian", "svdd", "none")
+GLOBAL_ENCODERS = ("resnet18", "paper_blocks")
+PATCH_FUSIONS = ("mean", "sum")
 
 
 @dataclass
@@ -41,6 +43,20 @@ class IGDConfig:
         patches_per_image: ``None`` = every patch of every training image each epoch (ref-code); a number
             = that many random patches per image (a smaller budget, for CPUs).
         use_global: train the global model too; ``None`` = when images are larger than ``local_size``.
+        global_encoder: the global model's encoder. ``resnet18`` (ref-code ``p256/mvtec_module.py``): the
+            backbone's frozen pooled deepest stage (ResNet-18: 512-d), then the trained 512→128 layer.
+            ``paper_blocks``: paper L189 says "the encoder and critic consist of four residual blocks" (filters
+            "512–256–128–64" and "128–256–512–512"; the first are the ref-code decoder's widths): built as the
+            critic's down path (conv5 stride 2, four residual down blocks ``w→2w→4w→8w→8w`` with batch norm,
+            conv3 stride 2), a linear layer to ``hidden``, then to ``z``, trained with the global autoencoder
+            from scratch (our reading where the text is ambiguous; no pre-training is given for it).
+        patch_fusion: how the local model's overlapping patch maps fold back into an image map: ``mean``
+            (choice: each pixel the mean of the patches covering it) or ``sum`` (ref-code
+            ``multi_scale/inference_loc.py``: an unnormalised fold).
+        hflip: flip each training image horizontally with probability 1/2 in the local and global stages (and
+            their E-steps): ref-code (``p32/ssim_main.py``, ``p256/ssim_main.py``); the paper mentions no
+            augmentation, so the default is off (choice). Their frozen features are then computed per step
+            (no feature cache).
         rho: MAE weight of ℓ_m (paper L187: 0.15). beta: the global model's weight against the local one
             (paper eq. 8/12, L187: 0.1 on MVTec AD). Eq. 12 weighs the two MS-SSIM terms; the paper has a single
             reconstruction and code, so weighing each model's MAE and ℓ_h by the same β is our choice.
@@ -81,6 +97,9 @@ class IGDConfig:
     patch_stride: int = 16
     patches_per_image: int | None = None
     use_global: bool | None = None
+    global_encoder: str = "resnet18"
+    patch_fusion: str = "mean"
+    hflip: bool = False
     rho: float = 0.15
     beta: float = 0.1
     combine: str = "beta"
@@ -132,11 +151,20 @@ class IGDConfig:
             raise ValueError(f"model.ssim_space={self.ssim_space!r}; choices: {', '.join(SSIM_SPACES)}")
         if self.descriptor not in DESCRIPTORS:
             raise ValueError(f"model.descriptor={self.descriptor!r}; choices: {', '.join(DESCRIPTORS)}")
+        if self.global_encoder not in GLOBAL_ENCODERS:
+            raise ValueError(f"model.global_encoder={self.global_encoder!r}; choices: {', '.join(GLOBAL_ENCODERS)}")
+        if self.patch_fusion not in PATCH_FUSIONS:
+            raise ValueError(f"model.patch_fusion={self.patch_fusion!r}; choices: {', '.join(PATCH_FUSIONS)}")
 
     @property
     def global_used(self) -> bool:
         """Whether the global model is built and trained."""
         return self.image_size > self.local_size if self.use_global is None else self.use_global
+
+    @property
+    def global_backbone(self) -> bool:
+        """Whether the global model's encoder is the frozen backbone (``global_encoder=resnet18``)."""
+        return self.global_used and self.global_encoder == "resnet18"
 
     @property
     def patch_count(self) -> int:

@@ -33,6 +33,7 @@ from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.models.igd.networks import (
     Critic,
     Decoder,
+    GlobalBlockEncoder,
     GlobalCritic,
     GlobalDecoder,
     GlobalEncoder,
@@ -57,6 +58,8 @@ class GaussianDescriptor(nn.Module):
             interpolation.
         ssim_weights, ssim_window: this model's MS-SSIM (paper L185–L187: the global one 5 scales, the local
             one on MVTec AD patches 4 scales; windows 11 and 3: ref-code, the paper gives none).
+        body_trained: whether the EM stage trains the encoder body (a body that is not fixed: the local one
+            without distillation or with ``freeze_encoder=false``, the global ``paper_blocks`` one).
     """
 
     def __init__(
@@ -67,9 +70,10 @@ class GaussianDescriptor(nn.Module):
         ssim_weights: tuple,
         ssim_window: int,
         cfg: IGDConfig,
+        body_trained: bool,
     ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.body_trained = cfg, body_trained
         self.encoder, self.decoder, self.critic = encoder, decoder, critic
         self.ssim_weights, self.ssim_window = ssim_weights, ssim_window
         self.register_buffer("mu", torch.zeros(cfg.latent))
@@ -78,8 +82,8 @@ class GaussianDescriptor(nn.Module):
 
     def em_parameters(self) -> list[nn.Parameter]:
         """What the EM stage trains: the 512→128 layer, the decoder, the critic (if any); the encoder body too
-        only when it is not fixed (:attr:`IGDConfig.body_frozen`; a frozen backbone never)."""
-        body = [p for p in self.encoder.body.parameters() if p.requires_grad] if not self.cfg.body_frozen else []
+        when :attr:`body_trained` (a frozen backbone never)."""
+        body = [p for p in self.encoder.body.parameters() if p.requires_grad] if self.body_trained else []
         rest = [self.encoder.to_latent, self.decoder] + ([self.critic] if self.critic is not None else [])
         return body + [p for module in rest for p in module.parameters()]
 
@@ -207,7 +211,7 @@ class IGD(AnomalyModel):
     def __init__(self, cfg: IGDConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        needs_backbone = cfg.distilled or cfg.global_used
+        needs_backbone = cfg.distilled or cfg.global_backbone
         self.backbone = Backbone(backbone_cfg.name, ["last"], backbone_cfg.weights) if needs_backbone else None
         # One-class 32×32 images: the only model uses the 5-scale MS-SSIM (paper L185, footnote 1);
         # patches of a larger image: the local 4-scale one with window 3 (4 scales paper L187, window 3 ref-code).
@@ -218,6 +222,7 @@ class IGD(AnomalyModel):
             Critic(cfg.local_size, cfg.width) if cfg.interpolation else None,
             *local_ssim,
             cfg,
+            body_trained=not cfg.body_frozen,
         )
         self.kd_head = None
         if cfg.distilled:
@@ -225,13 +230,19 @@ class IGD(AnomalyModel):
             self.kd_head = nn.Identity() if channels == cfg.hidden else nn.Linear(cfg.hidden, channels)
         self.global_model = None
         if cfg.global_used:
+            encoder = (
+                GlobalEncoder(self.backbone, cfg.latent)
+                if cfg.global_backbone
+                else GlobalBlockEncoder(cfg.image_size, cfg.width, cfg.hidden, cfg.latent)
+            )
             self.global_model = GaussianDescriptor(
-                GlobalEncoder(self.backbone, cfg.latent),
+                encoder,
                 GlobalDecoder(cfg.image_size, cfg.width, cfg.latent, cfg.grey),
                 GlobalCritic(cfg.image_size, cfg.width) if cfg.interpolation else None,
                 GLOBAL_WEIGHTS,
                 11,
                 cfg,
+                body_trained=not cfg.global_backbone,
             )
         self._datamodule = None
 
@@ -257,13 +268,21 @@ class IGD(AnomalyModel):
         patches = patches.flatten(0, 1)
         return patches, self._targets(patches), None if hidden is None else hidden.flatten(0, 1)
 
+    def _augmented(self, image: torch.Tensor) -> torch.Tensor:
+        """``B×C×S×S`` training images, each flipped horizontally with probability 1/2 with ``hflip``
+        (ref-code), else as they are."""
+        if not self.cfg.hflip:
+            return image
+        flip = torch.rand(image.shape[0], device=image.device) < 0.5
+        return torch.where(flip[:, None, None, None], image.flip(-1), image)
+
     def _normalised_batches(self, local: bool) -> Iterator[torch.Tensor]:
         """The training set as normalised model inputs (every patch for the local model), in chunks."""
         cfg = self.cfg
         per_image = cfg.patch_count if local else 1
         loader = DataLoader(self._datamodule.train_set, batch_size=max(1, CHUNK // per_image))
         for batch in loader:
-            image = batch["image"].to(self.local.mu.device)
+            image = self._augmented(batch["image"].to(self.local.mu.device))
             yield self._local_inputs(image, None)[0] if local else as_rgb(image)
 
     def _em_hooks(self, descriptor: GaussianDescriptor, local: bool) -> tuple:
@@ -327,7 +346,8 @@ class IGD(AnomalyModel):
         """The local model's EM-stage terms on the batch's patches (all, or ``patches_per_image``), from
         cached body features when the batch has them."""
         cached = batch["features"]["hidden"] if "features" in batch else None
-        return self.local.losses(*self._local_inputs(batch["image"], self.cfg.patches_per_image, cached))
+        image = self._augmented(batch["image"])
+        return self.local.losses(*self._local_inputs(image, self.cfg.patches_per_image, cached))
 
     def global_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The global model's frozen-backbone features ``{"hidden": B×C}`` of ``B×C×S×S`` images: what
@@ -337,7 +357,7 @@ class IGD(AnomalyModel):
     def global_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """The global model's EM-stage terms on whole images (from cached backbone features when the
         batch has them)."""
-        image = as_rgb(batch["image"])
+        image = as_rgb(self._augmented(batch["image"]))
         hidden = batch["features"]["hidden"] if "features" in batch else None
         return self.global_model.losses(image, self._targets(image), hidden)
 
@@ -387,19 +407,20 @@ class IGD(AnomalyModel):
                     features_per_step=lambda batch: min(cfg.kd_batch_size, batch * cfg.patch_count),
                 )
             )
-        # The body's features are fixed (cacheable) only once it is distilled and frozen (paper L189).
-        local_features = self.local_features if cfg.body_frozen else None
+        # A body's features are fixed (cacheable) only once it is distilled and frozen (paper L189), or a frozen
+        # backbone's, and only for un-augmented images (no hflip).
+        local_features = self.local_features if cfg.body_frozen and not cfg.hflip else None
         stages.append(self._em_stage("local", self.local, self.local_step, True, local_features))
         if self.global_model is not None:
-            global_stage = self._em_stage("global", self.global_model, self.global_step, False, self.global_features)
-            stages.append(global_stage)
+            global_features = self.global_features if cfg.global_backbone and not cfg.hflip else None
+            stages.append(self._em_stage("global", self.global_model, self.global_step, False, global_features))
         return stages
 
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> AnomalyOutput:
-        """Map: local patch maps folded back (overlaps averaged); score ``ξ·ℓ_m + (1 − ξ)·ℓ_h``, the local one
-        the maximum over patches (ref-code). With the global model both are ``share·global + (1 − share)·local``,
-        ``share`` = β (paper eq. 12) or 0.5 (``combine=equal``, ref-code)."""
+        """Map: local patch maps folded back (overlaps averaged, or summed with ``patch_fusion=sum``); score
+        ``ξ·ℓ_m + (1 − ξ)·ℓ_h``, the local one the maximum over patches (ref-code). With the global model both are
+        ``share·global + (1 − share)·local``, ``share`` = β (paper eq. 12) or 0.5 (``combine=equal``, ref-code)."""
         cfg = self.cfg
         b, side = image.shape[0], int(image.shape[-1])
         inputs, targets, _ = self._local_inputs(image, None)
@@ -408,7 +429,8 @@ class IGD(AnomalyModel):
         chunks = [self.local.evaluate(a, t) for a, t in pairs]
         scores, maps = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
         score = scores.view(b, -1).amax(1)
-        anomaly_map = fold_patches(maps.view(b, -1, cfg.local_size, cfg.local_size), side, cfg.patch_stride)
+        patch_maps = maps.view(b, -1, cfg.local_size, cfg.local_size)
+        anomaly_map = fold_patches(patch_maps, side, cfg.patch_stride, cfg.patch_fusion == "mean")
         if self.global_model is not None:
             rgb = as_rgb(image)
             global_score, global_map = self.global_model.evaluate(rgb, self._targets(rgb))

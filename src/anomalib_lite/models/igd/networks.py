@@ -226,23 +226,50 @@ class GlobalDecoder(nn.Module):
         return self.net(self.fc(z).view(-1, self.start, self.bottom, self.bottom))
 
 
+def global_down_path(size: int, width: int, norm: str) -> tuple[nn.Sequential, int]:
+    """The global critic's down path (ref-code ``VisualDiscriminator256``, paper L189 "128–256–512–512"):
+    conv5 stride 2, four residual down blocks ``w→2w→4w→8w→8w``, conv3 stride 2, flattened:
+    ``B×3×S×S`` → ``B×F``. Returns the path and ``F``."""
+    bottom = _global_bottom(size)
+    widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
+    blocks = [ResidualBlock(a, b, "down", norm) for a, b in zip(widths[:-1], widths[1:])]
+    path = nn.Sequential(
+        nn.Conv2d(3, width, 5, stride=2, padding=2),
+        *blocks,
+        nn.Conv2d(8 * width, 8 * width, 3, stride=2, padding=1),
+        nn.Flatten(),
+    )
+    return path, 8 * width * bottom**2
+
+
+class GlobalBlockEncoder(nn.Module):
+    """The paper's global encoder of four residual blocks (``global_encoder=paper_blocks``, see
+    :class:`~anomalib_lite.models.igd.config.IGDConfig`), trained: :func:`global_down_path` with batch norm and
+    a linear layer to ``hidden`` (the body, ``h``), then the linear layer to ``z``. ``B×3×S×S`` → ``(h, z)``."""
+
+    def __init__(self, size: int, width: int, hidden: int, latent: int) -> None:
+        super().__init__()
+        path, features = global_down_path(size, width, "batch")
+        self.body = nn.Sequential(path, nn.Linear(features, hidden))
+        self.to_latent = nn.Linear(hidden, latent)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The body's feature ``h`` ``B×hidden``."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.features(x)
+        return hidden, self.to_latent(hidden)
+
+
 class GlobalCritic(nn.Module):
     """Global ACAI critic ``B×3×S×S`` → ``B``, unbounded (ref-code ``VisualDiscriminator256``: no output
-    activation, unlike the local critic's sigmoid in ``p32``): conv5 stride 2, four residual down blocks
-    ``w→2w→4w→8w→8w`` (layer norm), conv3 stride 2, linear."""
+    activation, unlike the local critic's sigmoid in ``p32``): :func:`global_down_path` (layer norm), linear."""
 
     def __init__(self, size: int, width: int) -> None:
         super().__init__()
-        bottom = _global_bottom(size)
-        widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
-        blocks = [ResidualBlock(a, b, "down", "layer") for a, b in zip(widths[:-1], widths[1:])]
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 5, stride=2, padding=2),
-            *blocks,
-            nn.Conv2d(8 * width, 8 * width, 3, stride=2, padding=1),
-            nn.Flatten(),
-        )
-        self.out = nn.Linear(8 * width * bottom**2, 1)
+        self.net, features = global_down_path(size, width, "layer")
+        self.out = nn.Linear(features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.net(x))[:, 0]
@@ -255,11 +282,13 @@ def to_patches(images: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     return columns.transpose(1, 2).reshape(b, -1, c, size, size)
 
 
-def fold_patches(maps: torch.Tensor, side: int, stride: int) -> torch.Tensor:
-    """Per-patch maps ``B×L×s×s`` → ``B×side×side``, overlaps averaged."""
+def fold_patches(maps: torch.Tensor, side: int, stride: int, average: bool = True) -> torch.Tensor:
+    """Per-patch maps ``B×L×s×s`` → ``B×side×side``: overlaps averaged, or summed (``average=False``)."""
     b, n = maps.shape[:2]
     s = int(maps.shape[-1])  # int(): a constant even when traced for export (fold needs a known kernel size)
     columns = maps.reshape(b, n, s * s).transpose(1, 2)
     total = F.fold(columns, (side, side), s, stride=stride)
+    if not average:
+        return total[:, 0]
     count = F.fold(torch.ones_like(columns), (side, side), s, stride=stride)
     return (total / count)[:, 0]
