@@ -9,7 +9,9 @@ implementation of the MVTec AD reference AUPRO on the same pixels.
         [--profile] [--check]
 model: training and inference images/s of a model family at its paper resolution and batch
 size (its ``<model>_mvtec`` experiment config on data=mvtec; random weights and images, so
-nothing is downloaded), every training stage timed after warm-up, with peak memory.
+nothing is downloaded), every training stage timed after warm-up, with peak memory; then the projected
+wall time of the paper's full MVTec AD table at these rates: per stage, its epochs (or its steps' epochs) on
+each category's training images, plus inference on the 1 725 test images.
     python scripts/benchmark.py model --model all [--steps 5] [--set data.batch_size=8]
 inference: a trained checkpoint's ``predict`` per image, after warm-up, at its image size;
 ``--set`` replaces stored options (e.g. MSFI's weight search off, or another keep_k).
@@ -37,6 +39,38 @@ from scipy import ndimage
 from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
 from anomalib_lite.metrics import auroc, pixel_metrics
 from anomalib_lite.metrics.profiling import record_phases
+
+# MVTec AD's training images per category (the dataset as published: 3 629 in all) and its test images.
+MVTEC_TRAIN_IMAGES = {
+    "bottle": 209,
+    "cable": 224,
+    "capsule": 219,
+    "carpet": 280,
+    "grid": 264,
+    "hazelnut": 391,
+    "leather": 245,
+    "metal_nut": 220,
+    "pill": 267,
+    "screw": 320,
+    "tile": 230,
+    "toothbrush": 60,
+    "transistor": 213,
+    "wood": 247,
+    "zipper": 240,
+}
+MVTEC_TEST_IMAGES = 1725
+
+
+def table_images(epochs: int, steps: int | None, batch: int) -> int:
+    """Training images one stage processes over the whole MVTec AD table: per category, the engine's epochs (a
+    steps budget becomes ``ceil(steps / batches per epoch)`` epochs) times the images of its full batches (the
+    loader drops a last partial batch)."""
+    total = 0
+    for count in MVTEC_TRAIN_IMAGES.values():
+        batches = count // batch if count > batch else 1
+        category_epochs = epochs if steps is None else -(-steps // batches)
+        total += category_epochs * batches * min(batch, count)
+    return total
 
 
 def realistic_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -172,6 +206,7 @@ def bench_model(args: argparse.Namespace) -> None:
             f"{name}: backbone {run.backbone.name}, {size}×{size}, batch {batch}, on {device}, "
             f"precision {args.precision}, channels-last {layout}"
         )
+        projected = 0.0
         for stage in model.stages():
             if stage.split != "train":
                 print(f"  stage {stage.name}: trains on held-out test images, not timed")
@@ -193,7 +228,14 @@ def bench_model(args: argparse.Namespace) -> None:
                     optimizer.step()
                 synchronize(device)
                 rate = args.steps * batch / (time.perf_counter() - start)
-            print(f"  train {stage.name}: {rate:.3g} images/s, {_peak(device, host)}", flush=True)
+            seconds = table_images(stage.epochs, stage.steps, batch) / rate
+            projected += seconds
+            budget = f"{stage.steps} steps" if stage.steps is not None else f"{stage.epochs} epochs"
+            print(
+                f"  train {stage.name}: {rate:.3g} images/s, {_peak(device, host)}; "
+                f"full MVTec AD table ({budget}): {seconds / 3600:.2f} h",
+                flush=True,
+            )
         model.eval()
         test = to_device({"image": torch.stack([images[i]["image"] for i in range(batch)])}, device, layout)["image"]
         reset_peak_memory(device)
@@ -205,7 +247,9 @@ def bench_model(args: argparse.Namespace) -> None:
                 model.predict(test)
             synchronize(device)
             rate = args.steps * batch / (time.perf_counter() - start)
+        projected += MVTEC_TEST_IMAGES / rate
         print(f"  inference: {rate:.3g} images/s, {_peak(device, host)}", flush=True)
+        print(f"  projected full MVTec AD table (15 categories, every stage, inference): {projected / 3600:.2f} h")
         del model, optimizer
 
 
