@@ -1,11 +1,11 @@
 """Print speed figures.
 
-evaluator: image AUROC + pixel AUROC + AUPRO on synthetic maps with blob-shaped masks,
-timed end to end with peak memory; ``--kind realistic`` (default: smooth maps with many distinct
-values, like a model's upsampled maps) or ``uniform`` (i.i.d. noise); ``--profile`` adds the time
-of each phase; ``--check`` compares with scikit-learn's ``roc_auc_score`` and a NumPy float64
+evaluator: image AUROC + pixel AUROC + AUPRO on synthetic maps, timed end to end with peak memory;
+``--kind`` picks the maps' distribution (:data:`KINDS`: ``realistic``, the default, smooth maps like a model's;
+``uniform``, ``float16``, ``exp``, ``levels256``, ``ties``, ``shifted``; ``all``: each in turn); ``--profile``
+adds the time of each phase; ``--check`` compares with scikit-learn's ``roc_auc_score`` and a NumPy float64
 implementation of the MVTec AD reference AUPRO on the same pixels.
-    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--kind uniform] [--device cuda] \
+    python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--kind all] [--device cuda] \
         [--profile] [--check]
 model: training and inference images/s of a model family at its paper resolution and batch
 size (its ``<model>_mvtec`` experiment config on data=mvtec; random weights and images, so
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -73,30 +74,71 @@ def table_images(epochs: int, steps: int | None, batch: int) -> int:
     return total
 
 
-def realistic_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def rectangle_masks(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Masks ``n×size×size`` with 1–3 rectangles (sides 1/16 to 1/4 of the image) on every other image, and
+    the image labels (1 where a mask has a rectangle)."""
+    masks = np.zeros((n, size, size), dtype=bool)
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        for _ in range(rng.integers(1, 4)):
+            h, w = rng.integers(max(1, size // 16), max(2, size // 4), 2)
+            y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+            masks[i, y : y + h, x : x + w] = True
+    return masks, labels
+
+
+def realistic_case(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Maps shaped like a model's: noise at 1/8 resolution upsampled bilinearly (smooth, nearly every value
-    distinct), plus a smooth bump that rises a little outside each anomalous blob; masks (blobs on half the
-    images), image scores (map maxima) and labels. float32, ``n×size×size``."""
+    distinct), plus a smooth bump that rises a little outside each anomalous blob; the blobs are the masks."""
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 2, size // 8, size // 8, generator=generator)
     background, blob = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).unbind(1)
     labels = torch.arange(n) % 2
     masks = (blob > 0.85) & labels[:, None, None].bool()
     maps = 0.5 * background + 4 * (blob - 0.8).clamp(min=0) * labels[:, None, None]
-    return maps.contiguous(), masks.contiguous(), maps.flatten(1).amax(1), labels
+    return maps.numpy(), masks.numpy()
 
 
-def uniform_case(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` i.i.d. uniform-noise maps (``n×size×size``), +0.5 on the blobs of half the images; masks,
-    image scores and labels."""
+def uniform_case(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """i.i.d. uniform float32 maps in [0, 1) (every value distinct, anomalous pixels drawn like normal ones) and
+    rectangle masks (:func:`rectangle_masks`)."""
     rng = np.random.default_rng(seed)
-    noise = rng.random((n, size // 8, size // 8)).astype(np.float32)
-    blobs = ndimage.zoom(noise, (1, 8, 8), order=1) > 0.85
-    labels = np.arange(n) % 2
-    masks = blobs & labels[:, None, None].astype(bool)
-    maps = rng.random((n, size, size), dtype=np.float32) + masks * 0.5
+    masks = rectangle_masks(n, size, rng)[0]
+    return rng.random((n, size, size), dtype=np.float32), masks
+
+
+def from_uniform(transform: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable:
+    """A case: :func:`uniform_case`'s maps through ``transform(maps, masks)``, the same masks."""
+
+    def case(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        maps, masks = uniform_case(n, size, seed)
+        return transform(maps, masks), masks
+
+    return case
+
+
+# The map distributions of ``evaluator --kind``: i.i.d. uniform float32 (every value distinct), rounded to
+# float16, exp-scaled (a wide range), quantised to 256 levels, heavy ties (16 levels), uniform raised by 0.5
+# inside the defects, and the realistic smooth maps. Each: ``(n, size, seed)`` → float32 maps ``n×size×size``
+# and bool masks.
+KINDS = {
+    "uniform": uniform_case,
+    "float16": from_uniform(lambda maps, masks: maps.astype(np.float16).astype(np.float32)),
+    "exp": from_uniform(lambda maps, masks: np.exp(10 * maps)),
+    "levels256": from_uniform(lambda maps, masks: np.floor(maps * 256) / 256),
+    "ties": from_uniform(lambda maps, masks: np.floor(maps * 16) / 16),
+    "shifted": from_uniform(lambda maps, masks: maps + 0.5 * masks),
+    "realistic": realistic_case,
+}
+
+
+def evaluator_case(kind: str, n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Maps and masks of ``kind`` (:data:`KINDS`), with image scores (each map's maximum) and labels."""
+    maps, masks = KINDS[kind](n, size, seed)
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    labels = masks.reshape(n, -1).any(1).astype(np.int64)
     scores = maps.reshape(n, -1).max(1)
-    return (torch.from_numpy(maps), torch.from_numpy(masks), torch.from_numpy(scores), torch.from_numpy(labels))
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (maps, masks, scores, labels))
 
 
 def reference_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -125,12 +167,17 @@ def reference_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3)
 
 
 def bench_evaluator(args: argparse.Namespace) -> None:
+    for kind in KINDS if args.kind == "all" else [args.kind]:
+        bench_evaluator_kind(kind, args)
+
+
+def bench_evaluator_kind(kind: str, args: argparse.Namespace) -> None:
+    """Time (and with ``--check`` verify) the three metrics on maps of ``kind``."""
     device = torch.device(args.device)
-    case = {"realistic": realistic_case, "uniform": uniform_case}[args.kind]
-    maps, masks, scores, labels = (t.to(device) for t in case(args.maps, args.size))
+    maps, masks, scores, labels = (t.to(device) for t in evaluator_case(kind, args.maps, args.size))
     pixels = maps.numel()
     print(
-        f"evaluator: {args.maps} {args.kind} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels, "
+        f"evaluator: {args.maps} {kind} maps of {args.size}×{args.size} ({pixels / 1e6:.1f} M pixels, "
         f"{int(masks.sum()) / pixels:.1%} anomalous) on {device}"
     )
     reset_peak_memory(device)
@@ -329,7 +376,7 @@ def main() -> None:
     evaluator = sub.add_parser("evaluator", help="time the exact metrics")
     evaluator.add_argument("--maps", type=int, default=1725, help="number of maps (default: MVTec AD's test set)")
     evaluator.add_argument("--size", type=int, default=256, help="map side in pixels")
-    evaluator.add_argument("--kind", default="realistic", choices=["realistic", "uniform"], help="map generator")
+    evaluator.add_argument("--kind", default="realistic", choices=[*KINDS, "all"], help="map distribution (all: each)")
     evaluator.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     evaluator.add_argument("--profile", action="store_true", help="print the time of each phase")
     evaluator.add_argument("--check", action="store_true", help="compare with scikit-learn and the reference AUPRO")

@@ -164,14 +164,31 @@ def test_segmentation_iou_scale_is_shared_by_all_images():
         segmentation_iou(maps, masks, 1.5)
 
 
-@pytest.mark.parametrize("levels", [None, 4])
-def test_the_benchmark_reference_aupro_matches_the_naive_sweep(levels):
-    # scripts/benchmark.py checks the evaluator at full size against this reference: check the reference.
+def load_benchmark():
+    """scripts/benchmark.py as a module (its map distributions and its reference AUPRO)."""
     spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    return benchmark
+
+
+@pytest.mark.parametrize("levels", [None, 4])
+def test_the_benchmark_reference_aupro_matches_the_naive_sweep(levels):
+    # scripts/benchmark.py checks the evaluator at full size against this reference: check the reference.
+    benchmark = load_benchmark()
     maps, masks = random_case(7, levels=levels)
     assert benchmark.reference_aupro(maps, masks) == pytest.approx(naive_aupro(maps, masks), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(load_benchmark().KINDS))
+def test_the_evaluator_is_exact_on_every_benchmark_distribution(kind, rank_path):
+    # benchmark.py evaluator --kind times these at MVTec AD size; here each is checked small, both rank paths.
+    benchmark = load_benchmark()
+    maps, masks, scores, labels = benchmark.evaluator_case(kind, 10, 32, seed=3)
+    pixel = pixel_metrics(maps, masks)
+    assert pixel.pixel_auroc == pytest.approx(roc_auc_score(masks.numpy().ravel(), maps.numpy().ravel()), abs=1e-12)
+    assert pixel.aupro == pytest.approx(naive_aupro(maps.numpy().astype(np.float64), masks.numpy()), abs=1e-12)
+    assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12)
 
 
 def adversarial_scores(seed: int, n: int = 3000) -> np.ndarray:
