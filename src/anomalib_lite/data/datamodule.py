@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,47 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from anomalib_lite.data.images import read_image, read_mask, to_model_input
-from anomalib_lite.errors import DataError
+from anomalib_lite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+
+
+def available_host_bytes() -> int:
+    """Host memory available to new allocations (``MemAvailable`` of ``/proc/meminfo`` where present)."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def image_bytes(size: int, channels: int = 3) -> int:
+    """Bytes one decoded image takes in an :class:`ImageSet`: ``size×size×channels`` uint8 and its ``size×size``
+    bool mask."""
+    return size * size * (channels + 1)
+
+
+def check_image_memory(count: int, size: int, channels: int = 3, what: str = "") -> None:
+    """Refuse, before anything is decoded or allocated, ``count`` images whose decoded arrays alone (see
+    :func:`image_bytes`) would not fit in the host memory available now.
+
+    A lower bound of what the run needs (the model, its activations and the anomaly maps come on top), so a
+    refusal is certain to be right; the check is that no image is decoded into memory that cannot hold them.
+
+    Args:
+        count: images to decode. size: their side (``data.image_size``). channels: 3 (RGB) or 1 (grey).
+        what: the data, for the message (e.g. ``mvtec/bottle``).
+    Raises:
+        ConfigError: naming ``data.image_size``, the estimate and the memory available.
+    """
+    need, available = count * image_bytes(size, channels), available_host_bytes()
+    if need > available:
+        raise ConfigError(
+            f"data.image_size={size}: the {count} decoded images of {what or 'the data'} ({size}×{size}×{channels} "
+            f"bytes each, with a mask) would take {need / 1e9:.2f} GB, more than the {available / 1e9:.2f} GB of "
+            "memory available; lower data.image_size"
+        )
 
 
 @dataclass(frozen=True)
@@ -90,23 +129,31 @@ class ImageSet(Dataset):
     def load(
         cls, records: list[ImageRecord], size: int, skip_unreadable: bool = False, workers: int = 4, desc: str = ""
     ) -> ImageSet:
-        """Decode image files (and masks) once, resized to ``size×size``.
+        """Decode image files (and masks) once, resized to ``size×size``, into arrays allocated once (the
+        memory :func:`check_image_memory` estimates: no second copy while they are gathered).
 
         Raises:
             DataError: listing every unreadable file (unless ``skip_unreadable``: dropped with a warning).
         """
+        images = np.empty((len(records), size, size, 3), dtype=np.uint8)
+        masks = np.zeros((len(records), size, size), dtype=bool)
 
-        def load(record: ImageRecord) -> tuple[np.ndarray, np.ndarray, bool] | DataError:
+        def load(i: int) -> bool | DataError:
+            """Decode record ``i`` into its rows; whether its mask is known, or the error."""
+            record = records[i]
             try:
-                image = read_image(record.path, size)
+                images[i] = read_image(record.path, size)
                 if record.mask_path is not None:
-                    return image, read_mask(record.mask_path, size), True
-                return image, np.zeros((size, size), dtype=bool), record.label == 0
+                    masks[i] = read_mask(record.mask_path, size)
+                    return True
+                return record.label == 0
             except DataError as exc:
                 return exc
 
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            loaded = list(tqdm(pool.map(load, records), total=len(records), desc=f"load {desc}", leave=False))
+            loaded = list(
+                tqdm(pool.map(load, range(len(records))), total=len(records), desc=f"load {desc}", leave=False)
+            )
         errors = [str(item) for item in loaded if isinstance(item, DataError)]
         if errors and not skip_unreadable:
             raise DataError(
@@ -116,12 +163,14 @@ class ImageSet(Dataset):
             )
         for message in errors:
             log.warning("skipped: %s", message)
-        kept = [(r, item) for r, item in zip(records, loaded) if not isinstance(item, DataError)]
+        kept = [i for i, item in enumerate(loaded) if not isinstance(item, DataError)]
+        if len(kept) < len(records):
+            images, masks = images[kept], masks[kept]
         return cls(
-            [r for r, _ in kept],
-            torch.from_numpy(np.stack([item[0] for _, item in kept])) if kept else torch.empty(0),
-            torch.from_numpy(np.stack([item[1] for _, item in kept])) if kept else torch.empty(0),
-            torch.tensor([item[2] for _, item in kept], dtype=torch.bool),
+            [records[i] for i in kept],
+            torch.from_numpy(images),
+            torch.from_numpy(masks),
+            torch.tensor([loaded[i] for i in kept], dtype=torch.bool),
         )
 
     def empty_masks(self) -> list[str]:
@@ -153,8 +202,14 @@ class DataModule:
 
     Args:
         train_set: normal training images. test_set: test images (normal and anomalous).
-        batch_size: training batch size. num_workers: loader worker processes (decoding happens once, up front).
-        name: ``<dataset>/<category>``, for messages.
+        batch_size: training batch size (``data.batch_size``). num_workers: loader worker processes
+            (decoding happens once, up front). name: ``<dataset>/<category>``, for messages.
+
+    *choice*: a ``batch_size`` above the training set's size is clamped to it, with a log line, not refused:
+    the training loader already gives the whole set per step then (clamped, training is the same), a sweep
+    over categories of different sizes should not stop at the smallest, and every batch the run forms (the
+    feature cache's, the test and validation loaders') stays within what a training step holds, instead of
+    padding to or batching by a size no step uses (``data.batch_size=100000`` on 60 images took 18.8 GB).
     Attributes:
         empty_masks: paths of the anomalous test images (of the test split as given, before any
             :meth:`split_validation`) whose mask holds no foreground pixel at this image size (see
@@ -174,6 +229,15 @@ class DataModule:
             raise DataError(f"{name}: no readable training image")
         if len(self.test_set) == 0:
             raise DataError(f"{name}: no readable test image")
+        if self.batch_size > len(self.train_set):
+            log.info(
+                "%s: data.batch_size=%d is above the %d training images: batches of %d (the whole set per step)",
+                name,
+                self.batch_size,
+                len(self.train_set),
+                len(self.train_set),
+            )
+            self.batch_size = len(self.train_set)
         self.empty_masks = self.test_set.empty_masks()
         if self.empty_masks:
             log.warning(
@@ -197,7 +261,13 @@ class DataModule:
         skip_unreadable: bool = False,
         name: str = "",
     ) -> DataModule:
-        """Decode image files of both splits (see :meth:`ImageSet.load`) into a datamodule."""
+        """Decode image files of both splits (see :meth:`ImageSet.load`) into a datamodule.
+
+        Raises:
+            ConfigError: the decoded images would not fit in memory (:func:`check_image_memory`), before any is read.
+            DataError: as :meth:`ImageSet.load`, or a split is empty.
+        """
+        check_image_memory(len(train) + len(test), image_size, 3, name)
         return cls(
             ImageSet.load(train, image_size, skip_unreadable, desc=f"{name} train"),
             ImageSet.load(test, image_size, skip_unreadable, desc=f"{name} test"),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anomalib_lite.data.datamodule import DataModule, ImageSet
+from anomalib_lite.data.datamodule import DataModule, ImageSet, check_image_memory
 from anomalib_lite.data.registry import DataConfig, Dataset, check_share, register_dataset
 from anomalib_lite.errors import DataError
 
@@ -286,19 +286,25 @@ def mnist5k_splits(test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     return images[train], labels[train], images[test], labels[test]
 
 
-def resize_images(images: np.ndarray, size: int, grey_to_rgb: bool) -> np.ndarray:
+def resize_images(images: np.ndarray, size: int, grey_to_rgb: bool, chunk: int = 256) -> np.ndarray:
     """``N×h×w`` or ``N×h×w×3`` uint8 → ``N×size×size×C`` uint8 (bilinear, antialiased).
 
-    ``C`` is 3 for colour input or when ``grey_to_rgb``, else 1.
+    ``C`` is 3 for colour input or when ``grey_to_rgb``, else 1. The images are resized ``chunk`` at a time
+    into the result, allocated once: the float copies of a chunk are all that is added to it (each image is
+    resized on its own, so the result does not depend on ``chunk``).
     """
-    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
-    x = x[..., None] if x.ndim == 3 else x
-    x = x.permute(0, 3, 1, 2).float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    if grey_to_rgb and x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    channels = 3 if images.ndim == 4 or grey_to_rgb else 1
+    result = np.empty((len(images), size, size, channels), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(np.require(images[start : start + chunk], requirements=["C", "W"]))
+        x = x[..., None] if x.ndim == 3 else x
+        x = x.permute(0, 3, 1, 2).float()
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if grey_to_rgb and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        result[start : start + chunk] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return result
 
 
 def one_class_datamodule(
@@ -317,11 +323,15 @@ def one_class_datamodule(
         normal_class: the class trained on and labelled 0 in the test split.
     Returns:
         A datamodule whose test images are named ``<dataset>/test/<class>/<index>``.
+    Raises:
+        ConfigError: the resized images would not fit in memory (:func:`check_image_memory`), before any is resized.
     """
     train_images, train_labels, test_images, test_labels = splits
     train_images = train_images[train_labels == normal_class]
     if len(train_images) == 0:
         raise DataError(f"{dataset}: no training image of class {normal_class}")
+    channels = 3 if train_images.ndim == 4 or grey_to_rgb else 1
+    check_image_memory(len(train_images) + len(test_images), image_size, channels, f"{dataset}/{normal_class}")
     test_binary = (test_labels != normal_class).astype(int).tolist()
     train_set = ImageSet.from_arrays(
         resize_images(train_images, image_size, grey_to_rgb),

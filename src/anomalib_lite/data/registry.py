@@ -8,11 +8,12 @@ ones; a new one needs its module (and a ``configs/data/<name>.yaml`` for the com
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from anomalib_lite.data.datamodule import DataModule
+from anomalib_lite.data.datamodule import DataModule, image_bytes
 from anomalib_lite.errors import ConfigError
 
 
@@ -20,6 +21,30 @@ def check_share(key: str, value: float) -> None:
     """Refuse a share outside (0, 1), naming the option ``data.<key>``."""
     if not 0 < value < 1:
         raise ValueError(f"data.{key}={value} must be in (0, 1)")
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory, or ``None`` where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_one_image_fits(size: int) -> None:
+    """Refuse, with the config, an ``image_size`` at which one decoded image (and its mask) would take more
+    than this machine's whole memory: no run can hold it. The data's own check, once the number of images is
+    known and before any is decoded, is :func:`~anomalib_lite.data.datamodule.check_image_memory`.
+
+    Raises:
+        ValueError: naming ``data.image_size``, one image's size and the machine's memory.
+    """
+    total = physical_memory_bytes()
+    if total is not None and image_bytes(size) > total:
+        raise ValueError(
+            f"data.image_size={size}: one decoded image takes {image_bytes(size) / 1e9:.1f} GB ({size}×{size}×3 "
+            f"bytes and a {size}×{size} mask), more than this machine's {total / 1e9:.1f} GB of memory"
+        )
 
 
 @dataclass
@@ -45,6 +70,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.image_size < 32:
             raise ValueError(f"data.image_size={self.image_size} must be ≥ 32")
+        check_one_image_fits(self.image_size)
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be ≥ 1")
         if self.num_workers < 0:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from anomalib_lite.data.datamodule import available_host_bytes
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.base import Stage
 
@@ -33,16 +32,6 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "on", "off")
 # Images read twice to detect random transforms (a random flip escapes all of them with chance 2^-8).
 PROBE_IMAGES = 8
-
-
-def available_host_bytes() -> int:
-    """Host memory available to new allocations (``MemAvailable`` of ``/proc/meminfo`` where present)."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def random_transform_reason(dataset: Dataset) -> str | None:
@@ -156,7 +145,8 @@ def build_feature_cache(
     Args:
         stage: the stage; nothing is cached when its ``features`` is ``None``.
         dataset: the stage's images; items carry ``index`` and ``image``.
-        batch_size: images per forward pass while filling the cache.
+        batch_size: the training batch size; the cache is filled in batches of the training batch the loader
+            forms: ``batch_size`` images, or the whole set when it holds fewer (never padded beyond it).
         device: the training device. precision: a new autocast context of training, per call.
         mode: ``auto`` (cache when possible, else log why), ``on`` (cache or raise) or ``off``.
         budget_gb: bytes (×10⁹) the cache may take; ``None``: half the free memory of where it goes.
@@ -173,6 +163,8 @@ def build_feature_cache(
             raise ConfigError(f"trainer.feature_cache=on, but stage '{stage.name}' cannot be cached: {reason}")
         log.info("feature cache off for stage '%s': %s", stage.name, reason)
 
+    # The loader's training batch: batch_size images, or every image of a smaller set (one batch per epoch).
+    batch_size = min(batch_size, len(dataset))
     reason = random_transform_reason(dataset)
     if reason is not None:
         decline(reason)
