@@ -87,7 +87,7 @@ def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
 def test_stage_two_starts_only_from_a_finished_stage_one(tmp_path):
     model = UTAD(UTADConfig(image_size=64), OFFLINE)
     path = tmp_path / "unfinished.pt"
-    save_checkpoint({"model": model.state_dict(), "stages_done": []}, path)
+    save_checkpoint({"model": model.state_dict(), "config": {}, "stages_done": []}, path)
     cfg = TrainerConfig(device="cpu", start_stage="expert_net", init_from=str(path), progress=False)
     with pytest.raises(TrainingError, match="needs ie_net finished"):
         Engine(cfg, 0, tmp_path / "new.pt", {}).fit(model, None)
@@ -126,6 +126,37 @@ def test_small_images_get_one_residual_block_in_the_expert_net():
         for module in (model.content, model.naive_encoder):
             assert sum(isinstance(m, ResidualBlock) for m in module.modules()) == blocks
         assert len(model.decoder.blocks) == len(model.naive_decoder.blocks) == blocks
+
+
+def test_expert_downsample_builds_the_papers_four_conv_blocks_in_every_expert_net_part():
+    # Paper L105: encoders and decoders of 4 conv blocks (model.expert_downsample=3); ref-code n_downsample 2 (3).
+    # 256 px, counted from the ref-code's modules (tests/test_utad_networks.py): 2 content encoders 12 202 112 each,
+    # AdaIN decoder 13 750 787 + MLP 1 120 768, naïve decoder 13 750 787, 3-conv detail extractor 9 472 + 131 200
+    # + 524 544 + conv1×1 256→8 2 056 = 667 272; with the defaults 3 025 536, 3 394 307 + 594 432, 3 394 307, 667 272.
+    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    expert = {2: 2 * 3_025_536 + 3_394_307 + 594_432 + 3_394_307 + 667_272}
+    expert[3] = 2 * 12_202_112 + 13_750_787 + 1_120_768 + 13_750_787 + 667_272
+    for downsample in (2, 3):
+        model = UTAD(UTADConfig(image_size=256, expert_downsample=downsample), OFFLINE)
+        assert count(model._expert_modules()) == expert[downsample]
+    assert UTADConfig().expert_downsample == 2  # the default: ref-code
+    torch.manual_seed(0)
+    model = UTAD(UTADConfig(image_size=64, latent=16, expert_downsample=3), OFFLINE)
+    for module in (model.content, model.naive_encoder):
+        assert module.channels == 512
+    x = torch.rand(2, 3, 64, 64)
+    stage = model.stages()[1]
+    optimizer = stage.optimizer(stage.parameters)
+    terms = stage.step({"image": x})
+    terms["loss"].backward()
+    optimizer.step()
+    assert model.content(2 * x - 1).shape == (2, 512, 8, 8)
+    assert model.eval().predict(x).anomaly_map.shape == (2, 64, 64)
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="expert_downsample"):
+            UTADConfig(expert_downsample=bad)
+    model_yaml = OmegaConf.load(REPO / "configs" / "model" / "utad.yaml")
+    assert model_yaml.expert_downsample == 2
 
 
 def test_without_detail_guidance_adain_is_fed_standard_normal_codes():

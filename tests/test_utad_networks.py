@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from anomalib_lite.models.utad.networks import (
     LOG_VAR_BOUND,
@@ -163,3 +164,83 @@ def test_expert_net_parameter_counts_follow_the_layer_formula_at_256_px():
     assert count(Decoder(8, 2)) == 2 * residual + up + mlp
     assert count(Decoder(None, 2)) == 2 * residual + up
     assert count(DetailEncoder(8, 3)) == detail
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _plain_convs(module: torch.nn.Module) -> int:
+    """Conv layers outside the residual blocks."""
+    inside = {id(m) for block in module.modules() if isinstance(block, ResidualBlock) for m in block.modules()}
+    return sum(isinstance(m, torch.nn.Conv2d) and id(m) not in inside for m in module.modules())
+
+
+@pytest.mark.parametrize(
+    ("downsample", "blocks", "encoder", "decoder", "mlp"),
+    [
+        # Counted from the ref-code's own modules (Expert-Net/networks.py: Encoder(n_downsample, n_res, 3, 64, ...),
+        # Decoder(n_downsample, n_res, 256 or 512, 3, ...) without its MLP, MLP(8, AdaIN parameters, 256, 3)), and
+        # by hand. n_downsample 2 (ref-code), 2 residual blocks: encoder 3·64·49+64 = 9 472, 64·128·16+128 = 131 200,
+        # 128·256·16+256 = 524 544, 2 blocks × 2 × (256·256·9+256) = 2 360 320; decoder 2 360 320 + conv5 256→128
+        # 819 328 + norm 256 + conv5 128→64 204 864 + norm 128 + conv7 64→3 9 411; MLP 8·256+256 = 2 304,
+        # 256·256+256 = 65 792, 256·2 048+2 048 = 526 336.
+        (2, 2, 3_025_536, 3_394_307, 594_432),
+        (2, 1, 1_845_376, 2_214_147, 331_264),
+        # n_downsample 3 (the paper's 4 conv blocks, L105): encoder + conv4 256→512 2 097 664, residual blocks at 512:
+        # 2 × 2 × (512·512·9+512) = 9 439 232; decoder 9 439 232 + conv5 512→256 3 277 056 + norm 512 + the layers
+        # above; MLP: 256·4 096+4 096 = 1 052 672 for the last layer.
+        (3, 2, 12_202_112, 13_750_787, 1_120_768),
+        (3, 1, 7_482_496, 9_031_171, 594_432),
+    ],
+)
+def test_expert_downsample_gives_the_ref_codes_layers_with_its_parameter_counts(
+    downsample: int, blocks: int, encoder: int, decoder: int, mlp: int
+) -> None:
+    content, adaptive, plain = (
+        ContentEncoder(blocks, downsample),
+        Decoder(8, blocks, downsample),
+        Decoder(None, blocks, downsample),
+    )
+    assert (_count(content), _count(plain), _count(adaptive)) == (encoder, decoder, decoder + mlp)
+    assert _count(adaptive.mlp) == mlp
+    # conv blocks before the residual blocks / after them: 3 (ref-code) or 4 (paper L105)
+    assert _plain_convs(content) == _plain_convs(plain) == downsample + 1
+    assert sum(isinstance(m, torch.nn.Upsample) for m in plain.modules()) == downsample
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    code = content(x)
+    assert code.shape == (2, 64 * 2**downsample, 32 // 2**downsample, 32 // 2**downsample)
+    assert adaptive(code, DetailEncoder(8)(x)).shape == plain(code).shape == x.shape
+
+
+def test_ref_latent_head_is_the_ref_codes_conv_side_branch():
+    # ref-code inceptionCAE.py L54-70: MaxPool 2×2 of the 8×8×512 bottom map, conv3 512→64, ReLU, conv3 64→512,
+    # AvgPool over the 4×4 map, Linear 512→128 for μ and for log σ². Counted from its modules: encoder_g 590 400
+    # (512·64·9+64 + 64·512·9+512), encoder_mean + encoder_log_var 131 328 (2 × (512·128+128)); the whole Model()
+    # (encoder 1 627 520, decoder 4 426 368 and those) 6 775 616.
+    torch.manual_seed(0)
+    net = IENet(256, head="ref")
+    assert (_count(net.branch), _count(net.mlp), _count(net)) == (590_400, 131_328, 6_775_616)
+    assert net.expand is None and IENet(256).branch is None
+    sides = []
+    net.branch[1].register_forward_hook(lambda m, i, o: sides.append(tuple(i[0].shape[1:])))
+    x = torch.rand(2, 3, 256, 256)
+    mu, log_var, bottom = net.encode(x)
+    assert sides == [(512, 4, 4)] and bottom.shape == (2, 512, 8, 8) and mu.shape == log_var.shape == (2, 128)
+    # step by step, as the ref-code's forward
+    conv1, conv2 = net.branch[1], net.branch[3]
+    h = F.conv2d(
+        F.relu(F.conv2d(F.max_pool2d(bottom, 2), conv1.weight, conv1.bias, padding=1)),
+        conv2.weight,
+        conv2.bias,
+        padding=1,
+    )
+    expected = F.avg_pool2d(h, 4).flatten(1) @ net.mlp.weight.T + net.mlp.bias
+    torch.testing.assert_close(mu, expected[:, :128], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(log_var, expected[:, 128:].clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND), rtol=1e-5, atol=1e-6)
+    # the KL on the code trains the branch; the small network (4×4 bottom map, pooled to 2×2) works too
+    (mu**2).sum().backward()
+    assert conv1.weight.grad.abs().sum() > 0
+    small = IENet(64, small=True, head="ref")
+    mu, _, bottom = small.encode(torch.rand(2, 3, 64, 64))
+    assert bottom.shape == (2, 256, 4, 4) and mu.shape == (2, 128)

@@ -11,17 +11,22 @@ MI_OPTIMIZERS = ("adam", "sgd")
 
 @dataclass
 class UTADConfig:
-    """UTAD hyper-parameters; labels say where each comes from (paper, ref-code configs, choice).
+    """UTAD hyper-parameters; labels say where each comes from: *paper* (``utad.txt L<n>``), *ref-code*
+    (github.com/DreamtaleCore/UTAD: ``IE-Net/configs/mvtec.yaml``, ``Expert-Net/configs/mvtec_ad.yaml`` and the
+    modules named) or *choice*. Departures that no option controls are listed in :mod:`anomalib_lite.models.utad.model`.
 
     Attributes:
-        image_size: input side (set from ``data.image_size``). small: the small-image networks (paper §4.2:
-            one inception block fewer in the IE-Net, one residual block in the Expert-Net); ``None`` = when
-            ``image_size ≤ 64``.
-        latent: IE-Net code size (choice 128). latent_head, mlp_hidden: see :class:`IENet` (``paper``: three
-            FC layers; ``ref``: the reference code's side branch).
-        ie_epochs, momentum: SGD of stage 1 (paper: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
-            ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text; the reference code's
-            lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350. ie_warmup_epochs: 2 in the reference code's
+        image_size: input side (set from ``data.image_size``). small: the small-image networks (paper L113:
+            "3 inception blocks in IE-Net" and 1 residual block in the Expert-Net; which inception block goes is
+            our choice: the encoder's last and the decoder's first); ``None`` = when ``image_size ≤ 64`` (choice:
+            the paper's one-class size is lost; the ref-code resizes those images to 64).
+        latent: IE-Net code size, 128 (ref-code: ``inceptionCAE.py`` L60-61, μ and log σ² of 128; the paper's
+            size is lost). latent_head, mlp_hidden: see :class:`IENet` (``paper``: three FC layers, L102;
+            ``ref``: the ref-code's conv side branch).
+        ie_epochs, momentum: SGD of stage 1 (paper L112: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
+            ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text (L112); the ref-code's
+            lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350 (of its 400: with ``ie_epochs=200`` neither is
+            reached, the first falling on the step after the last). ie_warmup_epochs: 2 in the ref-code's
             config (``warmup_epochs``); its training script is not released, so the form, a linear rise per step
             to the full rate, is our choice. The MI discriminator's Adam follows the same schedule.
         mi_optimizer, mi_lr: the MI discriminator's own optimiser. ``adam`` (choice: the ref-code's training script
@@ -29,15 +34,36 @@ class UTADConfig:
             ``betas``, or ``sgd`` (a parameter group of the IE-Net's SGD, the setting in which its BCE stayed at
             chance). ``mi_lr``: 1e-3 (choice; the ref-code's ``d_feat_lr`` is 1e-4).
         recon_weight, kl_weight, mi_weight: stage-1 loss weights (L2 100 ref-code, KL to N(0, I) 0.1 ref-code,
-            MI 1 choice; ``mi_weight=0`` is the paper's "without MI" ablation).
-        expert_epochs, expert_lr, betas: Adam of stage 2 (paper §4.2: Adam, its rate is lost from the text;
-            lr 1e-4 and betas (0.5, 0.999) ref-code, MUNIT's).
+            MI 1 choice: the ref-code weighs a local MI term 1.5 and a global one 0.5, we have one global term;
+            ``mi_weight=0`` is the paper's "without MI" ablation, L142). The encoder minimises the discriminator's
+            BCE with it (cooperative, Deep-InfoMax style: choice, our reading of L46-50, whose equations are lost;
+            the ref-code's ``LatentDiscriminaor.calc_gen_loss``, ``discriminator.py`` L40-43, and its generator-side
+            weights ``weight_gan_feat_l/g``, ``mvtec.yaml`` L31-32, suggest an adversarial encoder term, but its
+            training script is not released).
+        expert_epochs, expert_lr, betas: Adam of stage 2 (paper L112: Adam, its rate is lost from the text;
+            lr 1e-4 and betas (0.5, 0.999) ref-code, MUNIT's; epochs: choice, ref-code 500 k iterations at batch 1).
+            No weight decay and a constant rate (choice; ref-code ``mvtec_ad.yaml`` L19, L24-26: weight decay 1e-4,
+            ×0.5 every 50 k iterations, a halving that 200 epochs at batch 4 would not reach on any MVTec AD
+            category, ≤ 391 training images: ≤ 19 600 steps).
+        expert_downsample: strided convs of the Expert-Net's encoders, and upsampling convs of its decoders
+            (each doubles / halves the width from 64: MUNIT's, ref-code ``Expert-Net/networks.py`` L174-205).
+            2 (default, ref-code ``n_downsample: 2``, ``mvtec_ad.yaml`` L39): 3 conv blocks in each encoder and
+            decoder, a 256-channel content code at S/4. 3: the paper's "4 convolutional blocks" (L105), a
+            512-channel code at S/8 and 53.7 M Expert-Net parameters at 256 px instead of 14.1 M. The default
+            stays the ref-code's because the paper's own count, 16.77 M for the whole model (Table 4, L165),
+            cannot hold with 4 blocks built as MUNIT (and the ref-code) builds them.
         detail_dim, detail_convs: detail code size (ref-code 8) and conv layers of the detail extractor (paper 3,
-            ref-code 5).
-        image_weight, naive_weight, detail_weight: stage-2 L1 weights (x̂ vs x, x_N vs x_I, codes; ref-code).
+            L105; ref-code 5).
+        image_weight, naive_weight, detail_weight: stage-2 L1 weights: x̂ vs x 10 (ref-code ``recon_x_w``), x_N
+            vs x_I 1 (choice: paper L65 gives no weight and the ref-code's config no key for it, its naïve impression
+            coming from a second generator whose training script is not released), detail codes 1 (ref-code
+            ``recon_d_w``; the target code is detached, choice).
         use_expert, use_detail: ablations (see the module doc).
-        score: ``max`` or ``mean`` of the map. iou_threshold: the evaluator's segmentation IoU
-            threshold on maps scaled to [0, 1] over the test set (choice, the paper's value is lost).
+        score: ``max`` or ``mean`` of the map (choice: the paper does not say how an image's score is formed).
+            iou_threshold: the evaluator's segmentation IoU threshold τ (eq. 9, L70-72; choice 0.5, the paper's
+            value is lost, L108). The maps are scaled to [0, 1] by the test set's min and max, and the IoU is the
+            mean over anomalous images (both choice: the paper says neither; the ref-code's ``postprocessing.py``
+            L188 scales each map on its own, its ``evaluate.py`` is not released).
         perceptual_weights: the weight λ_l of each perceptual layer (``backbone.layers``, in order) in the map
             ``Σ_l λ_l · mean_c (φ_l(a) − φ_l(b))²`` (paper L108 sets layer weights, their values are lost);
             ``None``: 1 each (choice).
@@ -66,6 +92,7 @@ class UTADConfig:
     expert_epochs: int = 200
     expert_lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    expert_downsample: int = 2
     detail_dim: int = 8
     detail_convs: int = 3
     image_weight: float = 10.0
@@ -109,6 +136,11 @@ class UTADConfig:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 0")
         if self.latent_head not in LATENT_HEADS:
             raise ValueError(f"model.latent_head={self.latent_head!r}; choices: {', '.join(LATENT_HEADS)}")
+        if not 1 <= self.expert_downsample <= 4:  # ≤ 4: the IE-Net's multiple of 16 divides by 2^4 (checked above)
+            raise ValueError(
+                f"model.expert_downsample={self.expert_downsample} must be in 1..4 (ref-code 2, paper L105's 4 conv "
+                "blocks: 3)"
+            )
         if not 2 <= self.detail_convs <= 5:
             raise ValueError(f"model.detail_convs={self.detail_convs} must be in 2..5")
         if not 0 <= self.iou_threshold <= 1:
@@ -123,5 +155,5 @@ class UTADConfig:
 
     @property
     def residual_blocks(self) -> int:
-        """Residual blocks of the Expert-Net's encoders and decoders: 1 on small images, else 2 (paper §4.1–4.2)."""
+        """Residual blocks of the Expert-Net's encoders and decoders: 1 on small images, else 2 (paper L105, L113)."""
         return 1 if self.small_variant else 2

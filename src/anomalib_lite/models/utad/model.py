@@ -8,11 +8,43 @@ negatives, trained by its own Adam). Stage ``expert_net`` freezes it and trains 
 image) pairs: ``x̂ = Dec(Enc_c(x_I), detail(x))`` restores the detail, and a naïve branch
 ``x_N = Dec'(Enc'(x))`` imitates the impression. The anomaly map is the perceptual
 distance ``PM(x, x̂) + PM(x_I, x_N)`` on a frozen backbone's features (VGG-19
-``conv1_2, conv2_2, conv3_4`` before ReLU in the paper).
+``conv1_2, conv2_2, conv3_4``: paper L108; taken before their ReLU: choice, the paper does not say).
 
 Ablations (paper Table 2): ``mi_weight=0`` (without MI), ``use_expert=false`` (without Expert-Net:
 the map is ``PM(x, x_I)`` and stage 2 is skipped), ``use_detail=false`` (without detail guidance:
 no detail extractor, the AdaIN decoder is fed random ``N(0, I)`` codes).
+
+Sources: ``utad.txt L<n>`` is the paper; *ref-code* is github.com/DreamtaleCore/UTAD, which releases test code,
+configs and modules but no training script. Settings that are options are labelled in
+:class:`~anomalib_lite.models.utad.config.UTADConfig`, layers in :mod:`~anomalib_lite.models.utad.networks`.
+Departures that no option controls, each our choice:
+
+- **The map** ``PM(x, x̂) + PM(x_I, x_N)`` (``PM(x, x_I)`` without the Expert-Net) is our reading of eq. 8, lost
+  from the text (L67-69; L65: the ``x_I``/``x_N`` difference "can also be a reference"); the form of ``PM`` is
+  in :meth:`UTAD.perceptual_distance`. The ref-code's PM script is not released; its ``postprocessing.py``
+  (L161-188) combines grey-level pixel residuals instead: input vs the mean of reconstructions, plus input vs the
+  mean naïve impression, minus the reconstructions' variance and the reconstruction-vs-impression residual,
+  clipped at 0 and scaled to [0, 1] per image, the naïve impressions and reconstructions each from 10 random
+  detail codes (``Expert-Net/test_en.py`` L29, L92-103). Ours takes one deterministic pass.
+- **The naïve branch** ``Dec'(Enc'(x))`` is a content encoder and a decoder with plain InstanceNorm residual
+  blocks, no AdaIN and no detail input, so ``x_N`` is deterministic: our reading of L60 ("a detail extractor,
+  two encoders, two decoders") and L105 (AdaIN in "the decoder"). The ref-code builds two full MUNIT generators
+  (``Expert-Net/trainer.py`` L19-20: each its own detail encoder, AdaIN decoder and MLP) and decodes the naïve
+  impression with random detail codes.
+- **Losses the ref-code configures and we leave out** (the paper describes none of them): the IE-Net's image
+  LSGAN (``IE-Net/configs/mvtec.yaml`` L12-14, L17, L30: 3 scales, weight 0.1; ``discriminator.py`` L46-103),
+  the Expert-Net's GAN term (``gan_w: 1``, ``Expert-Net/configs/mvtec_ad.yaml`` L27; its config has no
+  discriminator section) and its content-code L1 (``recon_c_w: 1``, L30). The paper's IE-Net objective adds a
+  term whose form is lost (L55); none is added here.
+- **The MI term** is cooperative, its negatives a cyclic shift, its discriminator global with LeakyReLU, and
+  "without MI" keeps the KL: see ``UTADConfig.mi_weight``, ``networks.shuffled_partners``,
+  ``networks.MIDiscriminator`` and ``configs/variant/utad_en_guide.yaml``.
+- **No augmentation**: the framework's loaders feed the images as they are; the ref-code trains the IE-Net on
+  horizontal and vertical flips, rotations up to 45° and a random resized crop (scale 0.8–1)
+  (``IE-Net/ie_net/data_loader.py`` L25-38). The paper says nothing of it.
+- **Impressions** reach the Expert-Net as float tensors computed once per run on the un-augmented images; the
+  ref-code saves them as 8-bit PNG files and reads them back (``IE-Net/generate_impression.py`` L100,
+  ``IE-Net/utils.py`` L112-127).
 """
 
 from __future__ import annotations
@@ -60,12 +92,12 @@ class UTAD(AnomalyModel):
         self.cfg = cfg
         self.ie_net = IENet(cfg.image_size, cfg.small_variant, cfg.latent, cfg.latent_head, cfg.mlp_hidden)
         self.mi = MIDiscriminator(cfg.latent, self.ie_net.feature_size)
-        blocks = cfg.residual_blocks
-        self.content = ContentEncoder(blocks)
+        blocks, downsample = cfg.residual_blocks, cfg.expert_downsample
+        self.content = ContentEncoder(blocks, downsample)
         self.detail = DetailEncoder(cfg.detail_dim, cfg.detail_convs) if cfg.use_detail else None
-        self.decoder = Decoder(cfg.detail_dim, blocks)
-        self.naive_encoder = ContentEncoder(blocks)
-        self.naive_decoder = Decoder(None, blocks)
+        self.decoder = Decoder(cfg.detail_dim, blocks, downsample)
+        self.naive_encoder = ContentEncoder(blocks, downsample)
+        self.naive_decoder = Decoder(None, blocks, downsample)
         self.perceptual = Backbone(backbone_cfg.name, backbone_cfg.layers, backbone_cfg.weights)
         weights = cfg.perceptual_weights or [1.0] * len(self.perceptual.layers)
         if len(weights) != len(self.perceptual.layers):
@@ -81,7 +113,8 @@ class UTAD(AnomalyModel):
 
     def ie_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``; the encoder
-        shares the MI term (it makes codes tell their own image's feature from another's)."""
+        shares the MI term (it makes codes tell their own image's feature from another's: cooperative, choice,
+        see ``UTADConfig.mi_weight``). The code is sampled by the reparameterisation ``μ + ε·σ``."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
         mu, log_var, bottom = self.ie_net.encode(x)
@@ -128,8 +161,9 @@ class UTAD(AnomalyModel):
         return {"impression": self.impression(to_unit_range(image))}
 
     def expert_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I``, and of the detail codes of ``x̂`` and ``x``
-        (``x_I`` from the batch's cached :meth:`impression_features` when it has them)."""
+        """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I`` (paper L65), and of the detail codes of ``x̂`` and
+        ``x`` (L64; ``x``'s code detached, choice) (``x_I`` from the batch's cached :meth:`impression_features` when
+        it has them). The ref-code's GAN and content-code terms are left out (module doc)."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
         impression = batch["features"]["impression"] if "features" in batch else self.impression(x)
@@ -202,8 +236,10 @@ class UTAD(AnomalyModel):
     def perceptual_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``PM(a, b) = Σ_l λ_l · mean_c (φ_l(a) − φ_l(b))²``, each layer's map upsampled (bilinear) to the input
         size: ``B×3×S×S`` in [0, 1] twice → ``B×S×S``. The paper's formula (eq. 8, L67-69) is lost from its text:
-        the squared distance, its mean over channels and the resizing are our choice; λ_l is
-        ``model.perceptual_weights``."""
+        the squared distance, its mean over channels of features not normalised (no LPIPS-style unit channels) and
+        the resizing are our choice; λ_l is ``model.perceptual_weights``. The network sees ImageNet-normalised RGB
+        (choice, torchvision's convention; the ref-code's ``vgg_preprocess``, ``IE-Net/utils.py`` L268-278, feeds
+        Caffe-style BGR in [0, 255] less the mean, but its PM script is not released)."""
         features = self.perceptual(to_normalised(torch.cat([a, b])))
         diffs = [
             weight * ((fa - fb).float() ** 2).mean(1)
