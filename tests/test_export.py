@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -18,6 +21,7 @@ from skimage import data as skdata
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.models.base import AnomalyOutput
+from anomalib_lite.pipeline import deploy
 from anomalib_lite.pipeline.config import validate
 from anomalib_lite.pipeline.deploy import ExportError, export_model, load_exported, metadata, require_onnx
 from anomalib_lite.pipeline.inference import checkpoint_scorer, stored_threshold
@@ -149,6 +153,40 @@ def test_an_export_that_gives_nan_is_refused_and_removed(composed, tmp_path, fmt
     path = tmp_path / f"model{'.onnx' if fmt == 'onnx' else '.pt'}"
     with pytest.raises(ExportError, match="gives NaN/inf in its anomaly_map"):
         export_model(GivesNaN(), run, fmt, path, {"image_size": 32})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_export_interrupted_before_its_check_ends_leaves_no_file(composed, tmp_path, monkeypatch, fmt):
+    """As a kill or Ctrl-C while the file is checked: no file under the final name, checked or not."""
+    run = composed("model=hfr", "data.image_size=32", "backbone.weights=none", "category=brick")
+    path = tmp_path / f"model{'.onnx' if fmt == 'onnx' else '.pt'}"
+
+    def interrupted(exported, core, size):
+        assert exported.path == path  # the check's messages name the file by its final name
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy, "check_export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(untrained(run), run, fmt, path, {"image_size": 32})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    export_model(untrained(run), run, fmt, path, {"image_size": 32})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, f"{path.name}.json"]
+
+
+def test_a_full_disk_during_an_export_leaves_no_truncated_file(composed, tmp_path, monkeypatch):
+    run = composed("model=hfr", "data.image_size=32", "backbone.weights=none", "category=brick")
+    path = tmp_path / "model.pt"
+
+    def half_then_full(module, target, *args, **kwargs):
+        Path(target).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.jit, "save", half_then_full)
+    with pytest.raises(OSError) as raised:
+        export_model(untrained(run), run, "torchscript", path, {"image_size": 32})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)  # the one-line message's file
     assert list(tmp_path.iterdir()) == []
 
 

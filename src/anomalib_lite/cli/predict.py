@@ -7,7 +7,9 @@ could not be read; written batch by batch, so an interrupted call keeps what it 
 ``maps/<file>.npy`` (the anomaly map at the model's resolution, float32) and ``maps/<file>.png``
 (heat map overlay, one colour scale for the whole run), where ``<file>`` is the input's path
 relative to ``input``, suffix included (``a.png`` and ``a.jpg`` get distinct maps). An
-unreadable file is named in the CSV and the log; every other file is still scored.
+unreadable file is named in the CSV and the log; every other file is still scored. No partial file: each
+map and overlay is written whole or not at all, and so is each row of ``scores.csv`` (a full disk stops the call
+with one line; what was written before is kept).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from anomalib_lite.engine.device import resolve_device
 from anomalib_lite.errors import DataError
 from anomalib_lite.pipeline.config import validate_options
 from anomalib_lite.pipeline.inference import check_device, load_scorer
-from anomalib_lite.pipeline.prediction import Prediction, ScoreWriter, find_inputs, score_files, write_overlays
+from anomalib_lite.pipeline.prediction import Prediction, find_inputs, score_files, scores_table, write_overlays
 
 
 @dataclass
@@ -70,8 +72,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     root, files = find_inputs(Path(options.input))
     threshold = options.threshold if options.threshold is not None else model.threshold
     folder = run_folder()
-    with (folder / "scores.csv").open("w", newline="") as table:
-        scores = ScoreWriter(table, threshold)
+    with scores_table(folder / "scores.csv", threshold) as scores:
         results, scale = score_files(
             model.score, files, root, model.size, options.batch_size, folder / "maps", scores, options.progress
         )

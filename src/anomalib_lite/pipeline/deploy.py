@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from torch import nn
 import anomalib_lite
 from anomalib_lite.data.images import normalise
 from anomalib_lite.errors import AnomalibLiteError, ConfigError
+from anomalib_lite.files import write_atomically
 from anomalib_lite.models import AnomalyModel
 from anomalib_lite.models.base import AnomalyOutput
 from anomalib_lite.pipeline.config import RunConfig
@@ -158,11 +160,15 @@ def export_model(model: AnomalyModel, run: RunConfig, fmt: str, path: Path, info
     Args:
         model: trained, on the CPU. run: its config. fmt: a key of :data:`FORMATS`.
         info: :func:`metadata`, stored in the file and beside it.
+    The file is written under a partial name (``<stem>.partial-<pid><suffix>``), checked, then renamed to
+    ``path``: ``path`` is complete and checked, or absent.
+
     Returns:
         The path of the JSON file.
     Raises:
         ConfigError: unknown format; onnx packages missing.
         ExportError: the model cannot be exported (the message says why), or the file's outputs differ.
+        OSError: the file cannot be written (e.g. a full disk), naming ``path``.
     """
     check_format(fmt)
     refusal = model.export_refusal()
@@ -173,20 +179,29 @@ def export_model(model: AnomalyModel, run: RunConfig, fmt: str, path: Path, info
     example = _pixels(EXAMPLE_BATCH, size, seed=0)
     text = json.dumps(info, indent=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with quiet_tracing():
-        if fmt == "onnx":
-            _write_onnx(core, example, path, text)
-        else:
-            traced = torch.jit.trace(core, (example,), check_trace=False)
-            scripted = torch.jit.script(CheckedInput(traced, size))
-            torch.jit.save(scripted, str(path), _extra_files={f"{METADATA_KEY}.json": text})
+    # Written and checked under a partial name, then renamed: a failed, interrupted or killed export never
+    # leaves a truncated or unchecked file under the final name (the suffix stays: it tells the format).
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
     sidecar = path.with_name(path.name + ".json")
-    sidecar.write_text(text + "\n")
     try:
-        check_export(load_exported(path), core, size)
-    except ExportError:
-        path.unlink()
-        sidecar.unlink()
+        with quiet_tracing():
+            if fmt == "onnx":
+                _write_onnx(core, example, partial, text)
+            else:
+                traced = torch.jit.trace(core, (example,), check_trace=False)
+                scripted = torch.jit.script(CheckedInput(traced, size))
+                torch.jit.save(scripted, str(partial), _extra_files={f"{METADATA_KEY}.json": text})
+        exported = load_exported(partial)
+        exported.path = path  # its name in the check's messages
+        check_export(exported, core, size)
+        write_atomically(sidecar, lambda file: file.write((text + "\n").encode()))
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if not path.exists():  # the settings of a file that was not written
+            sidecar.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, str(partial)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # named by its final name
         raise
     return sidecar
 
