@@ -67,6 +67,25 @@ def frozen_inputs(stage: Stage, images: int, steps: int, batch_size: int) -> tup
     return images * stage.features_per_image, steps * per_step
 
 
+def images_per_call(stage: Stage, batch_size: int) -> int:
+    """Images per call of ``stage.features`` while the cache fills: the training batch ``batch_size``, or
+    fewer where an uncached step runs the frozen network on fewer inputs than ``features_per_image`` of each
+    image of the batch (``features_per_step``, e.g. IGD's random patches) and those inputs are a whole number
+    of images' worth: then as many images as hold one step's inputs.
+
+    Why: a convolution's kernel, and so the last bits of its sums, is chosen by the shape of its input (and,
+    on a CPU, by the thread count for that shape); a call of the frozen network on as many inputs as a step's
+    computes the same values for each input in both paths, at any thread count, so training from the cache
+    equals training without it (a different count differs in the last bits, which Adam amplifies over steps).
+    """
+    if stage.features_per_step is None:
+        return batch_size
+    per_step, per_image = stage.features_per_step(batch_size), stage.features_per_image
+    if per_step % per_image == 0 and 0 < per_step // per_image < batch_size:
+        return per_step // per_image
+    return batch_size
+
+
 class FeatureCache:
     """The features of every item of a dataset: name → ``N×…`` tensor, row ``i`` for dataset index ``i``.
 
@@ -145,8 +164,9 @@ def build_feature_cache(
     Args:
         stage: the stage; nothing is cached when its ``features`` is ``None``.
         dataset: the stage's images; items carry ``index`` and ``image``.
-        batch_size: the training batch size; the cache is filled in batches of the training batch the loader
-            forms: ``batch_size`` images, or the whole set when it holds fewer (never padded beyond it).
+        batch_size: the training batch size. The training batch the loader forms is ``batch_size`` images, or the
+            whole set when it holds fewer; the cache is filled in calls of that many images (never padded beyond
+            the set), or of one step's inputs where a step draws fewer (:func:`images_per_call`).
         device: the training device. precision: a new autocast context of training, per call.
         mode: ``auto`` (cache when possible, else log why), ``on`` (cache or raise) or ``off``.
         budget_gb: bytes (×10⁹) the cache may take; ``None``: half the free memory of where it goes.
@@ -198,11 +218,12 @@ def build_feature_cache(
     tensors = {name: empty_rows(t, len(dataset), "cpu" if pinned else device) for name, t in probe.items()}
     if pinned:
         tensors = {name: t.pin_memory() for name, t in tensors.items()}
-    for batch in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):  # global RNG untouched
-        # A short last batch is padded to the training batch size: convolution kernels are chosen by batch
-        # size, and a different one changes the last bits, which Adam can amplify over a few steps.
+    rows = images_per_call(stage, batch_size)
+    for batch in DataLoader(dataset, batch_size=rows, generator=torch.Generator()):  # global RNG untouched
+        # A short last batch is padded to the call size (a training step's inputs, see images_per_call):
+        # convolution kernels are chosen by batch size, and a different one changes the last bits.
         images, count = batch["image"], len(batch["index"])
-        images = images[torch.arange(batch_size) % count]
+        images = images[torch.arange(rows) % count]
         with precision():
             features = stage.features(images.to(device, non_blocking=True))
         index = batch["index"].to(tensors[next(iter(tensors))].device)
