@@ -319,6 +319,23 @@ def test_image_accuracy_equals_sklearn_accuracy_at_the_threshold(threshold):
     assert image_accuracy(torch.from_numpy(scores), torch.from_numpy(labels), threshold) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("threshold", [-0.5, 0.3, 0.71])
+def test_image_balanced_accuracy_equals_sklearn_at_the_threshold(threshold):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from anomalib_lite.metrics.per_image import image_accuracy, image_balanced_accuracy
+
+    rng = np.random.default_rng(5)
+    labels = (rng.random(80) < 0.73).astype(int)  # MVTec AD's share of anomalous test images
+    scores = (rng.normal(size=80) + labels).round(1).astype(np.float32)
+    scores[:3] = np.float32(threshold)
+    s, y = torch.from_numpy(scores), torch.from_numpy(labels)
+    expected = balanced_accuracy_score(labels, scores >= np.float32(threshold))
+    assert image_balanced_accuracy(s, y, threshold) == pytest.approx(expected)
+    assert image_balanced_accuracy(s, y, threshold) != pytest.approx(image_accuracy(s, y, threshold))
+    assert image_balanced_accuracy(s, torch.ones_like(y), threshold) is None
+
+
 def test_the_evaluator_reports_the_papers_metrics_and_normalises_the_iou_over_every_image():
     from anomalib_lite.metrics import Predictions, compute_metrics
 

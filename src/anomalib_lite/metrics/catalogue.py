@@ -86,6 +86,11 @@ for _metric in (
         "image accuracy",
         test_set_threshold="at the F1-optimal threshold of our test set (our choice)",
     ),
+    Metric(
+        "image_balanced_accuracy",
+        "image balanced accuracy",
+        test_set_threshold="at the F1-optimal threshold of our test set (our choice)",
+    ),
 ):
     register_metric(_metric)
 

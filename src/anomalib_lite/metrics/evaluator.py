@@ -15,7 +15,7 @@ from anomalib_lite.metrics.aupro import pixel_metrics
 from anomalib_lite.metrics.auroc import auroc, f1_max, roc_curve
 from anomalib_lite.metrics.catalogue import declared_metrics
 from anomalib_lite.metrics.per_defect import per_defect_metrics
-from anomalib_lite.metrics.per_image import image_accuracy, per_image_pixel_aurocs
+from anomalib_lite.metrics.per_image import image_accuracy, image_balanced_accuracy, per_image_pixel_aurocs
 from anomalib_lite.metrics.predictions import Predictions
 from anomalib_lite.metrics.ranks import RankCurve
 
@@ -116,6 +116,7 @@ def evaluate_predictions(
         "pixel_auroc_per_image": sum(per_image) / len(per_image) if per_image else None,
         "n_pixel_auroc_images": len(per_image),
         "image_accuracy": None if f1 is None else image_accuracy(pred.scores, pred.labels, f1[1]),
+        "image_balanced_accuracy": None if f1 is None else image_balanced_accuracy(pred.scores, pred.labels, f1[1]),
     }
     metrics.update(declared_metrics(pred, declared or {}))
     if per_defect and pred.defects:
