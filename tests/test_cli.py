@@ -14,7 +14,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from anomalib_lite.cli.run_folders import fresh_dir, keep_swept_keys_in_names  # the import registers fresh_dir
+from anomalib_lite.cli.run_folders import (  # the import registers fresh_dir
+    CLAIM_FILE,
+    FolderInUseError,
+    claim_run_folder,
+    fresh_dir,
+    keep_swept_keys_in_names,
+    release_run_folder,
+)
 from anomalib_lite.research.collect import collect_sweep
 
 from conftest import REPO, TINY, run_entry
@@ -129,6 +136,84 @@ def test_runs_started_in_the_same_second_get_their_own_folders(finished_run, tmp
     folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
     assert folders == ["2026-01-01_00-00-00", "2026-01-01_00-00-00_2"]
     assert all((tmp_path / "outputs" / name / "scores.csv").is_file() for name in folders)
+
+
+# train.py with its folder check held until both racing processes have passed it (a file per process in a
+# gate folder), as two runs started together do: both find the folder empty, then both go on.
+RACE = """
+import os, runpy, sys, time
+from pathlib import Path
+from anomalib_lite.cli import run_folders
+
+check_writable, gate = run_folders.check_writable, Path(sys.argv.pop(1))
+
+def together(folder):
+    check_writable(folder)
+    (gate / str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(list(gate.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+
+run_folders.check_writable = together
+sys.argv[0] = {script!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_two_runs_started_together_into_one_folder_one_is_refused(finished_run, tmp_path, mode):
+    _, args = finished_run
+    folder, gate = tmp_path / "shared", tmp_path / "gate"
+    gate.mkdir()
+    flags, key = (["-m"], "hydra.sweep.dir") if mode == "multirun" else ([], "hydra.run.dir")
+    command = [sys.executable, "-c", RACE.format(script=str(REPO / "train.py")), str(gate), *flags, *args[:-1]]
+    command.append(f"{key}={folder}")
+    runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert len(list(gate.iterdir())) == 2, outputs  # both passed the folder check before either went on
+    codes = [run.returncode for run in runs]
+    assert sorted(codes) == [0, 1], outputs
+    won_out, lost_out = (outputs[codes.index(code)][0].decode() for code in (0, 1))
+    lost = [line for line in lost_out.splitlines() + outputs[codes.index(1)][1].decode().splitlines() if line.strip()]
+    assert len(lost) == 1 and f"Run folder {folder} is in use by another run" in lost[0], lost
+    run_dir = next(folder.glob("*/metrics.json")).parent if mode == "multirun" else folder
+    # The folder holds the winner's run only: the metrics it printed, one run in its log.
+    grass = metrics_of(run_dir)["categories"]["grass"]
+    assert f"| grass | {grass['image_auroc']:.4f} |" in won_out
+    assert (run_dir / "train.log").read_text().count(": training hfr on ") == 1
+    # The run has ended: a resumed run claims the folder (its lock file is still there, held by nobody).
+    assert (folder / CLAIM_FILE).is_file()
+    resumed = run_entry("train.py", *flags, *args[:-1], "trainer.resume=true", f"{key}={folder}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert metrics_of(run_dir)["categories"]["grass"] == grass
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from anomalib_lite.cli.run_folders import claim_run_folder
+claim_run_folder(Path(sys.argv[1]))
+print("claimed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_claim_is_held_by_one_process_and_dies_with_it(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        with pytest.raises(FolderInUseError, match=f"Run folder {folder} is in use by another run"):
+            claim_run_folder(folder)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: no clean-up runs
+        holder.wait()
+    assert (folder / CLAIM_FILE).is_file()  # a stale file, but the lock died with its process
+    try:
+        assert claim_run_folder(folder)
+        assert not claim_run_folder(folder)  # already this process's
+    finally:
+        release_run_folder(folder)
 
 
 def test_fresh_dir_claims_a_new_folder_once_per_config(tmp_path):

@@ -1,4 +1,5 @@
-"""Run folders: where a run writes, the refusal to write over an earlier run, and error reporting.
+"""Run folders: where a run writes, the refusal to write over an earlier run or into a folder another
+run is using, and error reporting.
 
 Importing this module registers the ``fresh_dir`` config resolver that the entry points' run
 folders use (``hydra.run.dir: ${fresh_dir:outputs/<task>/<date>_<time>}``).
@@ -10,6 +11,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -26,9 +28,24 @@ from omegaconf.errors import OmegaConfBaseException
 
 from anomalib_lite.errors import AnomalibLiteError, ConfigError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs then do not claim their folders
+    fcntl = None
+
 log = logging.getLogger("anomalib_lite")
 # What Hydra itself writes into a run folder (its config record and the job's log).
 HYDRA_FILES = frozenset({".hydra", "train.log", "eval.log", "predict.log", "export.log"})
+# The file a run holds an exclusive lock on while it runs (see claim_run_folder); not an output.
+CLAIM_FILE = ".run.lock"
+# Folders this process has claimed: folder → the open lock file (the lock lasts while it is open).
+_claims: dict[Path, int] = {}
+
+
+class FolderInUseError(ConfigError):
+    """Another process (a run, or a sweep) holds the run folder's claim."""
+
+
 # An output that cannot be written: disk full, over quota, read-only or forbidden folder.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -75,6 +92,7 @@ def check_run_folder(folder: Path, resume: bool = False, ignored: frozenset[str]
         ConfigError: ``folder`` already holds files (and ``resume`` is off), or holds no
             checkpoint to resume (``resume`` on).
     """
+    ignored = ignored | {CLAIM_FILE}
     held = sorted(p.name for p in folder.iterdir() if p.name not in ignored) if folder.is_dir() else []
     if resume and not (folder / "checkpoints").is_dir():
         raise ConfigError(
@@ -88,6 +106,55 @@ def check_run_folder(folder: Path, resume: bool = False, ignored: frozenset[str]
             f"{resume_hint} another folder (hydra.run.dir=…, hydra.sweep.dir=… for a sweep, or leave it out "
             "for a new dated one)."
         )
+
+
+def claim_run_folder(folder: Path) -> bool:
+    """Claim ``folder`` for this process: an exclusive lock (``flock``) on its :data:`CLAIM_FILE`, held until
+    :func:`release_run_folder` or the end of the process (a killed process loses it: a stale file blocks nothing).
+
+    Two runs started together into one folder both find it empty; only one of them gets the claim.
+
+    Returns:
+        Whether the claim was taken now (``False``: this process already held it, or the file system
+        cannot lock, which is logged).
+    Raises:
+        FolderInUseError: another process holds the claim (nothing was written).
+    """
+    key = folder.resolve()
+    if key in _claims or fcntl is None:
+        return False
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_file = folder / CLAIM_FILE
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(descriptor)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                log.warning("Cannot lock %s (%s): this run does not claim its folder", lock_file, exc.strerror)
+                _claims[key] = -1  # said once
+                return False
+            raise FolderInUseError(
+                f"Run folder {folder} is in use by another run (started at the same time, or still running); "
+                "nothing was written into it. Wait for that run to end, or choose another folder (hydra.run.dir=…, "
+                "hydra.sweep.dir=… for a sweep, or leave it out for a new dated one)."
+            ) from None
+        try:  # the file may have been removed (its folder discarded) before the lock: then claim anew
+            current = os.stat(lock_file)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(current, os.fstat(descriptor)):
+            _claims[key] = descriptor
+            return True
+        os.close(descriptor)
+
+
+def release_run_folder(folder: Path) -> None:
+    """Give up this process's claim of ``folder`` (see :func:`claim_run_folder`); nothing if it holds none."""
+    descriptor = _claims.pop(folder.resolve(), -1)
+    if descriptor >= 0:
+        os.close(descriptor)  # closing the file ends its lock
 
 
 def check_writable(folder: Path) -> None:
@@ -117,8 +184,9 @@ def output_error_message(exc: OSError, folder: Path) -> str:
 
 
 def discard_if_fresh(folder: Path) -> None:
-    """Remove a run folder that holds nothing but Hydra's own files (the run failed before any work)."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= HYDRA_FILES:
+    """Remove a run folder that holds nothing but Hydra's own files and its claim (the run failed before any
+    work; call it only on a folder this process has claimed)."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= HYDRA_FILES | {CLAIM_FILE}:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # the task folder, if this run was its only one
             folder.parent.rmdir()
@@ -128,23 +196,31 @@ def report_errors(job: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     """Wrap a Hydra task: a user error, or an output that cannot be written (disk full,
     read-only folder), is printed as one message (no traceback).
 
-    A run that failed before any work leaves no folder behind. In a single run the
-    process exits with status 1; in a multirun the error is raised so Hydra goes on
+    The job first claims its folder (:func:`claim_run_folder`; a single run's was claimed by
+    :class:`RunFolderGuard`, a multirun job's is claimed here and given up when the job ends), so that
+    no other process works in it meanwhile. A run that failed before any work leaves no folder behind.
+    In a single run the process exits with status 1; in a multirun the error is raised so Hydra goes on
     with the other jobs and reports the failure at the end.
     """
 
     def wrapped(cfg: DictConfig) -> Any:
+        folder = run_folder()
+        claimed = False
         try:
+            claimed = claim_run_folder(folder)
             return job(cfg)
         except (AnomalibLiteError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno not in WRITE_ERRNOS:
                 raise
-            folder = run_folder()
             log.error("%s", exc if isinstance(exc, AnomalibLiteError) else output_error_message(exc, folder))
-            discard_if_fresh(folder)
+            if not isinstance(exc, FolderInUseError):  # never remove a folder another process is using
+                discard_if_fresh(folder)
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
             sys.exit(1)
+        finally:
+            if claimed and HydraConfig.get().mode == RunMode.MULTIRUN:
+                release_run_folder(folder)
 
     return wrapped
 
@@ -179,20 +255,21 @@ def _refuse(message: str) -> None:
 
 
 class RunFolderGuard(Callback):
-    """Hydra callback: checks the run folder *before* Hydra writes anything into it.
+    """Hydra callback: checks the run folder *before* Hydra writes anything into it, and claims it.
 
     Hydra makes the folder, opens the log and saves ``.hydra/`` before the task starts; a check
     inside the task would come after those writes into an earlier run. A single run is refused
     when its folder already holds anything; a multirun when its sweep folder holds anything
-    (``trainer.resume=true`` lets a run, or a sweep, continue its own folder).
+    (``trainer.resume=true`` lets a run, or a sweep, continue its own folder). Either is refused
+    when another process has claimed the folder (:func:`claim_run_folder`).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Refuse (exit status 1, one message) a run whose folder is taken or not writable."""
+        """Refuse (exit status 1, one message) a run whose folder is taken or not writable; claim it."""
         self._guard(config, "hydra.run.dir", self.check)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Refuse a sweep whose folder is taken or not writable; name each job's folder apart."""
+        """Refuse a sweep whose folder is taken or not writable, claim it; name each job's folder apart."""
         self._guard(config, "hydra.sweep.dir", lambda folder, cfg: resume(cfg) or check_run_folder(folder))
         keep_swept_keys_in_names(config)
 
@@ -203,8 +280,10 @@ class RunFolderGuard(Callback):
     def _guard(self, config: DictConfig, key: str, check: Callable[[Path, DictConfig], None]) -> None:
         try:
             folder = Path(str(OmegaConf.select(config, key)))
-            check(folder, config)
+            check(folder, config)  # nothing made yet in an earlier run's folder
             check_writable(folder)
+            claim_run_folder(folder)
+            check(folder, config)  # again, the folder now ours: another run may have used it meanwhile
         except OmegaConfBaseException as exc:  # fresh_dir could not create the folder
             cause = _os_error_behind(exc)
             if cause is None:
@@ -213,8 +292,12 @@ class RunFolderGuard(Callback):
                 f"Cannot create the run folder {cause.filename}: {cause.strerror}. Choose a writable "
                 f"folder with {key}=…"
             )
+        except FolderInUseError as exc:  # the folder is another run's: leave it as it is
+            _refuse(str(exc))
         except ConfigError as exc:
-            with contextlib.suppress(OSError):  # the folder fresh_dir has just made (an empty one only)
+            with contextlib.suppress(OSError):  # an empty folder (fresh_dir's, or made here), and its claim
+                if {p.name for p in folder.iterdir()} == {CLAIM_FILE} and folder.resolve() in _claims:
+                    (folder / CLAIM_FILE).unlink()
                 folder.rmdir()
             _refuse(str(exc))
 
