@@ -3,6 +3,7 @@
 import hydra
 
 from anomalib_lite.cli.evaluate import evaluate
+from anomalib_lite.cli.run_folders import run_main
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
@@ -11,4 +12,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, prefixed=("model",))

@@ -2,6 +2,7 @@
 
 import hydra
 
+from anomalib_lite.cli.run_folders import run_main
 from anomalib_lite.cli.train import train
 
 
@@ -11,4 +12,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,6 +12,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -19,6 +23,7 @@ from anomalib_lite.cli.run_folders import (  # the import registers fresh_dir
     FolderInUseError,
     claim_run_folder,
     fresh_dir,
+    hydra_error_message,
     keep_swept_keys_in_names,
     release_run_folder,
 )
@@ -223,6 +228,54 @@ def test_fresh_dir_claims_a_new_folder_once_per_config(tmp_path):
     cfg = OmegaConf.create({"dir": f"${{fresh_dir:{base}}}"})
     assert cfg.dir == f"{base}_3" and cfg.dir == f"{base}_3"  # resolved once: the same folder each time
     assert sorted(p.name for p in base.parent.iterdir()) == [base.name, f"{base.name}_2", f"{base.name}_3"]
+
+
+@pytest.mark.parametrize(
+    "script, overrides, expected",
+    [
+        (
+            "train.py",
+            ["model=hfrr"],
+            "model=hfrr: no such option of model (did you mean model=hfr?); choose one of hfr, igd, msfi, utad",
+        ),
+        (
+            "train.py",
+            ["model.lrr=0.1"],
+            "model.lrr=0.1: unknown option model.lrr (did you mean model.lr?); the options of model are: ",
+        ),
+        ("eval.py", [], "ckpt_path=… is required (no default): python eval.py ckpt_path=…"),
+        ("predict.py", ["ckpt_path=a.pt", "input=new/é.png"], """write it as 'input="new/é.png"'"""),
+    ],
+)
+def test_hydra_errors_about_the_command_line_are_one_line_and_leave_no_folder(tmp_path, script, overrides, expected):
+    result = run_entry(script, *overrides, cwd=tmp_path)  # a run folder would be made under tmp_path/outputs
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and expected in lines[0], output
+    assert "+model" not in output and "HYDRA_FULL_ERROR" not in output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["new/é.png", "/data/a b/ø.png", 'say "é"', "C:\\images\\é\\"])
+def test_a_value_hydra_reads_only_quoted_gets_the_quoted_override_that_reads_back(value):
+    with pytest.raises(OverrideParseException) as raised:
+        OverridesParser.create().parse_overrides([f"input={value}"])
+    message = hydra_error_message(raised.value)
+    assert message.startswith(f"input={value}: ") and "quotes" in message
+    (suggested,) = shlex.split(message.split("write it as ")[1].split(" (double quotes")[0])
+    (override,) = OverridesParser.create().parse_overrides([suggested])
+    assert (override.key_or_group, override.value()) == ("input", value)
+
+
+def test_eval_says_model_options_take_a_plus(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["eval.py", "ckpt_path=a.pt", "model.weight_search.apply=false"])
+    configs = initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs"))
+    with configs, pytest.raises(Exception) as raised:
+        compose("eval", overrides=sys.argv[1:])
+    message = hydra_error_message(raised.value, prefixed=("model",))
+    assert message == "model.weight_search.apply=false: eval.py takes model options with a leading +: " + (
+        "+model.weight_search.apply=false"
+    )
 
 
 def test_missing_mvtec_gives_one_clear_message(tmp_path):

@@ -1,5 +1,5 @@
 """Run folders: where a run writes, the refusal to write over an earlier run or into a folder another
-run is using, and error reporting.
+run is using, and error reporting (also of Hydra's own errors about the command line).
 
 Importing this module registers the ``fresh_dir`` config resolver that the entry points' run
 folders use (``hydra.run.dir: ${fresh_dir:outputs/<task>/<date>_<time>}``).
@@ -8,10 +8,13 @@ folders use (``hydra.run.dir: ${fresh_dir:outputs/<task>/<date>_<time>}``).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import itertools
 import logging
 import os
+import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -19,8 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hydra._internal.utils as hydra_utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -261,7 +266,8 @@ class RunFolderGuard(Callback):
     inside the task would come after those writes into an earlier run. A single run is refused
     when its folder already holds anything; a multirun when its sweep folder holds anything
     (``trainer.resume=true`` lets a run, or a sweep, continue its own folder). Either is refused
-    when another process has claimed the folder (:func:`claim_run_folder`).
+    when another process has claimed the folder (:func:`claim_run_folder`), and when an option
+    without a default (``???``, e.g. ``ckpt_path``) is not given: before any folder is made.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -278,6 +284,9 @@ class RunFolderGuard(Callback):
         check_run_folder(folder, resume(config))
 
     def _guard(self, config: DictConfig, key: str, check: Callable[[Path, DictConfig], None]) -> None:
+        missing = missing_options(config)
+        if missing:
+            _refuse(missing_options_message(missing))
         try:
             folder = Path(str(OmegaConf.select(config, key)))
             check(folder, config)  # nothing made yet in an earlier run's folder
@@ -300,6 +309,125 @@ class RunFolderGuard(Callback):
                     (folder / CLAIM_FILE).unlink()
                 folder.rmdir()
             _refuse(str(exc))
+
+
+def missing_options(config: DictConfig) -> list[str]:
+    """The dotted names of the options left at ``???`` (no default, not given), Hydra's own left out.
+
+    Read without resolving anything (resolving ``hydra.run.dir`` would make the run folder).
+    """
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{prefix}{name}.")
+        elif node == "???":
+            found.append(prefix.rstrip("."))
+
+    plain = OmegaConf.to_container(config, resolve=False)
+    walk({k: v for k, v in plain.items() if k != "hydra"}, "")
+    return found
+
+
+def missing_options_message(missing: list[str]) -> str:
+    """One line naming the options that must be given, e.g. ``ckpt_path=… is required``."""
+    given = " ".join(f"{name}=…" for name in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{given} {verb} required (no default): python {Path(sys.argv[0]).name} {given}"
+
+
+def _nearest(name: str, choices: list[str], prefix: str = "") -> str:
+    """`` (did you mean <prefix>X?)`` for the choice X nearest to ``name`` (difflib), or nothing."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def hydra_error_message(exc: Exception, prefixed: tuple[str, ...] = ()) -> str | None:
+    """One line for one of Hydra's own errors about the command line, or ``None`` (Hydra's message stays).
+
+    - an unknown option of a config group (``model=hfrr``): the group's options, the nearest one first;
+    - an unknown key (``model.lrr=0.1``): the valid keys there, the nearest one first, not Hydra's advice
+      to add it with ``+`` (the run would refuse it);
+    - a value Hydra's grammar cannot read unquoted (non-ASCII letters, spaces: ``input=…/é.png``): how to quote it.
+
+    Args:
+        prefixed: top-level keys that this command takes only with a leading ``+`` (eval.py's ``model``).
+    """
+    script = Path(sys.argv[0]).name
+    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        return (
+            f"{group}={option}: no such option of {group}{_nearest(option, list(exc.options), f'{group}=')}; "
+            f"choose one of {', '.join(exc.options)}"
+        )
+    cause = exc.__cause__
+    if isinstance(exc, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
+        match = re.match(r"Could not override '([^']+)'", str(exc))
+        parent = cause.parent_node
+        if match is None or not isinstance(parent, DictConfig) or cause.key is None:
+            return None
+        override = next((o for o in sys.argv[1:] if o.split("=", 1)[0] == match.group(1)), match.group(1))
+        where = parent._get_full_key(None)
+        if not where and str(cause.key) in prefixed:
+            return f"{override}: {script} takes {cause.key} options with a leading +: +{override}"
+        keys = sorted(str(k) for k in parent if k != "hydra")
+        unknown = f"{where}.{cause.key}" if where else str(cause.key)
+        owner = where or script
+        return (
+            f"{override}: unknown option {unknown}{_nearest(str(cause.key), keys, f'{where}.' if where else '')}; "
+            f"the options of {owner} are: {', '.join(keys)}"
+        )
+    if isinstance(exc, OverrideParseException):
+        match = re.fullmatch(r"([+~]{0,2}[\w.@/-]+)=(.*)", exc.override, re.DOTALL)
+        if match is None:
+            return None
+        key, value = match.groups()
+        if value.isascii() and not any(c.isspace() for c in value):
+            return None
+        quoted = f'{key}="{_hydra_quoted(value)}"'
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([quoted])
+        except OverrideParseException:
+            return None
+        if parsed.value() != value:
+            return None
+        return (
+            f"{exc.override}: Hydra reads a value with non-ASCII letters or spaces only in quotes; "
+            f"write it as {shlex.quote(quoted)} (double quotes inside single quotes)"
+        )
+    return None
+
+
+def _hydra_quoted(value: str) -> str:
+    """``value`` for Hydra's double-quoted strings: backslashes before a quote or at the end doubled, quotes escaped."""
+    value = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', value)
+    return re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
+
+
+def run_main(main: Callable[[], Any], prefixed: tuple[str, ...] = ()) -> None:
+    """Run an entry point's ``@hydra.main`` function with Hydra's own errors about the command line as one line
+    each (see :func:`hydra_error_message`; exit status 1); every other error is reported as Hydra reports it.
+
+    ``HYDRA_FULL_ERROR=1`` keeps Hydra's messages and tracebacks.
+    """
+    report = hydra_utils.run_and_report
+
+    def clear(func: Callable[[], Any]) -> Any:
+        try:
+            return func()
+        except (OverrideParseException, ConfigCompositionException) as exc:
+            message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else hydra_error_message(exc, prefixed)
+            if message is None:
+                raise
+            sys.stderr.write(f"Error: {message}\n")
+            sys.exit(1)
+
+    hydra_utils.run_and_report = lambda func: report(lambda: clear(func))
+    try:
+        main()
+    finally:
+        hydra_utils.run_and_report = report
 
 
 def resume(config: DictConfig) -> bool:
