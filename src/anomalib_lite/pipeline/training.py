@@ -51,6 +51,11 @@ RESUME_FREE_KEYS = frozenset(
 )
 
 
+# metrics.json's list of the categories whose metrics are in it but whose curves, maps and TensorBoard images
+# are not all written yet (the run was stopped in between); a resumed run writes them. Absent when none is.
+OUTPUTS_PENDING = "outputs_pending"
+
+
 def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
     """The validated run and the plain config stored in its checkpoints (with the backbone really
     used, so that eval.py rebuilds the same network from a checkpoint).
@@ -149,7 +154,8 @@ def train_category(
 
 def train_run(run: RunConfig, config: dict[str, Any], folder: Path, job_number: int | None = None) -> dict[str, Any]:
     """Train and evaluate every category of ``run`` into ``folder`` (categories already in its ``metrics.json``,
-    from an interrupted run that is resumed, are kept as they are).
+    from an interrupted run that is resumed, are kept as they are; those whose curves and maps were not all
+    written, see :data:`OUTPUTS_PENDING`, are evaluated again from their finished checkpoint to write them).
 
     Writes ``metrics.json`` (updated after each category; its ``setting`` says what ran, see
     :func:`anomalib_lite.pipeline.setting.run_setting`), ``scores/<category>.csv`` (per-image scores),
@@ -166,22 +172,34 @@ def train_run(run: RunConfig, config: dict[str, Any], folder: Path, job_number: 
     metrics_path = folder / "metrics.json"
     previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     done = previous.get("categories", {})
+    pending = set(previous.get(OUTPUTS_PENDING, []))
     schedule = previous.get("setting", {}).get("schedule", {})
     device = resolve_device(run.trainer.device)
     results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}
     for category in wanted:
         save_category_maps = None
-        if category not in done:
-            done[category], save_category_maps, schedule[category], device = train_category(
+        if category not in done or category in pending:
+            if category in done:
+                log.info("%s: writing the curves and maps the interrupted run had not written", category)
+            metrics, save_category_maps, schedule[category], device = train_category(
                 run, category, config, folder, job_number
             )
+            done.setdefault(category, metrics)  # a category already in metrics.json keeps its metrics
+            pending.add(category)
         setting = run_setting(run, wanted, device, schedule)
         results.update(setting=setting, categories=done, mean=mean_metrics(done))
-        write_json(results, metrics_path)
+        write_json(_with_pending(results, pending), metrics_path)
         if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
             save_category_maps()
+            pending.discard(category)
+            write_json(_with_pending(results, pending), metrics_path)
         write_report(folder, dataclasses.asdict(run))
         if torch.cuda.is_available():
             # Parallel launchers reuse worker processes: hand the cached GPU memory back.
             torch.cuda.empty_cache()
     return results
+
+
+def _with_pending(results: dict[str, Any], pending: set[str]) -> dict[str, Any]:
+    """``results`` with :data:`OUTPUTS_PENDING` listing ``pending`` (left out when none is)."""
+    return {**results, OUTPUTS_PENDING: sorted(pending)} if pending else results
