@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
+import io
 import json
 import os
 import subprocess
@@ -17,8 +19,13 @@ from anomalib_lite.cli.run_folders import check_writable
 from anomalib_lite.engine import trainer
 from anomalib_lite.engine.checkpoint import save_checkpoint
 from anomalib_lite.errors import ConfigError
+from anomalib_lite.metrics.ranks import RankCurve
 from anomalib_lite.pipeline import evaluation as evaluation_outputs
 from anomalib_lite.pipeline.evaluation import write_json
+from anomalib_lite.reporting.curves import write_curves
+from anomalib_lite.reporting.overlays import save_overlays, save_stages
+from anomalib_lite.reporting.plots import plot_curves
+from anomalib_lite.reporting.run_report import write_report
 
 from conftest import REPO, TINY, run_entry
 
@@ -51,6 +58,79 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, mon
         save_checkpoint({"epoch": 2}, checkpoint)
     assert (metrics.read_bytes(), checkpoint.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "metrics.json"]
+
+
+class FillingDisk:
+    """A file opened for writing on a disk that fills after ``room`` bytes: that much is written, then ENOSPC."""
+
+    def __init__(self, file, room: int) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            self.file.write(data[: self.room])
+            self.file.flush()
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+
+def _write_output(kind: str, folder: Path) -> Path:
+    """One of the run outputs written in ``folder``; returns its path."""
+    rng = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=rng)
+    maps = torch.rand(2, 8, 8, generator=rng)
+    if kind == "map":
+        masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+        return save_overlays(images, maps, masks, ["good/000.png", "hole/001.png"], [0], folder)[0]
+    if kind == "stages":
+        stages = {"input": images.permute(0, 3, 1, 2).float() / 255}
+        return save_stages(stages, maps, ["good/000.png", "hole/001.png"], folder)[0]
+    fpr = torch.linspace(0, 1, 60, dtype=torch.float64)
+    if kind == "curve":
+        return write_curves({"pixel_roc": RankCurve(fpr, fpr.sqrt(), 1 - fpr)}, folder)[0]
+    if kind == "figure":
+        return plot_curves({"run": {"pixel_roc": (fpr.numpy(), fpr.sqrt().numpy())}}, folder / "curves.png")
+    if not (folder / "metrics.json").exists():
+        write_json(
+            {"model": "hfr", "data": "synthetic", "categories": {"brick": {"image_auroc": 0.5}}},
+            folder / "metrics.json",
+        )
+    return write_report(folder, {"model": {"name": "hfr"}})
+
+
+@pytest.mark.parametrize("kind", ["map", "stages", "curve", "figure", "report"])
+def test_a_full_disk_midway_through_an_output_keeps_the_earlier_file_whole(tmp_path, monkeypatch, kind):
+    """Map PNGs, curve CSVs, the curve figure and report.html: never a truncated file under the final name."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = _write_output(kind, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert len(before[path.name]) > 200
+    real_open = builtins.open
+
+    def opening(file, mode="r", *args, **kwargs):  # every write under the run folder fills the disk at 100 bytes
+        handle = real_open(file, mode, *args, **kwargs)
+        writes = any(flag in mode for flag in "wax+")
+        return FillingDisk(handle, 100) if writes and str(file).startswith(str(folder)) else handle
+
+    monkeypatch.setattr(builtins, "open", opening)
+    monkeypatch.setattr(io, "open", opening)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        _write_output(kind, folder)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no partial file, the earlier one whole
+    assert raised.value.filename == str(path)  # the message names the file, not its partial copy
 
 
 def test_a_read_only_run_folder_is_named_before_any_work(tmp_path, monkeypatch):
@@ -127,8 +207,9 @@ def test_a_full_disk_while_drawing_the_maps_keeps_the_metrics(tmp_path):
     fill_png_writes = (
         "import errno, runpy, sys; from PIL import Image\n"
         "save = Image.Image.save\n"
-        "def full(image, target, *args, **kwargs):\n"
-        f"    if str(target).startswith({str(run)!r}): raise OSError(errno.ENOSPC, 'No space left on device', target)\n"
+        "def full(image, target, *args, **kwargs):\n"  # target: a path, or the file it is written into
+        f"    if str(getattr(target, 'name', target)).startswith({str(run)!r}):\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
         "    save(image, target, *args, **kwargs)\n"
         "Image.Image.save = full\n"
         f"sys.argv = {argv!r}\n"

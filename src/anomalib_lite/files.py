@@ -14,15 +14,18 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on ``path.partial-<pid>`` (opened for binary writing), then move it onto ``path``.
 
     When anything fails (e.g. ``OSError`` ENOSPC on a full disk) the partial file is removed and the
-    error raised again: ``path`` keeps its earlier content and no ``.partial-*`` file is left.
+    error raised again (an ``OSError`` naming ``path`` when it named no file, or the partial one): ``path``
+    keeps its earlier content and no ``.partial-*`` file is left.
     """
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         with partial.open("wb") as file:
             write(file)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(partial)):
+            exc.filename = str(path)
         raise
 
 

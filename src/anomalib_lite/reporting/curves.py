@@ -10,11 +10,13 @@ the same to the eye, and its trapezoidal area differs from the exact metric's by
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from anomalib_lite.files import write_atomically
 from anomalib_lite.metrics.ranks import RankCurve
 
 # The curves of a category: file stem → (its title, its y-axis name).
@@ -37,14 +39,16 @@ def thin_curve(curve: RankCurve, grid: int = GRID) -> RankCurve:
 
 def write_curve_csv(curve: RankCurve, path: Path, y_name: str) -> Path:
     """``fpr,<y_name>,threshold`` rows of the thinned curve (threshold: the point counts scores ≥ it;
-    ``inf`` at (0, 0), ``-inf`` at the end, empty where interpolated at the FPR limit)."""
+    ``inf`` at (0, 0), ``-inf`` at the end, empty where interpolated at the FPR limit), written atomically (an
+    earlier file is kept whole when the write fails)."""
     thinned = thin_curve(curve)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["fpr", y_name, "threshold"])
+    for fpr, y, threshold in zip(thinned.fpr.tolist(), thinned.y.tolist(), thinned.thresholds.tolist()):
+        writer.writerow([repr(fpr), repr(y), "" if threshold != threshold else repr(threshold)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["fpr", y_name, "threshold"])
-        for fpr, y, threshold in zip(thinned.fpr.tolist(), thinned.y.tolist(), thinned.thresholds.tolist()):
-            writer.writerow([repr(fpr), repr(y), "" if threshold != threshold else repr(threshold)])
+    write_atomically(path, lambda file: file.write(text.getvalue().encode()))
     return path
 
 

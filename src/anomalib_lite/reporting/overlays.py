@@ -1,4 +1,4 @@
-"""Heat-map overlays of anomaly maps, written as PNG files."""
+"""Heat-map overlays of anomaly maps, written as PNG files (atomically: a full disk leaves no partial file)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from anomalib_lite.files import write_atomically
 
 # A perceptual blue → cyan → yellow → red ramp (anchor colours of the "jet" map).
 _ANCHORS = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], float)
@@ -66,6 +68,14 @@ def sample_indices(labels: torch.Tensor, count: int) -> list[int]:
     ]
 
 
+def save_png(pixels: np.ndarray, path: Path) -> Path:
+    """Write the ``H×W×3`` uint8 image ``pixels`` as the PNG ``path``, atomically (see
+    :func:`~anomalib_lite.files.write_atomically`: an earlier file is kept whole when the write fails)."""
+    image = Image.fromarray(pixels)
+    write_atomically(path, lambda file: image.save(file, format="PNG"))
+    return path
+
+
 def _file_name(path: str) -> str:
     source = Path(path)
     return f"{source.parent.name}_{source.stem}"
@@ -97,9 +107,7 @@ def save_overlays(
     for i in chosen:
         image = np.broadcast_to(images[i].numpy(), (*images.shape[1:3], 3)).copy()
         panel = overlay_panel(image, maps[i].numpy(), masks[i].cpu().numpy(), vmin, vmax)
-        target = out_dir / f"{_file_name(paths[i])}.png"
-        Image.fromarray(panel).save(target)
-        written.append(target)
+        written.append(save_png(panel, out_dir / f"{_file_name(paths[i])}.png"))
     return written
 
 
@@ -124,7 +132,5 @@ def save_stages(stages: dict[str, torch.Tensor], maps: torch.Tensor, paths: list
         ]
         size = tiles[0].shape[:2][::-1]
         tiles.append(heat_map(maps[b].numpy(), size, vmin, vmax))
-        target = out_dir / f"{_file_name(path)}_stages.png"
-        Image.fromarray(np.concatenate(tiles, axis=1)).save(target)
-        written.append(target)
+        written.append(save_png(np.concatenate(tiles, axis=1), out_dir / f"{_file_name(path)}_stages.png"))
     return written

@@ -14,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
+from anomalib_lite.files import write_atomically
 from anomalib_lite.reporting.curves import CURVES, read_curves
 
 log = logging.getLogger("anomalib_lite")
@@ -44,7 +45,8 @@ def plot_curves(
 
     Args:
         series: legend label → curve name (``image_roc``, ``pixel_roc``, ``pro``) → ``(fpr, y)``.
-        path: the PNG to write. title: the figure's title.
+        path: the PNG to write (atomically: an earlier file is kept whole when the write fails).
+        title: the figure's title.
     Returns:
         ``path``, or ``None`` when matplotlib is absent or no series has a curve.
     """
@@ -75,8 +77,10 @@ def plot_curves(
         figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=110))
+    finally:
+        plt.close(figure)
     return path
 
 
