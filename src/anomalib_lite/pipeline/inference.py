@@ -101,7 +101,8 @@ def stored_threshold(ckpt_path: Path, category: str) -> tuple[float | None, str]
         return None, f"none: no {metrics} (the run was not evaluated)"
     threshold = json.loads(metrics.read_text()).get("categories", {}).get(category, {}).get("image_threshold")
     if threshold is None:
-        return None, f"none: {metrics} has no image_threshold for {category} (undefined with one class in its test split)"
+        why = "undefined with one class in its test split"
+        return None, f"none: {metrics} has no image_threshold for {category} ({why})"
     return threshold, f"F1-optimal image threshold stored by evaluation in {metrics}"
 
 
