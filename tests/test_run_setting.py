@@ -11,13 +11,20 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
+from anomalib_lite.data import DataConfig
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.backbones import BackboneConfig, cached_or_offline
+from anomalib_lite.models.hfr.config import HFRConfig
+from anomalib_lite.pipeline.evaluation import evaluate_checkpoint
 from anomalib_lite.pipeline.setting import git_commit
+from anomalib_lite.pipeline.training import run_config, train_run
+from anomalib_lite.research.reproduce.results import setting_differences
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, write_mvtec_category
 
 
 def train(tmp_path, *overrides):
@@ -87,3 +94,38 @@ def test_metrics_json_records_the_setting_and_scores_are_saved_per_image(tmp_pat
 def test_the_commit_is_unknown_outside_a_git_checkout(tmp_path):
     assert git_commit(tmp_path) == "unknown"
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", git_commit(REPO))
+
+
+def test_a_reevaluated_run_records_the_same_setting_as_its_training(tmp_path):
+    """eval.py writes the setting (so reproduce.py can compare a re-evaluated run), the same as training's but
+    for what the command changes (here the AUPRO FPR limit)."""
+    root = tmp_path / "mvtec"
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (root / "widget" / sub).mkdir(parents=True)
+    write_mvtec_category(root, "widget", np.random.default_rng(0))
+    config = {
+        "task_name": "hfr_mvtec",
+        "seed": 0,
+        "category": "widget",
+        "model": {**HFRConfig(epochs=1, conv_blocks=1).__dict__},
+        "backbone": {"name": "resnet18", "weights": "none"},
+        "data": {**DataConfig(root=str(root), category="widget", image_size=64, batch_size=2).__dict__},
+        "trainer": {"device": "cpu", "progress": False},
+        "eval": {"n_maps": 0, "curves": False},
+    }
+    run, stored = run_config(OmegaConf.create(config))
+    trained = train_run(run, stored, tmp_path / "run")
+
+    (tmp_path / "eval").mkdir()  # the command's run folder, made by Hydra
+    again = evaluate_checkpoint(
+        tmp_path / "run" / "checkpoints" / "widget" / "last.pt",
+        {"data": {}, "eval": {"fpr_limit": 0.1}, "model": {}},
+        torch.device("cpu"),
+        tmp_path / "eval",
+        progress=False,
+    )
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())["setting"]
+    assert written == again["setting"] and written["schedule"] == trained["setting"]["schedule"]
+    assert setting_differences(trained["setting"]["compared"], written["compared"]) == [
+        "eval.fpr_limit 0.1 (paper: 0.3)"
+    ]

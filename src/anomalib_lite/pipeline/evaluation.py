@@ -24,6 +24,7 @@ from anomalib_lite.metrics import Evaluation, Predictions, collect_predictions, 
 from anomalib_lite.models import AnomalyModel
 from anomalib_lite.pipeline.config import EvalConfig
 from anomalib_lite.pipeline.inference import load_trained
+from anomalib_lite.pipeline.setting import run_setting
 from anomalib_lite.reporting.curves import read_curves, write_curves
 from anomalib_lite.reporting.overlays import sample_indices, save_overlays, save_stages
 from anomalib_lite.reporting.plots import plot_curves
@@ -176,7 +177,10 @@ def evaluate_checkpoint(
 
     The frozen backbone's weights come from where training took them (see
     :func:`~anomalib_lite.pipeline.inference.load_trained`). Writes ``metrics.json``, ``scores/<category>.csv``,
-    then ``curves/``, ``maps/``, ``tensorboard/`` and ``report.html``.
+    then ``curves/``, ``maps/``, ``tensorboard/`` and ``report.html``. ``metrics.json`` records the run's
+    ``setting`` as training does (:func:`~anomalib_lite.pipeline.setting.run_setting`; the stages the engine ran
+    are read from the training run's own ``metrics.json`` next to the checkpoint, when it is there), so that a
+    re-evaluated run can be compared with a paper like a trained one.
 
     Args:
         overrides: replace stored options (``data``, ``eval``, ``model``), e.g. the data's new root.
@@ -189,10 +193,14 @@ def evaluate_checkpoint(
     datamodule = build_datamodule(run.data, category)
     hold_out_validation(model, datamodule)
     evaluation, predictions = evaluate_category(model, datamodule, device, run.eval, progress)
+    trained = path.parent.parent.parent / "metrics.json"  # <run>/checkpoints/<category>/last.pt
+    stored = json.loads(trained.read_text()).get("setting", {}) if trained.is_file() else {}
+    schedule = {category: stored.get("schedule", {}).get(category, [])}
     results = {
         "checkpoint": str(path),
         "model": run.model.name,
         "data": run.data.name,
+        "setting": run_setting(run, [category], device, schedule),
         "categories": {category: evaluation.metrics},
     }
     write_json(results, folder / "metrics.json")
