@@ -16,7 +16,7 @@ from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import cached_or_offline, torchvision_weights_path
 from anomalib_lite.models.base import AnomalyModel, Stage
 from anomalib_lite.models.igd.config import IGDConfig
-from anomalib_lite.models.igd.model import IGD, GaussianDescriptor
+from anomalib_lite.models.igd.model import IGD, CriticAfterAutoencoder, GaussianDescriptor
 from anomalib_lite.models.igd.networks import (
     Critic,
     GlobalBlockEncoder,
@@ -28,7 +28,7 @@ from anomalib_lite.models.igd.networks import (
     to_patches,
 )
 from anomalib_lite.models.layers import to_unit_range
-from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim
+from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_residual_map
 
 from conftest import run_entry, write_mvtec_category
 
@@ -47,22 +47,23 @@ class Identity(nn.Module):
         return x, x
 
 
-def test_e_step_fits_the_known_mean_and_variance():
+@pytest.mark.parametrize("kappa", [0.5, 1.0])  # paper L185; the ref-code's sig_f = 1
+def test_e_step_fits_the_known_mean_and_variance(kappa):
     torch.manual_seed(0)
     d, n = 8, 4000
     mean = torch.tensor([2.0, -3.0, 0.5, 0.05, -0.02, 1.0, 0.03, -1.5])
     noise = torch.randn(n, d)
     noise = (noise - noise.mean(0)) / noise.std(0, unbiased=False)  # exactly zero mean, unit variance
     codes = mean + 0.7 * noise
-    cfg = IGDConfig(latent=d, width=4)
+    cfg = IGDConfig(latent=d, width=4, kappa=kappa)
     descriptor = GaussianDescriptor(Identity(), nn.Identity(), nn.Identity(), GLOBAL_WEIGHTS, 11, cfg, False)
     descriptor.e_step(iter(codes.split(1000)))
     # Components smaller than mu_min = 0.1 in magnitude are pushed out to ±0.1, keeping their sign.
     expected_mu = torch.tensor([2.0, -3.0, 0.5, 0.1, -0.1, 1.0, 0.1, -1.5])
     assert torch.allclose(descriptor.mu, expected_mu, atol=1e-5)
-    # mean ||z − μ||² = d·0.7² + Σ (μ_i − mean_i)², σ² = κ times that (0.5 here), floored at 1.
+    # mean ||z − μ||² = d·0.7² + Σ (μ_i − mean_i)², σ² = κ times that, floored at 1.
     spread = d * 0.49 + ((expected_mu - mean) ** 2).sum()
-    assert descriptor.sigma2.item() == pytest.approx(max(0.5 * spread.item(), 1.0), rel=1e-5)
+    assert descriptor.sigma2.item() == pytest.approx(max(kappa * spread.item(), 1.0), rel=1e-5)
     descriptor.e_step(iter([torch.full((10, d), 3.0)]))
     assert descriptor.sigma2.item() == 1.0  # no spread: the floor
     z = torch.zeros(1, d)
@@ -545,3 +546,273 @@ def test_hflip_flips_about_half_of_the_training_images_and_turns_the_feature_cac
     plain = IGD(IGDConfig(image_size=64, width=4, kd_steps=2), BackboneConfig(weights="none"))
     assert torch.equal(plain._augmented(image), image)
     assert all(stage.features is not None for stage in plain.stages())
+
+
+def _count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_the_critics_normalise_by_layer_norm_per_channel_per_element_as_the_ref_code_or_by_batch_norm():
+    # layer_elementwise: the ref-code's LayerNorm([C, H, W]); the critics then hold its parameter counts, counted
+    # from its own modules (tianyu0207/IGD at 1ce9952: VisualDiscriminator(64), VisualDiscriminator256(64)).
+    w = 64
+    assert _count(Critic(32, w, "layer_elementwise")) == 2_964_993
+    assert _count(GlobalCritic(256, w, "layer_elementwise")) == 17_715_201
+    norms = [m for m in Critic(32, w, "layer_elementwise").modules() if isinstance(m, nn.LayerNorm)]
+    assert [tuple(m.normalized_shape) for m in norms] == [(64, 32, 32)] * 2 + [(128, 16, 16)] * 2 + [(256, 8, 8)] * 2
+    # layer (choice): the same normalisation, one affine pair per channel; batch: paper L189.
+    assert all(isinstance(m, nn.GroupNorm) for m in Critic(32, 4).modules() if "Norm" in type(m).__name__)
+    for cfg in (IGDConfig(image_size=64, width=4, kd_steps=0, critic_norm="batch"),):
+        model = IGD(cfg, BackboneConfig(weights="none"))
+        for critic in (model.local.critic, model.global_model.critic):
+            kinds = {type(m) for m in critic.modules() if "Norm" in type(m).__name__}
+            assert kinds == {nn.BatchNorm2d}
+    x = torch.rand(2, 3, 32, 32)
+    critic = Critic(32, 4, "layer_elementwise")
+    nn.init.normal_(critic.out.weight)
+    assert critic(x).shape == (2,)
+    # Per element, an affine weight changes one output alone: not the per-channel choice's behaviour.
+    with torch.no_grad():
+        first = critic.down.net[1].body[0]
+        before = first(critic.down.net[0](x))
+        first.weight[0, 0, 0] += 1.0
+        after = first(critic.down.net[0](x))
+    changed = (before != after).flatten(1).any(0).nonzero().flatten().tolist()
+    assert changed == [0]
+    with pytest.raises(ValueError, match="critic_norm"):
+        IGDConfig(critic_norm="group")
+
+
+def test_fixed_decoder_norms_stay_in_eval_mode_as_a_per_channel_affine_map():
+    # ref-code: the generator trains in eval mode (init_c calls net.eval()), so each decoder batch norm is
+    # γ·x/√(1 + ε) + β over its initial running mean 0 and variance 1, which never update.
+    torch.manual_seed(0)
+    cfg = IGDConfig(image_size=64, width=4, kd_steps=0, patches_per_image=2, decoder_norm="fixed")
+    model = IGD(cfg, BackboneConfig(weights="none"))
+    local = model.stages()[0]
+    local.on_stage_start(type("Data", (), {"train_set": [{"image": torch.randn(3, 64, 64)} for _ in range(4)]})())
+    optimizer = local.optimizer(local.parameters)
+    model.train()
+    for _ in range(2):
+        terms = local.step({"image": torch.randn(4, 3, 64, 64)})
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+    for decoder in (model.local.decoder, model.global_model.decoder):
+        norms = [m for m in decoder.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert norms and not any(m.training for m in norms) and decoder.training
+        assert all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) for m in norms)
+        assert all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    norm = next(m for m in model.local.decoder.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        nn.init.normal_(norm.weight)
+        nn.init.normal_(norm.bias)
+        x = torch.randn(3, norm.num_features, 4, 4)
+        expected = norm.weight.view(1, -1, 1, 1) * x / (1 + norm.eps) ** 0.5 + norm.bias.view(1, -1, 1, 1)
+        torch.testing.assert_close(norm(x), expected)
+        z = torch.randn(3, cfg.latent)  # no batch statistics: each code decodes alone as in the batch
+        torch.testing.assert_close(model.local.decoder(z)[1:2], model.local.decoder(z[1:2]))
+    default = IGD(IGDConfig(width=4, kd_steps=0), BackboneConfig(weights="none")).train()
+    assert all(m.training for m in default.local.decoder.modules() if isinstance(m, nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="decoder_norm"):
+        IGDConfig(decoder_norm="frozen")
+
+
+def _one_class_model(**options) -> IGD:
+    model = IGD(IGDConfig(width=4, kd_steps=0, **options), BackboneConfig(weights="none"))
+    model.stages()[0].on_stage_start(_train_set())
+    return model
+
+
+def _engine_steps(model: IGD, batches: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The first stage's optimiser steps on ``batches`` as the engine runs them (batch ``k`` drawn after seed ``k``)."""
+    stage = model.stages()[0]
+    optimizer = stage.optimizer(stage.parameters)
+    model.train()
+    for seed, x in enumerate(batches):
+        torch.manual_seed(seed)
+        terms = stage.step({"image": x})
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+    return optimizer
+
+
+def test_critic_after_the_autoencoder_matches_the_ref_codes_two_optimiser_steps_written_out():
+    # ref-code p32/ssim_main.py:266-305: optimizer_g steps on ℓ_m + ℓ_h + 0.1·mean(d(g(e2))²); then the critic's
+    # loss from g(e2) and g(f(x)) of the updated generator, e2 kept from before the step; optimizer_d steps
+    # (its own Adam, no weight decay). Fixed decoder norms (as the ref-code's) make the modes irrelevant. Two
+    # steps, so that Adam's first, sign-like step is not all that is compared.
+    options = {"decoder_norm": "fixed", "critic_weight_decay": 0.0}
+    torch.manual_seed(0)
+    model = _one_class_model(critic_update="after", **options)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [torch.randn(4, 3, 32, 32) for _ in range(2)]
+    assert "critic" not in model.stages()[0].step({"image": batches[0]})  # computed inside the optimiser step
+    model.local._pending_critic = None
+    optimizer = _engine_steps(model, batches)
+    assert isinstance(optimizer, CriticAfterAutoencoder)
+
+    reference = _one_class_model(critic_update="after", **options)
+    reference.load_state_dict(start)
+    d, cfg = reference.local, reference.cfg
+    reference.train()
+    critic_params = list(d.critic.parameters())
+    critic_ids = {id(p) for p in critic_params}
+    autoencoder_params = [p for p in reference.stages()[0].parameters if id(p) not in critic_ids]
+    opt_g = torch.optim.Adam(autoencoder_params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=1e-6)
+    opt_d = torch.optim.Adam(critic_params, lr=cfg.lr, betas=tuple(cfg.betas))
+    for seed, x in enumerate(batches):
+        torch.manual_seed(seed)
+        z = d.encode(x)
+        fake = d.decoder(z)
+        alpha = 0.5 * torch.rand(4)
+        e2 = alpha[:, None] * z + (1 - alpha[:, None]) * z.flip(0)
+        reg_inter = (d.critic(d.decoder(e2)) ** 2).mean()
+        l1 = (x - fake).abs().mean() / 4.7579
+        ms = 1 - ms_ssim(fake, x, GLOBAL_WEIGHTS, 11, data_range=4.7579)
+        svdd = (1 - torch.exp(-((z - d.mu) ** 2).sum(1) / d.sigma2)).mean()
+        opt_g.zero_grad()
+        (0.85 * ms.mean() + 0.15 * l1 + svdd + 0.1 * reg_inter).backward()
+        opt_g.step()
+        g2 = d.decoder(e2).detach()
+        fake = d.decoder(d.encode(x)).detach()
+        d_loss = ((d.critic(g2) - alpha) ** 2).mean() + (d.critic(fake + 0.2 * (x - fake)) ** 2).mean()
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+
+    ours, theirs = dict(model.named_parameters()), dict(reference.named_parameters())
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=1e-5, msg=name)
+    # The default order (one joint step, the critic on the reconstructions before it) gives another critic.
+    joint = _one_class_model(**options)
+    joint.load_state_dict(start)
+    _engine_steps(joint, batches)
+    gap = max((a - b).abs().max().item() for a, b in zip(joint.local.critic.parameters(), critic_params))
+    assert gap > 1e-5
+    # With batch statistics (the default decoder_norm), the critic's passes leave the running statistics alone.
+    plain = _one_class_model(critic_update="after")
+    plain.train()
+    plain.stages()[0].step({"image": batches[0]})
+    before = {k: v.clone() for k, v in plain.local.state_dict().items() if "running" in k}
+    assert before and plain.local.critic_loss_after_step() is not None
+    assert all(torch.equal(v, plain.local.state_dict()[k]) for k, v in before.items())
+    assert plain.local.critic_loss_after_step() is None  # nothing pending any more
+    # The optimiser's state round-trips and refuses another optimiser's.
+    stage = model.stages()[0]
+    fresh = stage.optimizer(stage.parameters)
+    fresh.load_state_dict(optimizer.state_dict())
+    assert fresh.state_dict()["critic"]["state"].keys() == optimizer.state_dict()["critic"]["state"].keys()
+    with pytest.raises(ValueError, match="critic_update"):
+        fresh.load_state_dict(torch.optim.Adam(stage.parameters).state_dict())
+
+
+def test_the_critic_may_train_without_weight_decay_in_its_own_group():
+    default = _one_class_model()
+    stage = default.stages()[0]
+    assert len(stage.optimizer(stage.parameters).param_groups) == 1  # paper L185: one weight decay
+    model = _one_class_model(critic_weight_decay=0.0)
+    stage = model.stages()[0]
+    groups = stage.optimizer(stage.parameters).param_groups
+    critic = {id(p) for p in model.local.critic.parameters()}
+    assert [g["weight_decay"] for g in groups] == [1e-6, 0.0]
+    assert {id(p) for p in groups[1]["params"]} == critic and not critic & {id(p) for p in groups[0]["params"]}
+    with pytest.raises(ValueError, match="critic_weight_decay"):
+        IGDConfig(critic_weight_decay=-1.0)
+
+
+def test_the_ref_code_map_is_its_per_channel_ssim_and_mae_merged_by_rgb2gray():
+    # ref-code multi_scale/inference_loc.py:283-296, 305-323: relu(0.85·Σ_j w_j(1 − relu(ssim_j)) + 0.15·|x − x̃|/L)
+    # per channel, rgb2gray (0.2989, 0.5870, 0.1140); the residual map itself is checked in test_ssim by loops.
+    torch.manual_seed(0)
+    model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, ssim_map="ref"), BackboneConfig(weights="none"))
+    x, y = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    for descriptor, weights, window in ((model.local, LOCAL_WEIGHTS, 3), (model.global_model, GLOBAL_WEIGHTS, 11)):
+        per_channel = (
+            0.85 * ms_ssim_residual_map(x, y, weights, window, data_range=4.7579) + 0.15 * (x - y).abs() / 4.7579
+        )
+        expected = 0.2989 * per_channel[:, 0] + 0.5870 * per_channel[:, 1] + 0.1140 * per_channel[:, 2]
+        torch.testing.assert_close(descriptor.reconstruction_error(x, y, per_pixel=True), expected)
+    padded = IGD(IGDConfig(image_size=64, width=4, kd_steps=0), BackboneConfig(weights="none"))
+    assert not torch.allclose(
+        padded.local.reconstruction_error(x, y, True), model.local.reconstruction_error(x, y, True)
+    )
+    assert model.eval().predict(x).anomaly_map.shape == (2, 64, 64)
+    with pytest.raises(ValueError, match="ssim_map"):
+        IGDConfig(ssim_map="valid")
+
+
+def test_the_scalar_ms_ssim_may_be_taken_per_channel_as_the_ref_code():
+    x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    model = IGD(IGDConfig(width=4, kd_steps=0, ssim_channels="per_channel"), BackboneConfig(weights="none"))
+    expected = 0.15 * (x - y).abs().mean(dim=(1, 2, 3)) / 4.7579 + 0.85 * (
+        1 - sum(ms_ssim(x[:, c : c + 1], y[:, c : c + 1], GLOBAL_WEIGHTS, 11, data_range=4.7579) for c in range(3)) / 3
+    )
+    torch.testing.assert_close(model.local.reconstruction_error(x, y), expected)
+    with pytest.raises(ValueError, match="ssim_channels"):
+        IGDConfig(ssim_channels="mean")
+
+
+def test_beta_in_the_training_loss_weighs_the_global_and_local_ms_ssim_terms_as_paper_eq_8():
+    # Paper eq. 8: (1 − ρ)(1 − (β m_G + (1 − β) m_L)) = (1 − ρ)[β(1 − m_G) + (1 − β)(1 − m_L)]; MAE unsplit.
+    torch.manual_seed(0)
+    for loss_beta, (local_share, global_share) in ((False, (1.0, 1.0)), (True, (0.9, 0.1))):
+        model = IGD(IGDConfig(image_size=64, width=4, kd_steps=0, loss_beta=loss_beta), BackboneConfig(weights="none"))
+        model.train()
+        for descriptor, share, side, weights, window in (
+            (model.local, local_share, 32, LOCAL_WEIGHTS, 3),
+            (model.global_model, global_share, 64, GLOBAL_WEIGHTS, 11),
+        ):
+            nn.init.normal_(descriptor.decoder.fc.weight)
+            x = torch.randn(4, 3, side, side)
+            terms = descriptor.losses(x, x)
+            recon = descriptor.decoder(descriptor.encode(x))
+            ms = ms_ssim(recon, x, weights, window, data_range=4.7579)
+            expected = 0.15 * (recon - x).abs().mean(dim=(1, 2, 3)) / 4.7579 + 0.85 * share * (1 - ms)
+            torch.testing.assert_close(terms["reconstruction"], expected.mean())
+    one_class = IGD(IGDConfig(width=4, kd_steps=0, loss_beta=True), BackboneConfig(weights="none"))
+    assert one_class.local.loss_ssim_weight == 1.0  # β is MVTec AD's (L187): no global model, no split
+
+
+@pytest.mark.parametrize("partner", ["batch", "features"])
+def test_the_interpolation_partner_is_the_batch_reversed_or_the_code_reversed(partner):
+    torch.manual_seed(0)
+    model = _one_class_model(interpolation_partner=partner)
+    seen = []
+    model.local.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    z, targets = torch.randn(5, model.cfg.latent), torch.randn(5, 3, 32, 32)
+    recon = model.local.decoder(z)
+    torch.manual_seed(3)
+    model.local.interpolation_losses(z, recon, targets)
+    torch.manual_seed(3)
+    alpha = 0.5 * torch.rand(5)
+    other = torch.stack([z[4 - i] for i in range(5)]) if partner == "batch" else torch.stack([r.flip(0) for r in z])
+    torch.testing.assert_close(seen[-1], alpha[:, None] * z + (1 - alpha[:, None]) * other)
+    with pytest.raises(ValueError, match="interpolation_partner"):
+        IGDConfig(interpolation_partner="shuffle")
+
+
+def test_each_model_may_have_its_own_xi_as_the_ref_codes_detection_script():
+    # multi_scale/inference_det.py:190, 206, 208-209: 0.5·max(0.9·ℓ_m + 0.1·ℓ_h) + 0.5·(0.1·ℓ_m + 0.9·ℓ_h).
+    torch.manual_seed(0)
+    cfg = IGDConfig(image_size=64, width=4, kd_steps=0, xi=0.9, xi_global=0.1, combine="equal")
+    model = IGD(cfg, BackboneConfig(weights="none"))
+    model.stages()[0].on_stage_start(type("D", (), {"train_set": [{"image": torch.randn(3, 64, 64)}] * 2})())
+    model.eval()
+    image = torch.randn(2, 3, 64, 64)
+    patches = to_patches(image, 32, 16).flatten(0, 1)
+
+    def parts(descriptor, x):
+        with torch.no_grad():
+            z = descriptor.encode(x)
+            return descriptor.reconstruction_error(descriptor.decoder(z), x), descriptor.distance(z)
+
+    local_m, local_h = parts(model.local, patches)
+    global_m, global_h = parts(model.global_model, image)
+    expected = 0.5 * (0.9 * local_m + 0.1 * local_h).view(2, 9).amax(1) + 0.5 * (0.1 * global_m + 0.9 * global_h)
+    torch.testing.assert_close(model.predict(image).score, expected)
+    assert (model.local.xi, model.global_model.xi) == (0.9, 0.1)
+    assert IGD(IGDConfig(image_size=64, width=4, kd_steps=0), BackboneConfig(weights="none")).global_model.xi == 0.5
+    with pytest.raises(ValueError, match="xi_global"):
+        IGDConfig(xi_global=1.5)

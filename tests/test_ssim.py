@@ -9,7 +9,15 @@ from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
 from skimage.transform import downscale_local_mean
 
-from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map, ssim
+from anomalib_lite.models.ssim import (
+    GLOBAL_WEIGHTS,
+    LOCAL_WEIGHTS,
+    gaussian_window,
+    ms_ssim,
+    ms_ssim_map,
+    ms_ssim_residual_map,
+    ssim,
+)
 
 
 def _pair(seed: int, size: int, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +109,65 @@ def test_ms_ssim_map_is_high_where_images_differ() -> None:
     heat = ms_ssim_map(x, y, LOCAL_WEIGHTS, 3)[0]
     assert heat.shape == (64, 64)
     assert heat[40:56, 8:24].mean() > 5 * heat[:24, 32:].mean()
+
+
+def test_per_channel_ms_ssim_is_the_mean_of_each_channels_own_ms_ssim_as_the_reference_code():
+    # IGD's ref-code (pytorch_msssim): each channel clamped and multiplied over the scales on its own, then the
+    # channels averaged. The reference: scikit-image's per-scale SSIM on each channel alone, combined by hand.
+    x, y = _smooth_pair(4, 88)
+    x, y = np.concatenate([x, x[:1]]), np.concatenate([y, 1 - y[:1]])  # a third channel unlike the other two
+    ours = ms_ssim(torch.from_numpy(x)[None], torch.from_numpy(y)[None], LOCAL_WEIGHTS, 11, per_channel=True)
+    reference = np.mean([_reference_ms_ssim(x[c : c + 1], y[c : c + 1], LOCAL_WEIGHTS, 1.5) for c in range(3)])
+    assert ours.item() == pytest.approx(reference, rel=1e-9)
+    joint = ms_ssim(torch.from_numpy(x)[None], torch.from_numpy(y)[None], LOCAL_WEIGHTS, 11)
+    assert abs(joint.item() - reference) > 1e-3  # the default (channels pooled per scale) is another number
+
+
+def test_ms_ssim_reaches_a_one_pixel_coarsest_scale():
+    # 16 px, 5 scales: the coarsest scale is 1×1 (no pooling after it).
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(ms_ssim(x, x, GLOBAL_WEIGHTS, 11), torch.ones(2))
+    assert ms_ssim_map(x, x, GLOBAL_WEIGHTS, 11).abs().max() < 1e-6
+
+
+def _naive_residual_map(x: np.ndarray, y: np.ndarray, weights, window: int, sigma: float, data_range: float):
+    """The ref-code's per-channel map by loops (multi_scale/pytorch_msssim_residual_map.py, inference_loc.py):
+    at each scale, SSIM at every valid window position from its Gaussian-weighted moments, clamped at 0; each
+    map scaled back to the input side by nearest neighbour (source index ⌊i·h/H⌋); Σ_j w_j (1 − map_j)."""
+    g = gaussian_window(window, sigma).numpy()
+    kernel = np.outer(g, g)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    channels, side, _ = x.shape
+    total = np.zeros_like(x)
+    for scale, weight in enumerate(weights):
+        if scale:
+            x = x.reshape(channels, x.shape[1] // 2, 2, -1, 2).mean(axis=(2, 4))
+            y = y.reshape(channels, y.shape[1] // 2, 2, -1, 2).mean(axis=(2, 4))
+        h = x.shape[1] - window + 1
+        similarity = np.zeros((channels, h, h))
+        for c in range(channels):
+            for i in range(h):
+                for j in range(h):
+                    a, b = x[c, i : i + window, j : j + window], y[c, i : i + window, j : j + window]
+                    mu_a, mu_b = (kernel * a).sum(), (kernel * b).sum()
+                    var_a = (kernel * a * a).sum() - mu_a**2
+                    var_b = (kernel * b * b).sum() - mu_b**2
+                    cov = (kernel * a * b).sum() - mu_a * mu_b
+                    luminance = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
+                    similarity[c, i, j] = max(luminance * (2 * cov + c2) / (var_a + var_b + c2), 0.0)
+        index = np.arange(side) * h // side
+        total += weight * (1 - similarity[:, index][:, :, index])
+    return total
+
+
+def test_residual_map_equals_the_reference_codes_maps_computed_by_loops():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 32, 32))
+    y = 0.7 * x + 0.5 * rng.normal(size=(3, 32, 32))
+    y[0] = -y[0]  # a channel with negative SSIM somewhere: the clamp matters
+    ours = ms_ssim_residual_map(
+        torch.from_numpy(x)[None], torch.from_numpy(y)[None], LOCAL_WEIGHTS, 3, data_range=4.7579
+    )
+    reference = _naive_residual_map(x, y, LOCAL_WEIGHTS, 3, 1.5, 4.7579)
+    np.testing.assert_allclose(ours[0].numpy(), reference, atol=1e-10)
+    assert ours.shape == (1, 3, 32, 32)

@@ -14,6 +14,13 @@ Where the window fits at every scale, :func:`ms_ssim` is Wang et al.'s MS-SSIM (
 it with scikit-image's SSIM per scale); the cut windows are a **choice** (the paper's 11-wide
 window needs a side ≥ 176 for 5 scales). The padded maps of :func:`ms_ssim_map` reflect about
 the edge pixel (torch's ``reflect``), so their border differs from scikit-image's full map.
+
+Colour images. :func:`ms_ssim` by default averages each scale's statistic over the channels before the clamp
+and the product (a **choice**, as scikit-image's SSIM averages channels); ``per_channel=True`` is IGD's
+reference code (``pytorch_msssim``, ``p32/ssim_main.py:15``, bundled as
+``multi_scale/pytorch_msssim_residual_map.py:201-222``): each channel clamped, raised and multiplied over the
+scales on its own, the channels averaged last. Per-pixel maps: :func:`ms_ssim_map` (ours) and
+:func:`ms_ssim_residual_map` (the reference code's localisation maps).
 """
 
 from __future__ import annotations
@@ -88,38 +95,72 @@ def _check_scales(x: torch.Tensor, scales: int) -> None:
 
 
 def ms_ssim(
-    x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...] = GLOBAL_WEIGHTS, window: int = 11, **options: float
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: tuple[float, ...] = GLOBAL_WEIGHTS,
+    window: int = 11,
+    per_channel: bool = False,
+    **options: float,
 ) -> torch.Tensor:
     """Multi-scale SSIM of each image pair: ``B×C×H×W`` twice → ``B``.
 
-    ``Π_{j<M} cs_j^{w_j} · ssim_M^{w_M}`` over ``M = len(weights)`` scales, 2×2 average pooling
-    between scales, each per-scale mean clamped at 0 before the power (as the reference code).
+    ``Π_{j<M} cs_j^{w_j} · ssim_M^{w_M}`` over ``M = len(weights)`` scales, 2×2 average pooling between scales,
+    each per-scale mean clamped at 0 before the power (the reference code clamps too, with a ReLU). The means are
+    over ``C×H×W`` (choice); with ``per_channel`` over ``H×W`` of each channel, whose MS-SSIMs are then averaged
+    (the reference code's ``pytorch_msssim``, see the module doc). A clamped scale gives 0 and no gradient.
     """
     _check_scales(x, len(weights))
-    result = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    dims = (2, 3) if per_channel else (1, 2, 3)
+    result = torch.ones(x.shape[:2] if per_channel else x.shape[:1], dtype=x.dtype, device=x.device)
     for scale, weight in enumerate(weights):
+        if scale:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
         full, cs = ssim_maps(x, y, window, **options)
-        value = (full if scale == len(weights) - 1 else cs).mean(dim=(1, 2, 3))
+        value = (full if scale == len(weights) - 1 else cs).mean(dim=dims)
         result = result * value.clamp_min(0) ** weight
-        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    return result
+    return result.mean(1) if per_channel else result
 
 
 def ms_ssim_map(
     x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...] = GLOBAL_WEIGHTS, window: int = 11, **options: float
 ) -> torch.Tensor:
-    """Per-pixel dissimilarity ``Σ_j w_j (1 − m_j)``: ``B×C×H×W`` twice → ``B×H×W``.
+    """Per-pixel dissimilarity ``Σ_j w_j (1 − m_j)``: ``B×C×H×W`` twice → ``B×H×W`` (choice).
 
     ``m_j`` is the padded contrast-structure map at scale ``j < M`` and the SSIM map at the
-    coarsest scale, averaged over channels and upsampled (bilinear) to ``H×W``.
+    coarsest scale, averaged over channels and upsampled (bilinear) to ``H×W``, unclamped. A weighted sum of the
+    per-scale maps, as the reference code's (:func:`ms_ssim_residual_map`), not the per-pixel product of IGD's
+    eq. 9/12 (L121, L141).
     """
     _check_scales(x, len(weights))
     size = x.shape[-2:]
     total = torch.zeros(x.shape[0], *size, dtype=x.dtype, device=x.device)
     for scale, weight in enumerate(weights):
+        if scale:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
         full, cs = ssim_maps(x, y, window, pad=True, **options)
         similarity = (full if scale == len(weights) - 1 else cs).mean(dim=1, keepdim=True)
         upsampled = F.interpolate(similarity, size=size, mode="bilinear", align_corners=False)
         total = total + weight * (1 - upsampled[:, 0])
-        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return total
+
+
+def ms_ssim_residual_map(
+    x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...] = GLOBAL_WEIGHTS, window: int = 11, **options: float
+) -> torch.Tensor:
+    """The reference code's per-pixel dissimilarity, per channel: ``B×C×H×W`` twice → ``B×C×H×W``.
+
+    ``Σ_j w_j (1 − max(s_j, 0))``, ``s_j`` the **full** SSIM map (luminance × contrast-structure) at every scale
+    ``j``, over the valid window positions only (no padding), upsampled nearest to ``H×W`` (``F.interpolate``'s
+    default), channels kept: IGD's ``multi_scale/pytorch_msssim_residual_map.py:207`` (``residual_map``, ReLU'd
+    SSIM maps) combined as ``multi_scale/inference_loc.py:283-296, 305-317``.
+    """
+    _check_scales(x, len(weights))
+    size = x.shape[-2:]
+    total = torch.zeros_like(x)
+    for scale, weight in enumerate(weights):
+        if scale:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        full, _ = ssim_maps(x, y, window, **options)
+        upsampled = F.interpolate(full.clamp_min(0), size=size, mode="nearest")
+        total = total + weight * (1 - upsampled)
     return total

@@ -10,6 +10,12 @@ COMBINE = ("beta", "equal")
 DESCRIPTORS = ("gaussian", "svdd", "none")
 GLOBAL_ENCODERS = ("resnet18", "paper_blocks")
 PATCH_FUSIONS = ("mean", "sum")
+CRITIC_NORMS = ("layer", "layer_elementwise", "batch")
+DECODER_NORMS = ("batch", "fixed")
+CRITIC_UPDATES = ("joint", "after")
+SSIM_CHANNELS = ("joint", "per_channel")
+SSIM_MAPS = ("padded", "ref")
+INTERPOLATION_PARTNERS = ("batch", "features")
 
 
 @dataclass
@@ -20,11 +26,25 @@ class IGDConfig:
         image_size: side of the input images (set from ``data.image_size``).
         epochs: EM-stage epochs per model (paper L185: 128 one-class, 256 MVTec AD).
         lr, weight_decay, lr_power: Adam 1e-4, wd 1e-6, polynomial decay to 0 (paper L185; the power 0.9
-            is ref-code). betas: Adam's betas; the paper is silent (choice: Adam's defaults; ref-code (0, 0.9)).
+            is ref-code, ``p32/ssim_main.py:150-166``). betas: Adam's betas; the paper is silent (choice: Adam's
+            defaults; ref-code (0, 0.9), ``p32/ssim_main.py:459-460``, ``p256/ssim_main.py:427-428``:
+            ``betas=[0.0, 0.9]``).
+        critic_weight_decay: the critic's weight decay; ``None`` = ``weight_decay`` (paper L185 gives one weight
+            decay for the training); ref-code 0 (its critic's Adam has none: ``p32/ssim_main.py:460``,
+            ``p256/ssim_main.py:428``).
+        critic_update: ``joint`` (choice): the critic steps with the autoencoder, its loss on the reconstructions
+            before the step; ``after`` (ref-code ``p32/ssim_main.py:292-305``): the autoencoder steps first, then
+            the critic's loss is computed on the updated autoencoder's reconstructions and the critic steps with its
+            own Adam (its loss is then not logged: it is computed inside the optimiser step). The paper (L133) does
+            not say.
         kd_steps, kd_batch_size, kd_lr, kd_weight_decay: distillation of the local encoder in optimiser
             steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5),
             rounded up to whole epochs (at most one epoch more: the engine's stages run whole epochs); 0 steps
-            skips it. kd_input_size: the backbone sees the inputs resized to this side (choice).
+            skips it. Per category, on its own training images (paper L127: "using the images from D"; the
+            ref-code has no distillation script and loads one ``Encoder_KD_ckpt`` for every category,
+            ``p32/ssim_main.py:454-457``). Target: the teacher's pooled last stage (our reading of L189's
+            "intermediate layer ... with the same 512-dimensional features", see ``IGD.teacher_features``).
+            kd_input_size: the backbone sees the inputs resized to this side (choice).
         freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
             trains it in the EM stage too (an option, not the paper). It applies only to a distilled body:
             without distillation there is nothing to fix and the body trains from its random initialisation.
@@ -38,6 +58,16 @@ class IGDConfig:
             ACAI, i.e. no critic (eq. 5) and no generator term (eq. 6).
         width: channels of the first conv (ref-code 64). hidden, latent: 512-d distilled feature, 128-d code
             (paper L185/L189).
+        critic_norm: the critics' normalisation: ``layer`` (choice: over ``C×H×W``, one affine pair per channel),
+            ``layer_elementwise`` (ref-code ``LayerNorm([C, H, W])``, ``p32/ssim_module.py:102-103``: one affine
+            pair per element; the critics then hold the ref-code's 2 964 993 and 17 715 201 parameters) or
+            ``batch`` (paper L189: every residual block of the encoder, decoder and critic has batch
+            normalisation).
+        decoder_norm: the decoders' batch norms in training: ``batch`` (paper L189: batch normalisation, each
+            batch's statistics, running statistics for inference) or ``fixed`` (ref-code: its generator trains in
+            eval mode throughout, ``init_c`` calling ``net.eval()`` at ``p32/ssim_main.py:181`` and
+            ``p256/ssim_main.py:162`` with nothing calling ``train()`` after it, so each batch norm is a trained
+            per-channel affine over its initial running mean 0 and variance 1, in training and inference).
         local_size, patch_stride: the local model's input side and, on larger images, the patch stride
             (ref-code 32 and 16).
         patches_per_image: ``None`` = every patch of every training image each epoch (ref-code); a number
@@ -52,21 +82,49 @@ class IGDConfig:
             from scratch (our reading where the text is ambiguous; no pre-training is given for it).
         patch_fusion: how the local model's overlapping patch maps fold back into an image map: ``mean``
             (choice: each pixel the mean of the patches covering it) or ``sum`` (ref-code
-            ``multi_scale/inference_loc.py``: an unnormalised fold).
+            ``multi_scale/inference_loc.py:40-42``: an unnormalised fold). The paper is silent.
         hflip: flip each training image horizontally with probability 1/2 in the local and global stages (and
-            their E-steps): ref-code (``p32/ssim_main.py``, ``p256/ssim_main.py``); the paper mentions no
-            augmentation, so the default is off (choice). Their frozen features are then computed per step
-            (no feature cache).
+            their E-steps): ref-code (``p32/ssim_main.py:117``, ``p256/ssim_main.py:105``; its E-steps read the
+            same loader, whose ``p32`` one also drops the last incomplete batch, ``p32/ssim_main.py:129``); the
+            paper mentions no augmentation, so the default is off (choice). Their frozen features are then computed
+            per step (no feature cache).
         rho: MAE weight of ℓ_m (paper L187: 0.15). beta: the global model's weight against the local one
             (paper eq. 8/12, L187: 0.1 on MVTec AD). Eq. 12 weighs the two MS-SSIM terms; the paper has a single
             reconstruction and code, so weighing each model's MAE and ℓ_h by the same β is our choice.
-        combine: ``beta`` (paper) or ``equal`` (ref-code: 0.5·local + 0.5·global at inference).
+        loss_beta: β in training. ``false`` (ref-code ``p32/ssim_main.py:272-276``, ``p256/ssim_main.py:252-256``):
+            each model trains on its own ``ℓ_m = ρ·MAE + (1 − ρ)(1 − MS-SSIM)``. ``true`` (paper eq. 8, L117, read
+            literally for two models trained apart): ``1 − (β m_G + (1 − β) m_L) = β(1 − m_G) + (1 − β)(1 − m_L)``,
+            so the global model's MS-SSIM term is weighted ``(1 − ρ)β`` and the local one's ``(1 − ρ)(1 − β)``, the
+            MAE left at ``ρ`` (eq. 8 does not split it). Only with the global model (β is MVTec AD's, L187).
+        combine: ``beta`` (paper) or ``equal`` (ref-code: 0.5·local + 0.5·global at inference,
+            ``multi_scale/inference_det.py:208-209``, ``inference_loc.py:329``).
         ssim_space: ``normalised`` = MS-SSIM and MAE on ImageNet-normalised images with L = 4.7579 (paper
             L185; MAE divided by L as the ref-code); ``unit`` = on [0, 1] images with L = 1 (an option).
+        ssim_channels: how the scalar MS-SSIM (loss and score) treats colour: ``joint`` (choice: each scale's
+            statistic averaged over channels, then clamped at 0 and multiplied over the scales) or
+            ``per_channel`` (ref-code ``pytorch_msssim``: clamp and product per channel, then the channels'
+            mean). The paper (eq. 9) is silent.
+        ssim_map: the per-pixel MS-SSIM of the anomaly map (paper eq. 12 scores a patch centred at each pixel,
+            L119/L141, which neither builds): ``padded`` (choice: contrast-structure maps at the finer scales and
+            the SSIM map at the coarsest, reflect-padded, averaged over channels, bilinear upsampling, no clamp,
+            :func:`~anomalib_lite.models.ssim.ms_ssim_map`) or ``ref`` (ref-code
+            ``multi_scale/inference_loc.py:283-323``: full SSIM maps at every scale, clamped at 0, valid window
+            positions only, nearest upsampling, MAE added per channel, channels merged by ``rgb2gray``'s weights
+            0.2989/0.5870/0.1140). Both are ``ℓ_m`` alone, without ``ℓ_h`` (ref-code; paper L139 "the same loss
+            as in (11)" defines the pixel's loss by eq. 12, ``ℓ_m`` only).
         gamma, lam: ACAI mixing of real and reconstructed images, and the generator term weight (paper L185).
-        kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1) (paper L185), |μ_i| ≥ mu_min and
-            E-step every 10 epochs (ref-code).
-        xi: score weight of ℓ_m, the rest ℓ_h (paper L187: 0.5).
+        interpolation_partner: the code each code is mixed with (eq. 2): ``batch`` (ref-code
+            ``p32/ssim_main.py:279``: the batch reversed, as ACAI [10]) or ``features`` (paper L72-L74 read
+            literally: the code's own elements in reverse order).
+        kappa, mu_min, estep_every: GSVDD σ² = κ·mean‖z − μ‖² (≥ 1) (paper L107, L185: κ = 0.5; ref-code κ = 1,
+            ``sig_f = 1`` at ``p32/ssim_main.py:71``: ``model.kappa=1``), |μ_i| ≥ mu_min and E-step every 10
+            epochs (ref-code ``p32/ssim_main.py:194-196, 307``). The E-step's passes, order and floor: see
+            ``GaussianDescriptor.e_step``.
+        xi: score weight of ℓ_m, the rest ℓ_h (paper eq. 11, L187: 0.5); with ``xi_global`` set, the local
+            model's. xi_global: the global model's ξ; ``None`` = ``xi`` (paper). The ref-code's detection script
+            scores the local model with ξ = 0.9 and the global one with ξ = 0.1 before its 0.5/0.5 mix
+            (``multi_scale/inference_det.py:190, 206, 208-209``): ``model.xi=0.9 model.xi_global=0.1
+            model.combine=equal``.
         flat_start: the decoders' last conv starts at zero weights and a mid-grey bias, a flat first
             reconstruction whose MS-SSIM with any target is positive (choice, see
             :class:`~anomalib_lite.models.igd.networks.Decoder`); ``false``: PyTorch's default init (ref-code).
@@ -100,16 +158,25 @@ class IGDConfig:
     global_encoder: str = "resnet18"
     patch_fusion: str = "mean"
     hflip: bool = False
+    critic_norm: str = "layer"
+    decoder_norm: str = "batch"
+    critic_update: str = "joint"
+    critic_weight_decay: float | None = None
     rho: float = 0.15
     beta: float = 0.1
+    loss_beta: bool = False
     combine: str = "beta"
     ssim_space: str = "normalised"
+    ssim_channels: str = "joint"
+    ssim_map: str = "padded"
     gamma: float = 0.2
     lam: float = 0.1
+    interpolation_partner: str = "batch"
     kappa: float = 0.5
     mu_min: float = 0.1
     estep_every: int = 10
     xi: float = 0.5
+    xi_global: float | None = None
     flat_start: bool = True
     offline_backbone: str = "tf_efficientnet_lite0"
 
@@ -126,9 +193,11 @@ class IGDConfig:
                 f"model.image_size={self.image_size} must be model.local_size={self.local_size} plus a multiple "
                 f"of model.patch_stride={self.patch_stride}"
             )
-        for key in ("rho", "gamma", "xi", "beta"):
-            if not 0 <= getattr(self, key) <= 1:
+        for key in ("rho", "gamma", "xi", "beta", "xi_global"):
+            if getattr(self, key) is not None and not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1]")
+        if self.critic_weight_decay is not None and self.critic_weight_decay < 0:
+            raise ValueError(f"model.critic_weight_decay={self.critic_weight_decay} must be ≥ 0 (or null)")
         for key in ("lr", "kd_lr", "kappa"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be > 0")
@@ -155,6 +224,17 @@ class IGDConfig:
             raise ValueError(f"model.global_encoder={self.global_encoder!r}; choices: {', '.join(GLOBAL_ENCODERS)}")
         if self.patch_fusion not in PATCH_FUSIONS:
             raise ValueError(f"model.patch_fusion={self.patch_fusion!r}; choices: {', '.join(PATCH_FUSIONS)}")
+        choices = {
+            "critic_norm": CRITIC_NORMS,
+            "decoder_norm": DECODER_NORMS,
+            "critic_update": CRITIC_UPDATES,
+            "ssim_channels": SSIM_CHANNELS,
+            "ssim_map": SSIM_MAPS,
+            "interpolation_partner": INTERPOLATION_PARTNERS,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"model.{key}={getattr(self, key)!r}; choices: {', '.join(allowed)}")
 
     @property
     def global_used(self) -> bool:

@@ -10,16 +10,28 @@ joins it, and β weighs the two (paper eq. 8 and 12).
 
 Stages: ``distill`` (the local encoder body imitates a frozen ImageNet backbone's pooled
 feature, counted in iterations), ``local`` (the body is then frozen, paper L189: only the
-512→128 layer, the decoder and the critic train), then ``global`` when used. The critic is
-trained in the same optimiser step as the autoencoder: its loss sees detached
-reconstructions, and the generator term reaches the decoder through a detached copy of the
-critic's weights, so neither loss moves the other's parameters. ``distill``, ``descriptor`` and
-``interpolation`` remove parts for the paper's Table 5 ablation (:class:`IGDConfig`).
+512→128 layer, the decoder and the critic train), then ``global`` when used. By default
+(``critic_update=joint``, choice) the critic is trained in the same optimiser step as the autoencoder: its
+loss sees detached reconstructions of the batch before the step, and the generator term reaches the decoder
+through a detached copy of the critic's weights, so neither loss moves the other's parameters. The paper
+(L133) says only which loss trains which network; the ref-code (``p32/ssim_main.py:266-305``,
+``p256/ssim_main.py:246-284``) steps the autoencoder first, then computes the critic's loss on the updated
+autoencoder's reconstructions and steps the critic with its own Adam (``critic_update=after``,
+:class:`CriticAfterAutoencoder`). ``distill``, ``descriptor`` and ``interpolation`` remove parts for the paper's
+Table 5 ablation (:class:`IGDConfig`).
+
+Not copied from the ref-code (its bugs, labelled here): its local detection score takes a **signed** mean error
+(``multi_scale/inference_det.py:182-183``, ``p32/ssim_main.py:367-368``; ours is the absolute error of its loss
+and of paper eq. 8); its global critic loss compares every output with every α (a ``b`` critic output minus a
+``b×1`` α broadcasts to ``b×b``: ``p256/mvtec_module.py:317`` with ``p256/ssim_main.py:260, 278``; ours is
+per sample, paper eq. 5, as its ``p32``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +55,86 @@ from anomalib_lite.models.igd.networks import (
 )
 from anomalib_lite.models.layers import as_rgb, to_unit_range
 from anomalib_lite.models.registry import register_model
-from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map
+from anomalib_lite.models.ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim, ms_ssim_map, ms_ssim_residual_map
 
 CHUNK = 256  # local-model inputs per forward pass outside training (E-step, predict)
+# ref-code multi_scale/inference_loc.py:29-30 (rgb2gray): the channels of its per-channel maps merged into one.
+GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+@contextmanager
+def _statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Run forward passes of ``module`` (in its current mode) without changing its batch norms' running
+    statistics: they are restored on exit."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{name: buffer.clone() for name, buffer in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for name, buffer in m.named_buffers(recurse=False):
+                    buffer.copy_(buffers[name])
+
+
+class CriticAfterAutoencoder(torch.optim.Optimizer):
+    """The ref-code's update order (``critic_update=after``) as the engine's one optimiser: ``step`` steps the
+    autoencoder's optimiser, then asks ``critic_loss`` for the critic's loss on the **updated** autoencoder (``None``:
+    nothing pending), back-propagates it into the critic alone and steps the critic's optimiser (ref-code
+    ``p32/ssim_main.py:292-305``: ``optimizer_g.step()``, then the discriminator's loss from ``generator.generate``
+    and ``generator(real_data)`` again, ``optimizer_d.step()``).
+
+    ``param_groups`` are the two members' group dicts (a learning-rate schedule scales both, as the ref-code's
+    ``poly_lr_scheduler`` on each); ``state_dict``/``load_state_dict`` hold both. The engine's gradient clipping
+    reaches the autoencoder's step only.
+    """
+
+    def __init__(
+        self,
+        autoencoder: torch.optim.Optimizer,
+        critic: torch.optim.Optimizer,
+        critic_loss: Callable[[], torch.Tensor | None],
+    ) -> None:
+        params = [p for optimizer in (autoencoder, critic) for group in optimizer.param_groups for p in group["params"]]
+        super().__init__(params, {})
+        self.autoencoder, self.critic, self.critic_loss = autoencoder, critic, critic_loss
+        self.param_groups = autoencoder.param_groups + critic.param_groups
+
+    def step(self, closure: None = None) -> None:
+        """The autoencoder's step, then the critic's on the updated autoencoder (no closure)."""
+        if closure is not None:
+            raise ValueError("CriticAfterAutoencoder.step takes no closure")
+        self.autoencoder.step()
+        loss = self.critic_loss()
+        if loss is None:
+            return
+        self.critic.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear both members' gradients."""
+        self.autoencoder.zero_grad(set_to_none=set_to_none)
+        self.critic.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"autoencoder": …, "critic": …}``: each member's state."""
+        return {"autoencoder": self.autoencoder.state_dict(), "critic": self.critic.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore both members from :meth:`state_dict`'s output.
+
+        Raises:
+            ValueError: the state is not this optimiser's (a checkpoint of another ``critic_update``).
+        """
+        if set(state_dict) != {"autoencoder", "critic"}:
+            raise ValueError(
+                "optimizer state is not model.critic_update=after's (autoencoder, critic): a checkpoint taken "
+                "with another model.critic_update?"
+            )
+        self.autoencoder.load_state_dict(state_dict["autoencoder"])
+        self.critic.load_state_dict(state_dict["critic"])
+        self.param_groups = self.autoencoder.param_groups + self.critic.param_groups
 
 
 class GaussianDescriptor(nn.Module):
@@ -57,9 +146,15 @@ class GaussianDescriptor(nn.Module):
         decoder, critic: ``B×latent`` → ``B×3×S×S`` and ``B×3×S×S`` → ``B``; no critic (``None``) without
             interpolation.
         ssim_weights, ssim_window: this model's MS-SSIM (paper L185–L187: the global one 5 scales, the local
-            one on MVTec AD patches 4 scales; windows 11 and 3: ref-code, the paper gives none).
+            one on MVTec AD patches 4 scales; windows 11 (global, ``p256/ssim_main.py:254``) and 3 (patches,
+            ``p32/ssim_main.py:274``): ref-code, the paper gives none; one-class 32×32 images: 5 scales, window 11
+            cut to fit (choice, see :mod:`anomalib_lite.models.ssim`; no one-class ref-code exists)).
         body_trained: whether the EM stage trains the encoder body (a body that is not fixed: the local one
             without distillation or with ``freeze_encoder=false``, the global ``paper_blocks`` one).
+        xi: this model's score weight ξ of ``ℓ_m`` (paper eq. 11, L187: 0.5 for both; ref-code 0.9 local, 0.1
+            global, ``multi_scale/inference_det.py:190, 206``).
+        loss_ssim_weight: the weight of ``1 − MS-SSIM`` in the training loss, beside ``1 − ρ``: 1 (ref-code), or
+            with ``loss_beta`` β for the global model and 1 − β for the local one (paper eq. 8 read literally).
     """
 
     def __init__(
@@ -71,9 +166,12 @@ class GaussianDescriptor(nn.Module):
         ssim_window: int,
         cfg: IGDConfig,
         body_trained: bool,
+        xi: float = 0.5,
+        loss_ssim_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.cfg, self.body_trained = cfg, body_trained
+        self.cfg, self.body_trained, self.xi, self.loss_ssim_weight = cfg, body_trained, xi, loss_ssim_weight
+        self._pending_critic: tuple | None = None  # critic_update=after: the step's inputs for the critic
         self.encoder, self.decoder, self.critic = encoder, decoder, critic
         self.ssim_weights, self.ssim_window = ssim_weights, ssim_window
         self.register_buffer("mu", torch.zeros(cfg.latent))
@@ -108,23 +206,37 @@ class GaussianDescriptor(nn.Module):
         squared = ((z.float() - self.mu) ** 2).sum(1)
         return squared if self.cfg.descriptor == "svdd" else 1 - torch.exp(-squared / self.sigma2)
 
-    def reconstruction_error(self, recon: torch.Tensor, target: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
-        """``ℓ_m = ρ·MAE/L + (1 − ρ)(1 − MS-SSIM)`` of ``B×3×S×S`` pairs, with this model's MS-SSIM.
+    def reconstruction_error(
+        self, recon: torch.Tensor, target: torch.Tensor, per_pixel: bool = False, ssim_weight: float = 1.0
+    ) -> torch.Tensor:
+        """``ℓ_m = ρ·MAE/L + (1 − ρ)·ssim_weight·(1 − MS-SSIM)`` of ``B×3×S×S`` pairs, with this model's MS-SSIM
+        (``ssim_channels``: channels averaged before or after the product, see
+        :func:`~anomalib_lite.models.ssim.ms_ssim`).
 
-        Returns ``B`` values, or with ``per_pixel`` its per-pixel form ``B×S×S`` (absolute error
-        averaged over channels, MS-SSIM maps per scale upsampled and weighted).
+        Returns ``B`` values, or with ``per_pixel`` its per-pixel form ``B×S×S``: ``ssim_map=padded`` (choice):
+        absolute error averaged over channels, plus :func:`~anomalib_lite.models.ssim.ms_ssim_map`;
+        ``ssim_map=ref`` (ref-code ``multi_scale/inference_loc.py:283-296, 305-323``): per channel, absolute error
+        plus :func:`~anomalib_lite.models.ssim.ms_ssim_residual_map`, the channels merged by ``rgb2gray``'s weights
+        (:data:`GREY_WEIGHTS`; the ref-code's ReLU of the sum is left out: both terms are ≥ 0).
         """
         cfg, data_range = self.cfg, self.cfg.data_range
         with torch.autocast(recon.device.type, enabled=False):
             recon, target = recon.float(), target.float()
             error = (recon - target).abs() / data_range
+            options = {"data_range": data_range}
+            if per_pixel and cfg.ssim_map == "ref":
+                structure = ms_ssim_residual_map(recon, target, self.ssim_weights, self.ssim_window, **options)
+                grey = torch.tensor(GREY_WEIGHTS, dtype=error.dtype, device=error.device).view(1, -1, 1, 1)
+                return ((cfg.rho * error + (1 - cfg.rho) * structure) * grey).sum(1)
             if per_pixel:
                 error = error.mean(1)
-                structure = ms_ssim_map(recon, target, self.ssim_weights, self.ssim_window, data_range=data_range)
+                structure = ms_ssim_map(recon, target, self.ssim_weights, self.ssim_window, **options)
             else:
                 error = error.mean(dim=(1, 2, 3))
-                structure = 1 - ms_ssim(recon, target, self.ssim_weights, self.ssim_window, data_range=data_range)
-            return cfg.rho * error + (1 - cfg.rho) * structure
+                per_channel = cfg.ssim_channels == "per_channel"
+                similarity = ms_ssim(recon, target, self.ssim_weights, self.ssim_window, per_channel, **options)
+                structure = 1 - similarity
+            return cfg.rho * error + (1 - cfg.rho) * ssim_weight * structure
 
     def losses(
         self, inputs: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None = None
@@ -134,31 +246,74 @@ class GaussianDescriptor(nn.Module):
         ``descriptor=none``, ``generator`` and ``critic`` without interpolation."""
         z = self.encode(inputs, hidden)
         recon = self.decoder(z)
-        terms = {"reconstruction": self.reconstruction_error(recon, targets).mean()}
+        terms = {"reconstruction": self.reconstruction_error(recon, targets, ssim_weight=self.loss_ssim_weight).mean()}
         if self.cfg.descriptor != "none":
             terms["descriptor"] = self.distance(z).mean()
         if self.critic is not None:
             terms.update(self.interpolation_losses(z, recon, targets))
+            if self.cfg.critic_update == "after":
+                # The critic's loss comes after the optimiser's autoencoder step (critic_loss_after_step).
+                self._pending_critic = (*self._pending_critic, inputs, hidden)
         return {"loss": sum(terms.values()), **terms}
 
     def interpolation_losses(
         self, z: torch.Tensor, recon: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """ACAI terms of codes ``B×latent``, their reconstructions and targets ``B×3×S×S``: the generator
-        term (eq. 6, reaches the decoder only) and the critic loss (eq. 5, reaches the critic only)."""
+        term (eq. 6, reaches the decoder only) and the critic loss (eq. 5, reaches the critic only; per sample as
+        eq. 5 and the ref-code's ``p32``). With ``critic_update=after`` the critic loss is left to
+        :meth:`critic_loss_after_step` (its inputs kept until then).
+
+        The partner code of ``z_i`` (``interpolation_partner``): ``batch`` = the code of the batch reversed,
+        ``z_{B−1−i}`` (ref-code ``p32/ssim_main.py:279``, ACAI's own); ``features`` = ``z_i``'s own elements in
+        reverse order (paper L72-L74 read literally: "reversing the order of the elements along the length of the
+        vector f(x1)").
+        """
         cfg = self.cfg
         alpha = 0.5 * torch.rand(z.shape[0], device=z.device)
-        mixed = self.decoder(alpha[:, None] * z + (1 - alpha[:, None]) * z.flip(0))
+        partner = z.flip(0) if cfg.interpolation_partner == "batch" else z.flip(1)
+        codes = alpha[:, None] * z + (1 - alpha[:, None]) * partner
+        mixed = self.decoder(codes)
         frozen_critic = {name: p.detach() for name, p in self.critic.named_parameters()}
         generator = cfg.lam * (functional_call(self.critic, frozen_critic, (mixed,)) ** 2).mean()
-        real_mix = cfg.gamma * targets + (1 - cfg.gamma) * recon.detach()
-        critic = ((self.critic(mixed.detach()) - alpha) ** 2).mean() + (self.critic(real_mix) ** 2).mean()
-        return {"generator": generator, "critic": critic}
+        if cfg.critic_update == "after":
+            self._pending_critic = (codes.detach(), alpha, targets)
+            return {"generator": generator}
+        return {"generator": generator, "critic": self.critic_loss(mixed.detach(), alpha, recon.detach(), targets)}
+
+    def critic_loss(
+        self, mixed: torch.Tensor, alpha: torch.Tensor, recon: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Paper eq. 5, ``‖d(x̂_α) − α‖² + ‖d(γ·x + (1 − γ)·x̂)‖²`` averaged over the batch, of detached
+        interpolations ``mixed`` and reconstructions ``recon`` (``B×3×S×S``) with their ``alpha`` (``B``)."""
+        real_mix = self.cfg.gamma * targets + (1 - self.cfg.gamma) * recon
+        return ((self.critic(mixed) - alpha) ** 2).mean() + (self.critic(real_mix) ** 2).mean()
+
+    def critic_loss_after_step(self) -> torch.Tensor | None:
+        """``critic_update=after`` (ref-code): the critic loss of the last training batch, its interpolated codes
+        decoded and its inputs reconstructed again by the autoencoder **after** its optimiser step (without
+        gradient, in the current mode, the batch norms' running statistics kept); ``None`` when no batch is
+        pending."""
+        if self._pending_critic is None:
+            return None
+        codes, alpha, targets, inputs, hidden = self._pending_critic
+        self._pending_critic = None
+        with torch.no_grad(), _statistics_kept(self.encoder), _statistics_kept(self.decoder):
+            mixed = self.decoder(codes)
+            recon = self.decoder(self.encode(inputs, hidden))
+        return self.critic_loss(mixed, alpha, recon, targets)
 
     @torch.no_grad()
     def e_step(self, batches: Iterator[torch.Tensor]) -> None:
         """Refit ``μ`` (``|μ_i| ≥ mu_min``) and ``σ² = max(κ·mean‖z − μ‖², 1)`` on normalised input batches
-        (Deep SVDD's centre ``c`` is this ``μ``, fitted once)."""
+        (Deep SVDD's centre ``c`` is this ``μ``, fitted once), in eval mode.
+
+        One pass over the codes, ``μ`` first, then ``σ²`` about the new ``μ``, floored once over the whole set
+        (paper L107, L185). The ref-code makes two passes (``p32/ssim_main.py:179-220``, ``p256/ssim_main.py:159-198``):
+        at the start ``c`` then ``σ²``, as here, but in its periodic E-steps (``p32/ssim_main.py:307-309``,
+        ``p256/ssim_main.py:286-288``) ``σ²`` about the **previous** ``c``, then ``c``; and it floors each loader
+        batch's mean at 1 before averaging the batches (``p32/ssim_main.py:214-219``) with ``κ = 1`` (``sig_f``).
+        """
         was_training = self.training
         self.eval()
         codes = torch.cat([self.encode(batch).float() for batch in batches])
@@ -177,7 +332,7 @@ class GaussianDescriptor(nn.Module):
         recon = self.decoder(z)
         score = self.reconstruction_error(recon, targets)
         if self.cfg.descriptor != "none":
-            score = self.cfg.xi * score + (1 - self.cfg.xi) * self.distance(z)
+            score = self.xi * score + (1 - self.xi) * self.distance(z)
         return score, self.reconstruction_error(recon, targets, per_pixel=True)
 
 
@@ -215,17 +370,23 @@ class IGD(AnomalyModel):
         self.backbone = Backbone(backbone_cfg.name, ["last"], backbone_cfg.weights) if needs_backbone else None
         # One-class 32×32 images: the only model uses the 5-scale MS-SSIM (paper L185, footnote 1);
         # patches of a larger image: the local 4-scale one with window 3 (4 scales paper L187, window 3 ref-code).
+        # One-class: window 11 cut to fit the small scales (choice; the paper gives no window, no one-class ref-code).
         local_ssim = (LOCAL_WEIGHTS, 3) if cfg.global_used else (GLOBAL_WEIGHTS, 11)
+        fixed_norm = cfg.decoder_norm == "fixed"
         self.local = GaussianDescriptor(
             LocalEncoder(cfg.local_size, cfg.width, cfg.hidden, cfg.latent),
-            Decoder(cfg.local_size, cfg.width, cfg.latent, cfg.grey),
-            Critic(cfg.local_size, cfg.width) if cfg.interpolation else None,
+            Decoder(cfg.local_size, cfg.width, cfg.latent, cfg.grey, fixed_norm),
+            Critic(cfg.local_size, cfg.width, cfg.critic_norm) if cfg.interpolation else None,
             *local_ssim,
             cfg,
             body_trained=not cfg.body_frozen,
+            xi=cfg.xi,
+            loss_ssim_weight=1 - cfg.beta if cfg.loss_beta and cfg.global_used else 1.0,
         )
         self.kd_head = None
         if cfg.distilled:
+            # Identity for ResNet18's 512-d feature (paper L189); a trained Linear(hidden -> C) only when the
+            # teacher's width differs (the offline stand-in): choice, neither paper nor ref-code has one.
             channels = self.backbone.channels[0]
             self.kd_head = nn.Identity() if channels == cfg.hidden else nn.Linear(cfg.hidden, channels)
         self.global_model = None
@@ -237,12 +398,14 @@ class IGD(AnomalyModel):
             )
             self.global_model = GaussianDescriptor(
                 encoder,
-                GlobalDecoder(cfg.image_size, cfg.width, cfg.latent, cfg.grey),
-                GlobalCritic(cfg.image_size, cfg.width) if cfg.interpolation else None,
+                GlobalDecoder(cfg.image_size, cfg.width, cfg.latent, cfg.grey, fixed_norm),
+                GlobalCritic(cfg.image_size, cfg.width, cfg.critic_norm) if cfg.interpolation else None,
                 GLOBAL_WEIGHTS,
                 11,
                 cfg,
                 body_trained=not cfg.global_backbone,
+                xi=cfg.xi if cfg.xi_global is None else cfg.xi_global,
+                loss_ssim_weight=cfg.beta if cfg.loss_beta else 1.0,
             )
         self._datamodule = None
 
@@ -305,7 +468,9 @@ class IGD(AnomalyModel):
 
     def teacher_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """The frozen backbone's pooled deepest stage ``B×C`` of normalised ``B×3×s×s`` inputs resized to
-        ``kd_input_size``: the distillation target (paper eq. 10)."""
+        ``kd_input_size`` (choice): the distillation target ``f_θ(I)`` of paper eq. 10. Paper L189 asks for "an
+        intermediate layer of a pre-trained ResNet18 with the same 512-dimensional features"; the pooled last stage
+        (``layer4``) is ResNet18's only 512-d feature, our reading (the ref-code has no distillation script)."""
         with torch.no_grad():
             resized = F.interpolate(inputs, size=self.cfg.kd_input_size, mode="bilinear", align_corners=False)
             return self.backbone(resized)[0].float().mean(dim=(2, 3))
@@ -364,6 +529,30 @@ class IGD(AnomalyModel):
     def _adam(self, lr: float, wd: float):
         return lambda params: torch.optim.Adam(params, lr=lr, betas=tuple(self.cfg.betas), weight_decay=wd)
 
+    def _em_optimizer(self, descriptor: GaussianDescriptor) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+        """The EM stage's Adam: one for every parameter (``critic_weight_decay`` unset or equal to
+        ``weight_decay``), the critic in its own group with ``critic_weight_decay``, or (``critic_update=after``)
+        :class:`CriticAfterAutoencoder` over an Adam for the autoencoder and one for the critic."""
+        cfg = self.cfg
+        critic_decay = cfg.weight_decay if cfg.critic_weight_decay is None else cfg.critic_weight_decay
+
+        def build(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+            critic = {id(p) for p in descriptor.critic.parameters()} if descriptor.critic is not None else set()
+            if not critic or (cfg.critic_update == "joint" and critic_decay == cfg.weight_decay):
+                return self._adam(cfg.lr, cfg.weight_decay)(params)
+            rest = [p for p in params if id(p) not in critic]
+            own = [p for p in params if id(p) in critic]
+            if cfg.critic_update == "joint":
+                groups = [{"params": rest}, {"params": own, "weight_decay": critic_decay}]
+                return self._adam(cfg.lr, cfg.weight_decay)(groups)
+            return CriticAfterAutoencoder(
+                self._adam(cfg.lr, cfg.weight_decay)(rest),
+                self._adam(cfg.lr, critic_decay)(own),
+                descriptor.critic_loss_after_step,
+            )
+
+        return build
+
     def _em_stage(self, name: str, descriptor: GaussianDescriptor, step, local: bool, features=None) -> Stage:
         cfg = self.cfg
         start, epoch_end = self._em_hooks(descriptor, local)
@@ -372,7 +561,7 @@ class IGD(AnomalyModel):
             name=name,
             epochs=cfg.epochs,
             parameters=descriptor.em_parameters(),
-            optimizer=self._adam(cfg.lr, cfg.weight_decay),
+            optimizer=self._em_optimizer(descriptor),
             step=step,
             scheduler=lambda opt, total: torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda s: max(0.0, 1 - s / max(1, total)) ** cfg.lr_power

@@ -1,11 +1,21 @@
 """IGD's networks: the local (32×32) and global (256×256) autoencoders and their ACAI critics.
 
-Local model (IGD paper L189, ref-code ``p32/mvtec_module.py``): three pre-activation residual
+Local model (IGD paper L189, ref-code ``p32/ssim_module.py``): three pre-activation residual
 blocks in the encoder, decoder and critic, channel widths ``width·(1, 2, 4, 8)`` (64→512 for
-``width=64``). Global model (paper L189 "four residual blocks", ref-code ``p256/mvtec_module.py``):
-encoder = a frozen ImageNet backbone's pooled feature and a linear layer; decoder = linear →
-upsampling conv → four residual up blocks (512-512-256-128-64) → BN, ReLU → upsampling conv5;
-critic = conv5 stride 2 → four residual down blocks (128-256-512-512) → conv3 stride 2 → linear.
+``width=64``). Global model (ref-code ``p256/mvtec_module.py``): encoder = a frozen ImageNet backbone's
+pooled feature and a linear layer (ref-code ``twoin1Generator256``, :class:`GlobalEncoder`; paper L189 gives
+the global **encoder** and critic "four residual blocks", 512–256–128–64 and 128–256–512–512 filters: the
+encoder is :class:`GlobalBlockEncoder` with ``global_encoder=paper_blocks``); decoder = linear → upsampling
+conv → four residual up blocks (512-512-256-128-64) → BN, ReLU → upsampling conv5 (ref-code; the paper
+describes no global decoder); critic = conv5 stride 2 → four residual down blocks (128-256-512-512, paper
+L189 and ref-code ``VisualDiscriminator256``) → conv3 stride 2 → linear.
+
+Normalisation. Encoders and decoders: batch normalisation (paper L189, ref-code). The decoders' batch norm
+uses each batch's statistics in training (paper L189's batch normalisation; :class:`Decoder`'s
+``fixed_norm=True``: the ref-code's, whose generator trains in eval mode). Critics (``critic_norm``): the paper
+says batch normalisation for the critic too (L189, ``batch``); the ref-code uses ``LayerNorm([C, H, W])``
+(``p32/ssim_module.py:102-103``), one affine weight per element (``layer_elementwise``); ours by default
+normalises as the ref-code's (over ``C×H×W``) with one affine pair per channel (``layer``, choice).
 
 Also :func:`to_patches` and :func:`fold_patches`: a larger image cut into the local model's inputs,
 and their maps folded back.
@@ -25,22 +35,30 @@ BOTTOM = 4  # side of the local model's smallest feature map (4×4 for a 32×32 
 GLOBAL_REDUCTION = 64  # the global decoder/critic's smallest map is the input side / 64 (4×4 at 256 px)
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
-    # GroupNorm with one group normalises over C×H×W: layer normalisation for conv features
-    # (choice: per-channel affine; the ref-code's LayerNorm([C, H, W]) has one per element).
-    return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(1, channels)
+def _norm(kind: str, channels: int, side: int | None = None) -> nn.Module:
+    """A normalisation of ``B×channels×side×side`` features: ``batch`` (batch norm), ``layer`` (over ``C×H×W``
+    with a per-channel affine: ``GroupNorm`` with one group; choice) or ``layer_elementwise`` (over ``C×H×W`` with
+    one affine pair per element: the ref-code's ``LayerNorm([C, H, W])``, which needs ``side``)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "layer_elementwise" and side is not None:
+        return nn.LayerNorm([channels, side, side])
+    raise ValueError(f"unknown normalisation {kind!r} (side {side}); choices: batch, layer, layer_elementwise")
 
 
 class ResidualBlock(nn.Module):
     """Pre-activation residual block that halves (``down``, mean-pool) or doubles (``up``, nearest) the side,
     built as the ref-code's ``ResidualBlock`` (``p32/ssim_module.py``): a down block keeps ``C_in`` channels in its
     first conv and widens in the second (conv, then mean-pool); an up block widens in its first conv (upsample,
-    then conv); the first conv has no bias; the shortcut is a 1×1 conv.
+    then conv); the first conv has no bias; the shortcut is a 1×1 conv. Both norms of a down block act on
+    ``C_in×H×W`` (``side`` = ``H``, needed by ``norm="layer_elementwise"`` only).
 
     ``B×C_in×H×W`` → ``B×C_out×H/2×W/2`` (down) or ``B×C_out×2H×2W`` (up).
     """
 
-    def __init__(self, c_in: int, c_out: int, resample: str, norm: str = "batch") -> None:
+    def __init__(self, c_in: int, c_out: int, resample: str, norm: str = "batch", side: int | None = None) -> None:
         super().__init__()
         if resample == "down":
             pool = nn.AvgPool2d(2)
@@ -52,7 +70,9 @@ class ResidualBlock(nn.Module):
             first = nn.Sequential(upsample, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False))
             second = nn.Conv2d(c_out, c_out, 3, padding=1)
             middle, self.shortcut = c_out, nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 1))
-        self.body = nn.Sequential(_norm(norm, c_in), nn.ReLU(), first, _norm(norm, middle), nn.ReLU(), second)
+        self.body = nn.Sequential(
+            _norm(norm, c_in, side), nn.ReLU(), first, _norm(norm, middle, side), nn.ReLU(), second
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
@@ -72,7 +92,9 @@ class DownPath(nn.Module):
     def __init__(self, size: int, width: int, norm: str) -> None:
         super().__init__()
         widths = _widths(size, width)
-        blocks = [ResidualBlock(a, b, "down", norm) for a, b in zip(widths[:-1], widths[1:])]
+        blocks = [
+            ResidualBlock(a, b, "down", norm, size // 2**i) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+        ]
         self.net = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1), *blocks, nn.Flatten())
         self.features = widths[-1] * BOTTOM * BOTTOM
 
@@ -154,9 +176,28 @@ def start_flat(conv: nn.Conv2d, grey: float | None) -> nn.Conv2d:
     return conv
 
 
-class Decoder(nn.Module):
+class FixableNorms(nn.Module):
+    """A module whose batch norms may stay in eval mode whatever ``train()`` is called with (``fixed_norm``): they
+    then normalise with their running statistics, which no longer update; from their initial mean 0 and variance
+    1, each is a trained per-channel affine map ``γ·x/√(1 + ε) + β``. This is the ref-code's decoders in training:
+    its ``init_c`` (``p32/ssim_main.py:181``, ``p256/ssim_main.py:162``) and ``validation``
+    (``p32/ssim_main.py:333``) put the generator in eval mode before the first iteration, and nothing puts it back
+    in train mode."""
+
+    fixed_norm: bool = False
+
+    def train(self, mode: bool = True) -> FixableNorms:
+        super().train(mode)
+        if self.fixed_norm:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
+
+class Decoder(FixableNorms):
     """Local decoder ``B×latent`` → ``B×3×S×S``: linear to 4×4 maps, residual up blocks, BN, ReLU, conv3;
-    no output activation.
+    no output activation. ``fixed_norm``: its batch norms stay in eval mode (ref-code, :class:`FixableNorms`).
 
     The last conv starts flat at ``grey`` (choice; ``None``: PyTorch's default init, ref-code): 0.5 for
     targets in [0, 1], 0 (the ImageNet mean) for normalised ones, so that the first reconstruction's MS-SSIM
@@ -166,8 +207,9 @@ class Decoder(nn.Module):
     learns from the MAE alone until the sign flips (mnist5k, seed 2: every class; class 5 for 7 of 30 epochs).
     """
 
-    def __init__(self, size: int, width: int, latent: int, grey: float | None) -> None:
+    def __init__(self, size: int, width: int, latent: int, grey: float | None, fixed_norm: bool = False) -> None:
         super().__init__()
+        self.fixed_norm = fixed_norm
         widths = _widths(size, width)[::-1]
         self.start = widths[0]
         self.fc = nn.Linear(latent, widths[0] * BOTTOM * BOTTOM)
@@ -180,12 +222,12 @@ class Decoder(nn.Module):
 
 
 class Critic(nn.Module):
-    """Local ACAI critic: ``B×3×S×S`` → ``B`` in (0, 1), the estimated interpolation coefficient (layer norm;
-    the sigmoid is the ref-code's ``p32`` critic)."""
+    """Local ACAI critic: ``B×3×S×S`` → ``B`` in (0, 1), the estimated interpolation coefficient (``norm``: see
+    the module doc; the sigmoid is the ref-code's ``p32`` critic)."""
 
-    def __init__(self, size: int, width: int) -> None:
+    def __init__(self, size: int, width: int, norm: str = "layer") -> None:
         super().__init__()
-        self.down = DownPath(size, width, "layer")
+        self.down = DownPath(size, width, norm)
         self.out = nn.Linear(self.down.features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,13 +246,15 @@ def _upsample_conv(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
     )
 
 
-class GlobalDecoder(nn.Module):
+class GlobalDecoder(FixableNorms):
     """Global decoder ``B×latent`` → ``B×3×S×S`` (ref-code ``twoin1Generator256``): linear to
     ``8w×S/64×S/64``, upsampling conv3, four residual up blocks ``8w→8w→4w→2w→w``, BN, ReLU,
-    upsampling conv5; no output activation. The last conv starts flat at ``grey`` (choice, as :class:`Decoder`)."""
+    upsampling conv5; no output activation. The last conv starts flat at ``grey`` (choice, as :class:`Decoder`);
+    ``fixed_norm`` as :class:`Decoder`'s."""
 
-    def __init__(self, size: int, width: int, latent: int, grey: float | None) -> None:
+    def __init__(self, size: int, width: int, latent: int, grey: float | None, fixed_norm: bool = False) -> None:
         super().__init__()
+        self.fixed_norm = fixed_norm
         self.bottom = _global_bottom(size)
         self.start = 8 * width
         self.fc = nn.Linear(latent, self.start * self.bottom**2)
@@ -232,7 +276,8 @@ def global_down_path(size: int, width: int, norm: str) -> tuple[nn.Sequential, i
     ``B×3×S×S`` → ``B×F``. Returns the path and ``F``."""
     bottom = _global_bottom(size)
     widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
-    blocks = [ResidualBlock(a, b, "down", norm) for a, b in zip(widths[:-1], widths[1:])]
+    sides = [size // 2 ** (i + 1) for i in range(4)]  # the blocks' input sides, after the stride-2 conv5
+    blocks = [ResidualBlock(a, b, "down", norm, side) for a, b, side in zip(widths[:-1], widths[1:], sides)]
     path = nn.Sequential(
         nn.Conv2d(3, width, 5, stride=2, padding=2),
         *blocks,
@@ -264,11 +309,12 @@ class GlobalBlockEncoder(nn.Module):
 
 class GlobalCritic(nn.Module):
     """Global ACAI critic ``B×3×S×S`` → ``B``, unbounded (ref-code ``VisualDiscriminator256``: no output
-    activation, unlike the local critic's sigmoid in ``p32``): :func:`global_down_path` (layer norm), linear."""
+    activation, unlike the local critic's sigmoid in ``p32``): :func:`global_down_path` (``norm``: see the module
+    doc), linear."""
 
-    def __init__(self, size: int, width: int) -> None:
+    def __init__(self, size: int, width: int, norm: str = "layer") -> None:
         super().__init__()
-        self.net, features = global_down_path(size, width, "layer")
+        self.net, features = global_down_path(size, width, norm)
         self.out = nn.Linear(features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
