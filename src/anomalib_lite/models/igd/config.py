@@ -38,13 +38,13 @@ class IGDConfig:
             own Adam (its loss is then not logged: it is computed inside the optimiser step). The paper (L133) does
             not say.
         kd_steps, kd_batch_size, kd_lr, kd_weight_decay: distillation of the local encoder in optimiser
-            steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5),
-            rounded up to whole epochs (at most one epoch more: the engine's stages run whole epochs); 0 steps
-            skips it. Per category, on its own training images (paper L127: "using the images from D"; the
-            ref-code has no distillation script and loads one ``Encoder_KD_ckpt`` for every category,
-            ``p32/ssim_main.py:454-457``). Target: the teacher's pooled last stage (our reading of L189's
-            "intermediate layer ... with the same 512-dimensional features", see ``IGD.teacher_features``).
-            kd_input_size: the backbone sees the inputs resized to this side (choice).
+            steps of ``kd_batch_size`` local inputs (paper L189: 50 000 steps at batch 64, Adam 1e-4, wd 1e-5, at a
+            constant rate: L189 names no schedule), rounded up to whole epochs (at most one epoch more: the engine's
+            stages run whole epochs); 0 steps skips it. Per category, on its own training images (paper L127:
+            "using the images from D"; the ref-code has no distillation script and loads one ``Encoder_KD_ckpt``
+            for every category, ``p32/ssim_main.py:454-457``). Target: the teacher's pooled last stage (our
+            reading of L189's "intermediate layer ... with the same 512-dimensional features", see
+            ``IGD.teacher_features``). kd_input_size: the backbone sees the inputs resized to this side (choice).
         freeze_encoder: fix the distilled encoder body after distillation (paper L189, ref-code); ``false``
             trains it in the EM stage too (an option, not the paper). It applies only to a distilled body:
             without distillation there is nothing to fix and the body trains from its random initialisation.
@@ -68,12 +68,13 @@ class IGDConfig:
             eval mode throughout, ``init_c`` calling ``net.eval()`` at ``p32/ssim_main.py:181`` and
             ``p256/ssim_main.py:162`` with nothing calling ``train()`` after it, so each batch norm is a trained
             per-channel affine over its initial running mean 0 and variance 1, in training and inference).
-        local_size, patch_stride: the local model's input side and, on larger images, the patch stride
-            (ref-code 32 and 16).
-        patches_per_image: ``None`` = every patch of every training image each epoch (ref-code); a number
+        local_size, patch_stride: the local model's input side (paper L189: 32) and, on larger images, the patch
+            stride (ref-code 16, ``p32/ssim_main.py:44``; the paper gives none).
+        patches_per_image: ``None`` = every patch of every training image each epoch (ref-code
+            ``p32/ssim_main.py:261-263``); a number
             = that many random patches per image (a smaller budget, for CPUs).
         use_global: train the global model too; ``None`` = when images are larger than ``local_size``.
-        global_encoder: the global model's encoder. ``resnet18`` (ref-code ``p256/mvtec_module.py``): the
+        global_encoder: the global model's encoder. ``resnet18`` (ref-code ``p256/mvtec_module.py:241-247``): the
             backbone's frozen pooled deepest stage (ResNet-18: 512-d), then the trained 512→128 layer.
             ``paper_blocks``: paper L189 says "the encoder and critic consist of four residual blocks" (filters
             "512–256–128–64" and "128–256–512–512"; the first are the ref-code decoder's widths): built as the

@@ -5,7 +5,7 @@ An autoencoder ``x̃ = g(f(x))`` whose latent codes are pulled towards a Gaussia
 descriptor (GSVDD, fitted by an E-step every few epochs) and whose decoder is
 regularised by ACAI interpolation against a critic. The local model works on 32×32
 inputs: whole images (MNIST, CIFAR-10) or every 32×32 patch (stride 16) of a larger
-image; on larger images a global model on the whole image (frozen backbone encoder)
+image; on larger images a global model on the whole image (a frozen backbone encoder by default)
 joins it, and β weighs the two (paper eq. 8 and 12).
 
 Stages: ``distill`` (the local encoder body imitates a frozen ImageNet backbone's pooled
@@ -306,7 +306,8 @@ class GaussianDescriptor(nn.Module):
     @torch.no_grad()
     def e_step(self, batches: Iterator[torch.Tensor]) -> None:
         """Refit ``μ`` (``|μ_i| ≥ mu_min``) and ``σ² = max(κ·mean‖z − μ‖², 1)`` on normalised input batches
-        (Deep SVDD's centre ``c`` is this ``μ``, fitted once), in eval mode.
+        (Deep SVDD's centre ``c`` is this ``μ``, fitted once), in eval mode (as the ref-code's). A component exactly
+        0 goes to ``+mu_min`` (the ref-code's ``p32/ssim_main.py:195-196`` leaves it at 0).
 
         One pass over the codes, ``μ`` first, then ``σ²`` about the new ``μ``, floored once over the whole set
         (paper L107, L185). The ref-code makes two passes (``p32/ssim_main.py:179-220``, ``p256/ssim_main.py:159-198``):
