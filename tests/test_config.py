@@ -108,7 +108,7 @@ def test_sides_the_networks_accept_pass(composed, overrides):
     "override, expected",
     [
         ("trainer.grad_clip=-1", "trainer.grad_clip=-1.0 must be > 0"),
-        ("model=nope", "Available options in 'model'"),
+        ("model=nope", "model=nope: no such option of model; choose one of hfr, igd, msfi, utad"),
         ("category=nope", "choices: brick, grass, gravel, tissue"),
         ("data.image_size=-1", "data.image_size=-1 must be"),
         ("trainer.max_epoch=3", "trainer.max_epoch"),
