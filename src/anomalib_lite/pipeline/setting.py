@@ -73,7 +73,9 @@ def compared_setting(run: RunConfig) -> dict[str, Any]:
     computed at) and ``trainer.max_epochs`` (a cap on every stage); not :data:`NOT_COMPARED`.
 
     Two runs (or a run and a paper table's setting, composed from its experiment config) measure the same thing
-    exactly when these agree; budgets (``…epochs``, ``…steps``) are the options a longer run may exceed.
+    exactly when these agree; budgets (``…epochs``, ``…steps``) are the options a longer run may exceed. The numeric
+    precision (bf16 autocast on CUDA, our choice; the papers name none) is recorded in ``setting.precision`` and
+    shown by ``reproduce.py``, but not compared: it changes the last bits of training, not what is measured.
     """
     parts = {
         "data": dataclasses.asdict(run.data),
