@@ -334,7 +334,10 @@ def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_
     assert "tf_efficientnet_lite0 (stand-in for wide_resnet50_2)" in markdown
     rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["category"] == "bottle"]
     assert [r["metric"] for r in rows] == ["image_auroc", "pixel_auroc", "aupro"]
-    assert all(r["runs"] == "2" and r["difference"] == "" and "stand-in" in r["not comparable because"] for r in rows)
+    assert all(
+        r["runs"] == "2" and r["difference"] == "" and "backbone.stand_in True" in r["not comparable because"]
+        for r in rows
+    )
     assert len(list(out.rglob("metrics.json"))) == 2
     again = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--dry-run")
     assert again.returncode != 0 and "already holds files" in again.stderr
