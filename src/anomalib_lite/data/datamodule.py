@@ -291,6 +291,8 @@ class DataModule:
             shuffle=True,
             generator=generator,
             num_workers=self.num_workers,
+            # Choice: the last partial batch is dropped (when there is more than one batch); IGD's global ref-code
+            # keeps it (p256/ssim_main.py:117, drop_last=False), its local one drops it (p32/ssim_main.py:129).
             drop_last=len(self.train_set) > self.batch_size,
             pin_memory=pin_memory,
         )

@@ -1,7 +1,7 @@
 """One-class splits of MNIST, Fashion-MNIST and CIFAR-10, read from their standard files.
 
-Protocol (the IGD and UTAD papers' one-class experiments): train on the training images of one class (``normal_class``);
-test on the whole test split, label 0 for that class and 1 for the nine others.
+Protocol (the IGD and UTAD papers' one-class experiments; IGD paper L153): train on the training images of one class
+(``normal_class``); test on the whole test split, label 0 for that class and 1 for the nine others.
 
 Files are read directly in their published formats: IDX (gzip or not) for the MNIST
 pair, the pickled "python version" batches for CIFAR-10. ``mnist5k`` is the offline

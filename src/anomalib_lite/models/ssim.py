@@ -11,8 +11,9 @@ window, the window is cut to the largest odd width that fits (its Gaussian weigh
 renormalised), so a 32×32 input works with an 11-wide window at 5 scales (sides 32,
 16, 8, 4, 2). An input too small to be pooled ``scales − 1`` times is an error.
 Where the window fits at every scale, :func:`ms_ssim` is Wang et al.'s MS-SSIM (tests compare
-it with scikit-image's SSIM per scale); the cut windows are a **choice** (the paper's 11-wide
-window needs a side ≥ 176 for 5 scales). The padded maps of :func:`ms_ssim_map` reflect about
+it with scikit-image's SSIM per scale); the cut windows are a **choice** (Wang et al.'s 11-wide window,
+used by IGD's reference code at 256 px, ``p256/ssim_main.py:254``, needs a side ≥ 176 for 5 scales; the IGD
+paper gives no window). The padded maps of :func:`ms_ssim_map` reflect about
 the edge pixel (torch's ``reflect``), so their border differs from scikit-image's full map.
 
 Colour images. :func:`ms_ssim` by default averages each scale's statistic over the channels before the clamp
@@ -69,6 +70,10 @@ def ssim_maps(
 
     Args:
         x, y: ``B×C×H×W`` images. window: Gaussian width (cut to fit, see module doc).
+        sigma: the window's standard deviation (1.5: Wang et al.'s, and ``pytorch_msssim``'s default
+            ``win_sigma`` that IGD's reference code uses, ``p32/ssim_main.py:15, 273``; the IGD paper gives none).
+        k1, k2: ``C1 = (K1·L)²``, ``C2 = (K2·L)²`` (0.01 and 0.03: Wang et al.'s, IGD paper L185).
+        data_range: ``L``.
         pad: reflect-pad so the maps keep ``H×W``; else maps cover the valid positions only.
     Returns:
         ``(ssim, cs)``, each ``B×C×H'×W'``.

@@ -22,6 +22,16 @@ INTERPOLATION_PARTNERS = ("batch", "features")
 class IGDConfig:
     """IGD hyper-parameters; labels say where each comes from (paper line, ref-code or choice).
 
+    Reported model: the model after the last of ``epochs``, evaluated once on the test set (choice: the paper
+    does not say which checkpoint it reports, L153-L185 give only the epoch counts). The ref-code evaluates on
+    the test set every 10 epochs and at the end (``p32/ssim_main.py:324-326``; every 5: ``p256/ssim_main.py:304-306``)
+    and writes the maximum AUC over those evaluations (``p32/ssim_main.py:403-413``, ``p256/ssim_main.py:369-379``),
+    a selection on the test set that we do not make.
+
+    Precision: the training steps run under ``trainer.precision`` (default ``auto``: bf16 autocast on CUDA, fp32
+    on a CPU; choice: the ref-code trains in fp32, paper L185 names PyTorch and no precision); ``ℓ_m`` is always
+    computed in fp32.
+
     Attributes:
         image_size: side of the input images (set from ``data.image_size``).
         epochs: EM-stage epochs per model (paper L185: 128 one-class, 256 MVTec AD).
@@ -79,8 +89,12 @@ class IGDConfig:
             ``paper_blocks``: paper L189 says "the encoder and critic consist of four residual blocks" (filters
             "512–256–128–64" and "128–256–512–512"; the first are the ref-code decoder's widths): built as the
             critic's down path (conv5 stride 2, four residual down blocks ``w→2w→4w→8w→8w`` with batch norm,
-            conv3 stride 2), a linear layer to ``hidden``, then to ``z``, trained with the global autoencoder
-            from scratch (our reading where the text is ambiguous; no pre-training is given for it).
+            conv3 stride 2), a linear layer to ``hidden``, then to ``z``. This is the ref-code's ``Encoder_256``
+            (``p256/mvtec_module.py:201-225``, the same parameter count) with its 512→128 layer; the ref-code's
+            commented-out variant loads it pre-trained (``Encoder_256_ckpt``) and frozen
+            (``p256/mvtec_module.py:233-238``) before using ResNet18 instead (``:241-244``). Ours trains it with
+            the global autoencoder from scratch (choice: our reading of the ambiguous line, the paper gives no
+            pre-training for it; a departure from the ref-code's pre-trained, frozen variant).
         patch_fusion: how the local model's overlapping patch maps fold back into an image map: ``mean``
             (choice: each pixel the mean of the patches covering it) or ``sum`` (ref-code
             ``multi_scale/inference_loc.py:40-42``: an unnormalised fold). The paper is silent.
@@ -130,7 +144,8 @@ class IGDConfig:
             reconstruction whose MS-SSIM with any target is positive (choice, see
             :class:`~anomalib_lite.models.igd.networks.Decoder`); ``false``: PyTorch's default init (ref-code).
         offline_backbone: the backbone a run uses instead of a torchvision one whose weights are not
-            in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config).
+            in the torch cache (resolved by ``train.py`` and recorded in the checkpoint's config). Choice: neither
+            the paper nor the ref-code has one (both use ResNet18); runs with it are marked stand-in, never compared.
     """
 
     name: str = "igd"

@@ -260,7 +260,8 @@ class GaussianDescriptor(nn.Module):
         self, z: torch.Tensor, recon: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """ACAI terms of codes ``B×latent``, their reconstructions and targets ``B×3×S×S``: the generator
-        term (eq. 6, reaches the decoder only) and the critic loss (eq. 5, reaches the critic only; per sample as
+        term (eq. 6; reaches the decoder and, through the mixed codes, the encoder, not the critic: paper L133,
+        ref-code ``p32/ssim_main.py:279-293``) and the critic loss (eq. 5, reaches the critic only; per sample as
         eq. 5 and the ref-code's ``p32``). With ``critic_update=after`` the critic loss is left to
         :meth:`critic_loss_after_step` (its inputs kept until then).
 
@@ -342,8 +343,9 @@ class IGD(AnomalyModel):
     """Interpolated Gaussian descriptor: a local model on 32×32 images or patches, and a global one.
 
     Args:
-        cfg: :class:`IGDConfig`. backbone_cfg: the frozen ImageNet network (distillation target
-            and global encoder); ResNet18 in the paper.
+        cfg: :class:`IGDConfig`. backbone_cfg: the frozen ImageNet network (distillation target and global
+            encoder); ResNet18: the teacher of paper L189/L193 and the global encoder of the ref-code
+            (``p256/mvtec_module.py:241-247``; paper L189 gives the global encoder four residual blocks).
     """
 
     @classmethod
