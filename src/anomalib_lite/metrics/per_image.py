@@ -1,8 +1,11 @@
 """The metrics of IGD's and UTAD's papers: mean per-anomalous-image pixel AUROC, and image accuracy.
 
-The per-image pixel AUROC is the CAVGA protocol (IGD Table 4, UTAD Table 1 "AuROC"): one ROC
-per anomalous image over its own pixels, then the mean over those images. It differs from the
-pooled pixel AUROC (one ROC over every pixel of the test set), which the MVTec AD convention uses.
+The per-image pixel AUROC is the CAVGA protocol, which IGD follows (igd.txt L208: "mean pixel-level AUC of all
+anomalous images"; IGD Table 4): one ROC per anomalous image over its own pixels, then the mean over those images.
+For UTAD it is our reading: the paper says only "Area under ROC curve (AuROC)" (utad.txt L112), its Table 1 row
+labels are lost (L92-93) and Table 4's "AuROC" (L167) names no level; the reading rests on Table 1's baseline
+AuROCs being CAVGA's own figures (L112: "we directly use the results from their supplement materials"). It differs
+from the pooled pixel AUROC (one ROC over every pixel of the test set), which the MVTec AD convention uses.
 
 Image accuracy (IGD Table 2, "mean accuracy") is the share of test images classified correctly by
 ``score ≥ threshold``; the paper does not say which threshold, so the caller states it. Nor does it say whether

@@ -16,9 +16,10 @@ class UTADConfig:
     modules named) or *choice*. Departures that no option controls are listed in :mod:`anomalib_lite.models.utad.model`.
 
     Attributes:
-        image_size: input side (set from ``data.image_size``). small: the small-image networks (paper L113:
-            "3 inception blocks in IE-Net" and 1 residual block in the Expert-Net; which inception block goes is
-            our choice: the encoder's last and the decoder's first); ``None`` = when ``image_size ≤ 64`` (choice:
+        image_size: input side (set from ``data.image_size``). small: the small-image networks (paper L113: "we
+            reduce the number of inception blocks to 3 in IE-Net", read as 3 per encoder and decoder out of L102's
+            4 + 4, our reading, and 1 residual block in the Expert-Net; which inception block goes is our choice:
+            the encoder's last and the decoder's first); ``None`` = when ``image_size ≤ 64`` (choice:
             the paper's one-class size is lost; the ref-code resizes those images to 64).
         latent: IE-Net code size, 128 (ref-code: ``inceptionCAE.py`` L60-61, μ and log σ² of 128; the paper's
             size is lost). latent_head, mlp_hidden: see :class:`IENet` (``paper``: three FC layers, L102;
@@ -28,7 +29,8 @@ class UTADConfig:
             lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350 (of its 400: with ``ie_epochs=200`` neither is
             reached, the first falling on the step after the last). ie_warmup_epochs: 2 in the ref-code's
             config (``warmup_epochs``); its training script is not released, so the form, a linear rise per step
-            to the full rate, is our choice. The MI discriminator's Adam follows the same schedule.
+            to the full rate, is our choice. The MI discriminator's Adam follows the same warm-up and step schedule
+            (choice: the ref-code's config, ``schedule`` L20, does not say which optimisers it applies to).
         mi_optimizer, mi_lr: the MI discriminator's own optimiser. ``adam`` (choice: the ref-code's training script
             is not released; its config gives the feature discriminators their own rate, ``d_feat_lr``) with
             ``betas``, or ``sgd`` (a parameter group of the IE-Net's SGD, the setting in which its BCE stayed at
@@ -57,7 +59,8 @@ class UTADConfig:
         image_weight, naive_weight, detail_weight: stage-2 L1 weights: x̂ vs x 10 (ref-code ``recon_x_w``), x_N
             vs x_I 1 (choice: paper L65 gives no weight and the ref-code's config no key for it, its naïve impression
             coming from a second generator whose training script is not released), detail codes 1 (ref-code
-            ``recon_d_w``; the target code is detached, choice).
+            ``recon_d_w``; the norm, L1, is ref-code too, ``recon_criterion``, ``Expert-Net/trainer.py`` L30-31:
+            paper L64 says only "identical"; the target code is detached, choice).
         use_expert, use_detail: ablations (see the module doc).
         score: ``max`` or ``mean`` of the map (choice: the paper does not say how an image's score is formed).
             iou_threshold: the evaluator's segmentation IoU threshold τ (eq. 9, L70-72; choice 0.5, the paper's
@@ -65,10 +68,13 @@ class UTADConfig:
             mean over anomalous images (both choice: the paper says neither; the ref-code's ``postprocessing.py``
             L188 scales each map on its own, its ``evaluate.py`` is not released).
         perceptual_weights: the weight λ_l of each perceptual layer (``backbone.layers``, in order) in the map
-            ``Σ_l λ_l · mean_c (φ_l(a) − φ_l(b))²`` (paper L108 sets layer weights, their values are lost);
-            ``None``: 1 each (choice).
+            ``Σ_l λ_l · mean_c (φ_l(a) − φ_l(b))²``: our reading of paper L108 ("… in the VGG-19 network and set
+            in our experiments"), where what is set is lost, plausibly λ_l of the lost eq. 8; ``None``: 1 each
+            (choice).
         offline_backbone: the perceptual network used when VGG-19's weights are not in the torch
-            cache (resolved by ``train.py``).
+            cache and ``backbone.allow_stand_in`` is true (resolved by ``train.py``): choice, a departure from
+            paper L108's VGG-19; it runs with its own default taps (EfficientNet-Lite0 ``blocks.1/.2/.4``), not
+            ``conv1_2, conv2_2, conv3_4``. The ``utad_*`` experiments set ``allow_stand_in`` false.
     """
 
     name: str = "utad"

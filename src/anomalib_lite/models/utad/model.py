@@ -8,7 +8,9 @@ negatives, trained by its own Adam). Stage ``expert_net`` freezes it and trains 
 image) pairs: ``x̂ = Dec(Enc_c(x_I), detail(x))`` restores the detail, and a naïve branch
 ``x_N = Dec'(Enc'(x))`` imitates the impression. The anomaly map is the perceptual
 distance ``PM(x, x̂) + PM(x_I, x_N)`` on a frozen backbone's features (VGG-19
-``conv1_2, conv2_2, conv3_4``: paper L108; taken before their ReLU: choice, the paper does not say).
+``conv1_2, conv2_2, conv3_4``: paper L108; taken before their ReLU: choice, the paper does not say; the ref-code's
+``Vgg19EncoderMS``, ``IE-Net/utils.py`` L242-265, stores the same convs' outputs, which torchvision's in-place ReLU
+then overwrites, so it taps them after the ReLU in effect).
 
 Ablations (paper Table 2): ``mi_weight=0`` (without MI), ``use_expert=false`` (without Expert-Net:
 the map is ``PM(x, x_I)`` and stage 2 is skipped), ``use_detail=false`` (without detail guidance:
@@ -24,8 +26,11 @@ Departures that no option controls, each our choice:
   in :meth:`UTAD.perceptual_distance`. The ref-code's PM script is not released; its ``postprocessing.py``
   (L161-188) combines grey-level pixel residuals instead: input vs the mean of reconstructions, plus input vs the
   mean naïve impression, minus the reconstructions' variance and the reconstruction-vs-impression residual,
-  clipped at 0 and scaled to [0, 1] per image, the naïve impressions and reconstructions each from 10 random
-  detail codes (``Expert-Net/test_en.py`` L29, L92-103). Ours takes one deterministic pass.
+  clipped at 0 and scaled to [0, 1] per image. Its ``Expert-Net/test_en.py`` decodes the naïve impressions from
+  10 random detail codes (L29, L92-103, only ``if opts.i2m``) and the reconstructions from the input's own detail
+  code (L85, ``encode_detail(refers)``; its loop L95-96 indexes that one-image batch and breaks past the first),
+  so ``postprocessing.py``'s mean and variance over reconstructions (L167-170) cannot see several distinct ones.
+  Ours takes one deterministic pass for both.
 - **The naïve branch** ``Dec'(Enc'(x))`` is a content encoder and a decoder with plain InstanceNorm residual
   blocks, no AdaIN and no detail input, so ``x_N`` is deterministic: our reading of L60 ("a detail extractor,
   two encoders, two decoders") and L105 (AdaIN in "the decoder"). The ref-code builds two full MUNIT generators
@@ -114,7 +119,9 @@ class UTAD(AnomalyModel):
     def ie_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 1: ``recon_weight·L2 + kl_weight·KL + mi_weight·BCE(MI discriminator)``; the encoder
         shares the MI term (it makes codes tell their own image's feature from another's: cooperative, choice,
-        see ``UTADConfig.mi_weight``). The code is sampled by the reparameterisation ``μ + ε·σ``."""
+        see ``UTADConfig.mi_weight``). The code is sampled by the reparameterisation ``μ + ε·σ`` (paper L48: ``z`` "a
+        sample" of the Gaussian of μ and σ; ref-code ``inceptionCAE.py`` L60-61, L69-70: μ and log σ²) and feeds the
+        decoder (paper head) and the MI discriminator."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
         mu, log_var, bottom = self.ie_net.encode(x)
@@ -162,8 +169,11 @@ class UTAD(AnomalyModel):
 
     def expert_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 2: L1 of ``x̂`` to ``x``, of ``x_N`` to ``x_I`` (paper L65), and of the detail codes of ``x̂`` and
-        ``x`` (L64; ``x``'s code detached, choice) (``x_I`` from the batch's cached :meth:`impression_features` when
-        it has them). The ref-code's GAN and content-code terms are left out (module doc)."""
+        ``x`` (paper L64 asks the codes to be "identical", with no norm: the L1 is ref-code, MUNIT's
+        ``recon_criterion``, ``Expert-Net/trainer.py`` L30-31; ``x``'s code detached, choice) (``x_I`` from the batch's
+        cached :meth:`impression_features` when it has them). The L1 terms are taken in [−1, 1], the Expert-Net's
+        range (ref-code, see :mod:`~anomalib_lite.models.utad.networks`). The ref-code's GAN and content-code terms
+        are left out (module doc)."""
         cfg = self.cfg
         x = to_unit_range(batch["image"])
         impression = batch["features"]["impression"] if "features" in batch else self.impression(x)
@@ -239,7 +249,10 @@ class UTAD(AnomalyModel):
         the squared distance, its mean over channels of features not normalised (no LPIPS-style unit channels) and
         the resizing are our choice; λ_l is ``model.perceptual_weights``. The network sees ImageNet-normalised RGB
         (choice, torchvision's convention; the ref-code's ``vgg_preprocess``, ``IE-Net/utils.py`` L268-278, feeds
-        Caffe-style BGR in [0, 255] less the mean, but its PM script is not released)."""
+        Caffe-style BGR in [0, 255] less the mean, but its PM script is not released). The network sees the S×S
+        image (256 px on MVTec AD) as it is: choice; the same ref-code file defines ``img2tensor`` (L281-285), a
+        224×224 resize to [−1, 1], the input its ``Vgg19EncoderMS`` assumes (L249), but no released caller ties
+        them to the PM."""
         features = self.perceptual(to_normalised(torch.cat([a, b])))
         diffs = [
             weight * ((fa - fb).float() ** 2).mean(1)

@@ -1,7 +1,10 @@
 """UTAD's networks: the IE-Net (inception autoencoder with a Gaussian latent and a
 mutual-information discriminator) and the Expert-Net (content and detail encoders, AdaIN decoder).
 
-Images are in [0, 1] for the IE-Net and in [−1, 1] for the Expert-Net (its decoder ends in tanh).
+Images are in [0, 1] for the IE-Net and in [−1, 1] for the Expert-Net (its decoder ends in tanh): ref-code
+(IE-Net: ``ToTensor``, ``IE-Net/ie_net/data_loader.py`` L37, and a sigmoid output, ``inceptionCAE.py`` L50, which
+paper L102 also names; Expert-Net: ``Normalize((0.5,)*3, (0.5,)*3)``, ``Expert-Net/utils.py`` L43-45, and tanh,
+``Expert-Net/networks.py`` L204); the paper gives no range.
 
 Sources (``utad.txt L<n>``: the paper; ``ref-code``: github.com/DreamtaleCore/UTAD, ``IE-Net/ie_net/model/``
 and ``Expert-Net/networks.py``), and where ours departs (*choice*), beside each layer below. Applying to every
@@ -44,8 +47,9 @@ class InceptionBlock(nn.Module):
 
 # (inception width f, max-pooling after it). 4 blocks, each followed by a max-pooling: paper L102, which gives no
 # widths or pooling factors; the widths 32, 32, 64, 128 and the factors 4, 2, 2, 2 (/32: 8×8 at 256 px) are
-# ref-code (inceptionCAE.py L28-37). Small images drop the last block (choice: paper L113 says only "3 inception
-# blocks in IE-Net"; the ref-code has no small network).
+# ref-code (inceptionCAE.py L28-37). Small images drop the last block (choice: paper L113 says only "we reduce the
+# number of inception blocks to 3 in IE-Net", read as 3 in the encoder and 3 in the decoder, out of L102's 4 + 4:
+# our reading; the ref-code has no small network).
 ENCODER_PLAN = [(32, 4), (32, 2), (64, 2), (128, 2)]
 # (inception width f, nearest upsampling after it): ref-code (inceptionCAE.py L40-51: widths 128, 64, 64, 32,
 # upsampling 2, 4, 2, 2). Paper L102: 4 inception blocks "with a 2 nearest up-sample layer", i.e. ×2 each, which
@@ -63,10 +67,12 @@ class IENet(nn.Module):
         size: input side (256 on MVTec AD; 64 for the small-image variant).
         small: one inception block fewer in the encoder and the decoder (paper, small images).
         latent: size of the Gaussian code ``z``.
-        head: ``paper``: μ and log σ² from "a stack of three fully connected layers" (utad.txt L48, L102) on
+        head: ``paper``: μ and log σ² (paper L48: μ and σ, "the mean and variance"; log σ² as the ref-code's
+            ``log_var``, ``inceptionCAE.py`` L61, L70) from "a stack of three fully connected layers" (L48, L102) on
             the bottom map's spatial mean (choice: the paper does not say how the map reaches the MLP), with
             LeakyReLU(0.1) between them (choice: the paper names no activation), and the decoder reconstructs
-            from ``z`` (a linear layer back to the bottom map, choice). ``ref``: the ref-code's layout
+            from ``z`` (paper L42, L51: it "tries to project latent code into RGB-space"), through a linear layer
+            back to the bottom map (choice). ``ref``: the ref-code's layout
             (``inceptionCAE.py`` L54-70): the decoder reads the encoder's bottom map, and the latent is a side
             branch used only by the KL and MI terms: 2×2 max-pooling (8×8 → 4×4 at 256 px), conv3 C→64, ReLU,
             conv3 64→C, average pooling over the whole map, then a linear layer each for μ and log σ² (one

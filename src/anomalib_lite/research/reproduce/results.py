@@ -35,8 +35,9 @@ from anomalib_lite.research.reproduce.tables import NAMES, Arm, ReproTable
 
 MEAN = "mean"
 # Metrics whose mean over categories weighs each category by an image count of its metrics.json: the CAVGA
-# protocol's per-image pixel AUROC is the mean over every anomalous image of the test set (IGD L208, UTAD
-# Table 1), not over categories.
+# protocol's per-image pixel AUROC is the mean over every anomalous image of the test set, not over categories
+# (the CAVGA protocol, which IGD follows: igd.txt L208). For UTAD the paper says only "AuROC" (utad.txt L112) and
+# not how it averages: both the per-image metric and this averaging are our reading (choice) there.
 IMAGE_WEIGHTS = {"pixel_auroc_per_image": "n_pixel_auroc_images"}
 
 
