@@ -286,7 +286,7 @@ def test_compute_metrics_pixel_figures_cover_only_images_with_a_known_mask():
 
 
 def test_per_image_pixel_aurocs_are_sklearns_auroc_image_by_image():
-    # The CAVGA protocol (IGD Table 4; our reading of UTAD Table 1's "AuROC"): one ROC per anomalous image over its pixels.
+    # The CAVGA protocol (IGD Table 4; our reading of UTAD Table 1): one ROC per anomalous image over its pixels.
     from anomalib_lite.metrics import per_image_pixel_aurocs
 
     rng = np.random.default_rng(11)
