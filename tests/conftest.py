@@ -7,6 +7,7 @@ Tests that run an entry point as a subprocess (:func:`run_entry`, directly or th
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import inspect
 import pickle
@@ -293,3 +294,16 @@ def killed_at(model, stage_name: str, call: int) -> None:
         return result
 
     model.stages = with_kill
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``folder`` (needs root and the right to mount; skips where not given)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,7 @@ from anomalib_lite.models import BackboneConfig, build_model
 from anomalib_lite.models.backbones import Backbone, weight_fingerprint
 from anomalib_lite.models.hfr.config import HFRConfig
 
-from conftest import TINY, run_entry, tiny_datamodule
+from conftest import TINY, run_entry, small_disk, tiny_datamodule
 
 LITE0 = BackboneConfig("tf_efficientnet_lite0", weights="none")
 
@@ -191,19 +189,6 @@ def test_a_full_disk_during_a_checkpoint_write_names_the_file_and_keeps_the_prev
     assert raised.value.errno == errno.ENOSPC and raised.value.errno in WRITE_ERRNOS  # report_errors: one line
     assert output_error_message(raised.value, tmp_path).startswith(f"Cannot write {path}: No space left on device.")
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str):
-    """A tmpfs of ``size`` mounted at ``folder`` (needs root and the right to mount; skips where not given)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_disk_that_fills_up_during_training_gives_one_line_and_keeps_the_last_checkpoint(tmp_path):

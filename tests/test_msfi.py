@@ -135,9 +135,9 @@ def test_the_validation_split_is_removed_from_the_test_set():
     assert {str(r.path) for r in again.validation_set.records} == held
 
 
-def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_test_set(tmp_path):
-    run = tmp_path / "run"
-    common = [
+def tiny_msfi(tmp_path) -> list[str]:
+    """train.py overrides of a tiny MSFI run on the synthetic brick category (a random ResNet-18, 32/64 px)."""
+    return [
         *TINY,
         "category=brick",
         f"data.root={tmp_path / 'data'}",
@@ -146,9 +146,13 @@ def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_tes
         "backbone.weights=none",
         "model.scales=[32,64]",
     ]
+
+
+def test_weight_search_end_to_end_records_weights_and_reports_on_the_reduced_test_set(tmp_path):
+    run = tmp_path / "run"
     result = run_entry(
         "train.py",
-        *common,
+        *tiny_msfi(tmp_path),
         "model.weight_search.enabled=true",
         "model.weight_search.keep_k=2",
         "model.weight_search.method=calibrated",
@@ -350,19 +354,11 @@ def test_paper_search_is_plain_gradient_descent_on_the_pixel_cross_entropy(monke
 def test_paper_weight_search_end_to_end_reports_on_the_test_set_without_the_held_out_images(tmp_path):
     run = tmp_path / "run"
     result = run_entry(
-        *[
-            "train.py",
-            *TINY,
-            "category=brick",
-            f"data.root={tmp_path / 'data'}",
-            "model=msfi",
-            "backbone=resnet18",
-            "backbone.weights=none",
-            "model.scales=[32,64]",
-            "eval.map_size=null",
-            "model.weight_search.enabled=true",
-            f"hydra.run.dir={run}",
-        ]
+        "train.py",
+        *tiny_msfi(tmp_path),
+        "eval.map_size=null",
+        "model.weight_search.enabled=true",
+        f"hydra.run.dir={run}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())["categories"]["brick"]

@@ -70,8 +70,9 @@ def test_a_missing_anomalib_python_is_refused_before_any_work(tmp_path):
         peer_benchmark.run(parse("--anomalib-python", str(tmp_path / "nope" / "python")))
 
 
-def test_ours_is_timed_through_the_engine_with_the_trainer_options_given(tmp_path):
-    args = parse(
+def tiny_hfr_args(tmp_path: Path, *overrides: str) -> argparse.Namespace:
+    """``peer`` options for our HFR alone: 64 px, batch 4, 2 epochs on the CPU, tiny data, plus ``overrides``."""
+    return parse(
         "--models",
         "hfr",
         "--size",
@@ -86,8 +87,12 @@ def test_ours_is_timed_through_the_engine_with_the_trainer_options_given(tmp_pat
         str(tmp_path),
         "--set",
         *TINY_DATA,
-        "trainer.max_epochs=1",
+        *overrides,
     )
+
+
+def test_ours_is_timed_through_the_engine_with_the_trainer_options_given(tmp_path):
+    args = tiny_hfr_args(tmp_path, "trainer.max_epochs=1")
     figures = peer_benchmark.measure_ours("hfr", args)
     # trainer.max_epochs=1 caps the 2 epochs: one epoch ran, so there is no steady-state figure.
     assert figures.train_steady is None
@@ -96,22 +101,7 @@ def test_ours_is_timed_through_the_engine_with_the_trainer_options_given(tmp_pat
 
 
 def test_two_epochs_give_a_steady_figure(tmp_path):
-    args = parse(
-        "--models",
-        "hfr",
-        "--size",
-        "64",
-        "--batch",
-        "4",
-        "--epochs",
-        "2",
-        "--device",
-        "cpu",
-        "--data-root",
-        str(tmp_path),
-        "--set",
-        *TINY_DATA,
-    )
+    args = tiny_hfr_args(tmp_path)
     figures = peer_benchmark.measure_ours("hfr", args)
     assert figures.train_steady is not None and figures.train_steady > 0
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import io
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +20,7 @@ from anomalib_lite.pipeline import prediction
 from anomalib_lite.pipeline.inference import load_trained
 from anomalib_lite.pipeline.prediction import Prediction, ScoreWriter, score_files, scores_table, write_overlays
 
-from conftest import TINY, run_entry
+from conftest import TINY, run_entry, small_disk
 
 
 @pytest.fixture(scope="module")
@@ -251,19 +249,6 @@ def test_an_unscored_file_gets_no_overlay(tmp_path):
     (tmp_path / "maps").mkdir()
     write_overlays([Prediction(tmp_path / "x.png", "x.png", error="unreadable")], tmp_path / "maps", 8, (0.0, 1.0))
     assert list((tmp_path / "maps").iterdir()) == []
-
-
-@contextlib.contextmanager
-def small_disk(folder, size: str):
-    """A tmpfs of ``size`` mounted at ``folder`` (needs root and the right to mount; skips where not given)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_predict_onto_a_disk_that_fills_up_says_so_and_leaves_only_whole_files(trained, tmp_path):
