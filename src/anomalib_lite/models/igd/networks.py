@@ -129,15 +129,12 @@ class FrozenBody(nn.Module):
         return self.net(x)
 
 
-class LocalEncoder(nn.Module):
-    """``B×3×S×S`` → ``(h B×hidden, z B×latent)``: the body (down path, linear to the 512-d feature
-    ``h`` distilled from ImageNet), then the linear layer to the latent code ``z``."""
+class BodyEncoder(nn.Module):
+    """An IGD encoder: a ``body`` giving the feature ``h`` ``B×hidden``, then the trained linear ``to_latent`` to
+    ``z`` ``B×latent``. ``B×3×S×S`` → ``(h, z)``. Subclasses build both."""
 
-    def __init__(self, size: int, width: int, hidden: int, latent: int) -> None:
-        super().__init__()
-        down = DownPath(size, width, "batch")
-        self.body = FrozenBody(nn.Sequential(down, nn.Linear(down.features, hidden)))
-        self.to_latent = nn.Linear(hidden, latent)
+    body: nn.Module
+    to_latent: nn.Linear
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The body's feature ``h`` ``B×hidden``."""
@@ -148,7 +145,18 @@ class LocalEncoder(nn.Module):
         return hidden, self.to_latent(hidden)
 
 
-class GlobalEncoder(nn.Module):
+class LocalEncoder(BodyEncoder):
+    """``B×3×S×S`` → ``(h B×hidden, z B×latent)``: the body (down path, linear to the 512-d feature
+    ``h`` distilled from ImageNet), then the linear layer to the latent code ``z``."""
+
+    def __init__(self, size: int, width: int, hidden: int, latent: int) -> None:
+        super().__init__()
+        down = DownPath(size, width, "batch")
+        self.body = FrozenBody(nn.Sequential(down, nn.Linear(down.features, hidden)))
+        self.to_latent = nn.Linear(hidden, latent)
+
+
+class GlobalEncoder(BodyEncoder):
     """``B×3×S×S`` (ImageNet-normalised) → ``(h, z)``: a frozen backbone's pooled deepest stage
     ``h B×C`` (ref-code: ResNet18 to its 512-d pooled feature), then a trained linear map to ``z``."""
 
@@ -160,10 +168,6 @@ class GlobalEncoder(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled deepest stage ``h`` ``B×C``."""
         return self.body(x)[0].mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.features(x)
-        return hidden, self.to_latent(hidden)
 
 
 def start_flat(conv: nn.Conv2d, grey: float | None) -> nn.Conv2d:
@@ -287,7 +291,7 @@ def global_down_path(size: int, width: int, norm: str) -> tuple[nn.Sequential, i
     return path, 8 * width * bottom**2
 
 
-class GlobalBlockEncoder(nn.Module):
+class GlobalBlockEncoder(BodyEncoder):
     """The paper's global encoder of four residual blocks (``global_encoder=paper_blocks``, see
     :class:`~anomalib_lite.models.igd.config.IGDConfig`), trained: :func:`global_down_path` with batch norm and
     a linear layer to ``hidden`` (the body, ``h``), then the linear layer to ``z``. ``B×3×S×S`` → ``(h, z)``."""
@@ -297,14 +301,6 @@ class GlobalBlockEncoder(nn.Module):
         path, features = global_down_path(size, width, "batch")
         self.body = nn.Sequential(path, nn.Linear(features, hidden))
         self.to_latent = nn.Linear(hidden, latent)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The body's feature ``h`` ``B×hidden``."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.features(x)
-        return hidden, self.to_latent(hidden)
 
 
 class GlobalCritic(nn.Module):
