@@ -1,15 +1,8 @@
-"""Re-evaluate a trained checkpoint: ``python eval.py ckpt_path=...``."""
+"""Re-evaluate a trained checkpoint: ``python eval.py ckpt_path=...`` (the same as ``anomalib-lite eval``)."""
 
-import hydra
+import sys
 
-from anomalib_lite.cli.evaluate import evaluate
-from anomalib_lite.cli.run_folders import run_main
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
-def main(cfg):
-    evaluate(cfg)
-
+from anomalib_lite.cli.main import run_command
 
 if __name__ == "__main__":
-    run_main(main, prefixed=("model",))
+    sys.exit(run_command("eval", sys.argv[1:], sys.argv[0]))

@@ -1,15 +1,8 @@
 """Export a trained checkpoint as one deployable file: ``python export.py ckpt_path=... format=onnx|torchscript``."""
 
-import hydra
+import sys
 
-from anomalib_lite.cli.export import export
-from anomalib_lite.cli.run_folders import run_main
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="export")
-def main(cfg):
-    export(cfg)
-
+from anomalib_lite.cli.main import run_command
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_command("export", sys.argv[1:], sys.argv[0]))

@@ -1,15 +1,8 @@
 """Score new images with a trained checkpoint: ``python predict.py ckpt_path=... input=DIR_OR_FILE``."""
 
-import hydra
+import sys
 
-from anomalib_lite.cli.predict import predict
-from anomalib_lite.cli.run_folders import run_main
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="predict")
-def main(cfg):
-    predict(cfg)
-
+from anomalib_lite.cli.main import run_command
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_command("predict", sys.argv[1:], sys.argv[0]))

@@ -1,15 +1,8 @@
-"""Train and evaluate an anomaly model: ``python train.py --help``."""
+"""Train and evaluate an anomaly model: ``python train.py --help`` (the same as ``anomalib-lite train``)."""
 
-import hydra
+import sys
 
-from anomalib_lite.cli.run_folders import run_main
-from anomalib_lite.cli.train import train
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg):
-    train(cfg)
-
+from anomalib_lite.cli.main import run_command
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_command("train", sys.argv[1:], sys.argv[0]))

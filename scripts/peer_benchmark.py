@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
 
 SCRIPTS = Path(__file__).resolve().parent
-CONFIGS = SCRIPTS.parent / "configs"
 PEER_SCRIPT = SCRIPTS / "anomalib_peer_run.py"
 RESULT_PREFIX = "PEER_RESULT "
 PEERS = {"hfr": "rd", "msfi": "stfpm", "msfi-chained": "stfpm"}
@@ -155,7 +155,7 @@ def measure_ours(variant: str, args: argparse.Namespace) -> Throughput:
     from anomalib_lite.models import build_model
     from anomalib_lite.pipeline.config import plain_config, validate
 
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=our_overrides(variant, args))
     run = validate(cfg)
     datamodule = build_datamodule(run.data, args.category)

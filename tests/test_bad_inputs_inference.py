@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from anomalib_lite.cli.evaluate import EvalOptions
 from anomalib_lite.cli.export import ExportOptions
 from anomalib_lite.cli.predict import PredictOptions
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.engine.checkpoint import frozen_record, lean_state, save_checkpoint
 from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models import build_model
@@ -21,7 +22,7 @@ from anomalib_lite.pipeline.config import plain_config, validate, validate_optio
 from anomalib_lite.pipeline.deploy import export_model, metadata
 from anomalib_lite.pipeline.inference import load_scorer, load_trained
 
-from conftest import REPO, run_entry
+from conftest import run_entry
 
 CPU = torch.device("cpu")
 
@@ -29,7 +30,7 @@ CPU = torch.device("cpu")
 def tiny_config():
     """The composed training config of an HFR model on 32 px images with a random backbone."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose("train", overrides=["model=hfr", "backbone.weights=none", "data.image_size=32", "category=brick"])
     GlobalHydra.instance().clear()
     return cfg
@@ -200,7 +201,7 @@ def command_options(command: str, *overrides: str):
     """The options of ``command`` (eval, predict, export) given ``overrides``, checked as the command does."""
     classes = {"eval": EvalOptions, "predict": PredictOptions, "export": ExportOptions}
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(command, overrides=list(overrides))
     GlobalHydra.instance().clear()
     return validate_options(cfg, classes[command])

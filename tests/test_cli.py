@@ -27,6 +27,7 @@ from anomalib_lite.cli.run_folders import (  # the import registers fresh_dir
     keep_swept_keys_in_names,
     release_run_folder,
 )
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.research.collect import collect_sweep
 
 from conftest import REPO, TINY, run_entry
@@ -269,7 +270,7 @@ def test_a_value_hydra_reads_only_quoted_gets_the_quoted_override_that_reads_bac
 
 def test_eval_says_model_options_take_a_plus(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["eval.py", "ckpt_path=a.pt", "model.weight_search.apply=false"])
-    configs = initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs"))
+    configs = initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR))
     with configs, pytest.raises(Exception) as raised:
         compose("eval", overrides=sys.argv[1:])
     message = hydra_error_message(raised.value, prefixed=("model",))

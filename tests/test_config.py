@@ -8,17 +8,18 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models.hfr import HFRConfig
 from anomalib_lite.pipeline.config import validate
 
-from conftest import REPO, run_entry
+from conftest import run_entry
 
 
 @pytest.fixture
 def composed():
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         yield lambda *overrides: compose("train", overrides=list(overrides))
     GlobalHydra.instance().clear()
 

@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data import DataConfig, build_datamodule, categories
 from anomalib_lite.data import conversion as conv
 from anomalib_lite.data.conversion import BTAD_CATEGORIES, VISA_CATEGORIES, convert_archive
@@ -21,7 +22,7 @@ from anomalib_lite.data.one_class import DownloadFile
 from anomalib_lite.errors import DataError
 from anomalib_lite.pipeline.config import validate
 
-from conftest import REPO, run_entry
+from conftest import run_entry
 
 
 def _encoded(array: np.ndarray, fmt: str) -> bytes:
@@ -245,7 +246,7 @@ def test_prepare_data_script_says_where_the_expected_md5_comes_from(tmp_path):
 
 @pytest.mark.parametrize(("name", "category", "first"), [("visa", "pcb1", "candle"), ("btad", "01", "01")])
 def test_absent_visa_or_btad_says_how_to_get_it(tmp_path, name, category, first):
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose("train", overrides=[f"data={name}", f"category={category}", f"data.root={tmp_path / 'absent'}"])
     data = validate(cfg).data
     with pytest.raises(DataError, match=rf"looked for .*{category}[\s\S]*layout[\s\S]*prepare_data\.py {name}"):

@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from skimage import data as skdata
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.errors import ConfigError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.models.base import AnomalyOutput
@@ -26,7 +27,7 @@ from anomalib_lite.pipeline.config import validate
 from anomalib_lite.pipeline.deploy import ExportError, export_model, load_exported, metadata, require_onnx
 from anomalib_lite.pipeline.inference import checkpoint_scorer, stored_threshold
 
-from conftest import REPO, TINY, run_entry
+from conftest import TINY, run_entry
 
 # Agreement with predict: the largest difference, relative to the largest value of the map (or score).
 TOLERANCE = 1e-4
@@ -62,7 +63,7 @@ def run_onnx(path, images: np.ndarray) -> list[np.ndarray]:
 @pytest.fixture
 def composed():
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         yield lambda *overrides: validate(compose("train", overrides=list(overrides)))
     GlobalHydra.instance().clear()
 

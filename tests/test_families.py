@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data import DataConfig, DataModule, Dataset, ImageSet, build_datamodule, register_dataset
 from anomalib_lite.data import registry as data_registry
 from anomalib_lite.engine.checkpoint import load_checkpoint
@@ -43,7 +44,7 @@ from anomalib_lite.pipeline.inference import load_trained
 from anomalib_lite.pipeline.training import run_config, train_run
 from anomalib_lite.reporting.tables import format_table
 
-from conftest import REPO, killed_at, write_mvtec_category
+from conftest import killed_at, write_mvtec_category
 
 CPU = torch.device("cpu")
 
@@ -253,7 +254,7 @@ def _metrics(model: AnomalyModel, datamodule: DataModule) -> dict[str, Any]:
 
 def test_every_family_has_its_config_group():
     for name in model_names():
-        group = OmegaConf.load(REPO / "configs" / "model" / f"{name}.yaml")
+        group = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
         assert group.name == name
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data.images import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
 from anomalib_lite.models import BackboneConfig
@@ -396,10 +397,8 @@ def test_the_mvtec_experiment_has_the_papers_budget():
     # Paper L185/L189: 256 epochs on MVTec AD; 50 000 distillation steps at batch 64; every patch (ref-code).
     from omegaconf import OmegaConf
 
-    from conftest import REPO
-
-    experiment = OmegaConf.load(REPO / "configs" / "experiment" / "igd_mvtec.yaml")
-    model = OmegaConf.load(REPO / "configs" / "model" / "igd.yaml")
+    experiment = OmegaConf.load(CONFIG_DIR / "experiment" / "igd_mvtec.yaml")
+    model = OmegaConf.load(CONFIG_DIR / "model" / "igd.yaml")
     assert experiment.model.epochs == 256 and experiment.data.image_size == 256
     assert (model.kd_steps, model.kd_batch_size, model.patches_per_image, model.beta) == (50000, 64, None, 0.1)
     assert IGDConfig().kd_steps == 50000 and IGDConfig().patches_per_image is None

@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from sklearn.metrics import log_loss
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data.datamodule import DataModule, ImageRecord, ImageSet, ValidationSplit
 from anomalib_lite.data.images import to_model_input
 from anomalib_lite.errors import ConfigError, DataError, WeightsError
@@ -25,7 +26,7 @@ from anomalib_lite.models.msfi.model import MSFI
 from anomalib_lite.models.msfi.networks import antialiased_bilinear_weights, block_map, pyramid_input
 from anomalib_lite.pipeline.config import validate
 
-from conftest import REPO, TINY, per_position, run_entry
+from conftest import TINY, per_position, run_entry
 
 
 def _model(**options) -> MSFI:
@@ -219,7 +220,7 @@ def test_msfi_refuses_to_upsample_its_largest_scale_and_its_recipes_decode_at_it
     with pytest.raises(ValueError, match=r"data.image_size=256.*data.image_size=384 eval.map_size=256"):
         MSFIConfig(scales=[128, 256, 384], image_size=256)
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         for data in ("mvtec", "synthetic"):
             run = validate(compose("train", overrides=["model=msfi", f"data={data}"]))
             assert (run.data.image_size, run.eval.map_size, run.model.image_size) == (384, 256, 384), data
@@ -260,7 +261,7 @@ def test_resnet50_is_a_backbone_with_the_usual_offline_rule(tmp_path, monkeypatc
         chosen = backbones.cached_or_offline(BackboneConfig(name="resnet50"), "tf_efficientnet_lite0")
     assert chosen.name == "tf_efficientnet_lite0" and "prepare_data.py weights --name resnet50" in caplog.text
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         assert validate(compose("train", overrides=["model=msfi", "backbone=resnet50"])).backbone.name == "resnet50"
     GlobalHydra.instance().clear()
 

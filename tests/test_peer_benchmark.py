@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.pipeline.config import validate
 
 from conftest import REPO
@@ -44,7 +45,7 @@ def test_arguments_reach_our_config_and_set_overrides_win():
         "trainer.max_epochs=1",
         "model.lr=0.1",
     )
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         run = validate(compose("train", overrides=peer_benchmark.our_overrides("msfi-chained", args)))
     assert (run.model.name, run.model.chained, run.model.scales) == ("msfi", True, [96])
     assert (run.data.image_size, run.data.batch_size, run.model.epochs) == (96, 4, 2)
@@ -54,7 +55,7 @@ def test_arguments_reach_our_config_and_set_overrides_win():
 
 def test_the_hfr_pair_uses_the_rd_backbone_with_random_weights_on_both_sides():
     args = parse("--rd-backbone", "wide_resnet50_2", "--size", "64", "--device", "cpu")
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         run = validate(compose("train", overrides=peer_benchmark.our_overrides("hfr", args)))
     assert (run.model.name, run.backbone.name, run.backbone.weights) == ("hfr", "wide_resnet50_2", "none")
     command = peer_benchmark.peer_command("rd", args, "/venv/bin/python")

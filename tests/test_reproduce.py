@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
 from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.pipeline.config import validate
@@ -25,7 +26,7 @@ from conftest import REPO, run_entry, write_mvtec_category
 
 HFR = TABLES["hfr_mvtec"]
 HFR_B = "HFR col B (unlabelled, headline)"
-CONFIGS = REPO / "configs"
+CONFIGS = CONFIG_DIR
 HFR_SETTING = paper_setting(HFR, "mvtec", HFR.arms[0], CONFIGS)
 
 
@@ -301,7 +302,7 @@ def test_the_igd_ablation_arms_switch_off_the_parts_of_the_papers_table5_columns
     arms = TABLES["igd_ablation"].arms
     assert [arm.label for arm in arms] == list(expected) == paper_table("igd", "table5").columns[: len(expected)]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         for arm in arms:
             assert arm.missing("igd") == []
             cfg = validate(compose("train", overrides=["+experiment=igd_one_class", "data=cifar10", *arm.overrides]))

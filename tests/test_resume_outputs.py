@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.pipeline import evaluation
 from anomalib_lite.pipeline.training import run_config, train_run
 
-from conftest import REPO, TINY
+from conftest import TINY
 
 
 class Images(HTMLParser):
@@ -52,7 +53,7 @@ def metrics_without_timing(folder: Path) -> dict:
 @pytest.mark.slow
 def test_a_run_stopped_while_writing_its_maps_resumes_to_the_outputs_of_an_uninterrupted_one(tmp_path, monkeypatch):
     args = [*TINY, "category=brick", f"data.root={tmp_path / 'data'}"]
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         straight, stopped = tmp_path / "straight", tmp_path / "stopped"
         for folder in (straight, stopped):
             folder.mkdir()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_lite.engine.checkpoint import save_checkpoint
 from anomalib_lite.engine.trainer import Engine, TrainerConfig
@@ -20,7 +21,7 @@ from anomalib_lite.models.layers import to_normalised
 from anomalib_lite.models.utad import UTAD, UTADConfig
 from anomalib_lite.models.utad.networks import ResidualBlock
 
-from conftest import REPO, TINY, run_entry
+from conftest import TINY, run_entry
 
 OFFLINE = BackboneConfig(name="tf_efficientnet_lite0", weights="none")
 
@@ -155,7 +156,7 @@ def test_expert_downsample_builds_the_papers_four_conv_blocks_in_every_expert_ne
     for bad in (0, 5):
         with pytest.raises(ValueError, match="expert_downsample"):
             UTADConfig(expert_downsample=bad)
-    model_yaml = OmegaConf.load(REPO / "configs" / "model" / "utad.yaml")
+    model_yaml = OmegaConf.load(CONFIG_DIR / "model" / "utad.yaml")
     assert model_yaml.expert_downsample == 2
 
 
@@ -235,7 +236,7 @@ def test_the_mi_discriminator_tells_its_own_pairs_from_shuffled_ones():
 
 
 def test_the_ablation_variants_switch_the_papers_components():
-    variants = REPO / "configs" / "variant"
+    variants = CONFIG_DIR / "variant"
     expected = {
         "utad_mi_en_guide": (1.0, True, True),
         "utad_en_guide": (0.0, True, True),
@@ -245,7 +246,7 @@ def test_the_ablation_variants_switch_the_papers_components():
     for name, values in expected.items():
         cfg = OmegaConf.load(variants / f"{name}.yaml")
         assert (cfg.mi_weight, cfg.use_expert, cfg.use_detail) == values
-    sweep = OmegaConf.load(REPO / "configs" / "experiment" / "utad_ablation.yaml").hydra.sweeper.params
+    sweep = OmegaConf.load(CONFIG_DIR / "experiment" / "utad_ablation.yaml").hydra.sweeper.params
     assert set(sweep["+variant"].split(",")) == set(expected)
 
 

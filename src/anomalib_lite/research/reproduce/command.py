@@ -25,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.data.mvtec import categories_in
 from anomalib_lite.data.one_class import split_files
 from anomalib_lite.data.synthetic import SYNTHETIC_CATEGORIES
@@ -53,17 +54,17 @@ class Plan:
         return self.data_used is not None and self.data_used != self.data
 
 
-def data_root(data: str, roots: dict[str, str], repo: Path) -> Path:
+def data_root(data: str, roots: dict[str, str], workdir: Path) -> Path:
     """Where ``data`` is looked for: ``--root data=PATH`` if given, else ``root`` of ``configs/data/<data>.yaml``
-    (relative to the repository ``repo``, where ``train.py`` runs)."""
+    (relative to ``workdir``, the folder the runs start in)."""
     if data in roots:
         return Path(roots[data])
-    return repo / OmegaConf.load(repo / "configs" / "data" / f"{data}.yaml").root
+    return workdir / OmegaConf.load(CONFIG_DIR / "data" / f"{data}.yaml").root
 
 
-def plan_dataset(table: ReproTable, data: str, roots: dict[str, str], only: list[str] | None, repo: Path) -> Plan:
+def plan_dataset(table: ReproTable, data: str, roots: dict[str, str], only: list[str] | None, workdir: Path) -> Plan:
     """Decide what runs for ``data``: the real data where present, else its stand-in, else nothing."""
-    root = data_root(data, roots, repo)
+    root = data_root(data, roots, workdir)
     wanted = [c for c in table.categories if only is None or c in only]
     if data == "mvtec":
         present = categories_in(root)
@@ -120,14 +121,16 @@ def arm_folder(arm: Arm) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", arm.label).strip("_") or "arm"
 
 
-def sweep_command(table: ReproTable, arm: Arm, plan: Plan, sweep_dir: Path, options: Options, repo: Path) -> list[str]:
-    """The ``train.py`` multirun of one arm on one dataset: one job folder per category and seed."""
+def sweep_command(table: ReproTable, arm: Arm, plan: Plan, sweep_dir: Path, options: Options) -> list[str]:
+    """The ``anomalib-lite train`` multirun of one arm on one dataset: one job folder per category and seed."""
     key = "category" if plan.data_used in ("mvtec", "synthetic") else "data.normal_class"
     root = [f"data.root={options.roots[plan.data_used]}"] if plan.data_used in options.roots else []
     seeds = [f"seed={','.join(map(str, options.seeds))}"] if options.seeds else []
     return [
         sys.executable,
-        str(repo / "train.py"),
+        "-m",
+        "anomalib_lite",
+        "train",
         "-m",
         f"+experiment={table.experiment}",
         f"data={plan.data_used}",
@@ -142,11 +145,11 @@ def sweep_command(table: ReproTable, arm: Arm, plan: Plan, sweep_dir: Path, opti
     ]
 
 
-def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
-    """Plan, run (unless ``dry_run`` or ``collect``) and report one table with the ``train.py`` of ``repo``;
+def reproduce(table: ReproTable, options: Options, workdir: Path) -> str:
+    """Plan, run (unless ``dry_run`` or ``collect``) and report one table, its runs started in ``workdir``;
     return the report's Markdown."""
     results = []
-    plans = {data: plan_dataset(table, data, options.roots, options.only, repo) for data in table.datasets}
+    plans = {data: plan_dataset(table, data, options.roots, options.only, workdir) for data in table.datasets}
     for arm in table.arms:
         for data, plan in plans.items():
             result = ArmResult(arm, data, plan.data_used, notes=[n for n in [plan.note] if n])
@@ -159,7 +162,7 @@ def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
                     f" ({arm.note})" if arm.note else ""
                 )
                 continue
-            result.expected = paper_setting(table, data, arm, repo / "configs")
+            result.expected = paper_setting(table, data, arm, CONFIG_DIR)
             result.sweep = options.out / arm_folder(arm) / data
             if options.collect:  # the data the runs used, whatever is present now
                 result.notes = []
@@ -172,11 +175,11 @@ def reproduce(table: ReproTable, options: Options, repo: Path) -> str:
                 print(f"{arm.label}: {result.reason}", file=sys.stderr)
                 continue
             else:
-                command = sweep_command(table, arm, plan, result.sweep, options, repo)
-                print("$ " + " ".join(command[1:]), flush=True)
+                command = sweep_command(table, arm, plan, result.sweep, options)
+                print("$ anomalib-lite " + " ".join(command[4:]), flush=True)
                 if options.dry_run:
                     continue
-                status = subprocess.run(command, cwd=repo).returncode
+                status = subprocess.run(command, cwd=workdir).returncode
                 if status != 0:
                     result.notes.append(f"the sweep exited with status {status}: see its run folders' logs")
             result.runs = read_runs(result.sweep)
@@ -216,8 +219,10 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds {text}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
-def main(repo: Path, argv: list[str] | None = None) -> int:
-    """Command line (see ``--help``) for the repository ``repo`` (its ``train.py``, ``configs/``, ``outputs/``)."""
+def main(argv: list[str] | None = None, workdir: Path | None = None) -> int:
+    """Command line (see ``--help``): runs start in ``workdir`` (default: the current folder), where the data
+    roots of the configs and ``outputs/`` are."""
+    workdir = Path.cwd() if workdir is None else workdir
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -259,7 +264,7 @@ def main(repo: Path, argv: list[str] | None = None) -> int:
         parser.error(f"--root {bad[0]}: expected DATA=PATH, e.g. mvtec=/data/mvtec_ad")
     if args.collect and not args.out:
         parser.error("--collect needs --out: the report folder of an earlier reproduction")
-    out = args.out or repo / "outputs" / "reproduce" / args.table / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or workdir / "outputs" / "reproduce" / args.table / time.strftime("%Y-%m-%d_%H-%M-%S")
     if args.collect and not out.is_dir():
         parser.error(f"--out {out}: no such folder to collect")
     if not args.collect and out.exists() and any(out.iterdir()):
@@ -277,5 +282,5 @@ def main(repo: Path, argv: list[str] | None = None) -> int:
         args.dry_run,
         args.collect,
     )
-    print(reproduce(TABLES[args.table], options, repo))
+    print(reproduce(TABLES[args.table], options, workdir))
     return 0
