@@ -17,7 +17,7 @@ LAYERS = (
     ("engine",),
     ("reporting",),
     ("pipeline",),
-    ("cli", "research", "__main__"),
+    ("cli", "research", "api", "__main__"),
 )
 LAYER_OF = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 

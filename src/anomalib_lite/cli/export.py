@@ -6,16 +6,15 @@ run folder; see :mod:`anomalib_lite.pipeline.deploy` for what the file takes and
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import MISSING, DictConfig
 
-from anomalib_lite.cli.run_folders import log, report_errors, run_folder
+from anomalib_lite.cli.run_folders import report_errors, run_folder
 from anomalib_lite.pipeline.config import validate_options
-from anomalib_lite.pipeline.deploy import FORMATS, check_format, export_model, metadata
-from anomalib_lite.pipeline.inference import load_trained, stored_threshold
+from anomalib_lite.pipeline.deploy import FORMATS, check_format
+from anomalib_lite.pipeline.inference import export_checkpoint
 
 
 @dataclass
@@ -48,21 +47,4 @@ def export(cfg: DictConfig) -> Path:
     options = validate_options(cfg, ExportOptions)
     fmt = str(options.format)
     check_format(fmt)
-    path = Path(options.ckpt_path)
-    run, model = load_trained(path)
-    category = str(run.category)
-    threshold, note = stored_threshold(path, category)
-    target = run_folder() / f"model{FORMATS[fmt]}"
-    start = time.perf_counter()
-    sidecar = export_model(model, run, fmt, target, metadata(run, fmt, threshold, note, path))
-    log.info(
-        "%s %s (%s px, threshold %s) exported in %.1f s: %s (settings: %s)",
-        run.model.name,
-        category,
-        run.data.image_size,
-        threshold,
-        time.perf_counter() - start,
-        target,
-        sidecar,
-    )
-    return target
+    return export_checkpoint(Path(options.ckpt_path), fmt, run_folder())

@@ -1,11 +1,13 @@
 """A trained model for inference: rebuilt from its checkpoint, placed on a device, with the image threshold its
 evaluation stored; and the scorers that turn uint8 images into maps and scores, from a checkpoint or an
-exported file (:mod:`anomalib_lite.pipeline.deploy`)."""
+exported file (:mod:`anomalib_lite.pipeline.deploy`); and the export of a checkpoint into one deployable file."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,17 @@ from anomalib_lite.errors import ConfigError, WeightsError
 from anomalib_lite.models import AnomalyModel, build_model
 from anomalib_lite.models.base import AnomalyOutput
 from anomalib_lite.pipeline.config import RunConfig, validate
-from anomalib_lite.pipeline.deploy import ExportedModel, is_exported, load_exported, trained_on_grey
+from anomalib_lite.pipeline.deploy import (
+    FORMATS,
+    ExportedModel,
+    export_model,
+    is_exported,
+    load_exported,
+    metadata,
+    trained_on_grey,
+)
+
+log = logging.getLogger("anomalib_lite")
 
 
 def load_trained(path: Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, AnomalyModel]:
@@ -162,3 +174,32 @@ def load_scorer(path: Path, device: torch.device) -> LoadedScorer:
     return LoadedScorer(
         checkpoint_scorer(model, channels, device), run.data.image_size, threshold, "stored by evaluation"
     )
+
+
+def export_checkpoint(path: Path, fmt: str, folder: Path) -> Path:
+    """Export the training checkpoint ``path`` as ``fmt`` (``onnx`` or ``torchscript``) into ``folder``
+    (``model.onnx`` or ``model.pt``, beside its settings ``model.<suffix>.json`` with the stored image threshold).
+
+    Returns:
+        The exported file.
+    Raises:
+        ConfigError: no such checkpoint, or the onnx packages are missing. ExportError: the model cannot be
+            exported (the message says why).
+    """
+    run, model = load_trained(path)
+    category = str(run.category)
+    threshold, note = stored_threshold(path, category)
+    target = folder / f"model{FORMATS[fmt]}"
+    start = time.perf_counter()
+    sidecar = export_model(model, run, fmt, target, metadata(run, fmt, threshold, note, path))
+    log.info(
+        "%s %s (%s px, threshold %s) exported in %.1f s: %s (settings: %s)",
+        run.model.name,
+        category,
+        run.data.image_size,
+        threshold,
+        time.perf_counter() - start,
+        target,
+        sidecar,
+    )
+    return target
