@@ -74,8 +74,10 @@ def test_utad_trains_end_to_end_on_the_synthetic_data(tmp_path):
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
     assert 0 <= metrics["iou"] <= 1 and metrics["iou_threshold"] == 0.5  # the paper's segmentation metric
     assert "| iou |" in result.stdout  # the printed table gains the column
-    stages = sorted((run / "maps" / "brick").glob("*_stages.png"))
-    assert len(stages) == 2  # input | impression | naive | reconstruction | map, beside the overlays
+    gallery = json.loads((run / "maps" / "brick" / "gallery.json").read_text())
+    assert gallery["stage_tiles"] == ["input", "impression", "naive", "reconstruction", "anomaly map"]
+    drawn = {entry["stages"] for group in gallery["groups"].values() for entry in group}
+    assert sorted(p.name for p in (run / "maps" / "brick").glob("*_stages.png")) == sorted(drawn)  # one per overlay
     log = (run / "train.log").read_text()
     assert "ie_net epoch 1/1" in log and "expert_net epoch 1/1" in log
     stored = torch.load(run / "checkpoints" / "brick" / "last.pt", weights_only=True)["config"]["backbone"]

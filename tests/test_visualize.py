@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import torch
 from PIL import Image
@@ -28,9 +29,11 @@ def test_panel_outlines_the_mask_and_colours_the_map():
     mask[2:6, 2:6] = True
     panel = overlay_panel(image, np.eye(8, dtype=np.float32), mask, 0.0, 1.0)
     middle = panel[:, 8:16]
-    assert (middle[2, 2] == (0, 255, 0)).all() and (middle[3, 3] == 100).all()  # outline, not the interior
+    assert (middle[2, 2] == 255).all() and (middle[3, 3] == 100).all()  # outline, not the interior
+    assert (middle[1, 2] == 0).all()  # its black rim, just outside the mask
     assert not np.array_equal(panel[0, 16], panel[0, 17])  # hot diagonal vs cold neighbour
-    assert np.array_equal(colorize(np.array([0.0, 1.0]))[[0, 1]], np.array([[0, 0, 128], [128, 0, 0]], np.uint8))
+    inferno = (matplotlib.colormaps["inferno"]([0.0, 1.0])[:, :3] * 255).round()
+    assert np.array_equal(colorize(np.array([0.0, 1.0])), inferno.astype(np.uint8))
 
 
 def test_grey_images_get_overlays_and_stages_are_drawn_side_by_side(tmp_path):

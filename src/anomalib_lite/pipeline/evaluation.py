@@ -26,7 +26,7 @@ from anomalib_lite.pipeline.config import EvalConfig
 from anomalib_lite.pipeline.inference import load_trained
 from anomalib_lite.pipeline.setting import run_setting
 from anomalib_lite.reporting.curves import read_curves, write_curves
-from anomalib_lite.reporting.overlays import sample_indices, save_overlays, save_stages
+from anomalib_lite.reporting.gallery import save_gallery
 from anomalib_lite.reporting.plots import plot_curves
 from anomalib_lite.reporting.run_report import write_report
 
@@ -38,17 +38,18 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     write_atomically(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
 
 
-SCORE_COLUMNS = ("path", "label", "score")
+SCORE_COLUMNS = ("path", "label", "score", "defect")
 
 
 def write_scores(pred: Predictions, path: Path) -> None:
-    """Write each test image's ``path,label,score`` (CSV, atomically) for paired tests between runs
-    (``scripts/compare.py``)."""
+    """Write each test image's ``path,label,score,defect`` (CSV, atomically; ``defect`` empty where the dataset
+    names none) for paired tests between runs (``scripts/compare.py``) and the report's score histogram."""
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(SCORE_COLUMNS)
-    for name, label, score in zip(pred.paths, pred.labels.tolist(), pred.scores.tolist()):
-        writer.writerow([name, int(label), repr(float(score))])
+    defects = pred.defects or [""] * len(pred.paths)
+    for name, label, score, defect in zip(pred.paths, pred.labels.tolist(), pred.scores.tolist(), defects):
+        writer.writerow([name, int(label), repr(float(score)), defect])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda file: file.write(text.getvalue().encode()))
 
@@ -128,7 +129,7 @@ def save_outputs(
     """
     curve_dir = folder / "curves" / category
     write_curves(evaluation.curves, curve_dir)
-    overlays = save_maps(model, datamodule, pred, device, cfg.n_maps, folder / "maps" / category)
+    overlays = save_maps(model, datamodule, pred, evaluation.metrics, device, cfg.n_maps, folder / "maps" / category)
     title = f"{model.__class__.__name__}, {datamodule.name}"
     figure = plot_curves({category: read_curves(curve_dir)}, curve_dir / "curves.png", title, cfg.fpr_limit)
     with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
@@ -150,24 +151,29 @@ def log_evaluation(writer: SummaryWriter, metrics: dict[str, Any], figures: list
 
 
 def save_maps(
-    model: AnomalyModel, datamodule: DataModule, pred: Predictions, device: torch.device, n_maps: int, maps_dir: Path
+    model: AnomalyModel,
+    datamodule: DataModule,
+    pred: Predictions,
+    metrics: dict[str, Any],
+    device: torch.device,
+    n_maps: int,
+    maps_dir: Path,
 ) -> list[Path]:
-    """Overlays (and the model's intermediate stages) for a sample of ``n_maps`` test images in ``maps_dir``.
+    """The gallery (:func:`~anomalib_lite.reporting.gallery.save_gallery`: worst cases and a sample of ``n_maps``
+    test images, with the model's intermediate stages) in ``maps_dir``, thresholds from the category's ``metrics``.
 
     Returns:
         The overlay files (not the stage images).
     """
     test = datamodule.test_set
-    chosen = sample_indices(pred.labels, n_maps)
-    overlays = save_overlays(test.images, pred.maps, test.masks, pred.paths, chosen, maps_dir)
-    if chosen:
+
+    def intermediates(chosen: list[int]) -> dict[str, torch.Tensor] | None:
         batch = torch.stack([test[i]["image"] for i in chosen]).to(device)
         model.eval()
         with torch.inference_mode():
-            stages = model.intermediates(batch)
-        if stages:
-            save_stages(stages, pred.maps[chosen], [pred.paths[i] for i in chosen], maps_dir)
-    return overlays
+            return model.intermediates(batch)
+
+    return save_gallery(test.images, test.masks, pred, metrics, n_maps, maps_dir, intermediates)
 
 
 def evaluate_checkpoint(
