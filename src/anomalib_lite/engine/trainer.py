@@ -310,10 +310,11 @@ class Engine:
         step_fn = self._step_function(stage_index, stage)
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
+            optimizer.zero_grad(set_to_none=True)
             with mixed_precision(self.cfg.precision, self.device):
                 terms = step_fn(to_device(batch, self.device, self.channels_last))
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            if not stage.backward_in_step:
+                terms["loss"].backward()
             indices, norms = gradient_norms(stage.parameters)
             if self.cfg.grad_clip:
                 clip_gradients(stage.parameters, norms, self.cfg.grad_clip)

@@ -59,6 +59,8 @@ class Stage:
         features_per_step: batch size → inputs of the frozen network one uncached step computes (e.g. a
             random subset of the batch's patches); ``None``: ``features_per_image`` per image of the batch.
             ``auto`` caches only when training uncached would run the frozen network on more inputs.
+        backward_in_step: ``step`` back-propagates its loss itself (e.g. over micro-batches, gradients accumulated)
+            and returns its terms detached; the engine then only clips and steps the optimiser.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Stage:
     steps: int | None = None
     features_per_image: int = 1
     features_per_step: Callable[[int], int] | None = None
+    backward_in_step: bool = False
 
 
 @dataclass
