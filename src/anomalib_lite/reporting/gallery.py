@@ -89,7 +89,9 @@ def save_gallery(
     """Draw a category's gallery into ``out_dir``: an overlay per image (see
     :func:`~anomalib_lite.reporting.overlays.save_overlays`; the predicted mask outlined at ``metrics``'
     ``pixel_threshold`` when it has one), the model's stages where it has some (``<name>_stages.png``),
-    ``colorbar.png`` and ``gallery.json``.
+    ``colorbar.png`` and ``gallery.json`` (the colour map's name, the scale ``vmin``/``vmax``, both thresholds, the
+    predicted-mask outline colour, the stage tile names, and per group its images: ``file``, ``stages``, ``path``,
+    ``score``, ``label``, ``anomalous``, ``predicted``).
 
     Args:
         images: ``N×H×W×C`` uint8 test images. masks: ``N×H×W`` bool ground truth.
@@ -133,6 +135,7 @@ def save_gallery(
     gallery = {
         "colour_map": cmap.name,
         "colour_bar": COLOUR_BAR_FILE,
+        "predicted_outline": list(cmap.outline),
         "vmin": vmin,
         "vmax": vmax,
         "image_threshold": image_threshold,

@@ -1,16 +1,22 @@
-"""PNG figures of the ROC and PRO curves, with matplotlib (the optional extra ``plots``; Agg backend), and the
-command ``python scripts/plot.py RUN [RUN…]``: several runs' curves on one figure per category.
+"""PNG figures with matplotlib (the optional extra ``plots``; Agg backend): the ROC and PRO curves, the score
+histogram and the training losses of ``report.html``, and the command ``python scripts/plot.py RUN [RUN…]``:
+several runs' curves on one figure per category.
 
-Without matplotlib, :func:`plot_curves` draws nothing and logs one line naming the extra.
+Without matplotlib, the figures are not drawn (``None``) and one log line names the extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +24,10 @@ from anomalib_lite.files import write_atomically
 from anomalib_lite.reporting.curves import CURVES, read_curves
 
 log = logging.getLogger("anomalib_lite")
-MISSING = "PNG curve plots skipped: matplotlib is not installed (pip install -e '.[plots]'); the CSVs are written"
+MISSING = (
+    "PNG plots skipped: matplotlib is not installed (pip install -e '.[plots]'); the CSVs are written, "
+    "the report shows tables instead"
+)
 _warned = False
 
 
@@ -75,13 +84,88 @@ def plot_curves(
         axis.legend(loc="lower right", fontsize="small")
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    png = figure_png(plt, figure)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: file.write(png))
+    return path
+
+
+def figure_png(plt: ModuleType, figure: Any) -> bytes:
+    """The matplotlib ``figure`` laid out tightly and encoded as PNG (110 dpi); the figure is closed."""
     try:
-        write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=110))
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(figure)
-    return path
+    return buffer.getvalue()
+
+
+@dataclass
+class Histogram:
+    """Score counts per group over shared bins.
+
+    Attributes:
+        edges: ``B + 1`` increasing bin edges (the last bin includes its right edge, as ``numpy.histogram``).
+        counts: group name → ``B`` counts. scores: group name → its scores.
+    """
+
+    edges: np.ndarray
+    counts: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+
+
+def score_histogram(scores: Sequence[float], groups: Sequence[str], bins: int | None = None) -> Histogram:
+    """Histogram of ``scores`` per group (e.g. ``good`` and each defect type), over ``bins`` equal bins spanning
+    every score (default: ``2⌈√N⌉`` clipped to [8, 40] for ``N`` scores, a choice); groups in order of first
+    appearance, ``good`` first."""
+    values = np.asarray(scores, dtype=np.float64)
+    edges = np.histogram_bin_edges(values, bins=bins or int(np.clip(2 * math.ceil(math.sqrt(len(values))), 8, 40)))
+    names = sorted(dict.fromkeys(groups), key=lambda name: name != "good")
+    labels = np.asarray(groups, dtype=object)
+    members = {name: values[labels == name] for name in names}
+    return Histogram(edges, {name: np.histogram(v, edges)[0] for name, v in members.items()}, members)
+
+
+def plot_histogram(histogram: Histogram, threshold: float | None, title: str = "") -> bytes | None:
+    """The score histogram as PNG bytes: ``good`` filled grey, each other group a coloured step line, the image
+    threshold a dashed vertical line; ``None`` without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    figure, axis = plt.subplots(figsize=(7.5, 3.2))
+    for name, counts in histogram.counts.items():
+        style = {"color": "0.55", "alpha": 0.6, "histtype": "stepfilled"} if name == "good" else {"histtype": "step"}
+        axis.hist(histogram.edges[:-1], histogram.edges, weights=counts, label=name, linewidth=1.6, **style)
+    if threshold is not None:
+        axis.axvline(
+            threshold, color="crimson", linestyle="--", linewidth=1.3, label=f"image threshold {threshold:.4g}"
+        )
+    axis.set(xlabel="image anomaly score", ylabel="test images", title=title)
+    axis.yaxis.get_major_locator().set_params(integer=True)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", loc="upper right")
+    return figure_png(plt, figure)
+
+
+def plot_losses(stages: list[dict[str, Any]], title: str = "") -> bytes | None:
+    """The mean training loss per epoch, one panel per stage that recorded losses (``stages``: the ``training``
+    stages of ``metrics.json``: ``name``, ``loss`` …), as PNG bytes; ``None`` without matplotlib or losses."""
+    shown = [stage for stage in stages if stage.get("loss")]
+    plt = pyplot() if shown else None
+    if plt is None:
+        return None
+    figure, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.0), squeeze=False)
+    for axis, stage in zip(axes[0], shown):
+        loss = np.asarray(stage["loss"], dtype=np.float64)
+        axis.plot(np.arange(1, len(loss) + 1), loss, marker="o" if len(loss) <= 30 else None, markersize=3)
+        axis.set(title=str(stage.get("name", "")), xlabel="epoch", ylabel="mean loss")
+        if loss.min() > 0 and loss.max() / loss.min() > 50:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return figure_png(plt, figure)
 
 
 def run_curves(
