@@ -17,7 +17,7 @@ from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.backbones import cached_or_offline, torchvision_weights_path
 from anomalib_lite.models.base import AnomalyModel, Stage
 from anomalib_lite.models.igd.config import IGDConfig
-from anomalib_lite.models.igd.model import IGD, CriticAfterAutoencoder, GaussianDescriptor
+from anomalib_lite.models.igd.model import IGD, CriticAfterAutoencoder, GaussianDescriptor, mirrored_chunks
 from anomalib_lite.models.igd.networks import (
     Critic,
     GlobalBlockEncoder,
@@ -295,6 +295,70 @@ def test_local_training_sees_every_patch_unless_a_budget_is_set(monkeypatch):
         monkeypatch.setattr(model.local, "losses", lambda inputs, targets, hidden=None: seen.append(inputs.shape[0]))
         model.local_step({"image": torch.randn(2, 3, 64, 64)})
         assert seen[-1] == expected
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 36, 37])
+@pytest.mark.parametrize("size", [2, 3, 8, 100])
+def test_mirrored_micro_batches_hold_every_patch_once_and_keep_acai_partners(count, size):
+    chunks = list(mirrored_chunks(count, size))
+    every = torch.cat(chunks)
+    assert sorted(every.tolist()) == list(range(count))
+    for chunk in chunks:
+        assert chunk.numel() <= size and torch.equal(chunk, chunk.sort().values)
+        # flip(0) inside the micro-batch pairs i with count − 1 − i, as over the whole batch
+        assert torch.equal(chunk.flip(0), count - 1 - chunk)
+
+
+def _local_gradients(micro_batch: int | None, decoder_norm: str) -> tuple[dict, dict]:
+    """One local step of a fixed model on fixed images (36 patches: 4 images of 64 px at stride 16), as the engine
+    runs it after distillation (the body frozen, paper L189): its terms and the gradients it leaves in the
+    parameters."""
+    torch.manual_seed(0)
+    cfg = IGDConfig(
+        image_size=64, width=4, hidden=32, latent=8, kd_steps=1, micro_batch=micro_batch, decoder_norm=decoder_norm
+    )
+    model = IGD(cfg, BackboneConfig(weights="none")).double()
+    model.local.sigma2.fill_(2.0)
+    model.local.mu.normal_()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    stage = model.stages()[1]
+    model.train()
+    model.local.encoder.body.freeze()
+    torch.manual_seed(2)  # the step's own draws (the interpolation weights)
+    terms = stage.step({"image": images})
+    if not stage.backward_in_step:
+        terms["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: float(v.detach()) for k, v in terms.items()}, grads
+
+
+@pytest.mark.parametrize("micro_batch", [2, 7, 8, 36, 64])
+def test_micro_batched_local_steps_give_the_gradients_of_one_pass(micro_batch):
+    # decoder_norm=fixed and the critic's layer norm: no layer mixes samples, so the update must be the same, to
+    # fp32 rounding (ℓ_m is computed in fp32 whatever the model's precision).
+    whole_terms, whole = _local_gradients(None, "fixed")
+    terms, grads = _local_gradients(micro_batch, "fixed")
+    assert set(terms) == set(whole_terms) == {"loss", "reconstruction", "descriptor", "generator", "critic"}
+    for name, value in whole_terms.items():
+        assert terms[name] == pytest.approx(value, rel=1e-6), name
+    assert set(grads) == set(whole) and len(grads) > 10
+    for name, grad in whole.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_micro_batches_with_batch_statistics_normalise_each_micro_batch_by_its_own():
+    # The stated departure: decoder_norm=batch mixes samples, so micro-batching changes the decoder's statistics.
+    _, whole = _local_gradients(None, "batch")
+    _, grads = _local_gradients(8, "batch")
+    decoder = [name for name in whole if name.startswith("local.decoder.")]
+    assert decoder and not all(torch.allclose(grads[name], whole[name]) for name in decoder)
+
+
+def test_micro_batching_refuses_a_critic_that_steps_after_the_autoencoder():
+    with pytest.raises(ValueError, match="micro_batch=8 needs model.critic_update=joint"):
+        IGDConfig(micro_batch=8, critic_update="after")
+    with pytest.raises(ValueError, match="micro_batch=1 must be ≥ 2"):
+        IGDConfig(micro_batch=1)
 
 
 def test_the_distillation_stage_runs_its_steps_in_whole_epochs(tmp_path):

@@ -83,6 +83,12 @@ class IGDConfig:
         patches_per_image: ``None`` = every patch of every training image each epoch (ref-code
             ``p32/ssim_main.py:261-263``); a number
             = that many random patches per image (a smaller budget, for CPUs).
+        micro_batch: the local stage's patches per forward and backward pass (≥ 2; ``None``: all of a step's
+            patches in one pass). Their gradients are accumulated before the step's one optimiser step, the same
+            update as one pass where no layer mixes samples (``decoder_norm=fixed``, ``critic_norm=layer`` or
+            ``layer_elementwise``); with ``decoder_norm=batch`` or ``critic_norm=batch`` each micro-batch is
+            normalised by its own statistics. Memory, not the method: choice (neither paper nor ref-code has it).
+            Needs ``critic_update=joint``.
         use_global: train the global model too; ``None`` = when images are larger than ``local_size``.
         global_encoder: the global model's encoder. ``resnet18`` (ref-code ``p256/mvtec_module.py:241-247``): the
             backbone's frozen pooled deepest stage (ResNet-18: 512-d), then the trained 512→128 layer.
@@ -170,6 +176,7 @@ class IGDConfig:
     local_size: int = 32
     patch_stride: int = 16
     patches_per_image: int | None = None
+    micro_batch: int | None = None
     use_global: bool | None = None
     global_encoder: str = "resnet18"
     patch_fusion: str = "mean"
@@ -200,6 +207,13 @@ class IGDConfig:
         for key in ("epochs", "width", "hidden", "latent", "patch_stride", "estep_every", "kd_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be ≥ 1")
+        if self.micro_batch is not None and self.micro_batch < 2:
+            raise ValueError(f"model.micro_batch={self.micro_batch} must be ≥ 2 (or null: one pass)")
+        if self.micro_batch is not None and self.critic_update != "joint":
+            raise ValueError(
+                f"model.micro_batch={self.micro_batch} needs model.critic_update=joint "
+                f"(with {self.critic_update!r} the critic steps on the whole batch after the autoencoder)"
+            )
         if self.patches_per_image is not None and self.patches_per_image < 1:
             raise ValueError(f"model.patches_per_image={self.patches_per_image} must be ≥ 1 (or null: all)")
         if self.kd_steps < 0:

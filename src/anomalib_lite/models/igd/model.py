@@ -62,6 +62,19 @@ CHUNK = 256  # local-model inputs per forward pass outside training (E-step, pre
 GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 
+def mirrored_chunks(count: int, size: int, device: torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Indices of ``count`` samples in micro-batches of at most ``size`` (≥ 2), each the union of a run from the
+    front ``[a, b)`` and its mirror ``[count − b, count − a)``, in increasing order: so that ``flip(0)`` inside a
+    micro-batch pairs sample ``i`` with ``count − 1 − i``, as it does over the whole batch (ACAI's partner code)."""
+    half = -(-count // 2)
+    step = max(1, size // 2)
+    for start in range(0, half, step):
+        stop = min(start + step, half)
+        front = torch.arange(start, stop, device=device)
+        back = torch.arange(max(count - stop, stop), count - start, device=device)
+        yield torch.cat([front, back])
+
+
 @contextmanager
 def _statistics_kept(module: nn.Module) -> Iterator[None]:
     """Run forward passes of ``module`` (in its current mode) without changing its batch norms' running
@@ -239,25 +252,58 @@ class GaussianDescriptor(nn.Module):
             return cfg.rho * error + (1 - cfg.rho) * ssim_weight * structure
 
     def losses(
-        self, inputs: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None = None
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        alpha: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training terms of one batch: normalised inputs and reconstruction targets, both ``B×3×S×S``
-        (``hidden``: the inputs' frozen features, when cached). ``descriptor`` is absent with
-        ``descriptor=none``, ``generator`` and ``critic`` without interpolation."""
+        (``hidden``: the inputs' frozen features, when cached; ``alpha``: the interpolation weights ``B``, else
+        drawn here). ``descriptor`` is absent with ``descriptor=none``, ``generator`` and ``critic`` without
+        interpolation."""
         z = self.encode(inputs, hidden)
         recon = self.decoder(z)
         terms = {"reconstruction": self.reconstruction_error(recon, targets, ssim_weight=self.loss_ssim_weight).mean()}
         if self.cfg.descriptor != "none":
             terms["descriptor"] = self.distance(z).mean()
         if self.critic is not None:
-            terms.update(self.interpolation_losses(z, recon, targets))
+            terms.update(self.interpolation_losses(z, recon, targets, alpha))
             if self.cfg.critic_update == "after":
                 # The critic's loss comes after the optimiser's autoencoder step (critic_loss_after_step).
                 self._pending_critic = (*self._pending_critic, inputs, hidden)
         return {"loss": sum(terms.values()), **terms}
 
+    def accumulated_losses(
+        self, inputs: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None, micro_batch: int
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`losses` of ``N`` inputs run ``micro_batch`` at a time (:func:`mirrored_chunks`), each micro-batch's
+        loss weighted by its share of ``N`` and back-propagated at once, so that the parameters' gradients add up to
+        those of one pass over the ``N`` (every term is a mean over samples; the interpolation weights are drawn
+        once for all ``N``). Exact where no layer mixes samples; a batch norm on batch statistics
+        (``decoder_norm=batch``, ``critic_norm=batch``) normalises each micro-batch by its own.
+
+        Returns:
+            The terms over all ``N``, detached (their gradients are already in the parameters).
+        """
+        count = inputs.shape[0]
+        alpha = 0.5 * torch.rand(count, device=inputs.device) if self.critic is not None else None
+        totals: dict[str, torch.Tensor] = {}
+        for index in mirrored_chunks(count, micro_batch, inputs.device):
+            terms = self.losses(
+                inputs[index],
+                targets[index],
+                None if hidden is None else hidden[index],
+                None if alpha is None else alpha[index],
+            )
+            share = index.numel() / count
+            (terms["loss"] * share).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0) + value.detach() * share
+        return totals
+
     def interpolation_losses(
-        self, z: torch.Tensor, recon: torch.Tensor, targets: torch.Tensor
+        self, z: torch.Tensor, recon: torch.Tensor, targets: torch.Tensor, alpha: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """ACAI terms of codes ``B×latent``, their reconstructions and targets ``B×3×S×S``: the generator
         term (eq. 6; reaches the decoder and, through the mixed codes, the encoder, not the critic: paper L133,
@@ -268,10 +314,10 @@ class GaussianDescriptor(nn.Module):
         The partner code of ``z_i`` (``interpolation_partner``): ``batch`` = the code of the batch reversed,
         ``z_{B−1−i}`` (ref-code ``p32/ssim_main.py:279``, ACAI's own); ``features`` = ``z_i``'s own elements in
         reverse order (paper L72-L74 read literally: "reversing the order of the elements along the length of the
-        vector f(x1)").
+        vector f(x1)"). ``alpha`` (``B``, in [0, 0.5)): given, or drawn here.
         """
         cfg = self.cfg
-        alpha = 0.5 * torch.rand(z.shape[0], device=z.device)
+        alpha = 0.5 * torch.rand(z.shape[0], device=z.device) if alpha is None else alpha
         partner = z.flip(0) if cfg.interpolation_partner == "batch" else z.flip(1)
         codes = alpha[:, None] * z + (1 - alpha[:, None]) * partner
         mixed = self.decoder(codes)
@@ -512,10 +558,14 @@ class IGD(AnomalyModel):
 
     def local_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """The local model's EM-stage terms on the batch's patches (all, or ``patches_per_image``), from
-        cached body features when the batch has them."""
+        cached body features when the batch has them; with ``micro_batch``, run and back-propagated that many
+        patches at a time (:meth:`GaussianDescriptor.accumulated_losses`; the terms come back detached)."""
         cached = batch["features"]["hidden"] if "features" in batch else None
         image = self._augmented(batch["image"])
-        return self.local.losses(*self._local_inputs(image, self.cfg.patches_per_image, cached))
+        inputs = self._local_inputs(image, self.cfg.patches_per_image, cached)
+        if self.cfg.micro_batch is None:
+            return self.local.losses(*inputs)
+        return self.local.accumulated_losses(*inputs, self.cfg.micro_batch)
 
     def global_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The global model's frozen-backbone features ``{"hidden": B×C}`` of ``B×C×S×S`` images: what
@@ -557,6 +607,7 @@ class IGD(AnomalyModel):
         return build
 
     def _em_stage(self, name: str, descriptor: GaussianDescriptor, step, local: bool, features=None) -> Stage:
+        """The EM stage of the local or the global model (E-steps at its start and every ``estep_every`` epochs)."""
         cfg = self.cfg
         start, epoch_end = self._em_hooks(descriptor, local)
         drawn = cfg.patches_per_image or cfg.patch_count
@@ -575,6 +626,7 @@ class IGD(AnomalyModel):
             # The local cache holds every patch; an uncached step runs the body on the drawn ones only.
             features_per_image=cfg.patch_count if local else 1,
             features_per_step=lambda batch: batch * (min(drawn, cfg.patch_count) if local else 1),
+            backward_in_step=local and cfg.micro_batch is not None,
         )
 
     def stages(self) -> list[Stage]:
