@@ -268,10 +268,11 @@ def bench_model(args: argparse.Namespace) -> None:
                     if i == args.warmup:
                         synchronize(device)
                         start = time.perf_counter()
+                    optimizer.zero_grad(set_to_none=True)
                     with mixed_precision(args.precision, device):
                         loss = stage.step(to_device(item, device, layout))["loss"]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if not stage.backward_in_step:
+                        loss.backward()
                     optimizer.step()
                 synchronize(device)
                 rate = args.steps * batch / (time.perf_counter() - start)
