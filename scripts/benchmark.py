@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
 from anomalib_lite.metrics import auroc, pixel_metrics
 from anomalib_lite.metrics.profiling import record_phases
@@ -232,9 +233,8 @@ def bench_model(args: argparse.Namespace) -> None:
     from anomalib_lite.pipeline.config import validate
 
     device = torch.device(args.device)
-    configs = Path(__file__).resolve().parents[1] / "configs"
     for name in ["hfr", "msfi", "igd", "utad"] if args.model == "all" else [args.model]:
-        with initialize_config_dir(str(configs), version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[f"+experiment={name}_mvtec", "data=mvtec", *args.set])
         run = validate(cfg)
         layout = channels_last_used(run.trainer.channels_last, device)
