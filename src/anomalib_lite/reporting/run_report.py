@@ -40,6 +40,7 @@ table.setting td { text-align: left; }
 img { max-width: 100%; height: auto; }
 .gallery { display: flex; flex-wrap: wrap; gap: 12px; }
 .gallery figure { margin: 0; flex: 0 1 calc(50% - 12px); }
+.gallery.stages figure { flex-basis: 100%; }  /* five tiles side by side: one per row */
 .gallery img, .colourbar img { width: 100%; image-rendering: pixelated; }  /* small images drawn large, not blurred */
 figcaption { font-size: 0.82em; color: #333; margin-top: 2px; }
 figcaption .file { color: #777; }
