@@ -73,11 +73,17 @@ def test_a_run_stopped_while_writing_its_maps_resumes_to_the_outputs_of_an_unint
 
     expected, written = outputs(straight), outputs(stopped)
     assert sorted(written) == sorted(expected)
-    assert len([name for name in expected if name.startswith("maps/brick/")]) == 2
+    gallery = json.loads(expected["maps/brick/gallery.json"])
+    drawn = {f"maps/brick/{e['file']}" for group in gallery["groups"].values() for e in group}
+    assert {name for name in expected if name.startswith("maps/brick/")} == drawn | {
+        "maps/brick/gallery.json",
+        "maps/brick/colorbar.png",
+    }
     assert {"curves/brick/curves.png", "curves/brick/pro.csv", "report.html"} <= set(expected)
     for name in expected:
         if name.startswith(("maps/", "curves/", "scores/")):
             assert written[name] == expected[name], name
     assert metrics_without_timing(stopped) == metrics_without_timing(straight)  # no pending list left either
-    assert report_images(stopped) == report_images(straight) and len(report_images(straight)) == 3
+    # The score histogram, the colour bar, each overlay, the curves.
+    assert report_images(stopped) == report_images(straight) and len(report_images(straight)) == 3 + len(drawn)
     assert list((stopped / "tensorboard" / "brick").glob("events.out.tfevents.*"))
