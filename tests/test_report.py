@@ -17,6 +17,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from anomalib_lite.metrics import pixel_metrics
@@ -407,3 +408,13 @@ def test_without_matplotlib_the_report_keeps_its_tables(tmp_path, monkeypatch):
     assert "piecewise-linear approximation (matplotlib not installed)" in text
     assert "<details open><summary>Histogram counts" in text and "Training loss" not in text
     assert "the last loss is in Timings" in text and 'class="colourbar"' in text
+
+
+def test_a_run_written_before_gallery_json_still_shows_its_overlays(tmp_path):
+    results = {"model": "hfr", "data": "mvtec", "categories": {"cat": {"image_auroc": 0.5}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(results))
+    (tmp_path / "maps" / "cat").mkdir(parents=True)
+    for name in ("hole_001", "hole_001_stages"):
+        Image.fromarray(np.zeros((4, 12, 3), np.uint8)).save(tmp_path / "maps" / "cat" / f"{name}.png")
+    page = parse_text(render_report(tmp_path, {}))
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")  # the overlay, not stages
