@@ -57,7 +57,7 @@ class PaperRef:
         return {c: table.value(c, column) for c in rows}, table.value(self.mean_row, column)
 
     def cite(self) -> str:
-        """``HFR table1 (PAPER_TABLES.md L21-36), column …``."""
+        """Where the figure is in the paper, for reports: ``HFR Table 1 (Chen et al. 2024, …), column …``."""
         return f"{paper_table(self.paper, self.table).cite()}, column {self.column!r}"
 
 
