@@ -24,6 +24,7 @@ from anomalib_lite.models.igd.networks import (
     GlobalCritic,
     GlobalDecoder,
     GlobalEncoder,
+    MeanPool,
     ResidualBlock,
     fold_patches,
     to_patches,
@@ -359,6 +360,39 @@ def test_micro_batching_refuses_a_critic_that_steps_after_the_autoencoder():
         IGDConfig(micro_batch=8, critic_update="after")
     with pytest.raises(ValueError, match="micro_batch=1 must be ≥ 2"):
         IGDConfig(micro_batch=1)
+
+
+@pytest.mark.parametrize(("resample", "norm"), [("down", "layer"), ("down", "batch"), ("up", "batch")])
+def test_residual_blocks_equal_the_ref_code_order_of_pooling_and_upsampling(resample, norm):
+    # Reference: the ref-code's order, nn.AvgPool2d after the second conv and before the shortcut's 1×1 conv (down),
+    # nearest upsampling before the shortcut's 1×1 conv (up).
+    torch.manual_seed(0)
+    block = ResidualBlock(8, 16, resample, norm, 16).double()
+    x = torch.randn(4, 8, 16, 16, dtype=torch.float64, requires_grad=True)
+    if resample == "down":
+        norm1, relu1, conv1, norm2, relu2, (conv2, _) = block.body
+        reference = nn.AvgPool2d(2)(conv2(relu2(norm2(conv1(relu1(norm1(x))))))) + block.shortcut[1](nn.AvgPool2d(2)(x))
+    else:
+        reference = block.body(x) + block.shortcut[1](nn.Upsample(scale_factor=2)(x))
+    ours = block(x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    inputs = [x, *block.parameters()]
+    for a, b in zip(
+        torch.autograd.grad(ours.square().sum(), inputs), torch.autograd.grad(reference.square().sum(), inputs)
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_mean_pooling_keeps_no_activation_for_the_backward_pass():
+    saved = []
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        ours = MeanPool()(x)
+    assert saved == []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        nn.AvgPool2d(2)(x)
+    assert sum(saved) >= x.numel()  # avg_pool2d's own backward keeps its input
+    torch.testing.assert_close(ours, nn.AvgPool2d(2)(x), rtol=0, atol=0)
 
 
 def test_the_distillation_stage_runs_its_steps_in_whole_epochs(tmp_path):

@@ -48,12 +48,35 @@ def _norm(kind: str, channels: int, side: int | None = None) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r} (side {side}); choices: batch, layer, layer_elementwise")
 
 
+class _HalvingMean(torch.autograd.Function):
+    """2×2 mean pooling whose backward keeps only the input's shape: ``avg_pool2d``'s own keeps the whole input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(grad, scale_factor=2.0, mode="nearest") / 4  # avg_pool2d's gradient: each input 1/4
+
+
+class MeanPool(nn.Module):
+    """``nn.AvgPool2d(2)`` on even sides (the same values and gradients) that keeps no activation for the
+    backward pass: ``B×C×H×W`` → ``B×C×H/2×W/2``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _HalvingMean.apply(x) if torch.is_grad_enabled() and x.requires_grad else F.avg_pool2d(x, 2)
+
+
 class ResidualBlock(nn.Module):
     """Pre-activation residual block that halves (``down``, mean-pool) or doubles (``up``, nearest) the side,
     built as the ref-code's ``ResidualBlock`` (``p32/ssim_module.py``): a down block keeps ``C_in`` channels in its
     first conv and widens in the second (conv, then mean-pool); an up block widens in its first conv (upsample,
     then conv); the first conv has no bias; the shortcut is a 1×1 conv. Both norms of a down block act on
-    ``C_in×H×W`` (``side`` = ``H``, needed by ``norm="layer_elementwise"`` only).
+    ``C_in×H×W`` (``side`` = ``H``, needed by ``norm="layer_elementwise"`` only). An up block's shortcut runs its 1×1
+    conv before the nearest upsampling, the ref-code's order reversed: the same values (a 1×1 conv commutes with a
+    nearest upsampling), a quarter of its work and of the activation it keeps for the backward pass; a down block's
+    mean pooling (:class:`MeanPool`) keeps none.
 
     ``B×C_in×H×W`` → ``B×C_out×H/2×W/2`` (down) or ``B×C_out×2H×2W`` (up).
     """
@@ -61,20 +84,23 @@ class ResidualBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, resample: str, norm: str = "batch", side: int | None = None) -> None:
         super().__init__()
         if resample == "down":
-            pool = nn.AvgPool2d(2)
             first = nn.Conv2d(c_in, c_in, 3, padding=1, bias=False)
-            second = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), pool)
-            middle, self.shortcut = c_in, nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(c_in, c_out, 1))
+            second = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), MeanPool())
+            middle, self.shortcut = c_in, nn.Sequential(MeanPool(), nn.Conv2d(c_in, c_out, 1))
         else:
             upsample = nn.Upsample(scale_factor=2, mode="nearest")
             first = nn.Sequential(upsample, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False))
             second = nn.Conv2d(c_out, c_out, 3, padding=1)
             middle, self.shortcut = c_out, nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 1))
+        self.up = resample == "up"
         self.body = nn.Sequential(
             _norm(norm, c_in, side), nn.ReLU(), first, _norm(norm, middle, side), nn.ReLU(), second
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:  # upsample, conv 1×1 (the shortcut's parameters and names) computed as conv 1×1, upsample
+            upsample, conv = self.shortcut
+            return self.body(x) + upsample(conv(x))
         return self.body(x) + self.shortcut(x)
 
 
