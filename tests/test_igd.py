@@ -498,6 +498,7 @@ def test_the_mvtec_experiment_has_the_papers_budget():
     experiment = OmegaConf.load(CONFIG_DIR / "experiment" / "igd_mvtec.yaml")
     model = OmegaConf.load(CONFIG_DIR / "model" / "igd.yaml")
     assert experiment.model.epochs == 256 and experiment.data.image_size == 256
+    assert experiment.data.batch_size == 64 and experiment.model.micro_batch < 64 * 225  # the paper's batch, in passes
     assert (model.kd_steps, model.kd_batch_size, model.patches_per_image, model.beta) == (50000, 64, None, 0.1)
     assert IGDConfig().kd_steps == 50000 and IGDConfig().patches_per_image is None
 
