@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from anomalib_lite.data import DataConfig, dataset_config_class
 from anomalib_lite.engine.trainer import TrainerConfig
 from anomalib_lite.errors import ConfigError
+from anomalib_lite.metrics import METRICS
 from anomalib_lite.models import BackboneConfig
 from anomalib_lite.models.registry import model_config_class, model_names
 
@@ -51,6 +52,30 @@ class EvalConfig:
             raise ValueError(f"eval.n_maps={self.n_maps} must be ≥ 0")
 
 
+# logger=…: where a run's numbers go besides metrics.json (TensorBoard always) → the optional extra it needs (checked
+# when training starts: anomalib_lite.pipeline.tracking.check_logger).
+LOGGERS = {"tensorboard": None, "mlflow": "mlflow"}
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking (``logger.*``, ``configs/logger/``); TensorBoard is always written.
+
+    Attributes:
+        name: ``tensorboard`` (TensorBoard only) or ``mlflow`` (also an MLflow run per category; extra ``mlflow``).
+        tracking_uri: MLflow's store; ``None``: the file store ``mlruns/`` in the current folder (no server).
+        experiment: MLflow's experiment name; ``None``: the run's task name (``<model>_<data>``).
+    """
+
+    name: str = "tensorboard"
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in LOGGERS:
+            raise ValueError(f"logger={self.name!r}; choices: {', '.join(LOGGERS)}")
+
+
 @dataclass
 class RunConfig:
     """A validated training run: every part as its typed dataclass."""
@@ -63,8 +88,15 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # The metric train.py returns to a sweeper that optimises (hydra/sweeper=optuna_search): its mean over the
+    # run's categories.
+    objective: str = "image_auroc"
 
     def __post_init__(self) -> None:
+        columns = [name for name, metric in METRICS.items() if metric.column]
+        if self.objective not in columns:
+            raise ValueError(f"objective={self.objective!r} is not a metric; choices: {', '.join(columns)}")
         names = self.category if isinstance(self.category, list) else [self.category]
         if not names or not all(isinstance(name, str) for name in names):
             raise ValueError(

@@ -56,11 +56,12 @@ def git_commit(where: Path = PACKAGE_DIR) -> str:
     return commit + ("+dirty" if dirty else "") if commit else "unknown"
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted names: ``{"model": {"lr": 0.4}}`` → ``{"model.lr": 0.4}``."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -84,7 +85,7 @@ def compared_setting(run: RunConfig) -> dict[str, Any]:
         "eval": {"fpr_limit": run.eval.fpr_limit, "map_size": run.eval.map_size or run.data.image_size},
         "trainer": {"max_epochs": run.trainer.max_epochs},
     }
-    flat = _flatten(parts)
+    flat = flatten(parts)
     flat["backbone.stand_in"] = run.backbone.stand_in_for is not None
     return {key: value for key, value in flat.items() if key not in NOT_COMPARED}
 
