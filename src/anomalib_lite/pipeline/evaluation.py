@@ -120,10 +120,12 @@ def save_outputs(
     cfg: EvalConfig,
     folder: Path,
     category: str,
+    step: int = 0,
 ) -> None:
     """One category's optional outputs in the run ``folder``: ``curves/<category>/`` (a CSV per curve and
     ``curves.png``), ``maps/<category>/`` (overlays), and in ``tensorboard/<category>/`` the metrics as
-    scalars (per defect type as ``metrics/<defect>/<name>``), the curve figure and the overlays as images.
+    scalars (per defect type as ``metrics/<defect>/<name>``), the curve figure and the overlays as images, at
+    ``step`` (training: the last optimiser step, so they stand at the end of the loss curves).
 
     Callers write ``metrics.json`` first, so a full disk here loses no metric.
     """
@@ -133,21 +135,24 @@ def save_outputs(
     title = f"{model.__class__.__name__}, {datamodule.name}"
     figure = plot_curves({category: read_curves(curve_dir)}, curve_dir / "curves.png", title, cfg.fpr_limit)
     with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
-        log_evaluation(writer, evaluation.metrics, [figure] if figure else [], overlays)
+        log_evaluation(writer, evaluation.metrics, [figure] if figure else [], overlays, step)
 
 
-def log_evaluation(writer: SummaryWriter, metrics: dict[str, Any], figures: list[Path], overlays: list[Path]) -> None:
-    """TensorBoard: every float metric as ``metrics/<name>`` (per defect type ``metrics/<defect>/<name>``),
-    the curve figures as ``curves/<file stem>`` and the overlays as ``overlays/<file stem>`` images."""
+def log_evaluation(
+    writer: SummaryWriter, metrics: dict[str, Any], figures: list[Path], overlays: list[Path], step: int = 0
+) -> None:
+    """TensorBoard, at ``step``: every float metric as ``metrics/<name>`` (per defect type
+    ``metrics/<defect>/<name>``), the curve figures as ``curves/<file stem>`` and the overlays as
+    ``overlays/<file stem>`` images."""
     scalars = {f"metrics/{name}": value for name, value in metrics.items() if isinstance(value, float)}
     for defect, values in (metrics.get("per_defect") or {}).items():
         scalars.update({f"metrics/{defect}/{n}": v for n, v in values.items() if isinstance(v, float)})
     for tag, value in scalars.items():
-        writer.add_scalar(tag, value)
+        writer.add_scalar(tag, value, step)
     for group, paths in (("curves", figures), ("overlays", overlays)):
         for path in paths:
             image = np.asarray(Image.open(path).convert("RGB"))
-            writer.add_image(f"{group}/{path.stem}", image, dataformats="HWC")
+            writer.add_image(f"{group}/{path.stem}", image, step, dataformats="HWC")
 
 
 def save_maps(
