@@ -26,9 +26,9 @@ def test_collect_makes_one_table_with_the_mean_and_lists_failed_jobs(tmp_path):
     result = run_entry("scripts/collect.py", str(sweep))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "| data.normal_class=0 | 0.9000 | - | - | 0.5000 |" in lines
-    assert "| data.normal_class=1 | 0.7000 | - | - | 0.5000 |" in lines
-    assert "| mean | 0.8000 | - | - | 0.5000 |" in lines
+    assert "| data.normal_class=0 | 0.9000 | - | - | 0.5000 | - | - | - | - |" in lines
+    assert "| data.normal_class=1 | 0.7000 | - | - | 0.5000 | - | - | - | - |" in lines
+    assert "| mean | 0.8000 | - | - | 0.5000 | - | - | - | - |" in lines
     assert "No metrics.json (failed or unfinished): data.normal_class=2" in result.stdout
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert [r["run"] for r in rows] == ["data.normal_class=0", "data.normal_class=1", "mean"]
@@ -48,8 +48,8 @@ def test_collect_by_an_override_averages_over_the_others(tmp_path):
     _job(sweep, "category=a,model.scales=[128,256]", 1.0, "a")
     result = run_entry("scripts/collect.py", str(sweep), "--by", "model.scales")
     assert result.returncode == 0, result.stderr
-    assert "| model.scales=[128] (mean of 2) | 0.7000 | - | - | 0.5000 |" in result.stdout
-    assert "| model.scales=[128,256] (mean of 1) | 1.0000 | - | - | 0.5000 |" in result.stdout
+    assert "| model.scales=[128] (mean of 2) | 0.7000 | - | - | 0.5000 | - | - | - | - |" in result.stdout
+    assert "| model.scales=[128,256] (mean of 1) | 1.0000 | - | - | 0.5000 | - | - | - | - |" in result.stdout
     assert "| mean |" not in result.stdout
 
 
@@ -64,12 +64,13 @@ def test_every_table_has_a_row_per_defect_type_beside_the_overall_one(tmp_path):
     other = {"image_auroc": 1.0, "pixel_auroc": 1.0, "aupro": 1.0, "image_f1_max": 1.0}
     lines = format_table({"bottle": metrics, "screw": other}).splitlines()
     assert lines[2:6] == [
-        "| bottle | 0.5000 | 0.5000 | 0.2500 | 0.5000 |",
-        "| bottle [crack] | 0.2500 | 0.5000 | 0.1250 | - |",
-        "| bottle [hole] | 0.7500 | - | - | - |",
-        "| screw | 1.0000 | 1.0000 | 1.0000 | 1.0000 |",
+        "| bottle | 0.5000 | 0.5000 | 0.2500 | 0.5000 | - | - | - | - |",
+        "| bottle [crack] | 0.2500 | 0.5000 | 0.1250 | - | - | - | - | - |",
+        "| bottle [hole] | 0.7500 | - | - | - | - | - | - | - |",
+        "| screw | 1.0000 | 1.0000 | 1.0000 | 1.0000 | - | - | - | - |",
     ]
-    assert lines[6] == "| mean | 0.7500 | 0.7500 | 0.6250 | 0.7500 |"  # over the categories, not the defect rows
+    # The mean is over the categories, not the defect rows.
+    assert lines[6] == "| mean | 0.7500 | 0.7500 | 0.6250 | 0.7500 | - | - | - | - |"
 
     sweep = tmp_path / "sweep"
     for name, record in (("category=bottle", metrics), ("category=screw", other)):
@@ -77,7 +78,7 @@ def test_every_table_has_a_row_per_defect_type_beside_the_overall_one(tmp_path):
         (sweep / name / "metrics.json").write_text(json.dumps({"categories": {name[9:]: record}}))
     result = run_entry("scripts/collect.py", str(sweep))
     assert result.returncode == 0, result.stderr
-    assert "| category=bottle [hole] | 0.7500 | - | - | - |" in result.stdout.splitlines()
+    assert "| category=bottle [hole] | 0.7500 | - | - | - | - | - | - | - |" in result.stdout.splitlines()
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert [(r["run"], r["defect"]) for r in rows] == [
         ("category=bottle", ""),
