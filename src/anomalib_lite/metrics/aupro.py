@@ -1,4 +1,5 @@
-"""Pixel AUROC and AUPRO from the exact ranks of the anomalous pixels among the normal ones.
+"""Pixel AUROC, AUPRO, pixel AP and pixel F1-max from the exact ranks of the anomalous pixels among the normal
+ones (AP and F1-max: :mod:`~anomalib_lite.metrics.precision_recall`).
 
 The AUPRO follows the MVTec AD reference algorithm: ground-truth regions are the
 8-connected components of each mask; pixels are swept by descending score with tied
@@ -28,6 +29,11 @@ import torch
 from scipy import ndimage
 
 from anomalib_lite.metrics.auroc import auroc_from_ranks
+from anomalib_lite.metrics.precision_recall import (
+    average_precision_from_counts,
+    f1_max_from_counts,
+    precision_recall_counts,
+)
 from anomalib_lite.metrics.profiling import phase
 from anomalib_lite.metrics.ranks import PositiveRanks, RankCurve, curve_from_ranks, rank_positives, ranks_descending
 
@@ -53,13 +59,17 @@ def region_weights(masks: torch.Tensor) -> torch.Tensor:
 @dataclass
 class PixelMetrics:
     """Pixel AUROC and AUPRO; ``None`` where undefined (no anomalous or no normal pixel). When asked for,
-    also the exact pixel ROC curve and the PRO curve up to the FPR limit (``y`` = PRO), whose trapezoidal
-    areas are ``pixel_auroc`` and ``aupro × fpr_limit``."""
+    also the pixel AP, the pixel F1-max and the threshold reaching it (the highest such), and the exact pixel
+    ROC curve and the PRO curve up to the FPR limit (``y`` = PRO), whose trapezoidal areas are ``pixel_auroc``
+    and ``aupro × fpr_limit``."""
 
     pixel_auroc: float | None
     aupro: float | None
     roc: RankCurve | None = None
     pro: RankCurve | None = None
+    pixel_ap: float | None = None
+    pixel_f1_max: float | None = None
+    pixel_threshold: float | None = None
 
 
 def crossing_rank(n_normal: int, fpr_limit: float) -> int | None:
@@ -99,16 +109,21 @@ def aupro_from_ranks(ranks: PositiveRanks, weights: torch.Tensor, fpr_limit: flo
 
 
 def pixel_metrics(
-    maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.3, curves: bool = False
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    fpr_limit: float = 0.3,
+    curves: bool = False,
+    precision_recall: bool = True,
 ) -> PixelMetrics:
-    """Exact pixel AUROC and AUPRO of anomaly maps against ground-truth masks.
+    """Exact pixel AUROC and AUPRO (and pixel AP and F1-max) of anomaly maps against ground-truth masks.
 
     Args:
-        maps: ``N×H×W`` anomaly scores (any float dtype), on any device.
+        maps: ``N×H×W`` anomaly scores (any float dtype, compared as float32), on any device.
         masks: ``N×H×W`` ground truth (bool or {0, 1}), same shape.
         fpr_limit: upper FPR bound of the PRO integral, in (0, 1].
-        curves: also return the pixel ROC and PRO curves (from the same ranks: one sort of the
-            anomalous pixels more).
+        curves: also return the pixel ROC and PRO curves.
+        precision_recall: also the pixel AP, F1-max and its threshold. Curves and these come from the same
+            ranks, after one sort of the anomalous pixels (not of every pixel).
     Returns:
         :class:`PixelMetrics`.
     """
@@ -124,13 +139,33 @@ def pixel_metrics(
         labelled = pool.submit(contextvars.copy_context().run, _timed_region_weights, anomalous)
         ranks = rank_positives(maps.float().reshape(-1), anomalous.reshape(-1), crossing_rank(n_normal, fpr_limit))
         weights = labelled.result()
+    return metrics_from_ranks(ranks, weights, fpr_limit, curves, precision_recall)
+
+
+def metrics_from_ranks(
+    ranks: PositiveRanks,
+    weights: torch.Tensor,
+    fpr_limit: float,
+    curves: bool = False,
+    precision_recall: bool = True,
+) -> PixelMetrics:
+    """:class:`PixelMetrics` from the anomalous pixels' exact ranks (with the crossing value of ``fpr_limit``,
+    see :func:`aupro_from_ranks`) and their PRO weights (in the order of ``ranks.positives``)."""
     with phase("metrics from ranks"):
         metrics = PixelMetrics(auroc_from_ranks(ranks), aupro_from_ranks(ranks, weights, fpr_limit))
+    if not (curves or precision_recall):
+        return metrics
+    with phase("sort of the anomalous pixels"):
+        ordered, order = ranks_descending(ranks)
+    if precision_recall:
+        with phase("precision-recall from ranks"):
+            counts = precision_recall_counts(ordered)
+            metrics.pixel_ap = average_precision_from_counts(counts)
+            metrics.pixel_f1_max, metrics.pixel_threshold = f1_max_from_counts(counts)
     if curves:
         with phase("curves from ranks"):
-            ordered, order = ranks_descending(ranks)
             metrics.roc = curve_from_ranks(ordered)
-            metrics.pro = curve_from_ranks(ordered, weights[order], fpr_limit)
+            metrics.pro = curve_from_ranks(ordered, weights if order is None else weights[order], fpr_limit)
     return metrics
 
 

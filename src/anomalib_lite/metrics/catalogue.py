@@ -31,6 +31,8 @@ class Metric:
         digits: decimals shown in tables.
         test_set_threshold: how the metric depends on a threshold chosen on the test set (ours, where the paper
             states no rule), or ``None``; ``scripts/reproduce.py`` never compares such a metric with a paper.
+        column: ``False`` for a value of ``metrics.json`` that is not a metric to rank runs by (a threshold):
+            the catalogue names and labels it, but no table, ``collect.py`` or ``compare.py`` shows or tests it.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Metric:
     compute: Callable[..., dict[str, Any]] | None = None
     digits: int = 4
     test_set_threshold: str | None = None
+    column: bool = True
 
     def format(self, value: Any) -> str:
         """``value`` as a table shows it: ``-`` when undefined (``None`` or NaN)."""
@@ -74,6 +77,10 @@ for _metric in (
     Metric("pixel_auroc", "pixel AUROC", always=True),
     Metric("aupro", "AUPRO", always=True),
     Metric("image_f1_max", "image F1-max", always=True),
+    Metric("image_ap", "image AP", always=True),
+    Metric("pixel_ap", "pixel AP", always=True),
+    Metric("pixel_f1_max", "pixel F1-max", always=True),
+    Metric("aupimo", "AUPIMO", always=True),
     Metric(
         "iou",
         "segmentation IoU",
@@ -91,6 +98,18 @@ for _metric in (
         "image balanced accuracy",
         test_set_threshold="at the F1-optimal threshold of our test set (our choice)",
     ),
+    Metric(
+        "image_threshold",
+        "image threshold",
+        column=False,
+        test_set_threshold="the image F1-max threshold of our test set (our choice)",
+    ),
+    Metric(
+        "pixel_threshold",
+        "pixel threshold",
+        column=False,
+        test_set_threshold="the pixel F1-max threshold of our test set (our choice): predicted masks are maps >= it",
+    ),
 ):
     register_metric(_metric)
 
@@ -101,7 +120,7 @@ def metric_columns(rows: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(
         name
         for name, metric in METRICS.items()
-        if metric.always or any(row.get(name) is not None for row in rows.values())
+        if metric.column and (metric.always or any(row.get(name) is not None for row in rows.values()))
     )
 
 

@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from anomalib_lite.errors import NonFiniteError
+from anomalib_lite.metrics.aupimo import aupimo, defined_mean
 from anomalib_lite.metrics.aupro import pixel_metrics
-from anomalib_lite.metrics.auroc import auroc, f1_max, roc_curve
+from anomalib_lite.metrics.auroc import auroc, roc_curve
 from anomalib_lite.metrics.catalogue import declared_metrics
 from anomalib_lite.metrics.per_defect import per_defect_metrics
 from anomalib_lite.metrics.per_image import image_accuracy, image_balanced_accuracy, per_image_pixel_aurocs
+from anomalib_lite.metrics.precision_recall import average_precision, f1_max
 from anomalib_lite.metrics.predictions import Predictions
 from anomalib_lite.metrics.ranks import RankCurve
 
@@ -65,9 +67,14 @@ def compute_metrics(
     declared: Mapping[str, Mapping[str, Any]] | None = None,
     per_defect: bool = True,
 ) -> dict[str, Any]:
-    """Image AUROC, image F1-max (and its threshold), pixel AUROC and AUPRO, the mean per-anomalous-image
-    pixel AUROC (IGD/UTAD papers; ``n_pixel_auroc_images``: over how many images) and the image accuracy at
-    the F1-max threshold (IGD Table 2; the paper states no threshold, so this one is a choice); with
+    """Image AUROC, image AP, image F1-max (and its threshold), pixel AUROC, AUPRO, pixel AP, pixel F1-max and
+    ``pixel_threshold``, the pixel threshold reaching it (the rule of predicted masks: our choice, a threshold
+    chosen on the test set; :func:`~anomalib_lite.metrics.precision_recall.predicted_masks`), AUPIMO (the mean
+    over the anomalous images with a known mask; ``aupimo_by_image``: path → value, ``n_aupimo_images``; the
+    shared FPR over the normal images with a known, empty mask; :mod:`~anomalib_lite.metrics.aupimo`), the mean
+    per-anomalous-image pixel AUROC (IGD/UTAD papers; ``n_pixel_auroc_images``: over how many images) and the
+    image accuracy at the F1-max threshold (IGD Table 2; the paper states no threshold, so this one is a
+    choice); with
     ``declared`` the metrics a family declares (catalogue name → options, e.g. ``{"iou": {"threshold": 0.5}}``:
     UTAD's segmentation IoU, see :func:`~anomalib_lite.metrics.catalogue.declared_metrics`); with ``per_defect``
     and ``pred.defects``, ``per_defect``: each defect type against the good images
@@ -104,12 +111,20 @@ def evaluate_predictions(
     maps, masks = (pred.maps, pred.masks) if bool(valid.all()) else (pred.maps[valid], pred.masks[valid])
     pixel = pixel_metrics(maps, masks, fpr_limit, curves)
     per_image = per_image_pixel_aurocs(maps, masks)
+    by_image = aupimo_by_image(pred)
     metrics = {
         "image_auroc": auroc(pred.scores, pred.labels),
+        "image_ap": average_precision(pred.scores, pred.labels),
         "image_f1_max": None if f1 is None else f1[0],
         "image_threshold": None if f1 is None else f1[1],
         "pixel_auroc": pixel.pixel_auroc,
         "aupro": pixel.aupro,
+        "pixel_ap": pixel.pixel_ap,
+        "pixel_f1_max": pixel.pixel_f1_max,
+        "pixel_threshold": pixel.pixel_threshold,
+        "aupimo": None if by_image is None else defined_mean(by_image),
+        "n_aupimo_images": 0 if by_image is None else int((~by_image.isnan()).sum()),
+        "aupimo_by_image": {} if by_image is None else _by_path(pred, by_image),
         "n_images": int(pred.labels.numel()),
         "n_anomalous": int(pred.labels.sum()),
         "n_pixel_images": int(valid.sum()),
@@ -120,13 +135,45 @@ def evaluate_predictions(
     }
     metrics.update(declared_metrics(pred, declared or {}))
     if per_defect and pred.defects:
-        defects = per_defect_metrics(pred.scores, pred.labels, pred.maps, pred.masks, valid, pred.defects, fpr_limit)
+        defects = per_defect_metrics(
+            pred.scores, pred.labels, pred.maps, pred.masks, valid, pred.defects, fpr_limit, by_image
+        )
         if defects:
             metrics["per_defect"] = defects
     found: dict[str, RankCurve | None] = {}
     if curves:
         found = {"image_roc": roc_curve(pred.scores, pred.labels), "pixel_roc": pixel.roc, "pro": pixel.pro}
     return Evaluation(metrics, {name: curve for name, curve in found.items() if curve is not None})
+
+
+def aupimo_by_image(pred: Predictions) -> torch.Tensor | None:
+    """The AUPIMO of each image (:func:`~anomalib_lite.metrics.aupimo.aupimo`): ``N`` float64, NaN for an image
+    without one; ``None`` when undefined on this test set (no normal or no anomalous image with a known mask).
+
+    Images with a known mask take part: the shared FPR comes from those labelled normal whose mask is empty, and
+    each one with an anomalous pixel gets a value.
+    """
+    has_mask = pred.masks.flatten(1).any(1)
+    valid = pred.mask_valid.to(has_mask.device).bool()
+    normal = (pred.labels.to(has_mask.device) == 0) & ~has_mask
+    # Boolean indexing copies the maps: only when some mask is unknown (as for the pixel metrics).
+    every = bool(valid.all())
+    maps, masks = (pred.maps, pred.masks) if every else (pred.maps[valid], pred.masks[valid])
+    result = aupimo(maps, masks, normal if every else normal[valid])
+    if result is None:
+        return None
+    values = torch.full((len(pred.labels),), float("nan"), dtype=torch.float64, device=result.values.device)
+    images = result.images if every else torch.nonzero(valid).flatten()[result.images]
+    values[images] = result.values
+    return values
+
+
+def _by_path(pred: Predictions, values: torch.Tensor) -> dict[str, float]:
+    """``{path: value}`` of the images whose value is not NaN (``#<index>`` where paths are unknown)."""
+    return {
+        pred.paths[i] if i < len(pred.paths) else f"#{i}": float(values[i])
+        for i in torch.nonzero(~values.isnan()).flatten().tolist()
+    }
 
 
 def collect_predictions(

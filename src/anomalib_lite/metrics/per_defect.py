@@ -2,8 +2,9 @@
 
 A defect type is the test sub-folder an anomalous image comes from (``test/<defect>/`` in the MVTec AD
 layout; the class for one-class datasets). Its subset is the good (label 0) test images plus that
-type's images, and its metrics are the usual ones on that subset: image AUROC, and over the subset's
-images with a known mask, pixel AUROC and AUPRO.
+type's images, and its metrics are the usual ones on that subset: image AUROC and AP, and over the subset's
+images with a known mask, pixel AUROC, AUPRO and pixel AP; its AUPIMO is the mean of its images' (their shared
+FPR comes from the good images in every subset, so each image's value is the overall one).
 
 Every subset shares the good images' pixels, so they are sorted once: an anomalous pixel's rank among
 the subset's normal pixels is its rank among the good images' pixels (binary search in that sort) plus
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from anomalib_lite.metrics.aupro import PixelMetrics, aupro_from_ranks, crossing_rank, pixel_metrics, region_weights
-from anomalib_lite.metrics.auroc import auroc, auroc_from_ranks
+from anomalib_lite.metrics.aupimo import defined_mean
+from anomalib_lite.metrics.aupro import PixelMetrics, crossing_rank, metrics_from_ranks, pixel_metrics, region_weights
+from anomalib_lite.metrics.auroc import auroc
+from anomalib_lite.metrics.precision_recall import average_precision
 from anomalib_lite.metrics.ranks import KthLargest, PositiveRanks
 
 
@@ -34,18 +37,22 @@ def per_defect_metrics(
     mask_valid: torch.Tensor,
     defects: list[str],
     fpr_limit: float = 0.3,
+    aupimo: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float | int | None]]:
-    """Image AUROC, pixel AUROC and AUPRO of each defect type against the good images.
+    """Image AUROC and AP, pixel AUROC, AUPRO and pixel AP, and AUPIMO of each defect type against the good
+    images.
 
     Args:
         scores: ``N`` image scores. labels: ``N`` labels in {0, 1}. maps: ``N×H×W`` anomaly maps.
         masks: ``N×H×W`` bool ground truth. mask_valid: ``N`` bool, whether each mask is known.
         defects: ``N`` defect types (``good``, or anything, for the normal images: label 0 decides).
         fpr_limit: upper FPR bound of the AUPRO.
+        aupimo: ``N`` float64 AUPIMO of each image, NaN where it has none (the evaluator's
+            :func:`~anomalib_lite.metrics.evaluator.aupimo_by_image`); ``None``: no AUPIMO.
     Returns:
-        defect type → ``{image_auroc, pixel_auroc, aupro, n_images, n_anomalous}`` (``None`` where
-        undefined), in sorted order; empty when there is no good image or fewer than two defect types
-        (the overall metrics are then the only type's).
+        defect type → ``{image_auroc, image_ap, pixel_auroc, aupro, pixel_ap, aupimo, n_images, n_anomalous}``
+        (``None`` where undefined), in sorted order; empty when there is no good image or fewer than two
+        defect types (the overall metrics are then the only type's).
     """
     if len(defects) != labels.numel():
         raise ValueError(f"{len(defects)} defect types for {labels.numel()} images")
@@ -67,8 +74,11 @@ def per_defect_metrics(
             pixel = pixel_metrics_beside(good_sorted, maps[known], masks[known], fpr_limit)
         results[kind] = {
             "image_auroc": auroc(scores[chosen], labels[chosen]),
+            "image_ap": average_precision(scores[chosen], labels[chosen]),
             "pixel_auroc": pixel.pixel_auroc,
             "aupro": pixel.aupro,
+            "pixel_ap": pixel.pixel_ap,
+            "aupimo": None if aupimo is None else defined_mean(aupimo[of_kind.to(aupimo.device)]),
             "n_images": int(chosen.sum()),
             "n_anomalous": int(of_kind.sum()),
         }
@@ -78,7 +88,8 @@ def per_defect_metrics(
 def pixel_metrics_beside(
     normal_sorted: torch.Tensor, maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.3
 ) -> PixelMetrics:
-    """Exact pixel AUROC and AUPRO of ``maps``/``masks`` together with extra normal pixels, given sorted.
+    """Exact pixel AUROC, AUPRO, AP and F1-max of ``maps``/``masks`` together with extra normal pixels, given
+    sorted.
 
     Equal to :func:`~anomalib_lite.metrics.aupro.pixel_metrics` of the images of ``maps`` plus images
     holding the scores ``normal_sorted`` with empty masks.
@@ -102,7 +113,7 @@ def pixel_metrics_beside(
         kth_below, kth_not_above = _count_in(normal_sorted, others, value)
         kth = KthLargest(float(value[0] + 0.0), int(kth_below[0]), int(kth_not_above[0] - kth_below[0]))
     ranks = PositiveRanks(positives, below, not_above - below, n_normal, kth)
-    return PixelMetrics(auroc_from_ranks(ranks), aupro_from_ranks(ranks, region_weights(anomalous), fpr_limit))
+    return metrics_from_ranks(ranks, region_weights(anomalous), fpr_limit)
 
 
 def _count_in(first: torch.Tensor, second: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -267,11 +267,22 @@ class RankCurve:
         return float(torch.trapezoid(self.y, self.fpr))
 
 
-def ranks_descending(ranks: PositiveRanks) -> tuple[PositiveRanks, torch.Tensor]:
-    """The same ranks with the positives sorted by descending score, and the permutation applied
-    (``new[i] = old[order[i]]``; reorder per-positive weights with it)."""
-    order = torch.argsort(ranks.positives, descending=True)
-    return PositiveRanks(ranks.positives[order], ranks.below[order], ranks.equal[order], ranks.n_negative, None), order
+def ranks_descending(ranks: PositiveRanks) -> tuple[PositiveRanks, torch.Tensor | None]:
+    """The same ranks with the positives sorted by descending score (one sort of the positives, none when
+    they already are: then ``ranks`` itself and ``None``), and the permutation applied (``new[i] =
+    old[order[i]]``; reorder per-positive weights with it)."""
+    values = ranks.positives
+    if values.numel() < 2 or not bool((values[1:] > values[:-1]).any()):
+        return ranks, None
+    order = torch.argsort(values, descending=True)
+    return PositiveRanks(values[order], ranks.below[order], ranks.equal[order], ranks.n_negative, None), order
+
+
+def tie_ends(values: torch.Tensor) -> torch.Tensor:
+    """The index of the last element of each run of equal values in a sorted 1-D tensor (int64, ascending)."""
+    last = torch.ones(values.numel(), dtype=torch.bool, device=values.device)
+    last[:-1] = values[1:] != values[:-1]
+    return torch.nonzero(last).flatten()
 
 
 def curve_from_ranks(
@@ -293,15 +304,11 @@ def curve_from_ranks(
         :class:`RankCurve` from (0, 0) to (1, Σ weights), or to the point at ``fpr_limit``.
     """
     n_negative, n_positive = ranks.n_negative, ranks.positives.numel()
+    ranks, order = ranks_descending(ranks)
     values, below, equal = ranks.positives, ranks.below, ranks.equal
-    if n_positive > 1 and bool((values[1:] > values[:-1]).any()):
-        ranks, order = ranks_descending(ranks)
-        values, below, equal = ranks.positives, ranks.below, ranks.equal
-        weights = None if weights is None else weights[order]
-    device = values.device
-    last_of_tie = torch.ones(n_positive, dtype=torch.bool, device=device)
-    last_of_tie[:-1] = values[1:] != values[:-1]
-    ends = torch.nonzero(last_of_tie).flatten()
+    if weights is not None and order is not None:
+        weights = weights[order]
+    ends = tie_ends(values)
     # ROC: from integer counts, so that the area is the exact AUROC up to float64 rounding.
     y_at = (ends + 1).double() / n_positive if weights is None else torch.cumsum(weights.double(), 0)[ends]
     y_above = torch.cat([y_at.new_zeros(1), y_at[:-1]])
