@@ -175,7 +175,9 @@ def measure_ours(variant: str, args: argparse.Namespace) -> Throughput:
     per_epoch = sum(len(batch) for batch in datamodule.train_loader().batch_sampler)
     epochs = len(marks)
     cuda = engine.device.type == "cuda"
-    memory = torch.cuda.max_memory_allocated(engine.device) / 2**30 if cuda else host.growth_gib
+    # The engine resets the CUDA peak at each stage: the run's peak is the largest stage's.
+    stage_peak = max((stage["peak_memory_mib"] or 0.0 for stage in engine.training["stages"]), default=0.0)
+    memory = stage_peak / 1024 if cuda else host.growth_gib
     model.eval()
     batches = [to_device(batch, engine.device)["image"] for batch in datamodule.test_loader()]
     with mixed_precision(run.trainer.precision, engine.device):
