@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from anomalib_lite.pipeline.config import validate_options
 from anomalib_lite.pipeline.evaluation import evaluate_checkpoint
 from anomalib_lite.pipeline.inference import check_device
 from anomalib_lite.reporting.tables import format_table
+
+log = logging.getLogger("anomalib_lite")
 
 
 @dataclass
@@ -41,7 +44,8 @@ class EvalOptions:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate ``cfg.ckpt_path`` into this run's folder (a new one: an earlier run's folder is refused before
     anything is written, see :class:`anomalib_lite.cli.run_folders.RunFolderGuard`); see
-    :func:`~anomalib_lite.pipeline.evaluation.evaluate_checkpoint` for what it writes.
+    :func:`~anomalib_lite.pipeline.evaluation.evaluate_checkpoint` for what it writes. Logs (``eval.log`` and the
+    console) the metrics table and the report's path.
 
     ``data`` and ``eval`` options given on the command line replace the stored ones; ``model`` options only when
     given, e.g. ``+model.weight_search.apply=false``.
@@ -57,7 +61,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for part in ("data", "eval")
     }
     overrides["model"] = options.model
-    path = Path(options.ckpt_path)
-    results = evaluate_checkpoint(path, overrides, resolve_device(options.device), run_folder(), options.progress)
-    print(f"\n{results['model']} on {results['data']} — {path}\n{format_table(results['categories'])}")
+    path, folder = Path(options.ckpt_path), run_folder()
+    results = evaluate_checkpoint(path, overrides, resolve_device(options.device), folder, options.progress)
+    table = format_table(results["categories"])
+    log.info("%s on %s — %s\n%s\nreport: %s", results["model"], results["data"], path, table, folder / "report.html")
     return results

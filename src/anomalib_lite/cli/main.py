@@ -53,11 +53,12 @@ SUMMARY = {
 
 
 def hydra_task(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], None]:
-    """The ``@hydra.main`` function that composes ``config_name`` from the packaged configs and runs ``task``."""
+    """The ``@hydra.main`` function that composes ``config_name`` from the packaged configs and runs ``task``
+    (returning its value to Hydra: a sweeper that optimises reads train's objective from it)."""
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name)
-    def main(cfg: DictConfig) -> None:
-        task(cfg)
+    def main(cfg: DictConfig) -> Any:
+        return task(cfg)
 
     return main
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from anomalib_lite.errors import AnomalibLiteError, ConfigError
+from anomalib_lite.pipeline.progress import tagged_log_lines
 
 try:
     import fcntl
@@ -205,29 +206,37 @@ def report_errors(job: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     :class:`RunFolderGuard`, a multirun job's is claimed here and given up when the job ends), so that
     no other process works in it meanwhile. A run that failed before any work leaves no folder behind.
     In a single run the process exits with status 1; in a multirun the error is raised so Hydra goes on
-    with the other jobs and reports the failure at the end.
+    with the other jobs and reports the failure at the end. Every log line of a multirun job, its error too,
+    starts with the job's tag (``[job 3 brick]``: :func:`~anomalib_lite.pipeline.progress.tagged_log_lines`).
     """
 
     def wrapped(cfg: DictConfig) -> Any:
-        folder = run_folder()
-        claimed = False
-        try:
-            claimed = claim_run_folder(folder)
-            return job(cfg)
-        except (AnomalibLiteError, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in WRITE_ERRNOS:
-                raise
-            log.error("%s", exc if isinstance(exc, AnomalibLiteError) else output_error_message(exc, folder))
-            if not isinstance(exc, FolderInUseError):  # never remove a folder another process is using
-                discard_if_fresh(folder)
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise
-            sys.exit(1)
-        finally:
-            if claimed and HydraConfig.get().mode == RunMode.MULTIRUN:
-                release_run_folder(folder)
+        job_number = multirun_job_number()
+        with tagged_log_lines(job_number) if job_number is not None else contextlib.nullcontext():
+            return _run_reporting_errors(job, cfg)
 
     return wrapped
+
+
+def _run_reporting_errors(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """:func:`report_errors`' work: claim the folder, run ``job``, report a user error in one line."""
+    folder = run_folder()
+    claimed = False
+    try:
+        claimed = claim_run_folder(folder)
+        return job(cfg)
+    except (AnomalibLiteError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in WRITE_ERRNOS:
+            raise
+        log.error("%s", exc if isinstance(exc, AnomalibLiteError) else output_error_message(exc, folder))
+        if not isinstance(exc, FolderInUseError):  # never remove a folder another process is using
+            discard_if_fresh(folder)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(1)
+    finally:
+        if claimed and HydraConfig.get().mode == RunMode.MULTIRUN:
+            release_run_folder(folder)
 
 
 def keep_swept_keys_in_names(config: DictConfig) -> None:

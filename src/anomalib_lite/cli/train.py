@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
@@ -19,7 +20,8 @@ from anomalib_lite.cli.run_folders import (
 from anomalib_lite.data import categories
 from anomalib_lite.pipeline.config import task_config
 from anomalib_lite.pipeline.training import check_resume_config, run_config, train_run
-from anomalib_lite.reporting.tables import format_table
+
+log = logging.getLogger("anomalib_lite")
 
 
 class TrainingRunGuard(RunFolderGuard):
@@ -33,12 +35,14 @@ class TrainingRunGuard(RunFolderGuard):
 
 
 @report_errors
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig) -> float:
     """Validate the config and check the run folder, then train and evaluate every requested category
-    (:func:`~anomalib_lite.pipeline.training.train_run`) and print the metrics table.
+    (:func:`~anomalib_lite.pipeline.training.train_run`, which logs the metrics table and the report's path).
 
     Returns:
-        The content of ``metrics.json``.
+        The objective for a sweeper that optimises (e.g. ``hydra/sweeper=optuna_search``): the mean over the run's
+        categories of metric ``objective`` (``metrics.json``'s ``mean``); NaN, with a warning, where it is undefined
+        (e.g. a pixel metric without masks; Optuna counts such a trial as failed).
     """
     folder = run_folder()
     run, config = run_config(cfg)
@@ -49,5 +53,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if run.trainer.resume:
         check_resume_config(folder, config)
     results = train_run(run, config, folder, multirun_job_number())
-    print(f"\n{run.model.name} on {run.data.name} — {folder}\n{format_table(results['categories'])}")
-    return results
+    value = results["mean"].get(run.objective)
+    if value is None:
+        log.warning("objective=%s is undefined for this run (no category has it): returning NaN", run.objective)
+        return math.nan
+    return float(value)

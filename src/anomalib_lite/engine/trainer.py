@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from anomalib_lite.data.datamodule import DataModule
@@ -33,6 +33,7 @@ from anomalib_lite.engine.device import (
 )
 from anomalib_lite.engine.feature_cache import MODES as FEATURE_CACHE_MODES
 from anomalib_lite.engine.feature_cache import build_feature_cache
+from anomalib_lite.engine.measure import PeakMemory
 from anomalib_lite.engine.monitor import StepMonitor, clip_gradients, gradient_norms
 from anomalib_lite.errors import TrainingError
 from anomalib_lite.models.base import AnomalyModel
@@ -55,7 +56,8 @@ class TrainerConfig:
             from ``init_from``: a checkpoint of the same model in which they are finished.
         init_from: that checkpoint, or the run folder holding it (``checkpoints/<category>/last.pt``).
         log_every: steps between host reads of the loss terms (progress-bar loss and the NaN/inf
-            check of loss terms and gradients); in between, everything stays on the device.
+            check of loss terms and gradients); in between, everything stays on the device. The last step of each
+            epoch is read too (the epoch's means read then anyway), so the progress bar shows a loss on every epoch.
         channels_last: channels-last memory format for the model and the image batches: ``auto``
             (on for the CPU, where it was measured faster, see :func:`channels_last_used`), ``true``
             or ``false``.
@@ -136,6 +138,44 @@ def non_finite_state(model: torch.nn.Module) -> list[str]:
     return [name for name, ok in zip(state, finite) if not ok]
 
 
+class ScalarWriter(Protocol):
+    """Where the engine logs each epoch's numbers: a TensorBoard ``SummaryWriter``, or anything with its
+    ``add_scalar``."""
+
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int | None = None) -> None:
+        """Record ``scalar_value`` under ``tag`` at optimiser step ``global_step``."""
+
+
+def new_training_record() -> dict[str, Any]:
+    """An empty training record (:attr:`Engine.training`): ``{"seconds": 0.0, "stages": []}``."""
+    return {"seconds": 0.0, "stages": []}
+
+
+@dataclass
+class _StageRun:
+    """Where a stage stands in :meth:`Engine.fit`: all the stages, this one's index, its epochs, its (unshuffled)
+    loader of one epoch's batches, the epoch it starts from, the frozen networks' record and the checkpoint writer."""
+
+    stages: list
+    index: int
+    epochs: int
+    batches: DataLoader
+    first_epoch: int
+    frozen: dict
+    checkpoints: CheckpointWriter
+
+
+@dataclass
+class EpochResult:
+    """One epoch's outcome: the optimiser step after it, the images it trained on, its wall time (s) and the mean
+    of each loss term over its steps."""
+
+    step: int
+    images: int
+    seconds: float
+    means: dict[str, float]
+
+
 class Engine:
     """Runs :meth:`AnomalyModel.stages` in order.
 
@@ -144,7 +184,18 @@ class Engine:
             from it, so a resumed run sees the same batches as an uninterrupted one.
         checkpoint_path: ``last.pt``, written as ``cfg.checkpoint_every`` / ``checkpoint_seconds`` say.
         config: the run's plain config, stored in every checkpoint.
-        writer: TensorBoard writer, or ``None``.
+        writer: where each epoch's loss terms, learning rate, time and images/s go (TensorBoard), or ``None``.
+
+    Attributes:
+        schedule: what :meth:`fit` ran: per stage, ``stage``, ``epochs`` and optimiser ``steps`` (after
+            ``trainer.max_epochs``).
+        training: the training record of ``metrics.json``: ``seconds`` (all stages) and per stage run, ``name``,
+            ``epochs``, ``seconds`` (its wall time, set-up such as the feature cache included), ``images_per_second``
+            (images trained on over those seconds), ``batch_size``, ``learning_rate`` (the first parameter group's
+            at the stage's start), ``peak_memory_mib`` (:class:`~anomalib_lite.engine.measure.PeakMemory`) and
+            ``loss`` (the mean loss of each epoch). Stored in every checkpoint, so a resumed run keeps the epochs
+            run before (stages taken from ``trainer.init_from`` are not in it).
+        step: the optimiser step :meth:`fit` ended at.
     """
 
     def __init__(
@@ -153,7 +204,7 @@ class Engine:
         seed: int,
         checkpoint_path: Path,
         config: dict[str, Any],
-        writer: SummaryWriter | None = None,
+        writer: ScalarWriter | None = None,
     ) -> None:
         self.cfg = cfg
         self.seed = seed
@@ -162,8 +213,9 @@ class Engine:
         self.writer = writer
         self.device = resolve_device(cfg.device)
         self.channels_last = channels_last_used(cfg.channels_last, self.device)
-        # What fit() ran: per stage, its epochs and optimiser steps (after trainer.max_epochs).
         self.schedule: list[dict[str, Any]] = []
+        self.training = new_training_record()
+        self.step = 0
         self._compiled: dict[int, Callable[[dict], dict[str, torch.Tensor]]] = {}
 
     def fit(self, model: AnomalyModel, datamodule: DataModule) -> None:
@@ -191,6 +243,7 @@ class Engine:
             resumed = load_checkpoint(self.checkpoint_path)
             load_model_state(model, resumed, self.checkpoint_path, frozen)
             start_stage, start_epoch, step = resumed["stage"], resumed["epoch"], resumed["step"]
+            self.training = resumed.get("training") or new_training_record()  # older checkpoints have none
             log.info("resuming %s at stage %d, epoch %d", self.checkpoint_path, start_stage, start_epoch)
 
         checkpoints = CheckpointWriter(self.checkpoint_path, self.cfg.checkpoint_every, self.cfg.checkpoint_seconds)
@@ -202,56 +255,131 @@ class Engine:
             if index < start_stage or (index == start_stage and start_epoch >= epochs):
                 continue
             first_epoch = start_epoch if index == start_stage else 0
+            run = _StageRun(stages, index, epochs, batches, first_epoch, frozen, checkpoints)
+            step = self._run_stage(model, datamodule, run, resumed if index == start_stage else None, step)
+        self.step = step
+        log.info("%s: %s", self.checkpoint_path, checkpoints.summary())
+
+    def _run_stage(
+        self, model: AnomalyModel, datamodule: DataModule, run: _StageRun, resumed: dict[str, Any] | None, step: int
+    ) -> int:
+        """Train one stage from ``run.first_epoch`` (its optimiser state from ``resumed``, when it goes on from a
+        checkpoint), keeping its entry of :attr:`training` and writing checkpoints; returns the step it ended at."""
+        stage = run.stages[run.index]
+        started = time.perf_counter()
+        with PeakMemory(self.device) as memory:
             optimizer = stage.optimizer(stage.parameters)
-            scheduler = stage.scheduler(optimizer, epochs * len(batches)) if stage.scheduler else None
-            if resumed is not None and index == start_stage:
-                try:
-                    optimizer.load_state_dict(resumed["optimizer"])
-                    if scheduler is not None:
-                        scheduler.load_state_dict(resumed["scheduler"])
-                except (KeyError, ValueError) as error:
-                    raise TrainingError(
-                        f"{self.checkpoint_path}: its optimiser or learning-rate schedule of stage '{stage.name}' "
-                        f"does not fit this version's ({type(error).__name__}: {error}); it was written by another "
-                        "version of the model's training set-up. Start a new run, or trainer.start_stage with "
-                        "trainer.init_from to begin from its weights"
-                    ) from error
+            scheduler = stage.scheduler(optimizer, run.epochs * len(run.batches)) if stage.scheduler else None
+            if resumed is not None:
+                self._load_optimizer(stage.name, resumed, optimizer, scheduler)
+            record = self._stage_record(stage.name, run.first_epoch, run.batches.batch_size, optimizer)
+            before = dict(record)  # what earlier sessions recorded of this stage
             if stage.on_stage_start:
                 stage.on_stage_start(datamodule)
             cache = build_feature_cache(
                 stage,
-                batches.dataset,
+                run.batches.dataset,
                 datamodule.batch_size,
                 self.device,
                 lambda: mixed_precision(self.cfg.precision, self.device),
                 self.cfg.feature_cache,
                 self.cfg.feature_cache_budget_gb,
-                (epochs - first_epoch) * len(batches),
+                (run.epochs - run.first_epoch) * len(run.batches),
             )
             running = stage if cache is None else dataclasses.replace(stage, step=cache.wrap(stage.step))
-            for epoch in range(first_epoch, epochs):
-                step = self._run_epoch(model, running, optimizer, scheduler, datamodule, index, epoch, epochs, step)
+            images = before["images_per_second"] * before["seconds"]
+            for epoch in range(run.first_epoch, run.epochs):
+                result = self._run_epoch(
+                    model, running, optimizer, scheduler, datamodule, run.index, epoch, run.epochs, step
+                )
+                step, images = result.step, images + result.images
                 if stage.on_epoch_end:
                     stage.on_epoch_end(epoch + 1)
                 self._refuse_non_finite(model, stage.name, epoch)
-                if checkpoints.due(epoch + 1, stage_end=epoch + 1 == epochs):
-                    checkpoints.write(
-                        {
-                            "model": lean_state(model, frozen),
-                            "frozen": frozen,
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict() if scheduler else {},
-                            "stage": index,
-                            "epoch": epoch + 1,
-                            "step": step,
-                            "finished": index == len(stages) - 1 and epoch + 1 == epochs,
-                            "stages_done": [s.name for s in stages[:index]]
-                            + ([stage.name] if epoch + 1 == epochs else []),
-                            "config": self.config,
-                        }
-                    )
+                seconds = before["seconds"] + time.perf_counter() - started
+                record.update(
+                    epochs=epoch + 1,
+                    seconds=seconds,
+                    images_per_second=images / seconds if seconds > 0 else 0.0,
+                    peak_memory_mib=_larger(before["peak_memory_mib"], memory.mib),
+                    loss=[*record["loss"], result.means.get("loss")],
+                )
+                self.training["seconds"] = sum(entry["seconds"] for entry in self.training["stages"])
+                if run.checkpoints.due(epoch + 1, stage_end=epoch + 1 == run.epochs):
+                    run.checkpoints.write(self._checkpoint(model, run, optimizer, scheduler, epoch + 1, step))
             del cache, running  # free this stage's cache before the next stage builds its own
-        log.info("%s: %s", self.checkpoint_path, checkpoints.summary())
+        peak = record["peak_memory_mib"]
+        log.info(
+            "%s: %d epoch(s) in %.1f s, %.1f images/s, peak memory %s",
+            stage.name,
+            record["epochs"],
+            record["seconds"],
+            record["images_per_second"],
+            "unknown" if peak is None else f"{peak:.1f} MiB",
+        )
+        return step
+
+    def _checkpoint(
+        self, model: AnomalyModel, run: _StageRun, optimizer, scheduler, epoch: int, step: int
+    ) -> dict[str, Any]:
+        """The checkpoint after ``epoch`` (from 1) of stage ``run.index``: the lean weights, the optimiser and
+        schedule, where training stands, the config and :attr:`training`."""
+        stage_end = epoch == run.epochs
+        names = [stage.name for stage in run.stages]
+        return {
+            "model": lean_state(model, run.frozen),
+            "frozen": run.frozen,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler else {},
+            "stage": run.index,
+            "epoch": epoch,
+            "step": step,
+            "finished": run.index == len(names) - 1 and stage_end,
+            "stages_done": names[: run.index + 1] if stage_end else names[: run.index],
+            "config": self.config,
+            "training": self.training,
+        }
+
+    def _load_optimizer(self, stage: str, resumed: dict[str, Any], optimizer, scheduler) -> None:
+        """Restore a resumed stage's optimiser and learning-rate schedule from its checkpoint.
+
+        Raises:
+            TrainingError: they do not fit this version's (the checkpoint was written by another training set-up).
+        """
+        try:
+            optimizer.load_state_dict(resumed["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resumed["scheduler"])
+        except (KeyError, ValueError) as error:
+            raise TrainingError(
+                f"{self.checkpoint_path}: its optimiser or learning-rate schedule of stage '{stage}' "
+                f"does not fit this version's ({type(error).__name__}: {error}); it was written by another "
+                "version of the model's training set-up. Start a new run, or trainer.start_stage with "
+                "trainer.init_from to begin from its weights"
+            ) from error
+
+    def _stage_record(
+        self, name: str, first_epoch: int, batch_size: int | None, optimizer: torch.optim.Optimizer
+    ) -> dict[str, Any]:
+        """The entry of stage ``name`` in :attr:`training`: the resumed one when the stage goes on from
+        ``first_epoch`` > 0 (recorded by an earlier session), else a new one appended."""
+        stages = self.training["stages"]
+        if first_epoch > 0 and stages and stages[-1]["name"] == name:
+            return stages[-1]
+        groups = optimizer.param_groups
+        lr = groups[0].get("lr") if groups else None
+        record = {
+            "name": name,
+            "epochs": first_epoch,
+            "seconds": 0.0,
+            "images_per_second": 0.0,
+            "batch_size": batch_size,
+            "learning_rate": float(lr) if isinstance(lr, (int, float, torch.Tensor)) else None,
+            "peak_memory_mib": None,
+            "loss": [],
+        }
+        stages.append(record)
+        return record
 
     def _initialise(self, model: AnomalyModel, stages: list, frozen: dict) -> int:
         """Load ``init_from`` for a run that starts at ``start_stage``; return that stage's index.
@@ -297,7 +425,11 @@ class Engine:
             self._compiled[stage_index] = torch.compile(stage.step)
         return self._compiled[stage_index]
 
-    def _run_epoch(self, model, stage, optimizer, scheduler, datamodule, stage_index, epoch, epochs, step) -> int:
+    def _run_epoch(
+        self, model, stage, optimizer, scheduler, datamodule, stage_index, epoch, epochs, step
+    ) -> EpochResult:
+        """Train one epoch of ``stage``; log its mean loss terms, time and images/s (and to :attr:`writer`)."""
+        started = time.perf_counter()
         model.train()
         epoch_seed = self.seed * 1_000_003 + stage_index * 10_007 + epoch
         # The shuffling and the model's own random draws (noise, patches) depend only on the epoch,
@@ -308,8 +440,10 @@ class Engine:
         names = {id(p): name for name, p in model.named_parameters()}
         monitor = StepMonitor(stage.name, epoch + 1, [names.get(id(p), "?") for p in stage.parameters], self.device)
         step_fn = self._step_function(stage_index, stage)
+        images = 0
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
+            images += len(batch["image"])
             optimizer.zero_grad(set_to_none=True)
             with mixed_precision(self.cfg.precision, self.device):
                 terms = step_fn(to_device(batch, self.device, self.channels_last))
@@ -323,14 +457,30 @@ class Engine:
                 scheduler.step()
             monitor.record(step, terms, indices, norms)
             step += 1
-            if monitor.steps % self.cfg.log_every == 0:
+            if monitor.steps % self.cfg.log_every == 0 or monitor.steps == len(loader):  # the epoch's end reads anyway
                 bar.set_postfix(loss=f"{monitor.check():.4f}")
         means = monitor.means()
+        seconds = time.perf_counter() - started
+        rate = images / seconds if seconds > 0 else 0.0
         log.info(
-            "%s epoch %d/%d: %s", stage.name, epoch + 1, epochs, " ".join(f"{k}={v:.5f}" for k, v in means.items())
+            "%s epoch %d/%d: %s (%.2f s, %.1f images/s)",
+            stage.name,
+            epoch + 1,
+            epochs,
+            " ".join(f"{k}={v:.5f}" for k, v in means.items()),
+            seconds,
+            rate,
         )
         if self.writer is not None:
             for name, value in means.items():
                 self.writer.add_scalar(f"{stage.name}/{name}", value, step)
             self.writer.add_scalar(f"{stage.name}/lr", optimizer.param_groups[0]["lr"], step)
-        return step
+            self.writer.add_scalar(f"{stage.name}/epoch_seconds", seconds, step)
+            self.writer.add_scalar(f"{stage.name}/images_per_second", rate, step)
+        return EpochResult(step, images, seconds, means)
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    """The larger of two optional numbers (``None`` when both are)."""
+    known = [x for x in (a, b) if x is not None]
+    return max(known) if known else None

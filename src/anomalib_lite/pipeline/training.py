@@ -4,6 +4,7 @@ run folder; resuming a run only with the options it was trained with."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -14,7 +15,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 
 from anomalib_lite.data import build_datamodule, categories
 from anomalib_lite.engine.device import job_device, resolve_device, seed_everything
@@ -30,14 +30,17 @@ from anomalib_lite.pipeline.evaluation import (
     write_json,
     write_scores,
 )
+from anomalib_lite.pipeline.progress import RunProgress
 from anomalib_lite.pipeline.setting import run_setting
+from anomalib_lite.pipeline.tracking import CategoryTracker, check_logger, track_category
 from anomalib_lite.reporting.run_report import write_report
-from anomalib_lite.reporting.tables import mean_metrics
+from anomalib_lite.reporting.tables import format_table, mean_metrics
 
 log = logging.getLogger("anomalib_lite")
 
 # Options a resumed run may change: they do not change what is trained (where the data is, how
-# it is loaded and shown, on which device, which extra results evaluation gives).
+# it is loaded and shown, on which device, which extra results evaluation gives, where the numbers are tracked,
+# what a sweeper optimises).
 RESUME_FREE_KEYS = frozenset(
     {
         "trainer.resume",
@@ -47,6 +50,10 @@ RESUME_FREE_KEYS = frozenset(
         "data.num_workers",
         "eval.per_defect",
         "eval.curves",
+        "logger.name",
+        "logger.tracking_uri",
+        "logger.experiment",
+        "objective",
     }
 )
 
@@ -61,10 +68,12 @@ def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
     used, so that eval.py rebuilds the same network from a checkpoint).
 
     Raises:
-        ConfigError: an invalid option (named), or the backbone's weights are not cached and
-            ``backbone.allow_stand_in`` is false (with the command that fetches them).
+        ConfigError: an invalid option (named), the backbone's weights are not cached and
+            ``backbone.allow_stand_in`` is false (with the command that fetches them), or the logger's optional
+            extra is not installed.
     """
     run = validate(cfg)
+    check_logger(run.logger)
     config = plain_config(cfg)
     offline = getattr(run.model, "offline_backbone", None)
     if offline:
@@ -116,14 +125,22 @@ def check_resume_config(folder: Path, config: dict[str, Any]) -> None:
 
 
 def train_category(
-    run: RunConfig, category: str, config: dict[str, Any], folder: Path, job_number: int | None = None
-) -> tuple[dict[str, Any], Callable[[], None], list[dict[str, Any]], torch.device]:
+    run: RunConfig,
+    category: str,
+    config: dict[str, Any],
+    folder: Path,
+    tracker: CategoryTracker,
+    job_number: int | None = None,
+) -> tuple[dict[str, Any], Callable[[], None], Engine]:
     """Train, checkpoint and evaluate one category; write its per-image scores to ``scores/<category>.csv``.
 
+    Args:
+        tracker: where the engine logs each epoch (:func:`~anomalib_lite.pipeline.tracking.track_category`).
     Returns:
-        Its metrics, the function that saves its curves, overlays and TensorBoard images (see
-        :func:`~anomalib_lite.pipeline.evaluation.save_outputs`; called once the metrics are in ``metrics.json``),
-        the stages the engine ran (``Engine.schedule``) and its device.
+        Its metrics (with ``training``: the engine's :attr:`~anomalib_lite.engine.trainer.Engine.training`
+        record), the function that saves its curves, overlays and TensorBoard images (see
+        :func:`~anomalib_lite.pipeline.evaluation.save_outputs`, at the last optimiser step; called once the metrics
+        are in ``metrics.json``), and the engine (its ``schedule``, ``device`` and ``step``).
     """
     config = category_config(config, category)
     checkpoint = folder / "checkpoints" / category / "last.pt"
@@ -140,16 +157,25 @@ def train_category(
     seed_everything(run.seed)
     model = build_model(run.model, run.backbone)
     hold_out_validation(model, datamodule)
-    with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
-        engine = Engine(trainer_cfg, run.seed, checkpoint, config, writer)
-        log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
-        engine.fit(model, datamodule)
-        evaluation, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
-        write_scores(predictions, folder / "scores" / f"{category}.csv")
+    engine = Engine(trainer_cfg, run.seed, checkpoint, config, tracker)
+    log.info("%s: training %s on %s (device %s)", category, run.model.name, datamodule.name, engine.device)
+    engine.fit(model, datamodule)
+    evaluation, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
+    evaluation.metrics["training"] = engine.training
+    write_scores(predictions, folder / "scores" / f"{category}.csv")
     save = functools.partial(
-        save_outputs, model, datamodule, evaluation, predictions, engine.device, run.eval, folder, category
+        save_outputs,
+        model,
+        datamodule,
+        evaluation,
+        predictions,
+        engine.device,
+        run.eval,
+        folder,
+        category,
+        engine.step,
     )
-    return evaluation.metrics, save, engine.schedule, engine.device
+    return evaluation.metrics, save, engine
 
 
 def train_run(run: RunConfig, config: dict[str, Any], folder: Path, job_number: int | None = None) -> dict[str, Any]:
@@ -158,9 +184,12 @@ def train_run(run: RunConfig, config: dict[str, Any], folder: Path, job_number: 
     written, see :data:`OUTPUTS_PENDING`, are evaluated again from their finished checkpoint to write them).
 
     Writes ``metrics.json`` (updated after each category; its ``setting`` says what ran, see
-    :func:`anomalib_lite.pipeline.setting.run_setting`), ``scores/<category>.csv`` (per-image scores),
-    ``checkpoints/<category>/last.pt``, ``tensorboard/<category>/``, ``curves/<category>/``, ``maps/<category>/``
-    and ``report.html`` (rewritten after each category).
+    :func:`anomalib_lite.pipeline.setting.run_setting`; per category its metrics and ``training``, the time,
+    images/s, peak memory and losses of each stage), ``scores/<category>.csv`` (per-image scores),
+    ``checkpoints/<category>/last.pt``, ``tensorboard/<category>/`` (and MLflow with ``logger=mlflow``, see
+    :mod:`anomalib_lite.pipeline.tracking`), ``curves/<category>/``, ``maps/<category>/`` and ``report.html``
+    (rewritten after each category). Logs each category's start with the run's progress
+    (:class:`~anomalib_lite.pipeline.progress.RunProgress`), then the metrics table and the report's path.
 
     Args:
         run, config: from :func:`run_config`. job_number: this job's number in a multirun (its GPU, see
@@ -176,27 +205,37 @@ def train_run(run: RunConfig, config: dict[str, Any], folder: Path, job_number: 
     schedule = previous.get("setting", {}).get("schedule", {})
     device = resolve_device(run.trainer.device)
     results: dict[str, Any] = {"task": run.task_name, "model": run.model.name, "data": run.data.name}
+    progress = RunProgress(wanted, set(done) - pending)
+    report = folder / "report.html"
     for category in wanted:
-        save_category_maps = None
-        if category not in done or category in pending:
-            if category in done:
-                log.info("%s: writing the curves and maps the interrupted run had not written", category)
-            metrics, save_category_maps, schedule[category], device = train_category(
-                run, category, config, folder, job_number
-            )
-            done.setdefault(category, metrics)  # a category already in metrics.json keeps its metrics
-            pending.add(category)
-        setting = run_setting(run, wanted, device, schedule)
-        results.update(setting=setting, categories=done, mean=mean_metrics(done))
-        write_json(_with_pending(results, pending), metrics_path)
-        if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
-            save_category_maps()
-            pending.discard(category)
+        trains = category not in done or category in pending
+        progress.start(category, trains)
+        tracking = track_category(run.logger, folder, category, category_config(config, category), run.task_name)
+        with tracking if trains else contextlib.nullcontext() as tracker:
+            save_category_maps = engine = None
+            if trains:
+                if category in done:
+                    log.info("%s: writing the curves and maps the interrupted run had not written", category)
+                metrics, save_category_maps, engine = train_category(run, category, config, folder, tracker, job_number)
+                schedule[category], device = engine.schedule, engine.device
+                done.setdefault(category, metrics)  # a category already in metrics.json keeps its metrics
+                pending.add(category)
+            setting = run_setting(run, wanted, device, schedule)
+            results.update(setting=setting, categories=done, mean=mean_metrics(done))
             write_json(_with_pending(results, pending), metrics_path)
-        write_report(folder, dataclasses.asdict(run))
+            if save_category_maps:  # after metrics.json: the overlays are optional, the metrics are not
+                save_category_maps()
+                pending.discard(category)
+                write_json(_with_pending(results, pending), metrics_path)
+            report = write_report(folder, dataclasses.asdict(run))
+            if engine is not None:
+                tracker.finish(done[category], engine.step, [report, metrics_path])
+        progress.finish(category, trains)
         if torch.cuda.is_available():
             # Parallel launchers reuse worker processes: hand the cached GPU memory back.
             torch.cuda.empty_cache()
+    table = format_table(results["categories"])
+    log.info("%s on %s — %s\n%s\nreport: %s", run.model.name, run.data.name, folder, table, report)
     return results
 
 
