@@ -1,12 +1,14 @@
 """Print speed figures.
 
-evaluator: image AUROC + pixel AUROC + AUPRO on synthetic maps, timed end to end with peak memory;
-``--kind`` picks the maps' distribution (:data:`KINDS`: ``realistic``, the default, smooth maps like a model's;
-``uniform``, ``float16``, ``exp``, ``levels256``, ``ties``, ``shifted``; ``all``: each in turn); ``--profile``
-adds the time of each phase; ``--check`` compares with scikit-learn's ``roc_auc_score`` and a NumPy float64
-implementation of the MVTec AD reference AUPRO on the same pixels.
+evaluator: the evaluator's metrics on synthetic maps (image AUROC, AP and F1-max, pixel AUROC, AUPRO, pixel AP,
+pixel F1-max and its threshold, AUPIMO; ``--base``: only image AUROC, pixel AUROC and AUPRO), timed end to end
+with peak memory; ``--kind`` picks the maps' distribution (:data:`KINDS`: ``realistic``, the default, smooth maps
+like a model's; ``uniform``, ``float16``, ``exp``, ``levels256``, ``ties``, ``shifted``; ``all``: each in turn);
+``--profile`` adds the time of each phase; ``--check`` compares with scikit-learn (``roc_auc_score``,
+``average_precision_score``, F1 over ``precision_recall_curve``), a NumPy float64 implementation of the MVTec AD
+reference AUPRO and a NumPy float64 AUPIMO (:func:`reference_aupimo`) on the same pixels.
     python scripts/benchmark.py evaluator [--maps 1725 --size 256] [--kind all] [--device cuda] \
-        [--profile] [--check]
+        [--base] [--profile] [--check]
 model: training and inference images/s of a model family at its paper resolution and batch
 size (its ``<model>_mvtec`` experiment config on data=mvtec; random weights and images, so
 nothing is downloaded), every training stage timed after warm-up, with peak memory; then the projected
@@ -27,6 +29,7 @@ peer: our HFR and MSFI against anomalib's Reverse Distillation and STFPM on the 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -36,10 +39,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from scipy.integrate import trapezoid
 
 from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
-from anomalib_lite.metrics import auroc, pixel_metrics
+from anomalib_lite.metrics import aupimo, auroc, average_precision, f1_max, pixel_metrics
+from anomalib_lite.metrics.aupimo import FPR_BOUNDS
 from anomalib_lite.metrics.profiling import record_phases
 
 # MVTec AD's training images per category (the dataset as published: 3 629 in all) and its test images.
@@ -167,13 +172,58 @@ def reference_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3)
     return float(area / fpr_limit)
 
 
+def reference_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """F1 at every threshold of scikit-learn's ``precision_recall_curve``: the best, and the highest threshold
+    within 1e-12 of it."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+    best = float(f1.max())
+    return best, float(thresholds[f1 >= best - 1e-12].max())
+
+
+def reference_aupimo(
+    maps: np.ndarray, masks: np.ndarray, bounds: tuple[float, float] = FPR_BOUNDS, points: int = 200_001
+) -> np.ndarray:
+    """AUPIMO of each anomalous image in NumPy float64, by quadrature: the normal images' (empty masks) pixels
+    sorted once; at each of ``points`` shared FPRs ``z`` spaced evenly on the log axis over the bounds, the
+    normal score ``w`` whose tie group spans ``z`` (the ``ceil(z·N)``-th highest), and each image's TPR
+    interpolated linearly in FPR between the thresholds just above ``w`` and at ``w`` (binary searches in the
+    image's sorted anomalous scores); the trapezoid rule on the log axis, divided by ``log(U / L)``.
+
+    Returns:
+        The AUPIMO of the images with an anomalous pixel, in image order.
+    """
+    low, high = bounds
+    has_mask = masks.reshape(len(masks), -1).any(1)
+    normal = np.sort(maps[~has_mask].ravel()).astype(np.float64)
+    n = normal.size
+    log_z = np.linspace(np.log(low), np.log(high), points)
+    z = np.exp(log_z)
+    rank = np.clip(np.ceil(z * n).astype(np.int64), 1, n)  # the rank from the top of the normal score at z
+    w = normal[n - rank]
+    fpr_at = (n - np.searchsorted(normal, w, "left")) / n
+    fpr_above = (n - np.searchsorted(normal, w, "right")) / n
+    share = (z - fpr_above) / (fpr_at - fpr_above)
+    values = []
+    for image in np.flatnonzero(has_mask):
+        positives = np.sort(maps[image][masks[image]]).astype(np.float64)
+        tpr_at = 1 - np.searchsorted(positives, w, "left") / positives.size
+        tpr_above = 1 - np.searchsorted(positives, w, "right") / positives.size
+        tpr = tpr_above + (tpr_at - tpr_above) * share
+        values.append(trapezoid(tpr, log_z) / np.log(high / low))
+    return np.array(values)
+
+
 def bench_evaluator(args: argparse.Namespace) -> None:
     for kind in KINDS if args.kind == "all" else [args.kind]:
         bench_evaluator_kind(kind, args)
 
 
 def bench_evaluator_kind(kind: str, args: argparse.Namespace) -> None:
-    """Time (and with ``--check`` verify) the three metrics on maps of ``kind``."""
+    """Time (and with ``--check`` verify) the metrics on maps of ``kind`` (``args.base``: the first three only)."""
     device = torch.device(args.device)
     maps, masks, scores, labels = (t.to(device) for t in evaluator_case(kind, args.maps, args.size))
     pixels = maps.numel()
@@ -185,11 +235,21 @@ def bench_evaluator_kind(kind: str, args: argparse.Namespace) -> None:
     with PeakRSS() as host, record_phases() if args.profile else nullcontext() as phases:
         start = time.perf_counter()
         image = auroc(scores, labels)
-        pixel = pixel_metrics(maps, masks)
+        pixel = pixel_metrics(maps, masks, precision_recall=not args.base)
+        if not args.base:
+            image_ap, (image_f1, _) = average_precision(scores, labels), f1_max(scores, labels)
+            per_image = aupimo(maps, masks)
         synchronize(device)
         seconds = time.perf_counter() - start
     print(f"  image AUROC {image:.6f}  pixel AUROC {pixel.pixel_auroc:.6f}  AUPRO {pixel.aupro:.6f}")
-    print(f"  wall time {seconds:.2f} s (all three metrics)")
+    if not args.base:
+        print(
+            f"  image AP {image_ap:.6f}  image F1-max {image_f1:.6f}  pixel AP {pixel.pixel_ap:.6f}  "
+            f"pixel F1-max {pixel.pixel_f1_max:.6f} at {pixel.pixel_threshold:.6g}  "
+            f"AUPIMO {per_image.mean:.6f} ({per_image.values.numel()} images)"
+        )
+    what = "image AUROC, pixel AUROC, AUPRO" if args.base else "all ten metrics"
+    print(f"  wall time {seconds:.2f} s ({what})")
     if phases is not None:
         for name, phase_seconds in phases.items():
             print(f"    {name:<32} {phase_seconds:6.3f} s")
@@ -197,23 +257,40 @@ def bench_evaluator_kind(kind: str, args: argparse.Namespace) -> None:
         print(f"  {_peak(device, host)}")
     print(f"  peak host memory growth {host.growth_gib:.2f} GiB")
     if args.check:
-        from sklearn.metrics import roc_auc_score
+        from sklearn.metrics import average_precision_score, roc_auc_score
 
         maps_np, masks_np = maps.cpu().numpy(), masks.cpu().numpy()
-        start = time.perf_counter()
-        reference = roc_auc_score(masks_np.ravel(), maps_np.ravel())
-        print(
-            f"  scikit-learn pixel AUROC {reference:.10f} in {time.perf_counter() - start:.2f} s; "
-            f"|difference| {abs(reference - pixel.pixel_auroc):.2e}"
-        )
-        image_reference = roc_auc_score(labels.cpu().numpy(), scores.cpu().numpy())
-        print(f"  scikit-learn image AUROC |difference| {abs(image_reference - image):.2e}")
-        start = time.perf_counter()
-        aupro = reference_aupro(maps_np, masks_np)
-        print(
-            f"  reference AUPRO (MVTec algorithm, NumPy float64) {aupro:.10f} in "
-            f"{time.perf_counter() - start:.2f} s; |difference| {abs(aupro - pixel.aupro):.2e}"
-        )
+        labels_np, scores_np = labels.cpu().numpy(), scores.cpu().numpy()
+        checks = [
+            ("scikit-learn pixel AUROC", lambda: roc_auc_score(masks_np.ravel(), maps_np.ravel()), pixel.pixel_auroc),
+            ("scikit-learn image AUROC", lambda: roc_auc_score(labels_np, scores_np), image),
+            (
+                "reference AUPRO (MVTec algorithm, NumPy float64)",
+                lambda: reference_aupro(maps_np, masks_np),
+                pixel.aupro,
+            ),
+        ]
+        if not args.base:
+            flat_masks, flat_maps = masks_np.ravel(), maps_np.ravel()
+            # One PR curve for the value and its threshold (timed with the value).
+            reference_pixel_f1 = functools.cache(lambda: reference_f1_max(flat_masks, flat_maps))
+            checks += [
+                ("scikit-learn image AP", lambda: average_precision_score(labels_np, scores_np), image_ap),
+                ("scikit-learn pixel AP", lambda: average_precision_score(flat_masks, flat_maps), pixel.pixel_ap),
+                ("pixel F1-max over scikit-learn's PR curve", lambda: reference_pixel_f1()[0], pixel.pixel_f1_max),
+                ("its threshold", lambda: reference_pixel_f1()[1], pixel.pixel_threshold),
+                (
+                    "reference AUPIMO (NumPy float64 quadrature), largest per-image",
+                    lambda: reference_aupimo(maps_np, masks_np),
+                    per_image.values.cpu().numpy(),
+                ),
+            ]
+        for name, reference, ours in checks:
+            start = time.perf_counter()
+            value = reference()
+            difference = float(np.max(np.abs(np.asarray(value) - np.asarray(ours))))
+            shown = f"{value:.10f} " if np.ndim(value) == 0 else ""
+            print(f"  {name} {shown}in {time.perf_counter() - start:.2f} s; |difference| {difference:.2e}")
 
 
 def _peak(device: torch.device, host: PeakRSS) -> str:
@@ -380,7 +457,10 @@ def main() -> None:
     evaluator.add_argument("--kind", default="realistic", choices=[*KINDS, "all"], help="map distribution (all: each)")
     evaluator.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     evaluator.add_argument("--profile", action="store_true", help="print the time of each phase")
-    evaluator.add_argument("--check", action="store_true", help="compare with scikit-learn and the reference AUPRO")
+    evaluator.add_argument("--base", action="store_true", help="only image AUROC, pixel AUROC and AUPRO")
+    evaluator.add_argument(
+        "--check", action="store_true", help="compare with scikit-learn and the reference AUPRO and AUPIMO"
+    )
     model = sub.add_parser("model", help="time training and inference of a model family at paper size")
     model.add_argument("--model", default="all", choices=["all", "hfr", "msfi", "igd", "utad"])
     model.add_argument("--steps", type=int, default=5, help="timed batches per stage (after warm-up)")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.integrate import quad
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
+from test_metrics import load_benchmark
 
 from anomalib_lite.metrics import (
     METRICS,
@@ -247,6 +248,26 @@ def test_aupimo_equals_anomalibs():
     # anomalib samples 300 000 thresholds (and integrates between the samples on the log axis); we are exact.
     np.testing.assert_allclose(got.values.numpy(), reference[got.images].numpy(), rtol=0, atol=1e-5)
     assert got.values.std() > 1e-3  # the images differ: a mean copied to every image would fail
+
+
+@pytest.mark.parametrize("kind", list(load_benchmark().KINDS))
+def test_the_new_metrics_and_the_benchmarks_references_are_exact_on_every_benchmark_distribution(kind, rank_path):
+    # benchmark.py evaluator --check compares the metrics at MVTec AD size with its references: check both here.
+    benchmark = load_benchmark()
+    maps, masks, scores, labels = benchmark.evaluator_case(kind, 10, 32, seed=3)
+    maps_np, masks_np = maps.numpy(), masks.numpy()
+    pixel = pixel_metrics(maps, masks)
+    assert pixel.pixel_ap == pytest.approx(average_precision_score(masks_np.ravel(), maps_np.ravel()), abs=1e-12)
+    best, threshold = naive_f1_max(masks_np.ravel(), maps_np.ravel())
+    assert (pixel.pixel_f1_max, pixel.pixel_threshold) == (pytest.approx(best, abs=1e-12), threshold)
+    assert benchmark.reference_f1_max(masks_np.ravel(), maps_np.ravel()) == (pytest.approx(best, abs=1e-12), threshold)
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    normal = ~masks_np.reshape(10, -1).any(1)
+    for bounds in ((1e-5, 1e-4), (1e-3, 1e-2)):
+        expected = list(naive_aupimo(maps_np, masks_np, normal, bounds).values())
+        got = aupimo(maps, masks, fpr_bounds=bounds).values.numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(benchmark.reference_aupimo(maps_np, masks_np, bounds), expected, rtol=0, atol=1e-6)
 
 
 def evaluator_case() -> tuple[Predictions, np.ndarray]:
