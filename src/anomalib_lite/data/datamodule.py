@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from anomalib_lite.data.images import read_image, read_mask, to_model_input
+from anomalib_lite.data.tiling import Tiling
 from anomalib_lite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,27 @@ class ImageSet(Dataset):
             torch.tensor([loaded[i] for i in kept], dtype=torch.bool),
         )
 
+    def tiles(self, tiling: Tiling) -> ImageSet:
+        """Every image cut into the tiles of ``tiling`` (see :mod:`.tiling`), masks with them: ``N·n²`` items.
+
+        A tile's record is its image's (path, mask file, ``mask_valid``); its label is 1 when its mask holds a
+        defect pixel, 0 when it holds none (its defect then ``good``); a tile of an anomalous image whose mask is
+        unknown keeps label 1 (*choice*: where the defect is is unknown).
+
+        Raises:
+            ValueError: the images are not ``tiling.image_size`` px.
+        """
+        images = tiling.cut(self.images.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+        masks = tiling.cut(self.masks)
+        valid = self.mask_valid.repeat_interleave(tiling.per_image)
+        records = [record for record in self.records for _ in range(tiling.per_image)]
+        has_defect = masks.flatten(1).any(1).tolist()
+        records = [
+            dataclasses.replace(r, label=int(d), defect=r.defect if d else "good") if v and r.label == 1 else r
+            for r, v, d in zip(records, valid.tolist(), has_defect)
+        ]
+        return ImageSet(records, images, masks, valid)
+
     def empty_masks(self) -> list[str]:
         """Paths of the anomalous images whose mask is known but holds no foreground pixel."""
         return [
@@ -211,6 +234,7 @@ class DataModule:
     feature cache's, the test and validation loaders') stays within what a training step holds, instead of
     padding to or batching by a size no step uses (``data.batch_size=100000`` on 60 images took 18.8 GB).
     Attributes:
+        tiling: the tile grid the model is trained on (:meth:`use_tiles`), or ``None`` (whole images).
         empty_masks: paths of the anomalous test images (of the test split as given, before any
             :meth:`split_validation`) whose mask holds no foreground pixel at this image size (see
             :func:`~anomalib_lite.data.images.mask_foreground`); they are logged as a warning, count in
@@ -225,6 +249,7 @@ class DataModule:
         self.num_workers = num_workers
         self.train_set, self.test_set = train_set, test_set
         self.validation_set: ImageSet | None = None
+        self.tiling: Tiling | None = None
         if len(self.train_set) == 0:
             raise DataError(f"{name}: no readable training image")
         if len(self.test_set) == 0:
@@ -249,6 +274,27 @@ class DataModule:
                 self.test_set.images.shape[1],
                 "\n  ".join(self.empty_masks),
             )
+
+    def use_tiles(self, tiling: Tiling) -> None:
+        """Train on tiles (``data.tile_size``, see :mod:`.tiling`): the training images (and a validation split,
+        now or when it is made) become their tiles, while the test images stay whole, for a model wrapped to
+        predict them tile by tile (``anomalib_lite.pipeline.tiling``) and evaluated on whole-image maps.
+
+        Raises:
+            ValueError: the images are not ``tiling.image_size`` px.
+        """
+        self.tiling = tiling
+        self.train_set = self.train_set.tiles(tiling)
+        if self.validation_set is not None:
+            self.validation_set = self.validation_set.tiles(tiling)
+        log.info(
+            "%s: %d training tiles of %d px (%d per image of %d px)",
+            self.name,
+            len(self.train_set),
+            tiling.tile_size,
+            tiling.per_image,
+            tiling.image_size,
+        )
 
     @classmethod
     def from_records(
@@ -336,6 +382,8 @@ class DataModule:
         chosen.sort()
         kept = sorted(set(range(len(records))) - set(chosen))
         self.validation_set = self.test_set.subset(chosen)
+        if self.tiling is not None:
+            self.validation_set = self.validation_set.tiles(self.tiling)
         self.test_set = self.test_set.subset(kept)
 
     def validation_loader(self, generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:

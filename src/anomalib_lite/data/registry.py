@@ -13,7 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from anomalib_lite.data.datamodule import DataModule, image_bytes
+from anomalib_lite.data.tiling import Tiling
 from anomalib_lite.errors import ConfigError
 
 
@@ -57,6 +60,9 @@ class DataConfig:
         image_size: side of the square inputs (and of the masks).
         batch_size: training batch size. num_workers: loader worker processes.
         skip_unreadable: leave unreadable images out with a warning instead of failing.
+        tile_size: ``None`` (off), or the side of the tiles the model is trained on and predicts, cut from the
+            ``image_size`` images; maps are stitched back to ``image_size`` before evaluation (see
+            :mod:`~anomalib_lite.data.tiling`). tile_overlap: the least overlap of neighbouring tiles, in pixels.
     """
 
     name: str = "mvtec"
@@ -66,15 +72,30 @@ class DataConfig:
     batch_size: int = 16
     num_workers: int = 0
     skip_unreadable: bool = False
+    tile_size: int | None = None
+    tile_overlap: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size < 32:
             raise ValueError(f"data.image_size={self.image_size} must be ≥ 32")
+        self.tiling()
         check_one_image_fits(self.image_size)
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be ≥ 1")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers={self.num_workers} must be ≥ 0")
+
+    def tiling(self) -> Tiling | None:
+        """The tile grid of ``tile_size`` (``None`` when off).
+
+        Raises:
+            ValueError: naming ``data.tile_size`` or ``data.tile_overlap``, for a grid that cannot be.
+        """
+        if self.tile_size is None:
+            if self.tile_overlap:
+                raise ValueError(f"data.tile_overlap={self.tile_overlap} needs data.tile_size (null: no tiles)")
+            return None
+        return Tiling(self.image_size, self.tile_size, self.tile_overlap)
 
 
 class Dataset:
@@ -140,6 +161,21 @@ def categories(cfg: DataConfig) -> list[str]:
 
 
 def build_datamodule(cfg: DataConfig, category: str) -> DataModule:
-    """Prepare and load one category of the dataset ``cfg.name``: a :class:`DataModule`."""
+    """Prepare and load one category of the dataset ``cfg.name``: a :class:`DataModule`, trained on tiles when
+    ``cfg.tile_size`` is set (:meth:`DataModule.use_tiles`)."""
     dataset_config_class(cfg.name)
-    return _DATASETS[cfg.name][0].datamodule(cfg, category)
+    datamodule = _DATASETS[cfg.name][0].datamodule(cfg, category)
+    tiling = cfg.tiling()
+    if tiling is not None:
+        datamodule.use_tiles(tiling)
+    return datamodule
+
+
+def input_size(image_size: int, tile_size: int | None) -> int:
+    """The side of the model's input: ``tile_size`` when tiling, else ``image_size``. The config resolver
+    ``${input_size:${data.image_size},${data.tile_size}}`` of the model configs that need their input side."""
+    return tile_size or image_size
+
+
+if not OmegaConf.has_resolver("input_size"):
+    OmegaConf.register_new_resolver("input_size", input_size)
