@@ -1,6 +1,5 @@
 """The evaluator against independent references: scikit-learn and naive sweeps."""
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from anomalib_lite.metrics import Predictions, auroc, compute_metrics, f1_max, p
 from anomalib_lite.metrics import ranks as ranks_module
 from anomalib_lite.metrics.ranks import keys_to_values, order_keys, rank_positives
 
-from conftest import REPO, random_case
+from conftest import random_case
 
 
 def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -165,11 +164,10 @@ def test_segmentation_iou_scale_is_shared_by_all_images():
 
 
 def load_benchmark():
-    """scripts/benchmark.py as a module (its map distributions and its reference AUPRO)."""
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    return benchmark
+    """The benchmark command's module (its map distributions and its reference AUPRO)."""
+    from anomalib_lite.research.benchmark import command
+
+    return command
 
 
 @pytest.mark.parametrize("levels", [None, 4])

@@ -15,11 +15,9 @@ from hydra import compose, initialize_config_dir
 
 from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.pipeline.config import validate
+from anomalib_lite.research.benchmark import peer as peer_benchmark
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import peer_benchmark  # noqa: E402  (scripts/peer_benchmark.py)
 
 # Our data layer writes a tiny synthetic category; every figure comes from it.
 TINY_DATA = ["data.n_train=8", "data.n_test_good=4", "data.n_per_defect=2", "data.source_size=64"]

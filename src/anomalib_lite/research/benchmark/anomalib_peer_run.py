@@ -3,7 +3,7 @@
 Run by the Python of an environment that has anomalib 2.7 (``--anomalib-python``), never
 imported by anomalib_lite. Prints one line ``PEER_RESULT {json}`` with the figures.
 
-    python scripts/anomalib_peer_run.py --root data/synthetic --category brick --model stfpm \
+    python src/anomalib_lite/research/benchmark/anomalib_peer_run.py --root data/synthetic --category brick --model stfpm \
         --backbone tf_efficientnet_lite0 --size 128 --batch 16 --epochs 3
 
 What is timed (by a Lightning callback, so Lightning's set-up, the sanity check and the data

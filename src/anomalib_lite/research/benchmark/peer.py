@@ -13,7 +13,7 @@ Same images (one synthetic category in the MVTec AD layout, written by our data 
 
 Ours is trained in this process through our engine (``Engine.fit``, so every ``trainer.*`` option
 given with ``--set`` applies, e.g. ``trainer.feature_cache=on``); anomalib runs in a subprocess
-of ``--anomalib-python`` (``scripts/anomalib_peer_run.py``). Both are timed alike: see :data:`HOW_TIMED`.
+of ``--anomalib-python`` (:mod:`.anomalib_peer_run`, run as a file). Both are timed alike: see :data:`HOW_TIMED`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ import torch
 from anomalib_lite.configs import CONFIG_DIR
 from anomalib_lite.engine.measure import PeakRSS, reset_peak_memory, synchronize
 
-SCRIPTS = Path(__file__).resolve().parent
-PEER_SCRIPT = SCRIPTS / "anomalib_peer_run.py"
+PEER_SCRIPT = Path(__file__).resolve().parent / "anomalib_peer_run.py"  # run by anomalib's Python
 RESULT_PREFIX = "PEER_RESULT "
 PEERS = {"hfr": "rd", "msfi": "stfpm", "msfi-chained": "stfpm"}
 LITE = "tf_efficientnet_lite0"
