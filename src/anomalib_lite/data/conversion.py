@@ -273,7 +273,13 @@ def _check_entries(archive: ArchiveReader, entries: list[Entry], known: list[str
         seen[e.category, e.target] = e.source
 
 
-def _check_not_foreign(folder: Path) -> None:
+def check_not_foreign(folder: Path) -> None:
+    """Refuse to replace ``folder`` unless it is absent, empty, or was written by ``prepare_data.py`` (it holds
+    :data:`STAMP`).
+
+    Raises:
+        DataError: naming the folder.
+    """
     if folder.exists() and not (folder / STAMP).is_file() and (not folder.is_dir() or any(folder.iterdir())):
         raise DataError(
             f"{folder} exists but was not written by this conversion (it has no {STAMP}); it is left untouched. "
@@ -316,7 +322,7 @@ def convert_archive(name: str, archive: Path, root: Path, progress: bool = True)
         entries = spec.entries(reader)
         _check_entries(reader, entries, spec.categories, name)
         for category in spec.categories:
-            _check_not_foreign(root / category)
+            check_not_foreign(root / category)
         bar = tqdm(total=len(entries), desc=f"convert {archive.name}", unit="file", disable=not progress)
         for category in spec.categories:
             partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{category}.partial-"))

@@ -155,8 +155,32 @@ def mask_foreground(values: np.ndarray) -> np.ndarray:
     return values > full / 2
 
 
+def mask_pixels(path: Path) -> np.ndarray:
+    """A ground-truth mask at its own size, binarised (see :func:`mask_foreground`).
+
+    ``path`` may be a folder of masks (MVTec LOCO AD: one file per defect region of an image): their union,
+    every image file in it counting (all must have the same size).
+
+    Returns:
+        ``H×W`` bool.
+    Raises:
+        DataError: naming the file, when it cannot be decoded; naming the folder, when it holds no mask or masks
+            of different sizes.
+    """
+    if not path.is_dir():
+        return mask_foreground(mask_values(_open(path)))
+    parts = [mask_pixels(file) for file in list_images(path)]
+    if not parts:
+        raise DataError(f"{path}: a mask folder without any mask image")
+    if len({part.shape for part in parts}) > 1:
+        sizes = ", ".join(sorted({f"{p.shape[1]}×{p.shape[0]}" for p in parts}))
+        raise DataError(f"{path}: its masks have different sizes ({sizes}); they cannot be merged")
+    return np.logical_or.reduce(parts)
+
+
 def read_mask(path: Path, size: int) -> np.ndarray:
-    """Read a ground-truth mask, binarise it (see :func:`mask_foreground`) and resize it (nearest) to ``size×size``.
+    """Read a ground-truth mask (or a folder of masks, merged: see :func:`mask_pixels`), binarise it (see
+    :func:`mask_foreground`) and resize it (nearest) to ``size×size``.
 
     Masks of another size than their image, grey, colour, palette, with alpha, 1, 8, 16 or 32-bit are handled.
 
@@ -165,7 +189,7 @@ def read_mask(path: Path, size: int) -> np.ndarray:
     Raises:
         DataError: naming the file, when it cannot be decoded.
     """
-    foreground = mask_foreground(mask_values(_open(path)))
+    foreground = mask_pixels(path)
     resized = Image.fromarray(foreground.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(resized) > 0
 

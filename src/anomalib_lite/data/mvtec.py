@@ -1,5 +1,6 @@
 """Datasets in the MVTec AD folder layout: MVTec AD itself (``data=mvtec``), VisA and BTAD once converted
-(``data=visa``, ``data=btad``, see :mod:`.conversion`), and any dataset laid out the same way.
+(``data=visa``, ``data=btad``, see :mod:`.conversion`), MPDD (``data=mpdd``, published in this layout), and any
+dataset laid out the same way.
 
 ```
 <root>/<category>/train/good/*.png
@@ -15,7 +16,8 @@ from pathlib import Path
 from anomalib_lite.data.conversion import BTAD_CATEGORIES, BTAD_HOW_TO_GET, VISA_CATEGORIES, VISA_HOW_TO_GET
 from anomalib_lite.data.datamodule import DataModule, ImageRecord
 from anomalib_lite.data.images import IMAGE_SUFFIXES, list_images
-from anomalib_lite.data.registry import DataConfig, Dataset, register_dataset
+from anomalib_lite.data.one_class import DownloadFile
+from anomalib_lite.data.registry import DataConfig, Dataset, records_datamodule, register_dataset
 from anomalib_lite.errors import ConfigError, DataError
 
 MVTEC_CATEGORIES = [
@@ -36,6 +38,16 @@ MVTEC_CATEGORIES = [
     "zipper",
 ]
 
+MPDD_CATEGORIES = ["bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"]
+# MPDD (Jezek et al., ICUMT 2021) is shared from a OneDrive folder (the link of github.com/stepanje/MPDD, also in
+# open-edge-platform/anomalib's mpdd.py) that serves no file at a fixed URL: no download, no published checksum.
+MPDD_DOWNLOAD = DownloadFile("MPDD.zip", "", "")
+MPDD_HOW_TO_GET = (
+    "MPDD: download it from https://vutbr-my.sharepoint.com/:f:/g/personal/xjezek16_vutbr_cz/"
+    "EhHS_ufVigxDo3MC6Lweau0BVMuoCmhMZj6ddamiQ7-FnA?e=oHKCxI (linked from github.com/stepanje/MPDD; CC BY-NC-SA "
+    "4.0), then `python scripts/prepare_data.py mpdd --archive <the .zip or .tar> --root <root>` unpacks it."
+)
+
 LAYOUT = """expected layout:
   <root>/<category>/train/good/*.png
   <root>/<category>/test/good/*.png and <root>/<category>/test/<defect>/*.png
@@ -54,7 +66,7 @@ def categories_in(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
 
 
-def check_category(root: Path, category: str, how_to_get: str = HOW_TO_GET) -> None:
+def check_category(root: Path, category: str, how_to_get: str = HOW_TO_GET, layout: str = LAYOUT) -> None:
     """Fail before any work when ``category`` is not usable under ``root``.
 
     The dataset's own category names are not offered as choices when ``root`` holds no category: a
@@ -63,7 +75,7 @@ def check_category(root: Path, category: str, how_to_get: str = HOW_TO_GET) -> N
 
     Args:
         root: dataset root. category: requested category.
-        how_to_get: instructions shown when the dataset is missing.
+        how_to_get: instructions shown when the dataset is missing. layout: the layout shown then.
     Raises:
         ConfigError: ``root`` holds categories, and ``category`` is not one of them (the message lists them).
         DataError: ``root`` is no such folder, or holds no ``category``: where it looked, the layout, how to get it.
@@ -76,9 +88,9 @@ def check_category(root: Path, category: str, how_to_get: str = HOW_TO_GET) -> N
     looked = root / category / "train" / "good"
     if not root.is_dir():
         raise DataError(
-            f"Dataset not found: looked for {looked}, but data.root={root} is no such folder\n{LAYOUT}\n{how_to_get}"
+            f"Dataset not found: looked for {looked}, but data.root={root} is no such folder\n{layout}\n{how_to_get}"
         )
-    raise DataError(f"Dataset not found: looked for {looked}\n{LAYOUT}\n{how_to_get}")
+    raise DataError(f"Dataset not found: looked for {looked}\n{layout}\n{how_to_get}")
 
 
 def find_mask(ground_truth: Path, defect: str, image: Path) -> Path | None:
@@ -124,26 +136,30 @@ class MVTecLayout(Dataset):
 
     Attributes:
         known: the dataset's own categories, looked for when ``data.root`` holds none and ``category=all``.
-        how_to_get: shown when absent.
+        how_to_get: shown when absent. layout: its folder layout, shown then.
     """
 
     known: list[str] = MVTEC_CATEGORIES
     how_to_get: str = HOW_TO_GET
+    layout: str = LAYOUT
 
     def categories(self, cfg: DataConfig) -> list[str]:
         """The requested categories, each checked under ``cfg.root`` (see :func:`check_category`)."""
         root = Path(cfg.root)
         wanted = self.requested(cfg, categories_in(root) or self.known)
         for category in wanted:
-            check_category(root, category, self.how_to_get)
+            check_category(root, category, self.how_to_get, self.layout)
         return wanted
 
+    def records(self, cfg: DataConfig, category: str) -> tuple[list[ImageRecord], list[ImageRecord]]:
+        """One category's train and test records (:func:`mvtec_records`; a dataset in a layout of its own
+        overrides this)."""
+        return mvtec_records(Path(cfg.root), category)
+
     def datamodule(self, cfg: DataConfig, category: str) -> DataModule:
-        """One category's records (:func:`mvtec_records`), decoded at ``cfg.image_size``."""
-        train, test = mvtec_records(Path(cfg.root), category)
-        return DataModule.from_records(
-            train, test, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.skip_unreadable, f"{cfg.name}/{category}"
-        )
+        """One category's records (:meth:`records`), decoded at ``cfg.image_size``."""
+        train, test = self.records(cfg, category)
+        return records_datamodule(cfg, category, train, test)
 
 
 @register_dataset("mvtec", DataConfig)
@@ -163,3 +179,10 @@ class BTAD(MVTecLayout):
     """BTAD (Mishra et al., 2021), converted by ``scripts/prepare_data.py btad``: categories 01, 02, 03."""
 
     known, how_to_get = BTAD_CATEGORIES, BTAD_HOW_TO_GET
+
+
+@register_dataset("mpdd", DataConfig)
+class MPDD(MVTecLayout):
+    """MPDD (Jezek et al., ICUMT 2021), metal parts in the MVTec AD layout: 6 categories."""
+
+    known, how_to_get = MPDD_CATEGORIES, MPDD_HOW_TO_GET

@@ -29,11 +29,13 @@ from anomalib_lite.errors import DataError
 
 @dataclass(frozen=True)
 class DownloadFile:
-    """One file of a dataset's published archive: its name, URL and md5 checksum."""
+    """One file of a dataset's published archive: its name, URL (empty where none is public) and checksums (md5,
+    and sha256 where known; empty: none known)."""
 
     name: str
     url: str
     md5: str
+    sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from anomalib_lite.data.datamodule import DataModule, image_bytes
+from anomalib_lite.data.datamodule import DataModule, ImageRecord, image_bytes
 from anomalib_lite.data.tiling import Tiling
 from anomalib_lite.errors import ConfigError
 
@@ -96,6 +96,14 @@ class DataConfig:
                 raise ValueError(f"data.tile_overlap={self.tile_overlap} needs data.tile_size (null: no tiles)")
             return None
         return Tiling(self.image_size, self.tile_size, self.tile_overlap)
+
+
+def records_datamodule(cfg: DataConfig, category: str, train: list[ImageRecord], test: list[ImageRecord]) -> DataModule:
+    """A category's train and test records decoded as ``cfg`` says (``image_size``, batches, workers, unreadable
+    files; see :meth:`DataModule.from_records`), named ``<dataset>/<category>``."""
+    return DataModule.from_records(
+        train, test, cfg.image_size, cfg.batch_size, cfg.num_workers, cfg.skip_unreadable, f"{cfg.name}/{category}"
+    )
 
 
 class Dataset:

@@ -25,6 +25,7 @@ from anomalib_lite.models import AnomalyModel
 from anomalib_lite.pipeline.config import EvalConfig
 from anomalib_lite.pipeline.inference import load_trained
 from anomalib_lite.pipeline.setting import run_setting
+from anomalib_lite.pipeline.tiling import tiled
 from anomalib_lite.reporting.curves import read_curves, write_curves
 from anomalib_lite.reporting.gallery import save_gallery
 from anomalib_lite.reporting.plots import plot_curves
@@ -78,14 +79,16 @@ def evaluate_category(
     progress: bool = True,
 ) -> tuple[Evaluation, Predictions]:
     """Metrics of one category's test split (with the inference time per image; per defect type and the
-    exact curves as ``cfg.per_defect`` and ``cfg.curves`` say).
+    exact curves as ``cfg.per_defect`` and ``cfg.curves`` say). A model trained on tiles (``datamodule.tiling``)
+    predicts the whole test images tile by tile, and is evaluated on the stitched whole-image maps.
 
     Returns:
         The evaluation (``.metrics`` for ``metrics.json``, ``.curves``), and the predictions it came from
         (for :func:`save_outputs`).
     """
     start = time.perf_counter()
-    pred = collect_predictions(model, datamodule.test_loader(), device, cfg.map_size, progress)
+    whole = tiled(model, datamodule.tiling, datamodule.batch_size)  # a model trained on tiles predicts whole images
+    pred = collect_predictions(whole, datamodule.test_loader(), device, cfg.map_size, progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -176,7 +179,7 @@ def save_maps(
         batch = torch.stack([test[i]["image"] for i in chosen]).to(device)
         model.eval()
         with torch.inference_mode():
-            return model.intermediates(batch)
+            return tiled(model, datamodule.tiling, datamodule.batch_size).intermediates(batch)
 
     return save_gallery(test.images, test.masks, pred, metrics, n_maps, maps_dir, intermediates)
 

@@ -33,6 +33,7 @@ from anomalib_lite.pipeline.deploy import (
     metadata,
     trained_on_grey,
 )
+from anomalib_lite.pipeline.tiling import tiled
 
 log = logging.getLogger("anomalib_lite")
 
@@ -171,8 +172,9 @@ def load_scorer(path: Path, device: torch.device) -> LoadedScorer:
     channels = 1 if trained_on_grey(run) else 3
     # a checkpoint stores its own category; the data need not be here
     threshold = stored_threshold(path, str(run.category))[0]
+    whole = tiled(model, run.data.tiling(), run.data.batch_size)  # trained on tiles: predicts whole images
     return LoadedScorer(
-        checkpoint_scorer(model, channels, device), run.data.image_size, threshold, "stored by evaluation"
+        checkpoint_scorer(whole, channels, device), run.data.image_size, threshold, "stored by evaluation"
     )
 
 
@@ -191,7 +193,7 @@ def export_checkpoint(path: Path, fmt: str, folder: Path) -> Path:
     threshold, note = stored_threshold(path, category)
     target = folder / f"model{FORMATS[fmt]}"
     start = time.perf_counter()
-    sidecar = export_model(model, run, fmt, target, metadata(run, fmt, threshold, note, path))
+    sidecar = export_model(tiled(model, run.data.tiling()), run, fmt, target, metadata(run, fmt, threshold, note, path))
     log.info(
         "%s %s (%s px, threshold %s) exported in %.1f s: %s (settings: %s)",
         run.model.name,
