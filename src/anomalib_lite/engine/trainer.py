@@ -268,9 +268,11 @@ class Engine:
         stage = run.stages[run.index]
         started = time.perf_counter()
         with PeakMemory(self.device) as memory:
-            optimizer = stage.optimizer(stage.parameters)
-            scheduler = stage.scheduler(optimizer, run.epochs * len(run.batches)) if stage.scheduler else None
-            if resumed is not None:
+            optimizer = stage.optimizer(stage.parameters) if stage.optimizer else None  # None: a fitting stage
+            scheduler = None
+            if stage.scheduler and optimizer is not None:
+                scheduler = stage.scheduler(optimizer, run.epochs * len(run.batches))
+            if resumed is not None and optimizer is not None:
                 self._load_optimizer(stage.name, resumed, optimizer, scheduler)
             record = self._stage_record(stage.name, run.first_epoch, run.batches.batch_size, optimizer)
             before = dict(record)  # what earlier sessions recorded of this stage
@@ -329,7 +331,7 @@ class Engine:
         return {
             "model": lean_state(model, run.frozen),
             "frozen": run.frozen,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer else {},
             "scheduler": scheduler.state_dict() if scheduler else {},
             "stage": run.index,
             "epoch": epoch,
@@ -359,14 +361,14 @@ class Engine:
             ) from error
 
     def _stage_record(
-        self, name: str, first_epoch: int, batch_size: int | None, optimizer: torch.optim.Optimizer
+        self, name: str, first_epoch: int, batch_size: int | None, optimizer: torch.optim.Optimizer | None
     ) -> dict[str, Any]:
         """The entry of stage ``name`` in :attr:`training`: the resumed one when the stage goes on from
         ``first_epoch`` > 0 (recorded by an earlier session), else a new one appended."""
         stages = self.training["stages"]
         if first_epoch > 0 and stages and stages[-1]["name"] == name:
             return stages[-1]
-        groups = optimizer.param_groups
+        groups = optimizer.param_groups if optimizer else []
         lr = groups[0].get("lr") if groups else None
         record = {
             "name": name,
@@ -444,15 +446,17 @@ class Engine:
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", leave=False, disable=not self.cfg.progress)
         for batch in bar:
             images += len(batch["image"])
-            optimizer.zero_grad(set_to_none=True)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
             with mixed_precision(self.cfg.precision, self.device):
                 terms = step_fn(to_device(batch, self.device, self.channels_last))
-            if not stage.backward_in_step:
+            if optimizer is not None and not stage.backward_in_step:
                 terms["loss"].backward()
-            indices, norms = gradient_norms(stage.parameters)
+            indices, norms = gradient_norms(stage.parameters)  # none in a fitting stage
             if self.cfg.grad_clip:
                 clip_gradients(stage.parameters, norms, self.cfg.grad_clip)
-            optimizer.step()
+            if optimizer is not None:
+                optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             monitor.record(step, terms, indices, norms)
@@ -474,7 +478,8 @@ class Engine:
         if self.writer is not None:
             for name, value in means.items():
                 self.writer.add_scalar(f"{stage.name}/{name}", value, step)
-            self.writer.add_scalar(f"{stage.name}/lr", optimizer.param_groups[0]["lr"], step)
+            if optimizer is not None:
+                self.writer.add_scalar(f"{stage.name}/lr", optimizer.param_groups[0]["lr"], step)
             self.writer.add_scalar(f"{stage.name}/epoch_seconds", seconds, step)
             self.writer.add_scalar(f"{stage.name}/images_per_second", rate, step)
         return EpochResult(step, images, seconds, means)

@@ -37,7 +37,9 @@ class Stage:
         name: shown in progress bars, logs and error messages.
         epochs: passes over the training loader.
         parameters: what the optimiser trains.
-        optimizer: builds the optimiser from ``parameters``.
+        optimizer: builds the optimiser from ``parameters``; ``None``: a fitting stage, without gradient steps
+            (``parameters`` empty): its ``step`` gathers what it fits (e.g. a memory bank's features, under
+            ``torch.no_grad``) and ``on_epoch_end`` fits it; the engine runs no backward pass and no optimiser.
         step: ``batch -> {"loss": Tensor, <other terms>: Tensor}``; ``"loss"`` is
             optimised, every term is logged and checked for NaN/inf.
         scheduler: optional, built from the optimiser and the stage's total steps;
@@ -66,7 +68,7 @@ class Stage:
     name: str
     epochs: int
     parameters: list[nn.Parameter]
-    optimizer: OptimizerFactory
+    optimizer: OptimizerFactory | None
     step: Callable[[dict], dict[str, torch.Tensor]]
     scheduler: SchedulerFactory | None = None
     on_stage_start: Callable[[object], None] | None = None
@@ -98,6 +100,34 @@ class TinySetting:
     batch_size: int = 2
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """Which parts of the shared contract (``tests/test_families.py``) a family supports, each exception with its
+    reason; the default is every part, with nothing beyond the core dependencies.
+
+    Attributes:
+        requires: ``(module, extra)``: the optional package the family imports to build a model and the pip extra
+            that installs it (e.g. ``("anomalib", "anomalib_lite[baselines]")``); ``None``: none. Without it, the
+            family's runs stop in one line naming the extra and the contract tests skip it with that reason.
+        resumes_inside_last_stage: a run killed in its last stage's second epoch resumes from the checkpoint of
+            its first; ``False`` with :attr:`single_pass_reason`: the last stage is one pass over the data (a
+            memory bank gathered and fitted once), so a killed run redoes it whole, to the same state.
+        single_pass_reason: why the last stage is a single pass (required when ``resumes_inside_last_stage`` is
+            ``False``).
+        config_group: the file of ``configs/model/`` that selects the family (``None``: ``<name>.yaml``), e.g.
+            ``anomalib`` for the six anomalib baselines, chosen by ``model=anomalib model.name=<name>``.
+    """
+
+    requires: tuple[str, str] | None = None
+    resumes_inside_last_stage: bool = True
+    single_pass_reason: str = ""
+    config_group: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.resumes_inside_last_stage and not self.single_pass_reason:
+            raise ValueError("Capabilities: resumes_inside_last_stage=False needs its single_pass_reason")
+
+
 class AnomalyModel(nn.Module):
     """Base class of the model families.
 
@@ -109,6 +139,12 @@ class AnomalyModel(nn.Module):
     def tiny(cls) -> TinySetting:
         """The family's :class:`TinySetting`, for the contract tests that every registered family passes."""
         raise NotImplementedError(f"{cls.__name__} declares no tiny setting (AnomalyModel.tiny)")
+
+    @classmethod
+    def capabilities(cls, model_cfg: Any = None) -> Capabilities:
+        """What of the shared contract the family (with config ``model_cfg``, when its capabilities depend on
+        it; ``None``: its tiny setting's) supports: :class:`Capabilities`, every part by default."""
+        return Capabilities()
 
     def stages(self) -> list[Stage]:
         """The training recipe, in order."""
