@@ -67,6 +67,9 @@ def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
     """The validated run and the plain config stored in its checkpoints (with the backbone really
     used, so that eval.py rebuilds the same network from a checkpoint).
 
+    A model config with a ``resolve_run(backbone, data) -> (model, backbone)`` method checks and completes the
+    setting for this machine first (its defaults, its weights or their stand-in, its optional package).
+
     Raises:
         ConfigError: an invalid option (named), the backbone's weights are not cached and
             ``backbone.allow_stand_in`` is false (with the command that fetches them), or the logger's optional
@@ -75,6 +78,11 @@ def run_config(cfg: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
     run = validate(cfg)
     check_logger(run.logger)
     config = plain_config(cfg)
+    resolve = getattr(run.model, "resolve_run", None)  # a family's own checks and completion (the anomalib baselines)
+    if resolve is not None:
+        model, backbone = resolve(run.backbone, run.data)
+        run = dataclasses.replace(run, model=model, backbone=backbone)
+        config["model"], config["backbone"] = dataclasses.asdict(model), dataclasses.asdict(backbone)
     offline = getattr(run.model, "offline_backbone", None)
     if offline:
         run = dataclasses.replace(run, backbone=cached_or_offline(run.backbone, offline))
