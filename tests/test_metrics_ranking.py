@@ -169,10 +169,17 @@ def aupimo_case(kind: str, seed: int, n: int = 6, size: int = 24) -> tuple[np.nd
     return maps.astype(np.float32), masks
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def scan_path(request, monkeypatch):
+    """Run a test with AUPIMO's CPU scans through NumPy and through torch (the code CUDA runs)."""
+    monkeypatch.setattr(AUPIMO_MODULE, "NUMPY_ON_CPU", request.param == "numpy")
+    return request.param
+
+
 @pytest.mark.parametrize("kind", ["random", "levels", "constant", "separated"])
 @pytest.mark.parametrize("bounds", [(1e-5, 1e-4), (1e-3, 1e-2), (0.02, 0.4), (0.05, 1.0)])
 @pytest.mark.parametrize("seed", range(2))
-def test_aupimo_equals_the_naive_loop_of_its_definition(kind, bounds, seed):
+def test_aupimo_equals_the_naive_loop_of_its_definition(kind, bounds, seed, scan_path):
     maps, masks = aupimo_case(kind, seed)
     normal = ~masks.reshape(len(masks), -1).any(1)
     got = aupimo(torch.from_numpy(maps), torch.from_numpy(masks), fpr_bounds=bounds)
@@ -197,7 +204,7 @@ def test_aupimo_at_the_papers_bounds_with_many_pixels():
 
 
 @pytest.mark.parametrize("bounds", [(1e-4, 1e-3), (1e-3, 1e-2)])
-def test_aupimo_is_exact_when_its_sampled_guess_selects_too_few_pixels(bounds, monkeypatch):
+def test_aupimo_is_exact_when_its_sampled_guess_selects_too_few_pixels(bounds, monkeypatch, scan_path):
     # The selection threshold is guessed from a strided sample of the normal pixels (1 000 here: every 120th of
     # 120 000). Raising exactly the sampled pixels makes every guess too high: a guess keeping fewer normal
     # pixels than the FPR bound needs must be retried lower (bounds 1e-4..1e-3: once; 1e-3..1e-2: down to

@@ -21,10 +21,14 @@ clipped to ``[L, U]``. With continuous scores the pieces are one normal pixel wi
 reference's trapezoids as its thresholds grow dense; with ties it stays defined (constant maps give
 ``(U − L) / log(U / L)``, chance level, where the reference refuses them).
 
-Only the normal pixels at or above the score where the shared FPR reaches ``U`` (about ``U ×`` the normal pixels)
-and the anomalous pixels at or above it matter: they are found by one comparison pass over the maps (a
-threshold guessed from a strided sample of the normal maps, exact whatever the guess), and every image's
-counts at the shared thresholds come from one ``bincount``.
+Computed per anomalous pixel, not per threshold: a pixel of score ``v`` counts in its image's TPR wherever the
+shared FPR is at least ``F(≥ v)`` (fully) and, within its tie group's span ``[F(> v), F(≥ v)]``, in proportion,
+so ``AUPIMO_i = Σ_v area(v) / (P_i log(U / L))`` over image ``i``'s ``P_i`` anomalous pixels, with
+``area(v) = log(U / clamp(F(≥ v), L, U))`` plus the tie group's part. ``F`` needs only the normal pixels at or
+above the score where the shared FPR reaches ``U`` (about ``U ×`` the normal pixels): one comparison pass over the
+normal maps gathers them (at or above a threshold guessed from a strided sample, exact whatever the guess), and
+each anomalous pixel's ``F`` is a binary search among their distinct scores. Memory and time grow with the
+anomalous pixels, not with images × thresholds.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from anomalib_lite.metrics.profiling import phase
 
 FPR_BOUNDS = (1e-5, 1e-4)  # paper: AUPIMO's integration range of the shared FPR
 _SAMPLE = 1 << 20  # normal pixels in the strided sample that guesses the selection threshold
+NUMPY_ON_CPU = True  # CPU boolean scans through NumPy (faster there); False: torch's, the code CUDA runs
 
 
 @dataclass
@@ -89,43 +95,31 @@ def aupimo(
     if maps.shape != masks.shape or maps.dim() != 3:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} must be the same N×H×W")
     flat = maps.reshape(maps.shape[0], -1).float()
-    truth = masks.reshape(masks.shape[0], -1).to(flat.device).bool()
-    positives = truth.sum(1)  # anomalous pixels per image
-    normal = positives == 0 if normal is None else normal.to(flat.device).bool().reshape(-1)
-    if bool((normal & (positives > 0)).any()):
-        raise ValueError(f"{int((normal & (positives > 0)).sum())} image(s) given as normal have anomalous pixels")
+    with phase("AUPIMO anomalous pixels"):
+        values, owners = _anomalous_pixels(flat, masks.reshape(flat.shape).to(flat.device))
+        positives = torch.bincount(owners, minlength=flat.shape[0])  # anomalous pixels per image
     anomalous = positives > 0
+    normal = ~anomalous if normal is None else normal.to(flat.device).bool().reshape(-1)
+    if bool((normal & anomalous).any()):
+        raise ValueError(f"{int((normal & anomalous).sum())} image(s) given as normal have anomalous pixels")
     if not bool(normal.any()) or not bool(anomalous.any()):
         return None
     n_normal = int(normal.sum()) * flat.shape[1]
     k = _rank_reaching(high, n_normal)
-    with phase("AUPIMO selection"):
-        normal_values, values, owners = _pixels_at_or_above_kth(flat, truth, normal, k)
+    with phase("AUPIMO normal pixels"):
+        distinct, at_or_above = _top_normal_scores(flat, normal, k)
     with phase("AUPIMO integrals"):
-        # Distinct normal scores from the highest down to w_J, where the shared FPR first reaches U.
-        distinct, counts = torch.unique(normal_values, return_counts=True)  # ascending
-        at_or_above = counts.flip(0).cumsum(0).flip(0)  # normal pixels ≥ each distinct score
-        first = int((at_or_above >= k).sum()) - 1  # w_J: the highest score with ≥ k normal pixels at or above
-        distinct, counts, at_or_above = distinct[first:], counts[first:], at_or_above[first:]
-        keep = values >= distinct[0]
+        keep = values >= distinct[0]  # lower scores count only where the shared FPR is past U
         values, owners = values[keep], owners[keep]
-        index = torch.cumsum(anomalous, 0) - 1  # image → row of the anomalous images
-        rows = index[owners]
-        n_rows, n_levels = int(anomalous.sum()), distinct.numel()
-        # Bucket m: a score equal to distinct[m] (even slot), or between distinct[m] and distinct[m + 1] (odd).
-        level = torch.searchsorted(distinct, values, right=True) - 1
-        slot = 2 * level + (values != distinct[level]).long()
-        histogram = torch.bincount(rows * 2 * n_levels + slot, minlength=n_rows * 2 * n_levels)
-        histogram = histogram.reshape(n_rows, n_levels, 2)
-        equal, between = histogram[..., 0], histogram[..., 1]
-        # Anomalous pixels of each image > distinct[m]: the buckets above m, and those strictly between.
-        above = (between.flip(1).cumsum(1) + equal.flip(1).cumsum(1)).flip(1) - equal
-        fpr_at = at_or_above.double() / n_normal
-        fpr_above = (at_or_above - counts).double() / n_normal
-        p = positives[anomalous].double()[:, None]
-        areas = _log_integral(fpr_above, fpr_at, above.double() / p, (above + equal).double() / p, low, high)
-    values = areas.sum(1) / math.log(high / low)
-    return Aupimo(values, torch.nonzero(anomalous).flatten(), int(normal.sum()), (low, high))
+        # Normal pixels ≥ and > each anomalous score: the FPR span of its tie group with the normal scores.
+        zero = at_or_above.new_zeros(1)
+        counts = torch.cat([at_or_above, zero])
+        fpr_b = counts[torch.searchsorted(distinct, values, side="left")].double() / n_normal
+        fpr_a = counts[torch.searchsorted(distinct, values, side="right")].double() / n_normal
+        area = _pixel_areas(fpr_a, fpr_b, low, high)
+        sums = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device).index_add_(0, owners, area)
+    per_image = sums[anomalous] / positives[anomalous].double() / math.log(high / low)
+    return Aupimo(per_image, torch.nonzero(anomalous).flatten(), int(normal.sum()), (low, high))
 
 
 def defined_mean(values: torch.Tensor) -> float | None:
@@ -144,41 +138,59 @@ def _rank_reaching(rate: float, n: int) -> int:
     return k
 
 
-def _pixels_at_or_above_kth(
-    flat: torch.Tensor, truth: torch.Tensor, normal: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The normal images' scores ``≥ c`` and the anomalous pixels' scores ``≥ c`` with their image indices, for
-    some ``c`` at or below the ``k``-th largest normal score (so that every score at or above it is kept).
+def _anomalous_pixels(flat: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores of the anomalous pixels of ``flat`` (``N×D``) and the image of each (int64), in row order;
+    on CPU through NumPy (its boolean scans are faster there)."""
+    if flat.device.type == "cpu" and NUMPY_ON_CPU:
+        where = torch.from_numpy(np.flatnonzero(truth.numpy()))
+    else:
+        where = torch.nonzero(truth.reshape(-1).bool()).flatten()
+    return flat.reshape(-1)[where], where // flat.shape[1]
 
-    ``c`` is the ``k'``-th largest score of a strided sample of the normal images (``k'`` scaled from ``k`` with a
-    margin); if fewer than ``k`` normal scores are ``≥ c``, a lower one is tried (at last the lowest score).
+
+def _top_normal_scores(flat: torch.Tensor, normal: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct scores of the normal images (rows ``normal`` of ``flat``) from the highest down to the
+    ``k``-th largest (ascending), and how many normal pixels are at or above each.
+
+    Only the scores ``≥ c`` are gathered, ``c`` the ``k'``-th largest score of a strided sample of the normal
+    images (``k'`` scaled from ``k`` with a margin); if fewer than ``k`` normal scores are ``≥ c``, a lower ``c``
+    is tried (at last every score).
     """
     rows = torch.nonzero(normal).flatten()
-    step = max(1, rows.numel() * flat.shape[1] // _SAMPLE)
+    n = rows.numel() * flat.shape[1]
+    step = max(1, n // _SAMPLE)
     sample = flat[rows, ::step].reshape(-1)
-    wanted = 2 * math.ceil(k * sample.numel() / (rows.numel() * flat.shape[1])) + 64
+    wanted = 2 * math.ceil(k * sample.numel() / n) + 64
     while True:
         floor = -math.inf if wanted >= sample.numel() else float(torch.topk(sample, wanted, sorted=False).values.min())
-        chosen = flat >= floor
-        normal_chosen = chosen & normal[:, None]
-        if int(normal_chosen.sum()) >= k:
+        chosen = _scores_at_or_above(flat, normal, floor)
+        if chosen.numel() >= k:
             break
         wanted *= 8
-    normal_values = flat[normal_chosen]
-    del normal_chosen
-    chosen &= truth
-    owners = torch.repeat_interleave(torch.arange(flat.shape[0], device=flat.device), chosen.sum(1))
-    return normal_values, flat[chosen], owners
+    distinct, counts = torch.unique(chosen, return_counts=True)  # ascending
+    at_or_above = counts.flip(0).cumsum(0).flip(0)
+    first = int((at_or_above >= k).sum()) - 1  # the k-th largest: the highest score with ≥ k at or above it
+    return distinct[first:], at_or_above[first:]
 
 
-def _log_integral(
-    fpr_a: torch.Tensor, fpr_b: torch.Tensor, tpr_a: torch.Tensor, tpr_b: torch.Tensor, low: float, high: float
-) -> torch.Tensor:
-    """``∫ T(z) dz / z`` over ``[F_a, F_b] ∩ [low, high]`` of each piece ``T`` linear from ``(F_a, T_a)`` to
-    ``(F_b, T_b)``; ``fpr_*``: ``M`` (shared), ``tpr_*``: ``A×M``; returns ``A×M`` float64 areas."""
+def _scores_at_or_above(flat: torch.Tensor, rows: torch.Tensor, floor: float) -> torch.Tensor:
+    """The scores ``≥ floor`` of the rows ``rows`` (``N`` bool) of ``flat``; on CPU through NumPy."""
+    if flat.device.type == "cpu" and NUMPY_ON_CPU:
+        scores = flat.numpy()
+        chosen = scores >= floor
+        chosen &= rows.numpy()[:, None]
+        return torch.from_numpy(scores[chosen])
+    return flat[(flat >= floor) & rows[:, None]]
+
+
+def _pixel_areas(fpr_a: torch.Tensor, fpr_b: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Each anomalous pixel's part of ``∫ TPR d(log FPR)`` over ``[low, high]`` (times the image's anomalous
+    pixel count): it counts fully from ``F_b`` (the normal pixels ``≥`` its score) up, and within its tie
+    group's span ``[F_a, F_b]`` (``F_a``: the normal pixels ``>`` it) as the share ``(z − F_a) / (F_b − F_a)``
+    (ties entering in random order); ``F_a = F_b`` when no normal pixel ties with it."""
     z1, z2 = fpr_a.clamp(low, high), fpr_b.clamp(low, high)
-    slope = (tpr_b - tpr_a) / (fpr_b - fpr_a)
-    at_z1 = tpr_a + slope * (z1 - fpr_a)
-    log_ratio = torch.log(z2 / z1)
-    # ∫ (T(z1) + s (z − z1)) / z dz = T(z1) log(z2/z1) + s (z2 − z1 − z1 log(z2/z1)); empty pieces give 0.
-    return at_z1 * log_ratio + slope * (z2 - z1 - z1 * log_ratio)
+    full = torch.log(high / z2)
+    # ∫ (z − F_a) / (F_b − F_a) dz / z over [z1, z2] = (z2 − z1 − F_a log(z2 / z1)) / (F_b − F_a).
+    span = fpr_b - fpr_a
+    tied = (z2 - z1 - fpr_a * torch.log(z2 / z1)) / torch.where(span > 0, span, torch.ones_like(span))
+    return full + torch.where(span > 0, tied, torch.zeros_like(span))
