@@ -24,7 +24,7 @@ from anomalib_lite.models.base import AnomalyModel, AnomalyOutput
 from anomalib_lite.models.hfr import HFRConfig
 from anomalib_lite.pipeline.config import validate
 from anomalib_lite.pipeline.evaluation import evaluate_category
-from anomalib_lite.pipeline.inference import load_scorer, load_trained
+from anomalib_lite.pipeline.inference import export_checkpoint, load_scorer, load_trained
 from anomalib_lite.pipeline.tiling import TiledModel
 from anomalib_lite.pipeline.training import run_config, train_run
 
@@ -201,3 +201,6 @@ def test_a_tiny_run_trains_on_tiles_and_is_evaluated_on_whole_maps(tmp_path):
     out = scorer.score(datamodule.test_set.images[:2].numpy())
     assert scorer.size == 64 and out.anomaly_map.shape == (2, 64, 64)
     assert torch.allclose(out.score, pred.scores[:2])
+    exported = load_scorer(export_checkpoint(checkpoint, "torchscript", tmp_path / "export"), torch.device("cpu"))
+    again = exported.score(datamodule.test_set.images[:2].numpy())  # the exported file takes whole images too
+    assert exported.size == 64 and torch.allclose(torch.as_tensor(again.anomaly_map), out.anomaly_map, atol=1e-5)
