@@ -21,6 +21,7 @@ from anomalib_lite.data import DataModule, build_datamodule, categories
 from anomalib_lite.engine.device import place_model
 from anomalib_lite.files import write_atomically
 from anomalib_lite.metrics import Evaluation, Predictions, collect_predictions, evaluate_predictions
+from anomalib_lite.metrics.auroc import auroc
 from anomalib_lite.models import AnomalyModel
 from anomalib_lite.pipeline.config import EvalConfig
 from anomalib_lite.pipeline.inference import load_trained
@@ -39,18 +40,25 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     write_atomically(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
 
 
-SCORE_COLUMNS = ("path", "label", "score", "defect")
+SCORE_COLUMNS = ("path", "label", "score", "defect", "predicted", "pixel_auroc")
 
 
-def write_scores(pred: Predictions, path: Path) -> None:
-    """Write each test image's ``path,label,score,defect`` (CSV, atomically; ``defect`` empty where the dataset
-    names none) for paired tests between runs (``scripts/compare.py``) and the report's score histogram."""
+def write_scores(pred: Predictions, path: Path, threshold: float | None = None) -> None:
+    """Write each test image's row (CSV, atomically) for paired tests between runs (``scripts/compare.py``), the
+    report's score histogram and a look at single images: ``path, label, score, defect`` (empty where the dataset
+    names none), ``predicted`` (``score ≥ threshold``, the stored image threshold; empty without one) and
+    ``pixel_auroc`` (the exact pixel AUROC of the image's own map, for an image whose mask has both anomalous and
+    normal pixels; else empty)."""
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(SCORE_COLUMNS)
     defects = pred.defects or [""] * len(pred.paths)
-    for name, label, score, defect in zip(pred.paths, pred.labels.tolist(), pred.scores.tolist(), defects):
-        writer.writerow([name, int(label), repr(float(score)), defect])
+    masks = pred.masks.bool()
+    rows = zip(pred.paths, pred.labels.tolist(), pred.scores.tolist(), defects, pred.maps, masks, pred.mask_valid)
+    for name, label, score, defect, anomaly_map, mask, valid in rows:
+        predicted = "" if threshold is None else int(score >= threshold)
+        pixel = auroc(anomaly_map, mask) if bool(valid) and mask.any() and not mask.all() else None
+        writer.writerow([name, int(label), repr(float(score)), defect, predicted, "" if pixel is None else repr(pixel)])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda file: file.write(text.getvalue().encode()))
 
@@ -218,7 +226,7 @@ def evaluate_checkpoint(
         "categories": {category: evaluation.metrics},
     }
     write_json(results, folder / "metrics.json")
-    write_scores(predictions, folder / "scores" / f"{category}.csv")
+    write_scores(predictions, folder / "scores" / f"{category}.csv", evaluation.metrics.get("image_threshold"))
     save_outputs(model, datamodule, evaluation, predictions, device, run.eval, folder, category)
     write_report(folder, dataclasses.asdict(run))
     return results

@@ -170,7 +170,7 @@ def train_category(
     engine.fit(model, datamodule)
     evaluation, predictions = evaluate_category(model, datamodule, engine.device, run.eval, run.trainer.progress)
     evaluation.metrics["training"] = engine.training
-    write_scores(predictions, folder / "scores" / f"{category}.csv")
+    write_scores(predictions, folder / "scores" / f"{category}.csv", evaluation.metrics.get("image_threshold"))
     save = functools.partial(
         save_outputs,
         model,
