@@ -383,7 +383,7 @@ def test_mpdd_trains(mpdd, tmp_path):
 def realiad(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("realiad")
     _realiad(root, np.random.default_rng(5))
-    assert prepare_dataset("realiad", root, progress=False) == f"realiad: 1 categories under {root}: audiojack"
+    assert prepare_dataset("realiad", root, progress=False) == f"realiad: 1 of 30 categories under {root}: audiojack"
     return root
 
 

@@ -41,7 +41,7 @@ from anomalib_lite.data.mvtec import MPDD_CATEGORIES, MPDD_DOWNLOAD, MPDD_HOW_TO
 from anomalib_lite.data.mvtec_ad2 import MVTEC_AD2_CATEGORIES, MVTEC_AD2_DOWNLOAD, MVTEC_AD2_HOW_TO_GET
 from anomalib_lite.data.mvtec_loco import LOCO_CATEGORIES, LOCO_DOWNLOAD, LOCO_HOW_TO_GET
 from anomalib_lite.data.one_class import ONE_CLASS_DATASETS, DownloadFile, load_split
-from anomalib_lite.data.realiad import RealIADConfig, realiad_categories_in
+from anomalib_lite.data.realiad import REALIAD_CATEGORIES, RealIADConfig, realiad_categories_in
 from anomalib_lite.data.registry import categories, dataset_config_class
 from anomalib_lite.errors import DataError
 from anomalib_lite.files import install_folder
@@ -357,7 +357,7 @@ def prepare_dataset(
         return install_published(name, path, root)
     if name == "realiad":
         found = realiad_categories_in(RealIADConfig(root=str(root)))
-        return f"realiad: {len(found)} categories under {root}: {', '.join(found)}"
+        return f"realiad: {len(found)} of {len(REALIAD_CATEGORIES)} categories under {root}: {', '.join(found)}"
     for file in ONE_CLASS_DATASETS[name].downloads:
         path = download(_source(file, mirror), root / file.name, file.md5, progress)
         if file.name.endswith((".tar.gz", ".tar.xz", ".tar")):
