@@ -133,9 +133,11 @@ def test_a_tile_is_anomalous_where_its_mask_is_and_validation_splits_are_tiled()
     assert torch.equal(tiles.images[5], images.images[1, 0:32, 32:64])
     assert torch.equal(tiles.masks[5], images.masks[1, 0:32, 32:64])
 
-    datamodule = DataModule(images.subset([0, 0, 0]), images, batch_size=2)
+    datamodule = DataModule(images.subset([0, 0, 0]), images, batch_size=8)
+    assert datamodule.batch_size == 3  # clamped to the 3 training images
     datamodule.use_tiles(tiling)
     assert datamodule.train_set.images.shape == (12, 32, 32, 3) and datamodule.test_set.images.shape[1] == 64
+    assert datamodule.batch_size == 8  # as asked: the 12 tiles hold it
     datamodule.split_validation(ValidationSplit(fraction=0.5, seed=0))
     assert datamodule.validation_set.images.shape[1:3] == (32, 32) and datamodule.test_set.images.shape[1] == 64
 

@@ -235,6 +235,7 @@ class DataModule:
     padding to or batching by a size no step uses (``data.batch_size=100000`` on 60 images took 18.8 GB).
     Attributes:
         tiling: the tile grid the model is trained on (:meth:`use_tiles`), or ``None`` (whole images).
+        requested_batch_size: ``batch_size`` as given, before it is clamped (to the images, or to the tiles).
         empty_masks: paths of the anomalous test images (of the test split as given, before any
             :meth:`split_validation`) whose mask holds no foreground pixel at this image size (see
             :func:`~anomalib_lite.data.images.mask_foreground`); they are logged as a warning, count in
@@ -245,7 +246,7 @@ class DataModule:
 
     def __init__(self, train_set: ImageSet, test_set: ImageSet, batch_size: int, num_workers: int = 0, name: str = ""):
         self.name = name
-        self.batch_size = batch_size
+        self.batch_size = self.requested_batch_size = batch_size
         self.num_workers = num_workers
         self.train_set, self.test_set = train_set, test_set
         self.validation_set: ImageSet | None = None
@@ -285,6 +286,7 @@ class DataModule:
         """
         self.tiling = tiling
         self.train_set = self.train_set.tiles(tiling)
+        self.batch_size = min(self.requested_batch_size, len(self.train_set))  # clamped to the tiles, not the images
         if self.validation_set is not None:
             self.validation_set = self.validation_set.tiles(tiling)
         log.info(
