@@ -413,7 +413,8 @@ def render_report(folder: Path, config: dict[str, Any]) -> str:
     timings = timings_table(per_category)
     timing_section = (
         f'<h2 id="timings">Training and timings</h2><p class="note">Per stage: wall time, throughput, peak memory '
-        f"(CUDA's peak on a GPU; on a CPU the growth of the process's peak resident set) and the mean loss of its last epoch; per category (bold): the whole training time and the "
+        f"(CUDA's peak on a GPU; on a CPU the growth of the process's peak resident set) and the mean loss "
+        f"of its last epoch; per category (bold): the whole training time and the "
         f"inference time per test image.</p>{timings}"
         if timings
         else ""
