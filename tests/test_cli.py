@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     assert brick["n_images"] == 4 + 4 * 2 and brick["n_anomalous"] == 8
     assert 0 <= brick["aupro"] <= 1 and 0 <= brick["pixel_auroc"] <= 1
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
-    assert len(list((run_dir / "maps" / "brick").glob("*.png"))) == 2
+    assert overlays(run_dir / "maps" / "brick") == gallery_files(run_dir / "maps" / "brick")
     assert list((run_dir / "tensorboard" / "brick").glob("events.out.tfevents.*"))
     checkpoint = run_dir / "checkpoints" / "brick" / "last.pt"
     state = torch.load(checkpoint, weights_only=True)
@@ -72,7 +73,20 @@ def test_train_writes_the_run_folder_and_eval_reproduces_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert_same_metrics(metrics_of(eval_dir)["categories"]["brick"], brick)
-    assert len(list((eval_dir / "maps" / "brick").glob("*.png"))) == 1
+    assert overlays(eval_dir / "maps" / "brick") == gallery_files(eval_dir / "maps" / "brick")
+
+
+def overlays(folder: Path) -> set[str]:
+    """The overlay PNGs of a category's maps folder (not its colour bar)."""
+    return {p.name for p in folder.glob("*.png")} - {"colorbar.png"}
+
+
+def gallery_files(folder: Path) -> set[str]:
+    """The overlays the report's gallery lists (worst cases and the sample), non-empty."""
+    groups = json.loads((folder / "gallery.json").read_text())["groups"]
+    files = {entry["file"] for entries in groups.values() for entry in entries}
+    assert files
+    return files
 
 
 @pytest.fixture(scope="module")
