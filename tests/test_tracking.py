@@ -153,22 +153,29 @@ def test_hparam_values_keep_types_hparams_can_show():
     }
 
 
-def test_a_failed_category_ends_its_hparams_session_and_mlflow_run_as_failed(tmp_path, monkeypatch):
+def test_a_failed_category_ends_its_mlflow_run_as_failed_and_its_resumed_success_shows(tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="optional extra: pip install -e '.[mlflow]'")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(tmp_path)  # the default store: mlruns/ in the current folder
-    with pytest.raises(RuntimeError), track_category(LoggerConfig(name="mlflow"), tmp_path, "cat", {"a": 1}, "task"):
+    cfg = LoggerConfig(name="mlflow")
+    with pytest.raises(RuntimeError), track_category(cfg, tmp_path, "cat", {"a": 1}, "task"):
         raise RuntimeError("training failed")
     events = EventAccumulator(str(tmp_path / "tensorboard" / "cat"))
     events.Reload()
-    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
-    assert metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG]).status == (
-        api_pb2.STATUS_FAILURE
-    )
+    assert metadata.SESSION_END_INFO_TAG not in events.PluginTagToContent(metadata.PLUGIN_NAME)
     client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("task").experiment_id])
     assert run.info.status == "FAILED" and run.data.params == {"a": "1"}
+
+    with track_category(cfg, tmp_path, "cat", {"a": 1}, "task") as tracker:  # the resumed run
+        tracker.finish({"image_auroc": 0.75}, 10, [])
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "cat"))
+    events.Reload()
+    end = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_END_INFO_TAG]
+    assert metadata.parse_session_end_info_plugin_data(end).status == api_pb2.STATUS_SUCCESS
+    statuses = sorted(r.info.status for r in client.search_runs([client.get_experiment_by_name("task").experiment_id]))
+    assert statuses == ["FAILED", "FINISHED"]
 
 
 def test_mlflow_without_its_extra_is_refused_in_one_line_before_any_work(monkeypatch):

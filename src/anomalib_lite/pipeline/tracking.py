@@ -5,7 +5,9 @@ TensorBoard (``tensorboard/<category>/``, one TensorBoard run per category): eac
 rate, time and images/s (the engine's :class:`~anomalib_lite.engine.trainer.ScalarWriter` calls), the final metrics
 at the last optimiser step (``metrics/<name>``, written with the images by
 :func:`~anomalib_lite.pipeline.evaluation.save_outputs`), and an HParams session: the flattened config (the
-category's) as the session's hyper-parameters, its status at the end. No HParams *experiment* summary is written:
+category's) as the session's hyper-parameters, and its success once the category is done. A category that raised
+gets no status (TensorBoard keeps the first status a run records, so a failure would hide the success of the run
+that resumes it). No HParams *experiment* summary is written:
 TensorBoard then builds the experiment from all the sessions it finds (every hyper-parameter of every job, marked
 when it differs between them, and every scalar tag as a metric column), so the HParams tab compares the jobs of any
 sweep, also one whose jobs have different options (``model=hfr,igd``). ``SummaryWriter.add_hparams`` would write
@@ -101,10 +103,9 @@ def session_start(hparams: dict[str, bool | float | str]) -> Summary:
     return _hparams_summary(SESSION_START_INFO_TAG, HParamsPluginData(session_start_info=info))
 
 
-def session_end(succeeded: bool) -> Summary:
-    """The HParams session-end summary: ``STATUS_SUCCESS`` or ``STATUS_FAILURE``."""
-    status = Status.Value("STATUS_SUCCESS" if succeeded else "STATUS_FAILURE")
-    info = SessionEndInfo(status=status, end_time_secs=time.time())
+def session_end() -> Summary:
+    """The HParams session-end summary of a session that succeeded (``STATUS_SUCCESS``)."""
+    info = SessionEndInfo(status=Status.Value("STATUS_SUCCESS"), end_time_secs=time.time())
     return _hparams_summary(SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=info))
 
 
@@ -191,7 +192,7 @@ class CategoryTracker:
         """End the tracking of a category that was trained and evaluated: the HParams session succeeded; MLflow
         gets the final metrics (:func:`final_metrics`, at ``step``) and ``artifacts`` (those that exist) and ends
         FINISHED."""
-        self.writer.file_writer.add_summary(session_end(True), step)
+        self.writer.file_writer.add_summary(session_end(), step)
         self.writer.flush()
         if self.mlflow is not None:
             self.mlflow.log_metrics(final_metrics(metrics), step)
@@ -202,9 +203,8 @@ class CategoryTracker:
         self.finished = True
 
     def fail(self, interrupted: bool) -> None:
-        """End the tracking of a category whose training or evaluation raised: the HParams session failed; the MLflow
-        run ends FAILED (``KILLED`` when ``interrupted``)."""
-        self.writer.file_writer.add_summary(session_end(False))
+        """End the tracking of a category whose training or evaluation raised: the MLflow run ends FAILED
+        (``KILLED`` when ``interrupted``); the HParams session gets no status (see the module's docstring)."""
         if self.mlflow is not None:
             self.mlflow.end("KILLED" if interrupted else "FAILED")
         self.finished = True
@@ -218,7 +218,8 @@ def track_category(
     session start (``config``, the category's plain config, flattened) and, with ``logger=mlflow``, an MLflow run
     with ``config`` as params in experiment ``logger.experiment`` (default ``task_name``).
 
-    Call :meth:`CategoryTracker.finish` once the category is done; an exception inside ends the tracking as failed.
+    Call :meth:`CategoryTracker.finish` once the category is done; an exception inside ends it as failed
+    (:meth:`CategoryTracker.fail`).
     """
     hparams = hparam_values(config)
     with SummaryWriter(str(folder / "tensorboard" / category)) as writer:
