@@ -116,12 +116,15 @@ class Capabilities:
             ``False``).
         config_group: the file of ``configs/model/`` that selects the family (``None``: ``<name>.yaml``), e.g.
             ``anomalib`` for the six anomalib baselines, chosen by ``model=anomalib model.name=<name>``.
+        slow_reason: why even the tiny setting takes minutes on a CPU (e.g. a network whose smallest input is
+            256 px); its contract tests are then marked ``slow`` (``make test`` runs them, a bare ``pytest`` not).
     """
 
     requires: tuple[str, str] | None = None
     resumes_inside_last_stage: bool = True
     single_pass_reason: str = ""
     config_group: str | None = None
+    slow_reason: str = ""
 
     def __post_init__(self) -> None:
         if not self.resumes_inside_last_stage and not self.single_pass_reason:
