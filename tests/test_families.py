@@ -13,7 +13,8 @@ and the tests check what applies instead of skipping silently: a family that nee
 naming the extra, where that package is absent (the anomalib baselines); a fitting stage (``Stage.optimizer``
 ``None``: a memory bank) must change the model's state instead of moving parameters; a family whose last stage is a
 single pass (``resumes_inside_last_stage=False``) is killed inside that pass and must rerun it to the same state;
-a family that cannot be exported (``export_refusal``) must be refused by the exporter with its reason; a family
+a family whose tiny setting takes minutes on a CPU (``slow_reason``) has its tests marked slow; a family that cannot
+be exported (``export_refusal``) must be refused by the exporter with its reason; a family
 chosen through a shared config file names it (``config_group``).
 
 A toy family, a toy dataset and a toy metric, defined in this file only, go through the same contract and
@@ -143,7 +144,10 @@ def toy_parts():
     del model_registry._MODELS["toy"], data_registry._DATASETS["toy_data"], METRICS["toy_mean_score"]
 
 
-FAMILIES = [*model_names(), "toy"]
+FAMILIES = [
+    pytest.param(name, marks=pytest.mark.slow) if model_class(name).capabilities().slow_reason else name
+    for name in model_names()
+] + ["toy"]
 
 
 @pytest.fixture(params=FAMILIES)
@@ -304,7 +308,7 @@ def test_every_family_has_its_config_group():
         assert model_class(group.name).capabilities().config_group == shared
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            config = compose("train", overrides=[f"model={shared}", f"model.name={name}", "data.image_size=128"])
+            config = compose("train", overrides=[f"model={shared}", f"model.name={name}"])
         assert validate(config).model.name == name
 
 

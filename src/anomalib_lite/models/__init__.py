@@ -8,7 +8,7 @@ files: ``config.py`` (its options, each labelled paper / ref-code / choice), ``n
 ``paper_tables.yaml`` (its paper's figures).
 """
 
-from anomalib_lite.models import hfr, igd, msfi, utad  # noqa: F401  (registers the families)
+from anomalib_lite.models import anomalib_baselines, hfr, igd, msfi, utad  # noqa: F401  (registers the families)
 from anomalib_lite.models.backbones import BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Stage, TinySetting
 from anomalib_lite.models.registry import build_model, model_class, model_names, register_model
