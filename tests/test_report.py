@@ -243,7 +243,8 @@ def fabricated_run(folder: Path, pixel_threshold: float | None = 0.75, training:
     maps[0, 0, 0], maps[9, 3, 3] = -2.0, 5.0
     images = torch.full((n, side, side, 3), 120, dtype=torch.uint8)
     paths = [f"/data/cat/test/{d}/{i:03d}.png" for i, d in enumerate(DEFECTS)]
-    pred = Predictions(torch.tensor(SCORES), labels, maps, masks, torch.ones(n, dtype=torch.bool), paths, DEFECTS)
+    map_masks = masks[:, ::2, ::2]  # the evaluator's masks are at the maps' size
+    pred = Predictions(torch.tensor(SCORES), labels, maps, map_masks, torch.ones(n, dtype=torch.bool), paths, DEFECTS)
     metrics = {"image_auroc": 0.5, "image_threshold": 0.5, "n_images": n, "inference_ms_per_image": 1.25}
     if pixel_threshold is not None:
         metrics["pixel_threshold"] = pixel_threshold
