@@ -9,6 +9,7 @@ of values per row (``None`` where the paper prints none). See the header of any 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -24,8 +25,14 @@ TABLE_KEYS = ("table", "caption", "section", "page", "cited_as", "text_lines", "
 
 
 def papers() -> list[str]:
-    """The registered families whose folder holds their paper's tables."""
-    return [name for name in model_names() if (resources.files(f"anomalib_lite.models.{name}") / TABLES_FILE).is_file()]
+    """The registered families whose folder holds their paper's tables (a family registered from elsewhere, e.g. an
+    anomalib baseline, has no folder of its own here)."""
+    return [
+        name
+        for name in model_names()
+        if importlib.util.find_spec(f"anomalib_lite.models.{name}") is not None
+        and (resources.files(f"anomalib_lite.models.{name}") / TABLES_FILE).is_file()
+    ]
 
 
 @dataclass(frozen=True)
