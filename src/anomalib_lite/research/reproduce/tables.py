@@ -176,6 +176,30 @@ def _msfi_paper_search(coverage: float) -> tuple[str, ...]:
     )
 
 
+def _baseline(
+    name: str, title: str, backbone: str, paper: dict[str, tuple[PaperRef, ...]], why: str, *overrides: str
+) -> Arm:
+    """An arm of anomalib 2.7's ``name`` (``model=anomalib``), beside the paper's own column of that baseline: ours
+    (anomalib's model under our data, evaluator and budget), shown and never compared. ``why``: where its backbone
+    comes from. ``overrides``: also, e.g. removing an option the table's experiment sets for its own model."""
+    return Arm(
+        f"{title} (anomalib)",
+        ("model=anomalib", f"model.name={name}", f"backbone={backbone}", *overrides),
+        backbone,
+        paper,
+        note=f"anomalib 2.7's {title} (extra: baselines), anomalib's defaults (configs/model/anomalib.yaml)",
+        departure=f"our run of anomalib's {title} (our data, evaluator and training budget), beside the figure the "
+        "paper reprints from that baseline's own paper, measured in its authors' setting",
+        backbone_source=f"choice: {why}",
+    )
+
+
+def _hfr_localisation(column: str) -> dict[str, tuple[PaperRef, ...]]:
+    """A baseline's columns of HFR's Tables 3 (pixel AUROC) and 4 (AUPRO); Table 1 has none of them."""
+    tables = (("pixel_auroc", "table3"), ("aupro", "table4"))
+    return {metric: (PaperRef("hfr", table, column, label=f"paper {column}"),) for metric, table in tables}
+
+
 def _both_hfr() -> dict[str, tuple[PaperRef, ...]]:
     return {m: refs + _hfr(HFR_A, "paper col A")[m] for m, refs in _hfr(HFR_B).items()}
 
@@ -198,6 +222,21 @@ TABLES: dict[str, ReproTable] = {
                     note="compared with the headline column (col B); col A (the other unlabelled HFR variant) "
                     "beside it",
                 ),
+                # The baselines of HFR's Tables 3 and 4 that anomalib has (hfr.txt L86, L109: STPM [28], PaDiM [10]).
+                _baseline(
+                    "stfpm",
+                    "STFPM",
+                    R18,
+                    _hfr_localisation("STPM"),
+                    "STFPM's own paper's ResNet-18 (HFR names none for it)",
+                ),
+                _baseline(
+                    "padim",
+                    "PaDiM",
+                    WRN,
+                    _hfr_localisation("PaDiM"),
+                    "PaDiM's own best, WideResNet-50-2 (HFR's PaDiM figures are its WR50-Rd550 ones)",
+                ),
             ),
         ),
         ReproTable(
@@ -213,6 +252,18 @@ TABLES: dict[str, ReproTable] = {
                     paper={
                         m: (PaperRef("msfi", "table1", m, "Ours", categories="none"),) for m in ("pixel_auroc", "aupro")
                     },
+                ),
+                # The baseline of MSFI's Table I that anomalib has (msfi.txt L122: PaDiM [4]).
+                _baseline(
+                    "padim",
+                    "PaDiM",
+                    WRN,
+                    {
+                        m: (PaperRef("msfi", "table1", m, "PaDiM", categories="none", label="paper PaDiM"),)
+                        for m in ("pixel_auroc", "aupro")
+                    },
+                    "PaDiM's own best, WideResNet-50-2 (MSFI's PaDiM figures are its WR50-Rd550 ones)",
+                    "~model.levels",  # the experiment's MSFI option
                 ),
             ),
         ),
