@@ -334,12 +334,16 @@ def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_
     assert "categories absent, not run: screw" in markdown and "seeds 0, 1 (--seeds)" in markdown
     assert "tf_efficientnet_lite0 (stand-in for wide_resnet50_2)" in markdown
     rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["category"] == "bottle"]
-    assert [r["metric"] for r in rows] == ["image_auroc", "pixel_auroc", "aupro"]
+    hfr = [r for r in rows if r["arm"] == "HFR"]  # the anomalib baselines' arms follow (ours, never compared)
+    assert [r["metric"] for r in hfr] == ["image_auroc", "pixel_auroc", "aupro"]
     assert all(
         r["runs"] == "2" and r["difference"] == "" and "backbone.stand_in True" in r["not comparable because"]
-        for r in rows
+        for r in hfr
     )
-    assert len(list(out.rglob("metrics.json"))) == 2
+    assert all(r["difference"] == "" for r in rows) and {r["arm"] for r in rows} == {
+        a.label for a in TABLES["hfr_mvtec"].arms
+    }
+    assert len(list((out / "HFR").rglob("metrics.json"))) == 2
     again = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--dry-run")
     assert again.returncode != 0 and "already holds files" in again.stderr
     collected = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--collect", "--only", "bottle")
