@@ -211,9 +211,17 @@ class AnomalibBaseline(AnomalyModel):
         return {"loss": out.detach()}
 
     def _fit_memory_bank(self) -> None:
-        """anomalib's ``on_train_epoch_end``: fits the memory bank once (PatchCore's coreset, PaDiM's Gaussians)."""
+        """anomalib's ``on_train_epoch_end``: fits the memory bank once (PatchCore's coreset, PaDiM's Gaussians).
+
+        The fitted buffers are then stored contiguously, as a checkpoint reloads them: PaDiM's inverse covariances
+        come out transposed, and its matrix products round differently on them, so the model evaluated after
+        training would differ in the last bits from the one ``eval.py`` rebuilds."""
         self._sync_device()
         self.module.on_train_epoch_end()
+        for name, buffer in self.module.named_buffers():
+            if not buffer.is_contiguous():
+                owner, _, key = name.rpartition(".")
+                setattr(self.module.get_submodule(owner), key, buffer.contiguous())
 
     def _no_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """The map-quantile stage's step: nothing (its work is one pass at its start)."""
