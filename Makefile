@@ -18,7 +18,7 @@ quickstart: $(STAMP)
 
 # Every test, the slow and the end-to-end (subprocess) ones included (what CI runs).
 test: $(STAMP)
-	$(PYTHON) -m pytest -m "slow or not slow"
+	$(PYTHON) -m pytest -m "slow or not slow" --durations=25
 
 # The fast subset (the default of a bare `pytest`: neither slow nor e2e).
 test-fast: $(STAMP)
