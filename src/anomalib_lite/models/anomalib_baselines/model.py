@@ -24,7 +24,6 @@ the training images (anomalib's from its validation split, by default the test s
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any
 
@@ -57,8 +56,6 @@ from anomalib_lite.models.anomalib_baselines.config import (
 from anomalib_lite.models.backbones import BackboneConfig
 from anomalib_lite.models.base import AnomalyModel, AnomalyOutput, Capabilities, Stage, TinySetting
 from anomalib_lite.models.registry import register_model
-
-log = logging.getLogger(__name__)
 
 # Where each baseline's frozen ImageNet network sits in anomalib's Lightning module (a timm network).
 FROZEN_NETWORK = {
