@@ -251,7 +251,8 @@ def test_fresh_dir_claims_a_new_folder_once_per_config(tmp_path):
         (
             "train.py",
             ["model=hfrr"],
-            "model=hfrr: no such option of model (did you mean model=hfr?); choose one of anomalib, hfr, igd, msfi, utad",
+            "model=hfrr: no such option of model (did you mean model=hfr?); "
+            "choose one of anomalib, hfr, igd, msfi, utad",
         ),
         (
             "train.py",

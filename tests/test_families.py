@@ -204,8 +204,23 @@ def fit(name: str, root: Path, path: Path, kill: tuple[str, int] | None = None, 
     return model, datamodule, initial, run
 
 
-def test_every_family_trains_each_stage_and_is_evaluated(family, widget_root, tmp_path):
-    model, datamodule, initial, run = fit(family, widget_root, tmp_path / "last.pt")
+@pytest.fixture(scope="module")
+def trained(widget_root, tmp_path_factory):
+    """``trained(family)``: :func:`fit`'s result and checkpoint for ``family``'s uninterrupted run, trained once for
+    the module (the tests only read it)."""
+    runs: dict[str, tuple] = {}
+
+    def get(family: str) -> tuple:
+        if family not in runs:
+            path = tmp_path_factory.mktemp(family) / "last.pt"
+            runs[family] = (*fit(family, widget_root, path), path)
+        return runs[family]
+
+    return get
+
+
+def test_every_family_trains_each_stage_and_is_evaluated(family, trained):
+    model, datamodule, initial, run, _ = trained(family)
     names = {id(p): n for n, p in model.named_parameters()}
     for stage in model.stages():
         if stage.optimizer is None:  # a fitting stage: no parameter to move; it must fit some state
@@ -229,12 +244,12 @@ def test_every_family_trains_each_stage_and_is_evaluated(family, widget_root, tm
     assert all(isinstance(metrics[name], float) for name in expected), metrics
 
 
-def test_every_family_rebuilds_from_its_checkpoint_and_exports(family, widget_root, tmp_path, monkeypatch):
+def test_every_family_rebuilds_from_its_checkpoint_and_exports(family, trained, tmp_path, monkeypatch):
     # IGD predicts its patches in chunks: small ones here, so that the traced batch (and the checked one) spans
     # several, as at 256 px; a traced split would replay the example's number of chunks.
     monkeypatch.setattr("anomalib_lite.models.igd.model.CHUNK", 4)
-    model, datamodule, _, _ = fit(family, widget_root, tmp_path / "last.pt")
-    run, loaded = load_trained(tmp_path / "last.pt")
+    model, datamodule, _, _, checkpoint = trained(family)
+    run, loaded = load_trained(checkpoint)
     model.eval()
     place_model(loaded, CPU, run.trainer.channels_last).eval()  # the layout training used: the same kernels
     test = datamodule.test_set  # what a validation stage left of it: 4 images or more
@@ -245,7 +260,7 @@ def test_every_family_rebuilds_from_its_checkpoint_and_exports(family, widget_ro
 
     pixels = test.images.permute(0, 3, 1, 2)  # uint8 RGB, what an exported file takes
     for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
-        info = metadata(run, fmt, None, "none", tmp_path / "last.pt")
+        info = metadata(run, fmt, None, "none", checkpoint)
         refusal = loaded.export_refusal()
         if refusal:  # declared: the exporter refuses it with its reason, and writes nothing
             with pytest.raises(ExportError, match="cannot be exported"):
@@ -260,8 +275,8 @@ def test_every_family_rebuilds_from_its_checkpoint_and_exports(family, widget_ro
             assert torch.allclose(torch.as_tensor(value), reference, atol=1e-4 * scale, rtol=0), (family, fmt)
 
 
-def test_every_family_resumes_inside_its_last_stage_to_the_same_weights(family, widget_root, tmp_path):
-    straight, datamodule, _, _ = fit(family, widget_root, tmp_path / "straight.pt")
+def test_every_family_resumes_inside_its_last_stage_to_the_same_weights(family, trained, widget_root, tmp_path):
+    straight, datamodule, *_ = trained(family)
     last = straight.stages()[-1]
     loader = datamodule.validation_loader() if last.split == "validation" else datamodule.train_loader()
     assert len(loader) >= 2

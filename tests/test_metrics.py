@@ -1,6 +1,5 @@
 """The evaluator against independent references: scikit-learn and naive sweeps."""
 
-
 import numpy as np
 import pytest
 import torch

@@ -17,7 +17,7 @@ from anomalib_lite.data.mvtec import MVTEC_CATEGORIES
 from anomalib_lite.models.igd.config import IGDConfig
 from anomalib_lite.pipeline.config import validate
 from anomalib_lite.research.paper_figures import paper_table
-from anomalib_lite.research.reproduce.command import Options, plan_dataset, reproduce
+from anomalib_lite.research.reproduce.command import Options, main, plan_dataset, reproduce
 from anomalib_lite.research.reproduce.report import write_report
 from anomalib_lite.research.reproduce.results import MEAN, ArmResult, Run, build_cells, paper_setting
 from anomalib_lite.research.reproduce.tables import TABLES
@@ -313,7 +313,7 @@ def test_the_igd_ablation_arms_switch_off_the_parts_of_the_papers_table5_columns
 
 
 @pytest.mark.slow
-def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_stand_in(tmp_path, monkeypatch):
+def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_stand_in(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached WideResNet-50 weights
     make_mvtec(tmp_path / "mvtec", "bottle")
     tiny = [
@@ -323,12 +323,13 @@ def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_
         "trainer.progress=false",
         "eval.n_maps=0",
     ]
-    common = ["scripts/reproduce.py", "hfr_mvtec", "--root", f"mvtec={tmp_path / 'mvtec'}", "--only", "bottle,screw"]
-    stopped = run_entry(*common, "--out", str(tmp_path / "a"), *tiny)
-    assert "prepare_data.py weights --name wide_resnet50_2" in stopped.stderr
-    assert "--allow-stand-in" in stopped.stdout and not (tmp_path / "a" / "HFR").exists()  # stopped before any work
+    common = ["hfr_mvtec", "--root", f"mvtec={tmp_path / 'mvtec'}", "--only", "bottle,screw"]
+    main([*common, "--out", str(tmp_path / "a"), *tiny], workdir=REPO)  # in-process: no start-up
+    stopped = capsys.readouterr()
+    assert "prepare_data.py weights --name wide_resnet50_2" in stopped.err
+    assert "--allow-stand-in" in stopped.out and not (tmp_path / "a" / "HFR").exists()  # stopped before any work
     out = tmp_path / "b"
-    result = run_entry(*common, "--out", str(out), "--allow-stand-in", "--seeds", "0,1", *tiny)
+    result = run_entry("scripts/reproduce.py", *common, "--out", str(out), "--allow-stand-in", "--seeds", "0,1", *tiny)
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = (out / "results.md").read_text()
     assert "categories absent, not run: screw" in markdown and "seeds 0, 1 (--seeds)" in markdown
@@ -344,7 +345,8 @@ def test_reproduce_stops_without_the_papers_backbone_and_runs_marked_with_allow_
         a.label for a in TABLES["hfr_mvtec"].arms
     }
     assert len(list((out / "HFR").rglob("metrics.json"))) == 2
-    again = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--dry-run")
-    assert again.returncode != 0 and "already holds files" in again.stderr
-    collected = run_entry("scripts/reproduce.py", "hfr_mvtec", "--out", str(out), "--collect", "--only", "bottle")
-    assert collected.returncode == 0 and "2 runs" in collected.stdout
+    with pytest.raises(SystemExit):
+        main(["hfr_mvtec", "--out", str(out), "--dry-run"], workdir=REPO)
+    assert "already holds files" in capsys.readouterr().err
+    assert main(["hfr_mvtec", "--out", str(out), "--collect", "--only", "bottle"], workdir=REPO) == 0
+    assert "2 runs" in capsys.readouterr().out

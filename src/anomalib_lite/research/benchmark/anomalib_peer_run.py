@@ -3,8 +3,8 @@
 Run by the Python of an environment that has anomalib 2.7 (``--anomalib-python``), never
 imported by anomalib_lite. Prints one line ``PEER_RESULT {json}`` with the figures.
 
-    python src/anomalib_lite/research/benchmark/anomalib_peer_run.py --root data/synthetic --category brick --model stfpm \
-        --backbone tf_efficientnet_lite0 --size 128 --batch 16 --epochs 3
+    python src/anomalib_lite/research/benchmark/anomalib_peer_run.py --root data/synthetic --category brick \
+        --model stfpm --backbone tf_efficientnet_lite0 --size 128 --batch 16 --epochs 3
 
 What is timed (by a Lightning callback, so Lightning's set-up, the sanity check and the data
 module's set-up are not):
