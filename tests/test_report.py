@@ -227,7 +227,7 @@ TRAINING = {
         {"name": "ie_net", "epochs": 3, "seconds": 8.0, "images_per_second": 40.0, "batch_size": 8,
          "learning_rate": 0.001, "peak_memory_mib": None, "loss": [0.9, 0.5, 0.25]},
         {"name": "expert_net", "epochs": 2, "seconds": 4.5, "images_per_second": 30.0, "batch_size": 4,
-         "learning_rate": None, "peak_memory_mib": 512.0, "loss": [2.0, 1.5]},
+         "learning_rate": None, "peak_memory_mib": 0.01171875, "loss": [2.0, 1.5]},
     ],
 }  # fmt: skip
 
@@ -343,8 +343,8 @@ def test_losses_and_timings_are_shown_when_recorded_and_skipped_when_not(tmp_pat
     text = render_report(fabricated_run(tmp_path / "with"), UTAD_CONFIG)
     rows = {tuple(r[:2]): r for r in parse_text(text).rows if r and r[0] == "cat"}
     ie, expert, total = rows[("cat", "ie_net")], rows[("cat", "expert_net")], rows[("cat", "all")]
-    assert ie[2:9] == ["3", "8", "0.001", "8", "40", "-", "0.25"]  # epochs, batch, lr, s, img/s, memory, last loss
-    assert expert[4] == "-" and expert[7] == "512" and total[5] == "12.5" and total[9] == "1.25"
+    assert ie[2:9] == ["3", "8", "0.001", "8", "40", "-", "0.25"]  # epochs, batch, lr, s, img/s, MiB, last loss
+    assert expert[4] == "-" and expert[7] == "0.0" and total[5] == "12.5" and total[9] == "1.25"
     assert "<h4>Training loss</h4>" in text
     bare = render_report(fabricated_run(tmp_path / "without", training=None), UTAD_CONFIG)
     assert "Training loss" not in bare and "ie_net 3 epochs" in bare  # the schedule row stays

@@ -160,6 +160,7 @@ def plot_losses(stages: list[dict[str, Any]], title: str = "") -> bytes | None:
         loss = np.asarray(stage["loss"], dtype=np.float64)
         axis.plot(np.arange(1, len(loss) + 1), loss, marker="o" if len(loss) <= 30 else None, markersize=3)
         axis.set(title=str(stage.get("name", "")), xlabel="epoch", ylabel="mean loss")
+        axis.xaxis.get_major_locator().set_params(integer=True)
         if loss.min() > 0 and loss.max() / loss.min() > 50:
             axis.set_yscale("log")
         axis.grid(alpha=0.3)

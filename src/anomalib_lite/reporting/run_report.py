@@ -85,6 +85,11 @@ def _number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else _text(value)
 
 
+def _mebibytes(value: float | None) -> str:
+    """A memory figure in MiB to one decimal place (a CPU's peak growth can be a few KiB), ``-`` when absent."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _count(n: Any, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -219,7 +224,7 @@ def timings_table(per_category: dict[str, dict[str, Any]]) -> str:
                 _number(stage.get("learning_rate")),
                 _number(stage.get("seconds"), 3),
                 _number(stage.get("images_per_second"), 3),
-                _number(stage.get("peak_memory_mib"), 4),
+                _mebibytes(stage.get("peak_memory_mib")),
                 _number(loss[-1] if loss else None),
                 "",
             )
