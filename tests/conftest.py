@@ -13,6 +13,7 @@ import inspect
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,15 +148,33 @@ def random_case(seed: int, n: int = 4, size: int = 12, levels: int | None = None
     return maps.astype(np.float32), masks
 
 
-@pytest.fixture(params=["sorting", "counting"])
-def rank_path(request, monkeypatch):
-    """Run a test once with the negatives sorted and once counted by keys (small windows: several passes)."""
+RANK_PATHS = ["sorting", "sorted parts", "counting"]
+
+
+@contextlib.contextmanager
+def rank_path_taken(path: str, parts: int = 3) -> Iterator[None]:
+    """Make :func:`~anomalib_lite.metrics.ranks.rank_positives` take ``path`` on any input: ``sorting`` (the
+    negatives sorted: the small-input path), ``sorted parts`` (every key sorted in ``parts`` parts, one per
+    thread: the large-input CPU path) or ``counting`` (keys counted in windows of two buckets: several passes;
+    the CUDA path)."""
     from anomalib_lite.metrics import ranks
 
-    if request.param == "counting":
-        monkeypatch.setattr(ranks, "SORT_BELOW", 0)
-        monkeypatch.setattr(ranks, "WINDOW_BUCKETS", 2)
-    return request.param
+    saved = ranks.SORT_BELOW, ranks.COUNT_ON_CPU, ranks.WINDOW_BUCKETS, torch.get_num_threads()
+    if path != "sorting":
+        ranks.SORT_BELOW, ranks.COUNT_ON_CPU, ranks.WINDOW_BUCKETS = 0, path == "counting", 2
+        torch.set_num_threads(parts)
+    try:
+        yield
+    finally:
+        ranks.SORT_BELOW, ranks.COUNT_ON_CPU, ranks.WINDOW_BUCKETS = saved[:3]
+        torch.set_num_threads(saved[3])
+
+
+@pytest.fixture(params=RANK_PATHS)
+def rank_path(request):
+    """Run a test once on each path of :func:`~anomalib_lite.metrics.ranks.rank_positives`."""
+    with rank_path_taken(request.param):
+        yield request.param
 
 
 def per_position(a, b, distance):

@@ -7,10 +7,9 @@ from scipy import ndimage
 from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
 from anomalib_lite.metrics import Predictions, auroc, compute_metrics, f1_max, pixel_metrics, segmentation_iou
-from anomalib_lite.metrics import ranks as ranks_module
-from anomalib_lite.metrics.ranks import keys_to_values, order_keys, rank_positives
+from anomalib_lite.metrics.ranks import KthLargest, keys_to_values, order_keys, rank_positives
 
-from conftest import random_case
+from conftest import RANK_PATHS, random_case, rank_path_taken
 
 
 def naive_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -220,16 +219,20 @@ def test_order_keys_order_as_the_floats_do():
 
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("window_buckets", [1, 3, 256])
-def test_counted_ranks_match_a_sort_of_the_negatives(seed, window_buckets):
+@pytest.mark.parametrize(
+    ("path", "parts", "window_buckets"),
+    [("counting", 1, 1), ("counting", 1, 3), ("counting", 1, 256), ("sorted parts", 1, None), ("sorted parts", 3, 1)],
+)
+def test_counted_ranks_match_a_sort_of_the_negatives(seed, path, parts, window_buckets):
     values = adversarial_scores(seed)
     rng = np.random.default_rng(seed + 10)
     positive = rng.random(values.size) < 0.2
     negatives = np.sort(values[~positive])
     for k in [1, 2, 17, negatives.size // 3, negatives.size - 1, negatives.size]:
-        got = rank_positives(
-            torch.from_numpy(values), torch.from_numpy(positive), k, sort_below=0, window_buckets=window_buckets
-        )
+        with rank_path_taken(path, parts):
+            got = rank_positives(
+                torch.from_numpy(values), torch.from_numpy(positive), k, sort_below=0, window_buckets=window_buckets
+            )
         np.testing.assert_array_equal(got.positives.numpy(), values[positive])
         below = np.searchsorted(negatives, values[positive], side="left")
         np.testing.assert_array_equal(got.below.numpy(), below)
@@ -240,7 +243,25 @@ def test_counted_ranks_match_a_sort_of_the_negatives(seed, window_buckets):
         assert got.kth.equal == np.count_nonzero(negatives == kth)
     sorted_path = rank_positives(torch.from_numpy(values), torch.from_numpy(positive), 5, sort_below=values.size + 1)
     np.testing.assert_array_equal(sorted_path.below.numpy(), got.below.numpy())
-    assert sorted_path.kth == rank_positives(torch.from_numpy(values), torch.from_numpy(positive), 5, sort_below=0).kth
+    with rank_path_taken(path, parts):
+        large_path = rank_positives(torch.from_numpy(values), torch.from_numpy(positive), 5, sort_below=0)
+    assert sorted_path.kth == large_path.kth
+
+
+@pytest.mark.parametrize("path", RANK_PATHS)
+def test_the_kth_largest_negative_among_neighbouring_floats(path):
+    ladder = [np.float32(1.0)]
+    for _ in range(4):
+        ladder.append(np.nextafter(ladder[-1], np.float32(2.0)))  # adjacent keys
+    values = np.repeat(np.array(ladder, np.float32), [3, 1, 2, 4, 1])
+    positive = np.zeros(values.size, dtype=bool)
+    positive[[0, 5]] = True
+    negatives = np.sort(values[~positive])
+    for k in range(1, negatives.size + 1):
+        with rank_path_taken(path):
+            got = rank_positives(torch.from_numpy(values), torch.from_numpy(positive), k).kth
+        kth = negatives[negatives.size - k]
+        assert got == KthLargest(float(kth), np.count_nonzero(negatives < kth), np.count_nonzero(negatives == kth))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -254,8 +275,7 @@ def test_pixel_auroc_equals_sklearn_on_adversarial_scores(seed, rank_path):
     assert auroc(torch.from_numpy(values), torch.from_numpy(positive)) == got.pixel_auroc
 
 
-def test_counted_aupro_with_many_regions_and_ties_matches_the_naive_sweep(monkeypatch):
-    monkeypatch.setattr(ranks_module, "SORT_BELOW", 0)
+def test_counted_aupro_with_many_regions_and_ties_matches_the_naive_sweep(rank_path):
     rng = np.random.default_rng(4)
     masks = ndimage.zoom(rng.random((3, 4, 4)), (1, 4, 4), order=0) > 0.6  # several regions per image
     masks[0] = False

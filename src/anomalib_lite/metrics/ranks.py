@@ -4,15 +4,18 @@ Pixel AUROC and AUPRO need, for every positive score ``p``, the number of negati
 below ``p`` and equal to ``p``, and the AUPRO also the ``k``-th largest negative score (where the FPR
 limit is crossed). :func:`rank_positives` gives exactly these.
 
-Large inputs (at least ``SORT_BELOW`` scores) are counted, not sorted. Each float32 score becomes an
-int32 key that orders as the floats do (−0.0 and +0.0 share the key 0). One ``bincount`` of the keys'
-high 16 bits puts every score in one of 65 536 buckets; a positive's rank among the negatives of
-*other* buckets follows from the cumulative counts. Only the buckets that hold both classes (and the
-bucket of the ``k``-th largest negative) need the order inside the bucket: a second ``bincount``
-counts every full key in those buckets, over contiguous windows of at most ``window_buckets``
-buckets (bounded memory: 8 bytes × 65 536 per bucket). Each step is an element-wise op or a
-``bincount``, so the same code runs on CPU (torch's threads) and CUDA. Small inputs sort the
-negatives, which is cheaper there.
+Small inputs (fewer than ``SORT_BELOW`` scores) sort the negatives. Large ones work on int32 keys that
+order as the float32 scores do (−0.0 and +0.0 share the key 0):
+
+- on CPU (unless ``COUNT_ON_CPU``) every key is sorted, in one part per thread (NumPy's sort releases
+  the GIL), and the positives, sorted too, are located in each part by binary search; the positives'
+  own keys are then taken out of the counts. Its cost does not depend on how the scores spread.
+- on CUDA the keys are counted, not sorted. One ``bincount`` of the keys' high 16 bits puts every
+  score in one of 65 536 buckets; a positive's rank among the negatives of *other* buckets follows
+  from the cumulative counts. Only the buckets that hold both classes (and the bucket of the ``k``-th
+  largest negative) need the order inside the bucket: a second ``bincount`` counts every full key in
+  those buckets, over contiguous windows of at most ``window_buckets`` buckets (bounded memory:
+  8 bytes × 65 536 per bucket), a full pass over the keys each.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from anomalib_lite.metrics.profiling import phase
 
 SORT_BELOW = 1 << 22
+COUNT_ON_CPU = False
 WINDOW_BUCKETS = 256
 _LOW_BITS = 16
 _N_BUCKETS = 1 << 16
@@ -100,9 +104,9 @@ def rank_positives(
         scores: ``N`` float32 scores (contiguous; any device).
         positive: ``N`` bool labels, True for a positive.
         kth_largest: also find the ``k``-th largest negative score, ``1 <= k <= #negatives``.
-        sort_below: inputs with fewer scores sort the negatives instead of counting keys
-            (default ``SORT_BELOW``).
-        window_buckets: at most this many high-16-bit buckets are counted exactly in one pass
+        sort_below: inputs with fewer scores sort the negatives instead of sorting keys in parts (CPU) or
+            counting them (default ``SORT_BELOW``).
+        window_buckets: when counting, at most this many high-16-bit buckets are counted exactly in one pass
             (default ``WINDOW_BUCKETS``).
     Returns:
         :class:`PositiveRanks`.
@@ -113,6 +117,8 @@ def rank_positives(
         raise ValueError(f"kth_largest={kth_largest} outside [1, {n_negative}] negatives")
     if scores.numel() < (SORT_BELOW if sort_below is None else sort_below):
         return _rank_by_sorting(scores, positive, n_negative, kth_largest)
+    if scores.device.type == "cpu" and not COUNT_ON_CPU:
+        return _rank_by_sorted_parts(scores, positive, n_negative, kth_largest)
     window_buckets = WINDOW_BUCKETS if window_buckets is None else window_buckets
     return _rank_by_counting(scores, positive, n_negative, kth_largest, window_buckets)
 
@@ -131,6 +137,69 @@ def _rank_by_sorting(
         kth_equal = int(torch.searchsorted(negatives, value, side="right")) - kth_below
         kth = KthLargest(float(value + 0.0), kth_below, kth_equal)
     return PositiveRanks(positives, below, equal, n_negative, kth)
+
+
+def _rank_by_sorted_parts(
+    scores: torch.Tensor, positive: torch.Tensor, n_negative: int, kth_largest: int | None
+) -> PositiveRanks:
+    with phase("keys"):
+        keys = order_keys(scores.contiguous()).numpy()
+        positive_keys = keys[positive.numpy()]
+        order = np.argsort(positive_keys, kind="stable")
+        needles = positive_keys[order]
+
+    def locate(part: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ordered = np.sort(part)
+        return ordered, np.searchsorted(ordered, needles, "left"), np.searchsorted(ordered, needles, "right")
+
+    with phase("sort in parts"):
+        n_parts = torch.get_num_threads()
+        with ThreadPoolExecutor(n_parts) as pool:
+            located = list(pool.map(locate, np.array_split(keys, n_parts)))
+    with phase("ranks from the sorted parts"):
+        parts = [ordered for ordered, _, _ in located]
+        own_below, own_at_or_below = _tie_bounds(needles)
+        below_sorted = sum(left for _, left, _ in located) - own_below
+        at_or_below = sum(right for _, _, right in located) - own_at_or_below
+        below, equal = np.empty_like(below_sorted), np.empty_like(below_sorted)
+        below[order] = below_sorted
+        equal[order] = at_or_below - below_sorted
+    kth = None if kth_largest is None else _kth_in_parts(parts, needles, kth_largest, n_negative)
+    positives = keys_to_values(torch.from_numpy(positive_keys))
+    return PositiveRanks(positives, torch.from_numpy(below), torch.from_numpy(equal), n_negative, kth)
+
+
+def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each element of a sorted array, the number of elements strictly below it and at or below it
+    (``searchsorted`` left and right of the array in itself, in linear time)."""
+    starts_run = np.ones(ordered.size, dtype=bool)
+    starts_run[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(starts_run)
+    run = np.cumsum(starts_run) - 1
+    return starts[run], np.append(starts[1:], ordered.size)[run]
+
+
+def _kth_in_parts(parts: list[np.ndarray], needles: np.ndarray, k: int, n_negative: int) -> KthLargest:
+    """The ``k``-th largest negative: the highest key with at least ``k`` negatives at or above it, by binary
+    search over the int32 keys (``parts``: every key, each part sorted; ``needles``: the positives' keys, sorted)."""
+
+    def at_or_above(key: int) -> int:
+        if key > _INT32_MAX:
+            return 0
+        key = np.int32(key)  # a Python int would make searchsorted copy the part to int64
+        everyone = sum(part.size - int(np.searchsorted(part, key, "left")) for part in parts)
+        return everyone - (needles.size - int(np.searchsorted(needles, key, "left")))
+
+    low, high = _INT32_MIN, _INT32_MAX  # at_or_above(low) >= k; the answer lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if at_or_above(middle) >= k:
+            low = middle
+        else:
+            high = middle - 1
+    count = at_or_above(low)
+    value = float(keys_to_values(torch.tensor([low], dtype=torch.int32))[0])
+    return KthLargest(value, n_negative - count, count - at_or_above(low + 1))
 
 
 def _rank_by_counting(
