@@ -55,6 +55,8 @@ class PositiveRanks:
         equal: ``P`` int64, the number of negative scores equal to each positive.
         n_negative: the number of negative scores.
         kth: the ``k``-th largest negative when asked for, else ``None``.
+        ascending: ``P`` int64, a permutation that sorts ``positives`` ascending, when the ranking computed one
+            (:func:`ranks_descending` then needs no sort of its own), else ``None``.
     """
 
     positives: torch.Tensor
@@ -62,6 +64,7 @@ class PositiveRanks:
     equal: torch.Tensor
     n_negative: int
     kth: KthLargest | None
+    ascending: torch.Tensor | None = None
 
 
 def order_keys(values: torch.Tensor) -> torch.Tensor:
@@ -166,7 +169,8 @@ def _rank_by_sorted_parts(
         equal[order] = at_or_below - below_sorted
     kth = None if kth_largest is None else _kth_in_parts(parts, needles, kth_largest, n_negative)
     positives = keys_to_values(torch.from_numpy(positive_keys))
-    return PositiveRanks(positives, torch.from_numpy(below), torch.from_numpy(equal), n_negative, kth)
+    below_tensor, equal_tensor = torch.from_numpy(below), torch.from_numpy(equal)
+    return PositiveRanks(positives, below_tensor, equal_tensor, n_negative, kth, torch.from_numpy(order))
 
 
 def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,13 +341,14 @@ class RankCurve:
 
 
 def ranks_descending(ranks: PositiveRanks) -> tuple[PositiveRanks, torch.Tensor | None]:
-    """The same ranks with the positives sorted by descending score (one sort of the positives, none when
-    they already are: then ``ranks`` itself and ``None``), and the permutation applied (``new[i] =
+    """The same ranks with the positives sorted by descending score (one sort of the positives, or the ranking's
+    ``ascending`` permutation reversed; none when they already are: then ``ranks`` itself and ``None``), and the
+    permutation applied (``new[i] =
     old[order[i]]``; reorder per-positive weights with it)."""
     values = ranks.positives
     if values.numel() < 2 or not bool((values[1:] > values[:-1]).any()):
         return ranks, None
-    order = torch.argsort(values, descending=True)
+    order = torch.argsort(values, descending=True) if ranks.ascending is None else ranks.ascending.flip(0)
     return PositiveRanks(values[order], ranks.below[order], ranks.equal[order], ranks.n_negative, None), order
 
 
