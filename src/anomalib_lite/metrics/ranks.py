@@ -176,11 +176,9 @@ def _rank_by_sorted_parts(
 def _tie_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each element of a sorted array, the number of elements strictly below it and at or below it
     (``searchsorted`` left and right of the array in itself, in linear time)."""
-    starts_run = np.ones(ordered.size, dtype=bool)
-    starts_run[1:] = ordered[1:] != ordered[:-1]
-    starts = np.flatnonzero(starts_run)
-    run = np.cumsum(starts_run) - 1
-    return starts[run], np.append(starts[1:], ordered.size)[run]
+    ends = tie_ends(torch.from_numpy(ordered)).numpy()
+    lengths = np.diff(ends, prepend=-1)
+    return np.repeat(ends + 1 - lengths, lengths), np.repeat(ends + 1, lengths)
 
 
 def _kth_in_parts(parts: list[np.ndarray], needles: np.ndarray, k: int, n_negative: int) -> KthLargest:
