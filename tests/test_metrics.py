@@ -4,9 +4,18 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from skimage.measure import label
 from sklearn.metrics import jaccard_score, precision_recall_curve, roc_auc_score
 
-from anomalib_lite.metrics import Predictions, auroc, compute_metrics, f1_max, pixel_metrics, segmentation_iou
+from anomalib_lite.metrics import (
+    Predictions,
+    auroc,
+    compute_metrics,
+    f1_max,
+    pixel_metrics,
+    region_weights,
+    segmentation_iou,
+)
 from anomalib_lite.metrics.ranks import KthLargest, keys_to_values, order_keys, rank_positives
 
 from conftest import RANK_PATHS, random_case, rank_path_taken
@@ -45,6 +54,27 @@ def test_aupro_and_pixel_auroc_match_references(seed, levels, rank_path):
     got = pixel_metrics(torch.from_numpy(maps), torch.from_numpy(masks))
     assert got.aupro == pytest.approx(naive_aupro(maps, masks), abs=1e-6)
     assert got.pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_region_weights_match_whole_frame_labelling(seed):
+    """Labelling each image's bounding box gives the weights of labelling the whole frames (scikit-image):
+    regions on the borders, touching only at a corner, several per image, and images without one."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((7, 12, 10)) > 0.8
+    masks[0] = False
+    masks[1, 0, 0] = masks[1, -1, -1] = masks[1, 5, 5] = masks[1, 6, 6] = True  # corners and a diagonal pair
+    masks[2] = True  # one region filling the frame
+    regions = np.concatenate([label(mask, connectivity=2)[mask] + 1000 * i for i, mask in enumerate(masks)])
+    _, inverse, sizes = np.unique(regions, return_inverse=True, return_counts=True)
+    expected = 1.0 / (sizes[inverse] * sizes.size)
+    got = region_weights(torch.from_numpy(masks))
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_region_weights_without_anomalous_pixels():
+    assert region_weights(torch.zeros(3, 4, 4, dtype=torch.bool)).numel() == 0
 
 
 @pytest.mark.parametrize("limit", [0.05, 0.3, 1.0])

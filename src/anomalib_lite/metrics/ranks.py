@@ -148,7 +148,7 @@ def _rank_by_sorted_parts(
     with phase("keys"):
         keys = order_keys(scores.contiguous()).numpy()
         positive_keys = keys[positive.numpy()]
-        order = np.argsort(positive_keys, kind="stable")
+        order = np.argsort(positive_keys)  # ties may come in any order: their ranks are equal
         needles = positive_keys[order]
 
     def locate(part: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
