@@ -244,3 +244,27 @@ def test_ref_latent_head_is_the_ref_codes_conv_side_branch():
     small = IENet(64, small=True, head="ref")
     mu, _, bottom = small.encode(torch.rand(2, 3, 64, 64))
     assert bottom.shape == (2, 256, 4, 4) and mu.shape == (2, 128)
+
+
+@pytest.mark.parametrize("head", ["paper", "ref"])
+def test_initial_log_var_sets_only_the_log_variance_bias(head):
+    # UTADConfig.initial_log_var: σ = exp(-3) at the start instead of PyTorch's default (σ ≈ 1); nothing else moves.
+    torch.manual_seed(0)
+    default = IENet(64, small=True, head=head)
+    torch.manual_seed(0)
+    small_sigma = IENet(64, small=True, head=head, initial_log_var=-6.0)
+    changed = [
+        name
+        for (name, a), (_, b) in zip(default.state_dict().items(), small_sigma.state_dict().items(), strict=True)
+        if not torch.equal(a, b)
+    ]
+    last = "mlp.4.bias" if head == "paper" else "mlp.bias"
+    assert changed == [last]
+    bias = small_sigma.state_dict()[last]
+    assert torch.equal(bias[:128], default.state_dict()[last][:128]) and (bias[128:] == -6.0).all()
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        _, log_var, _ = small_sigma.encode(x)
+        _, default_log_var, _ = default.encode(x)
+    assert abs(log_var.mean().item() + 6.0) < 1.0
+    assert abs(default_log_var.mean().item()) < 1.0

@@ -22,8 +22,10 @@ class UTADConfig:
             the encoder's last and the decoder's first); ``None`` = when ``image_size ≤ 64`` (choice:
             the paper's one-class size is lost; the ref-code resizes those images to 64).
         latent: IE-Net code size, 128 (ref-code: ``inceptionCAE.py`` L60-61, μ and log σ² of 128; the paper's
-            size is lost). latent_head, mlp_hidden: see :class:`IENet` (``paper``: three FC layers, L102;
-            ``ref``: the ref-code's conv side branch).
+            size is lost). latent_head, mlp_hidden, initial_log_var: see :class:`IENet` (``paper``: three FC layers,
+            L102; ``ref``: the ref-code's conv side branch; ``initial_log_var``: choice, ``None`` = PyTorch's
+            default bias, σ ≈ 1 at the start; the ``utad_synthetic`` recipe's -6, σ ≈ 0.05, is what lets its MI
+            term leave chance, measured in the README).
         ie_epochs, momentum: SGD of stage 1 (paper L112: 200 epochs, momentum 0.9). ie_lr, ie_weight_decay,
             ie_milestones, ie_lr_decay: the paper's learning rate is lost from the text (L112); the ref-code's
             lr 1e-3, weight decay 1e-4, ×0.1 at epochs 200 and 350 (of its 400: with ``ie_epochs=200`` neither is
@@ -83,6 +85,7 @@ class UTADConfig:
     latent: int = 128
     latent_head: str = "paper"
     mlp_hidden: int = 512
+    initial_log_var: float | None = None
     ie_epochs: int = 200
     ie_lr: float = 1e-3
     ie_weight_decay: float = 1e-4

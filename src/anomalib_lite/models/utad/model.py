@@ -95,7 +95,9 @@ class UTAD(AnomalyModel):
     def __init__(self, cfg: UTADConfig, backbone_cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ie_net = IENet(cfg.image_size, cfg.small_variant, cfg.latent, cfg.latent_head, cfg.mlp_hidden)
+        self.ie_net = IENet(
+            cfg.image_size, cfg.small_variant, cfg.latent, cfg.latent_head, cfg.mlp_hidden, cfg.initial_log_var
+        )
         self.mi = MIDiscriminator(cfg.latent, self.ie_net.feature_size)
         blocks, downsample = cfg.residual_blocks, cfg.expert_downsample
         self.content = ContentEncoder(blocks, downsample)

@@ -80,10 +80,18 @@ class IENet(nn.Module):
             4×4 map and has no other size; here the pooling is global and the max-pooling rounds up
             (``ceil_mode``), so that every size and the small network work (the same result at 256 px).
         mlp_hidden: width of the paper head's hidden layers (choice: the paper gives none).
+        initial_log_var: the bias of the head's log σ² outputs at initialisation (choice: neither the paper nor the
+            ref-code gives one; ``None`` keeps PyTorch's default, a bias near 0, so σ ≈ 1 at the start).
     """
 
     def __init__(
-        self, size: int, small: bool = False, latent: int = 128, head: str = "paper", mlp_hidden: int = 512
+        self,
+        size: int,
+        small: bool = False,
+        latent: int = 128,
+        head: str = "paper",
+        mlp_hidden: int = 512,
+        initial_log_var: float | None = None,
     ) -> None:
         super().__init__()
         if head not in LATENT_HEADS:
@@ -129,6 +137,9 @@ class IENet(nn.Module):
             channels = 4 * f
         self.decoder = nn.Sequential(*decoder, nn.Conv2d(channels, 3, 1, bias=False), nn.Sigmoid())  # ref-code: no bias
         self.feature_size = self.bottom[0]
+        if initial_log_var is not None:
+            last = self.mlp[-1] if isinstance(self.mlp, nn.Sequential) else self.mlp
+            nn.init.constant_(last.bias[latent:], initial_log_var)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(μ, log σ², bottom map)``: the code's Gaussian ``B×latent`` twice (log σ² within ±10) and the
