@@ -34,6 +34,7 @@ anomalous pixels, not with images × thresholds.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,12 +175,22 @@ def _top_normal_scores(flat: torch.Tensor, normal: torch.Tensor, k: int) -> tupl
 
 
 def _scores_at_or_above(flat: torch.Tensor, rows: torch.Tensor, floor: float) -> torch.Tensor:
-    """The scores ``≥ floor`` of the rows ``rows`` (``N`` bool) of ``flat``; on CPU through NumPy."""
+    """The scores ``≥ floor`` of the rows ``rows`` (``N`` bool) of ``flat``, in row order; on CPU through NumPy,
+    in one block of rows per thread (its comparisons and boolean selection release the GIL)."""
     if flat.device.type == "cpu" and NUMPY_ON_CPU:
-        scores = flat.numpy()
-        chosen = scores >= floor
-        chosen &= rows.numpy()[:, None]
-        return torch.from_numpy(scores[chosen])
+        scores, wanted = flat.numpy(), rows.numpy()
+
+        def select(block: range) -> np.ndarray:
+            part = scores[block.start : block.stop]
+            chosen = part >= floor
+            chosen &= wanted[block.start : block.stop, None]
+            return part[chosen]
+
+        n_blocks = torch.get_num_threads()
+        bounds = np.linspace(0, len(scores), n_blocks + 1).astype(int)
+        with ThreadPoolExecutor(n_blocks) as pool:
+            parts = list(pool.map(select, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]))
+        return torch.from_numpy(np.concatenate(parts))
     return flat[(flat >= floor) & rows[:, None]]
 
 
