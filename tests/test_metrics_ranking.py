@@ -248,7 +248,11 @@ def test_aupimo_equals_anomalibs():
     background, blob = torch.nn.functional.interpolate(coarse, size=(250, 250), mode="bilinear").unbind(1)
     anomalous = (torch.arange(16) % 2).bool()[:, None, None]
     masks = (blob > 0.8) & anomalous
-    maps = 0.5 * background + 4 * (blob - 0.75).clamp(min=0) * anomalous + 0.05 * torch.rand(16, 250, 250)
+    maps = (
+        0.5 * background
+        + 4 * (blob - 0.75).clamp(min=0) * anomalous
+        + 0.05 * torch.rand(16, 250, 250, generator=generator)
+    )
     got = aupimo(maps, masks)
     reference = pimo.aupimo_scores(maps, masks.int(), num_thresholds=300_000)[4]
     assert got.images.tolist() == torch.nonzero(~reference.isnan()).flatten().tolist()
