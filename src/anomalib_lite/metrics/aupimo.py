@@ -178,19 +178,16 @@ def _scores_at_or_above(flat: torch.Tensor, rows: torch.Tensor, floor: float) ->
     """The scores ``≥ floor`` of the rows ``rows`` (``N`` bool) of ``flat``, in row order; on CPU through NumPy,
     in one block of rows per thread (its comparisons and boolean selection release the GIL)."""
     if flat.device.type == "cpu" and NUMPY_ON_CPU:
-        scores, wanted = flat.numpy(), rows.numpy()
 
-        def select(block: range) -> np.ndarray:
-            part = scores[block.start : block.stop]
-            chosen = part >= floor
-            chosen &= wanted[block.start : block.stop, None]
-            return part[chosen]
+        def select(scores: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+            chosen = scores >= floor
+            chosen &= wanted[:, None]
+            return scores[chosen]
 
         n_blocks = torch.get_num_threads()
-        bounds = np.linspace(0, len(scores), n_blocks + 1).astype(int)
+        blocks = np.array_split(flat.numpy(), n_blocks), np.array_split(rows.numpy(), n_blocks)
         with ThreadPoolExecutor(n_blocks) as pool:
-            parts = list(pool.map(select, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]))
-        return torch.from_numpy(np.concatenate(parts))
+            return torch.from_numpy(np.concatenate(list(pool.map(select, *blocks))))
     return flat[(flat >= floor) & rows[:, None]]
 
 
