@@ -272,6 +272,25 @@ def test_hydra_errors_about_the_command_line_are_one_line_and_leave_no_folder(tm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "command, arguments",
+    [("train", ["model=hfrr"]), ("eval", []), ("predict", ["ckpt_path=a.pt"]), ("train", ["--help"])],
+)
+def test_command_line_errors_and_help_come_before_torch_is_imported(tmp_path, command, arguments):
+    # The task's modules (torch, timm: seconds) are imported only once Hydra has accepted the command line.
+    script = (
+        "import sys\n"
+        "from anomalib_lite.cli.main import run_command\n"
+        "try:\n"
+        f"    run_command({command!r}, {arguments!r}, {command!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "torch imported: False" in result.stdout, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("value", ["new/é.png", "/data/a b/ø.png", 'say "é"', "C:\\images\\é\\"])
 def test_a_value_hydra_reads_only_quoted_gets_the_quoted_override_that_reads_back(value):
     with pytest.raises(OverrideParseException) as raised:

@@ -52,13 +52,15 @@ SUMMARY = {
 }
 
 
-def hydra_task(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], None]:
-    """The ``@hydra.main`` function that composes ``config_name`` from the packaged configs and runs ``task``
-    (returning its value to Hydra: a sweeper that optimises reads train's objective from it)."""
+def hydra_task(config_name: str, module: str, function: str) -> Callable[[], None]:
+    """The ``@hydra.main`` function that composes ``config_name`` from the packaged configs and runs
+    ``module.function`` on it (returning its value to Hydra: a sweeper that optimises reads train's objective from
+    it). The module is imported only then, so that Hydra's errors about the command line and ``--help`` come
+    before the seconds that importing torch takes."""
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name)
     def main(cfg: DictConfig) -> Any:
-        return task(cfg)
+        return getattr(importlib.import_module(module), function)(cfg)
 
     return main
 
@@ -71,9 +73,8 @@ def run_command(name: str, argv: list[str], prog: str) -> int:
     """
     if name in HYDRA_COMMANDS:
         config_name, module, function, prefixed = HYDRA_COMMANDS[name]
-        task = getattr(importlib.import_module(module), function)
         sys.argv = [prog, *argv]  # Hydra reads its overrides from sys.argv
-        run_main(hydra_task(config_name, task), prefixed=prefixed)
+        run_main(hydra_task(config_name, module, function), prefixed=prefixed)
         return 0
     return int(importlib.import_module(TOOL_COMMANDS[name]).main(argv) or 0)
 

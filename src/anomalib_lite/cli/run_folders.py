@@ -439,6 +439,20 @@ def run_main(main: Callable[[], Any], prefixed: tuple[str, ...] = ()) -> None:
         hydra_utils.run_and_report = report
 
 
+class TrainingRunGuard(RunFolderGuard):
+    """:class:`RunFolderGuard` for train.py: a resumed run must also keep its training options."""
+
+    def check(self, folder: Path, config: DictConfig) -> None:
+        """The run-folder checks, then (with ``trainer.resume``) the stored configs against the command's."""
+        super().check(folder, config)
+        if config.trainer.resume:
+            # Imported here, not above: the other checks come before the seconds that importing torch takes.
+            from anomalib_lite.pipeline.config import task_config
+            from anomalib_lite.pipeline.training import check_resume_config, run_config
+
+            check_resume_config(folder, run_config(task_config(config))[1])
+
+
 def resume(config: DictConfig) -> bool:
     """Whether the command continues an earlier run (``trainer.resume``; absent: no)."""
     return bool(OmegaConf.select(config, "trainer.resume", default=False))

@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from anomalib_lite.cli.run_folders import (
     HYDRA_FILES,
-    RunFolderGuard,
     check_run_folder,
     multirun_job_number,
     report_errors,
     run_folder,
 )
 from anomalib_lite.data import categories
-from anomalib_lite.pipeline.config import task_config
 from anomalib_lite.pipeline.training import check_resume_config, run_config, train_run
 
 log = logging.getLogger("anomalib_lite")
-
-
-class TrainingRunGuard(RunFolderGuard):
-    """:class:`RunFolderGuard` for train.py: a resumed run must also keep its training options."""
-
-    def check(self, folder: Path, config: DictConfig) -> None:
-        """The run-folder checks, then (with ``trainer.resume``) the stored configs against the command's."""
-        super().check(folder, config)
-        if config.trainer.resume:
-            check_resume_config(folder, run_config(task_config(config))[1])
 
 
 @report_errors
@@ -47,7 +34,7 @@ def train(cfg: DictConfig) -> float:
     folder = run_folder()
     run, config = run_config(cfg)
     categories(run.data)  # unknown categories and missing data are refused before the folder is checked
-    # A single run's folder was checked before Hydra wrote into it (TrainingRunGuard); a multirun
+    # A single run's folder was checked before Hydra wrote into it (run_folders.TrainingRunGuard); a multirun
     # job's folder is checked here, where Hydra has just written its own files.
     check_run_folder(folder, run.trainer.resume, ignored=HYDRA_FILES)
     if run.trainer.resume:
