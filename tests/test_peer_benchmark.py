@@ -5,6 +5,7 @@ with anomalib is at hand (never in CI)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -65,8 +66,22 @@ def test_the_hfr_pair_uses_the_rd_backbone_with_random_weights_on_both_sides():
 
 
 def test_a_missing_anomalib_python_is_refused_before_any_work(tmp_path):
-    with pytest.raises(SystemExit, match="--anomalib-python"):
+    with pytest.raises(SystemExit, match="--anomalib-python .*no such program"):
         peer_benchmark.run(parse("--anomalib-python", str(tmp_path / "nope" / "python")))
+    no_anomalib = tmp_path / "python"  # a program, but one whose "import anomalib" fails
+    no_anomalib.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import anomalib_not_installed'\n")
+    no_anomalib.chmod(0o755)
+    with pytest.raises(SystemExit, match="cannot import anomalib .*ModuleNotFoundError.*pip install"):
+        peer_benchmark.run(parse("--anomalib-python", str(no_anomalib), "--data-root", str(tmp_path / "data")))
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("anomalib") is None, reason="needs anomalib in this python (extra peer)")
+def test_the_anomalib_python_may_be_a_name_on_the_path(tmp_path, monkeypatch):
+    (tmp_path / "py").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    found = peer_benchmark.check_python("py")
+    assert found == str(tmp_path / "py")
 
 
 def tiny_hfr_args(tmp_path: Path, *overrides: str) -> argparse.Namespace:

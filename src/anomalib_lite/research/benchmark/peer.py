@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import subprocess
 import tempfile
 import time
@@ -285,15 +286,27 @@ def ratio_table(rows: list[tuple[str, str, Throughput, Throughput | None]]) -> s
     return "\n".join(lines)
 
 
-def check_python(python: str | None) -> None:
-    """Refuse a ``--anomalib-python`` that is not an executable file, before any work."""
-    if python is not None and not Path(python).is_file():
-        raise SystemExit(f"--anomalib-python {python}: no such file (the python of an environment with anomalib)")
+def check_python(python: str | None) -> str | None:
+    """The path of ``--anomalib-python`` (a path, or a name on ``PATH`` such as ``python``), refused before any work
+    when it is not a program or cannot import anomalib; ``None`` stays ``None``."""
+    if python is None:
+        return None
+    found = shutil.which(python)
+    if found is None:
+        raise SystemExit(f"--anomalib-python {python}: no such program (the python of an environment with anomalib)")
+    imported = subprocess.run([found, "-c", "import anomalib"], capture_output=True, text=True)
+    if imported.returncode != 0:
+        last = (imported.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(
+            f"--anomalib-python {python}: cannot import anomalib ({last}); install it in that environment: "
+            f"{found} -m pip install 'anomalib==2.7.*'"
+        )
+    return found
 
 
 def run(args: argparse.Namespace) -> None:
     """Measure every requested pair and print the table (``benchmark.py peer``)."""
-    check_python(args.anomalib_python)
+    args.anomalib_python = check_python(args.anomalib_python)
     precision = resolved_precision(args.precision, args.device)
     print(
         f"peer: synthetic/{args.category} ({args.data_root}), {args.size}×{args.size}, batch {args.batch}, "
