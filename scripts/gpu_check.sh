@@ -16,7 +16,7 @@ QUICK=${GPU_CHECK_QUICK:-0}   # 1: tiny settings (a rehearsal of the script, not
 BUDGET=${GPU_CHECK_SECONDS:-470}
 ONLY=${GPU_CHECK_ONLY:-}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 OUT=$(realpath -m "$OUT")
 cd "$(dirname "$0")/.." || exit 1
 : > "$OUT"
