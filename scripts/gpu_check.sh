@@ -83,7 +83,7 @@ done
 # The evaluator on every map distribution: timed at MVTec AD size, then exact against scikit-learn and the
 # references on fewer maps (the references run on the CPU: at full size they take minutes per kind).
 check evaluator 45 "evaluator, every kind, timed" "${BENCH[@]}" evaluator --device "$DEVICE" --kind all "${MAPS[@]}"
-check exact 60 "evaluator, every kind, against the references (60 maps)" "${BENCH[@]}" evaluator --device "$DEVICE" --kind all --check --repeat 1 "${EXACT[@]}"
+check exact 60 "evaluator, every kind, against the references (${EXACT[*]})" "${BENCH[@]}" evaluator --device "$DEVICE" --kind all --check --repeat 1 "${EXACT[@]}"
 # torch.compile of each stage's step: the steady rate it gains against its compilation cost (our side of `peer`).
 for compiled in false true; do
     limit=45
